@@ -1,0 +1,58 @@
+"""Which classes a head learns, and how cached VOC labels map onto its outputs.
+
+Shards store labels as indices into the 20 VOC classes, with a background index and -1
+for ignored patches. A head trained on a subset sees labels 0..C-1 for its classes and C
+for "none of them": background, and patches of classes left out (they are background for
+a classifier of the chosen classes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.errors import MidlevelError
+
+
+def parse_classes(text: str | None, known: tuple[str, ...]) -> tuple[str, ...] | None:
+    """'bus,car' -> ('bus', 'car'), checked against the known names; None stays None."""
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise MidlevelError(
+            f"--classes {text!r}: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(known)}"
+        )
+    return names
+
+
+def select_classes(
+    requested: tuple[str, ...] | None, class_names: list[str], positives: np.ndarray
+) -> tuple[str, ...]:
+    """The classes to train: those asked for, or every class with labelled patches.
+
+    positives [n_class_names] counts of positive patches per cached class.
+    """
+    if requested is None:
+        chosen = tuple(n for n, count in zip(class_names, positives, strict=True) if count > 0)
+        if not chosen:
+            raise MidlevelError(
+                "the cache holds no labelled object patch; check the boxes in Annotations/"
+            )
+        return chosen
+    empty = [n for n in requested if positives[class_names.index(n)] == 0]
+    if empty:
+        raise MidlevelError(
+            f"--classes: {', '.join(empty)} has no labelled patch in this split; drop it from --classes"
+        )
+    return requested
+
+
+def head_labels(
+    labels: np.ndarray, class_names: list[str], selected: tuple[str, ...]
+) -> np.ndarray:
+    """[N] cached labels -> [N] head labels (0..C-1 chosen classes, C none of them, -1 ignored)."""
+    lookup = np.full(len(class_names) + 1, len(selected), dtype=np.int64)
+    for j, name in enumerate(selected):
+        lookup[class_names.index(name)] = j
+    return np.where(labels >= 0, lookup[np.clip(labels, 0, None)], -1)

@@ -1,0 +1,282 @@
+"""`pipeline` command line: each verb parses its options and calls one stage."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipeline.backbone import RANDOM, REGISTRY
+from pipeline.classes import parse_classes
+from pipeline.config import (
+    BackboneConfig,
+    ExtractConfig,
+    FitConfig,
+    GridConfig,
+    LabelRule,
+    MLPConfig,
+    ScoreConfig,
+    SVMConfig,
+)
+from pipeline.errors import MidlevelError
+from pipeline.voc import VOC_CLASSES
+
+
+class UserError(click.ClickException):
+    """One red line and exit code 2: bad input is the user's to fix, not a crash."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.secho(f"error: {self.message}", fg="red", err=True)
+
+
+class Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MidlevelError as exc:
+            raise UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            click.secho(
+                "interrupted: finished shards are kept; rerun the same command to resume", err=True
+            )
+            sys.exit(130)
+
+
+def _options(*decorators):
+    def apply(func):
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+common = _options(
+    click.option("--voc-root", envvar="MIDLEVEL_VOC_ROOT", type=click.Path(file_okay=False),
+                 help="VOC year dir (or its VOCdevkit parent). Env: MIDLEVEL_VOC_ROOT."),
+    click.option("--cache-dir", envvar="MIDLEVEL_CACHE_DIR", default="cache", show_default=True,
+                 help="Root of feature shards and trained heads. Env: MIDLEVEL_CACHE_DIR."),
+    click.option("--classes", default=None,
+                 help="Comma-separated VOC classes to train/score (default: all with boxes)."),
+)  # fmt: skip
+
+features = _options(
+    click.option("--backbone", type=click.Choice(sorted(REGISTRY)), default=BackboneConfig.name, show_default=True,
+                 help="Frozen feature extractor."),
+    click.option("--weights", default=None,
+                 help=f"Local state-dict FILE, or '{RANDOM}' (untrained, plumbing only). Default: ImageNet."),
+    click.option("--input-size", type=int, default=None, help="Patch side fed to the net [default: the net's]."),
+    click.option("--scales", type=int, default=GridConfig.scales, show_default=True, help="Patch scales."),
+    click.option("--min-scale", type=float, default=GridConfig.min_scale, show_default=True,
+                 help="Smallest patch side / min(W, H)."),
+    click.option("--overlap", type=float, default=GridConfig.overlap, show_default=True,
+                 help="Minimum overlap of neighbouring patches."),
+    click.option("--min-patch-cover", type=float, default=LabelRule.min_patch_cover, show_default=True,
+                 help="Label rule: |P∩B| >= this * |P|."),
+    click.option("--min-box-cover", type=float, default=LabelRule.min_box_cover, show_default=True,
+                 help="Label rule: |P∩B| >= this * |B|."),
+    click.option("--background-ratio", type=float, default=LabelRule.background_ratio, show_default=True,
+                 help="Share of background patches kept in train/trainval."),
+    click.option("--seed", type=int, default=LabelRule.seed, show_default=True,
+                 help="Seed of background subsampling and head training."),
+)  # fmt: skip
+
+
+def _feature_kwargs(opts: dict) -> dict:
+    """Pop the feature options into the three config objects every stage takes."""
+    if opts["weights"] == RANDOM:
+        click.secho(
+            "warning: --weights random: untrained network, features are NOT pretrained",
+            fg="yellow",
+            err=True,
+        )
+    return {
+        "backbone": BackboneConfig(
+            opts.pop("backbone"), opts.pop("weights"), opts.pop("input_size")
+        ),
+        "grid": GridConfig(opts.pop("scales"), opts.pop("min_scale"), opts.pop("overlap")),
+        "labels": LabelRule(
+            opts.pop("min_patch_cover"),
+            opts.pop("min_box_cover"),
+            opts.pop("background_ratio"),
+            opts["seed"],
+        ),
+    }
+
+
+def _need_voc_root(opts: dict) -> str:
+    if not opts.get("voc_root"):
+        raise UserError(
+            "no VOC tree: pass --voc-root DIR or set MIDLEVEL_VOC_ROOT (try pipeline demo-data)"
+        )
+    return opts["voc_root"]
+
+
+@click.group(
+    cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
+def cli() -> None:
+    """midlevel: frozen-CNN patch features, cached once, transferred to new tasks.
+
+    Typical run: extract --split trainval, extract --split test, fit --head mlp, score.
+    """
+
+
+@cli.command("demo-data")
+@click.option("--output", default="data/demo", help="Where to write the demo VOC tree.")
+@click.option("--trainval", "n_trainval", type=int, default=48, help="Trainval images.")
+@click.option("--test", "n_test", type=int, default=32, help="Test images.")
+@click.option("--seed", type=int, default=0, help="Layout seed.")
+def demo_data(output: str, n_trainval: int, n_test: int, seed: int) -> None:
+    """Build a small VOC-format tree from sample photos that installed packages ship."""
+    from pathlib import Path
+
+    from pipeline.demo import build_demo_tree
+
+    year_dir = build_demo_tree(Path(output), n_trainval=n_trainval, n_test=n_test, seed=seed)
+    click.echo(f"demo-data: {n_trainval} trainval + {n_test} test images -> {year_dir}")
+
+
+@cli.command()
+@common
+@features
+@click.option(
+    "--split", default="trainval", help="ImageSets/Main split: train, val, trainval, test."
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Compute device."
+)
+@click.option(
+    "--batch-size", type=int, default=ExtractConfig.batch_size, help="Patches per forward pass."
+)
+@click.option(
+    "--workers", type=int, default=ExtractConfig.workers, help="DataLoader decode workers."
+)
+@click.option(
+    "--images-per-shard",
+    type=int,
+    default=ExtractConfig.images_per_shard,
+    help="Images per HDF5 shard.",
+)
+@click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
+@click.option(
+    "--overwrite", is_flag=True, help="Rebuild the cache for these settings from scratch."
+)
+def extract(**opts) -> None:
+    """Stage one: run the frozen backbone over every patch; write HDF5 shards."""
+    from stages import extract as stage
+
+    opts.pop("classes")
+    feature = _feature_kwargs(opts)
+    opts.pop("seed")
+    config = ExtractConfig(
+        voc_root=_need_voc_root(opts),
+        **{k: v for k, v in opts.items() if k != "voc_root"},
+        **feature,
+    )
+    click.echo(stage.run(config).line(config.split))
+
+
+@cli.command()
+@common
+@features
+@click.option("--split", default="trainval", help="Split whose cached features train the head.")
+@click.option(
+    "--head",
+    type=click.Choice(["mlp", "svm"]),
+    default="mlp",
+    help="Adaptation layers or SVM baseline.",
+)
+@click.option("--hidden", type=int, default=MLPConfig.hidden, help="MLP: FCa units.")
+@click.option("--dropout", type=float, default=MLPConfig.dropout, help="MLP: dropout after FCa.")
+@click.option(
+    "--lr", type=float, default=MLPConfig.lr, help="MLP: SGD learning rate (cosine decay)."
+)
+@click.option("--momentum", type=float, default=MLPConfig.momentum, help="MLP: SGD momentum.")
+@click.option(
+    "--weight-decay", type=float, default=MLPConfig.weight_decay, help="MLP: L2 weight decay."
+)
+@click.option("--epochs", type=int, default=MLPConfig.epochs, help="MLP: epochs over the shards.")
+@click.option("--batch-size", type=int, default=MLPConfig.batch_size, help="MLP: minibatch size.")
+@click.option(
+    "--background-weight", type=float, default=1.0, help="Loss weight of the background class."
+)
+@click.option("--svm-c", type=float, default=SVMConfig.C, help="SVM: regularisation C.")
+@click.option(
+    "--svm-epochs", type=int, default=SVMConfig.epochs, help="SVM: SGD epochs over the shards."
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    help="MLP training device.",
+)
+def fit(**opts) -> None:
+    """Stage two: train the head from cached features only (never reads a JPEG)."""
+    from stages import fit as stage
+
+    feature = _feature_kwargs(opts)
+    mlp = MLPConfig(
+        **{
+            k: opts.pop(k)
+            for k in ("hidden", "dropout", "lr", "momentum", "weight_decay", "epochs", "batch_size")
+        },
+        background_weight=opts["background_weight"],
+    )
+    svm = SVMConfig(
+        C=opts.pop("svm_c"),
+        epochs=opts.pop("svm_epochs"),
+        background_weight=opts.pop("background_weight"),
+    )
+    opts["classes"] = parse_classes(opts["classes"], VOC_CLASSES)
+    config = FitConfig(voc_root=opts.pop("voc_root") or "", mlp=mlp, svm=svm, **opts, **feature)
+
+    def progress(epoch: int, loss: float) -> None:
+        click.echo(f"  epoch {epoch + 1}: loss {loss:.4f}", err=True)
+
+    click.echo(stage.run(config, progress=progress).line(config.head))
+
+
+@cli.command()
+@common
+@features
+@click.option("--split", default="test", help="Split to score (its features must be extracted).")
+@click.option("--train-split", default="trainval", help="Split the head was fitted on.")
+@click.option("--head", type=click.Choice(["mlp", "svm"]), default="mlp", help="Which fitted head.")
+@click.option(
+    "-k", "--k", "k", type=float, default=ScoreConfig.k, help="Pooling exponent: mean of p^k."
+)
+@click.option("--output", default=ScoreConfig.output, help="Per-class AP table (CSV).")
+@click.option(
+    "--scores-output", default=None, help="Per-image scores CSV [default: <output>-scores.csv]."
+)
+def score(**opts) -> None:
+    """Pool patch scores per image and write per-class AP (VOC07 11-point and area)."""
+    from stages import score as stage
+
+    feature = _feature_kwargs(opts)
+    opts.pop("seed")
+    opts["classes"] = parse_classes(opts["classes"], VOC_CLASSES)
+    config = ScoreConfig(
+        voc_root=_need_voc_root(opts),
+        **{k: v for k, v in opts.items() if k != "voc_root"},
+        **feature,
+    )
+    result = stage.run(config)
+    rows = result.table()
+    click.echo(f"{'class':<14}{'AP voc07':>10}{'AP area':>10}{'pos':>7}{'images':>8}")
+    for row in rows:
+        click.echo(
+            f"{row['class']:<14}{row['ap_voc07']:>10.2f}{row['ap_area']:>10.2f}{row['positives']:>7}{row['images']:>8}"
+        )
+    click.echo(
+        f"score {config.split}: {len(result.image_ids)} images, {len(result.classes)} classes, "
+        f"mAP {rows[-1]['ap_voc07']:.2f} (VOC07 11-point), {rows[-1]['ap_area']:.2f} (area) "
+        f"in {result.seconds:.1f} s -> {config.output}, {stage.scores_path(config)}"
+    )
+
+
+def main() -> None:
+    cli(prog_name="pipeline")

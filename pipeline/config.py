@@ -1,0 +1,150 @@
+"""Settings of every stage as frozen dataclasses, with the paper's values as defaults.
+
+Defaults cite Oquab, Bottou, Laptev, Sivic, "Learning and Transferring Mid-Level Image
+Representations using Convolutional Neural Networks", CVPR 2014 (section 3.1 for the patch
+grid and labels, 3.2 for the adaptation layers, 4 for the pooling exponent). The CLI builds
+these objects; the library only receives them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from pipeline import __version__
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Multi-scale square patch grid.
+
+    The paper uses about 500 square patches per image at 8 scales with 50% overlap. Patch
+    side = min(W, H) * s, s geometric from 1 down to `min_scale`; the stride is
+    side * (1 - overlap), and the positions per axis are spread evenly from border to
+    border so that every pixel is covered at every scale. Because of that border cover,
+    min_scale 0.15 (not the 0.13 of a floor-count grid) gives the paper's count: exactly
+    500 patches on a 500x375 VOC image.
+    """
+
+    scales: int = 8
+    min_scale: float = 0.15
+    overlap: float = 0.5
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """The paper's patch labelling rule and the background subsampling of training splits.
+
+    A patch P is labelled with class o when, for a box B of o, |P∩B| >= min_patch_cover*|P|
+    and |P∩B| >= min_box_cover*|B| (paper: 0.2 and 0.6), and no box of another class meets
+    the rule. Patches touching no box are background; about 10% of them are kept in
+    training splits (paper), chosen with a seed per image so that the choice does not
+    depend on the order or the machine that processes the image.
+    """
+
+    min_patch_cover: float = 0.2
+    min_box_cover: float = 0.6
+    background_ratio: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which frozen network produces the features, and from which weights."""
+
+    name: str = "efficientnet_lite0"
+    weights: str | None = None  # None: the registry's ImageNet weights; a path; or "random"
+    input_size: int | None = None  # None: the backbone's own input size
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Everything that changes the cached features: its digest keys the cache."""
+
+    backbone: dict
+    grid: GridConfig = field(default_factory=GridConfig)
+    labels: LabelRule = field(default_factory=LabelRule)
+
+    def as_dict(self) -> dict:
+        return {"backbone": self.backbone, "grid": asdict(self.grid), "labels": asdict(self.labels)}
+
+    def digest(self) -> str:
+        """Short, stable hash of the settings; the code version is kept beside it, not in it."""
+        text = json.dumps(self.as_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    voc_root: str
+    split: str
+    cache_dir: str = "cache"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    labels: LabelRule = field(default_factory=LabelRule)
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 1
+    images_per_shard: int = 64
+    limit: int | None = None  # first N images of the split, for quick looks
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """FCa (hidden units, ReLU, dropout) and FCb (classes + background, softmax): paper 3.2."""
+
+    hidden: int = 2048
+    dropout: float = 0.5
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 20
+    batch_size: int = 256
+    background_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class SVMConfig:
+    """Linear one-vs-rest SVM baseline on the same patch features."""
+
+    C: float = 1.0
+    epochs: int = 10
+    background_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    voc_root: str
+    split: str = "trainval"
+    cache_dir: str = "cache"
+    head: str = "mlp"
+    classes: tuple[str, ...] | None = None  # None: every class with labelled patches
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    labels: LabelRule = field(default_factory=LabelRule)
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    svm: SVMConfig = field(default_factory=SVMConfig)
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    voc_root: str
+    split: str = "test"
+    train_split: str = "trainval"
+    cache_dir: str = "cache"
+    head: str = "mlp"
+    classes: tuple[str, ...] | None = None
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    labels: LabelRule = field(default_factory=LabelRule)
+    k: float = 5.0  # paper section 4: mean of p(class|patch)^k over the patches, k = 5
+    output: str = "ap.csv"
+    scores_output: str | None = None  # None: <output stem>-scores.csv beside it
+
+
+def code_version() -> str:
+    return __version__

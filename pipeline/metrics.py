@@ -1,0 +1,102 @@
+"""Image scores from patch scores, and the PASCAL VOC average precision that ranks them.
+
+Truth follows the VOC classification files: 1 positive, -1 negative, 0 difficult.
+Difficult images are dropped from the ranking, as the devkit's VOCevalcls does, so
+neither finding nor missing them changes the score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+
+def _precision_recall(
+    scores: np.ndarray, truth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """[M] precision and [M] recall down the ranking of non-difficult images; None if no positive.
+
+    Ties keep the input order (stable sort), as MATLAB's sort in the devkit does.
+    """
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth)
+    if scores.ndim != 1 or scores.shape != truth.shape:
+        raise ValueError(f"scores {scores.shape} and truth {truth.shape} must be equal 1-D shapes")
+    if not np.isin(truth, (-1, 0, 1)).all():
+        raise ValueError("truth must hold only 1 (positive), -1 (negative) or 0 (difficult)")
+    kept = truth != 0
+    scores, truth = scores[kept], truth[kept]
+    n_pos = int((truth > 0).sum())
+    if n_pos == 0:
+        return None
+    tp = np.cumsum(truth[np.argsort(-scores, kind="stable")] > 0)
+    ranks = np.arange(1, len(tp) + 1)
+    return tp / ranks, tp / n_pos
+
+
+def voc07_ap(scores: np.ndarray, truth: np.ndarray) -> float:
+    """VOC 2007 11-point interpolated AP of scores [M] against truth [M] in {1, -1, 0}.
+
+    The rule the paper's VOC 2007 numbers use: mean over recall levels t = 0, 0.1, ..., 1
+    of the best precision at recall >= t. nan when there is no positive, since AP is
+    then undefined; mean_ap skips such classes.
+    """
+    pr = _precision_recall(scores, truth)
+    if pr is None:
+        return float("nan")
+    prec, rec = pr
+    # 1e-9 keeps t = 0.3, 0.7 ... reachable despite 0.1 * 3 != 0.3 in binary floats.
+    levels = np.linspace(0.0, 1.0, 11)
+    best = [prec[rec >= t - 1e-9].max(initial=0.0) for t in levels]
+    return float(np.mean(best))
+
+
+def area_ap(scores: np.ndarray, truth: np.ndarray) -> float:
+    """VOC 2010+ AP of scores [M] against truth [M] in {1, -1, 0}: area under the PR curve.
+
+    Precision is first replaced by its maximum at any later rank (the devkit's VOCap
+    envelope), then summed over the steps where recall grows. nan when there is no positive.
+    """
+    pr = _precision_recall(scores, truth)
+    if pr is None:
+        return float("nan")
+    prec, rec = pr
+    envelope = np.maximum.accumulate(prec[::-1])[::-1]
+    steps = np.diff(rec, prepend=0.0)
+    return float(np.sum(steps * envelope))
+
+
+def pool_patch_scores(
+    probs: np.ndarray, image_index: np.ndarray, n_images: int, k: float = 5.0
+) -> np.ndarray:
+    """[n_images, C] float64 image scores: mean over each image's patches of p**k.
+
+    probs: [N, C] patch class probabilities; image_index: [N] int, the image of each patch.
+    k = 5 is Oquab et al. 2014 (sec. 3.3): a power above 1 lets a few confident patches
+    outweigh many lukewarm ones, where k = 1 (plain mean) lets background dilute the object.
+    Images with no patch get nan, so a missing image cannot pass for a confident negative.
+    """
+    probs, image_index = np.asarray(probs, dtype=np.float64), np.asarray(image_index)
+    if probs.ndim != 2 or image_index.shape != (probs.shape[0],):
+        raise ValueError(
+            f"probs must be [N, C] and image_index [N]; got {probs.shape} and {image_index.shape}"
+        )
+    if not np.issubdtype(image_index.dtype, np.integer):
+        raise ValueError(f"image_index must be integers, got dtype {image_index.dtype}")
+    if k <= 0:
+        raise ValueError(f"pooling power k must be > 0, got {k}")
+    if image_index.size and (image_index.min() < 0 or image_index.max() >= n_images):
+        raise ValueError(
+            f"image_index must lie in [0, {n_images}); got {image_index.min()}..{image_index.max()}"
+        )
+    sums = np.zeros((n_images, probs.shape[1]))
+    np.add.at(sums, image_index, probs**k)
+    counts = np.bincount(image_index, minlength=n_images).astype(np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def mean_ap(values: npt.ArrayLike) -> float:
+    """Mean of per-class APs, skipping nan (classes with no positive); nan if all are nan."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else float("nan")

@@ -1,0 +1,138 @@
+"""Writing a PASCAL VOC year directory from images and boxes in memory.
+
+The inverse of `pipeline/voc.py`: it lays out `JPEGImages/<id>.jpg`, `Annotations/<id>.xml` and
+`ImageSets/Main/{<split>,<class>_<split>}.txt` exactly as the official VOC 2007 files are, so that
+the demo tree and the test fixtures go through the same reader as the real data set.
+
+Boxes in code are float (x0, y0, x1, y1), 0-based with exclusive ends (pixel edges); the XML holds
+VOC's 1-based inclusive integers, `xmin = x0 + 1`, `xmax = x1` (same for y). The same input
+always gives the same bytes (JPEG quality 90, fixed XML layout), so fixtures can be compared.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from pipeline.errors import DataError
+from pipeline.voc import VOC_CLASSES
+
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class VocObject:
+    name: str
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1; 0-based, ends exclusive, integral
+    difficult: bool = False
+
+
+@dataclass(frozen=True)
+class VocSample:
+    image_id: str
+    image: Image.Image  # RGB
+    objects: tuple[VocObject, ...]
+
+
+def class_label(objects: Iterable[VocObject], name: str) -> int:
+    """VOC image-level label of one class: 1 present, 0 only difficult objects, -1 absent."""
+    flags = [o.difficult for o in objects if o.name == name]
+    if not flags:
+        return -1
+    return 0 if all(flags) else 1
+
+
+def _check_sample(sample: VocSample) -> None:
+    image_id = sample.image_id
+    if not image_id or any(c.isspace() or c in "/\\" for c in image_id):
+        raise ValueError(f"image id {image_id!r}: must be non-empty, without spaces or slashes")
+    width, height = sample.image.size
+    for obj in sample.objects:
+        if obj.name not in VOC_CLASSES:
+            raise ValueError(f"{image_id}: class {obj.name!r} is not one of the 20 VOC classes")
+        if len(obj.box) != 4 or not all(float(v).is_integer() for v in obj.box):
+            raise ValueError(
+                f"{image_id}: box {obj.box} must be 4 integral pixel-edge coordinates x0, y0, x1, y1"
+            )
+        x0, y0, x1, y1 = obj.box
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise ValueError(
+                f"{image_id}: {obj.name} box {obj.box} is not inside the {width}x{height} image "
+                "(need 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height)"
+            )
+
+
+def _annotation_xml(folder: str, sample: VocSample) -> bytes:
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = folder
+    ET.SubElement(root, "filename").text = f"{sample.image_id}.jpg"
+    size = ET.SubElement(root, "size")
+    ET.SubElement(size, "width").text = str(sample.image.width)
+    ET.SubElement(size, "height").text = str(sample.image.height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(root, "segmented").text = "0"
+    for obj in sample.objects:
+        node = ET.SubElement(root, "object")
+        ET.SubElement(node, "name").text = obj.name
+        ET.SubElement(node, "pose").text = "Unspecified"
+        ET.SubElement(node, "truncated").text = "0"
+        ET.SubElement(node, "difficult").text = str(int(obj.difficult))
+        bndbox = ET.SubElement(node, "bndbox")
+        x0, y0, x1, y1 = (int(v) for v in obj.box)
+        for tag, value in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1), ("ymax", y1)):
+            ET.SubElement(bndbox, tag).text = str(value)
+    ET.indent(root, space="\t")
+    return ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def write_voc_tree(
+    year_dir: Path, samples: Iterable[VocSample], splits: dict[str, list[str]]
+) -> Path:
+    """Write `samples` as a VOC year directory and return it.
+
+    splits: split name -> image ids (e.g. train, val, trainval, test); every id must be a sample.
+    Per-class files `<class>_<split>.txt` are written for every class that occurs in any sample,
+    listing every id of the split with its label (1 present, -1 absent, 0 only difficult).
+    Raises ValueError for a bad box, class, id or split, DataError if `year_dir` is not empty.
+    """
+    year_dir = Path(year_dir)
+    if year_dir.exists() and any(year_dir.iterdir()):
+        raise DataError(f"{year_dir}: not empty; write the VOC tree into a new directory")
+    samples = list(samples)
+    by_id: dict[str, VocSample] = {}
+    for sample in samples:
+        _check_sample(sample)
+        if sample.image_id in by_id:
+            raise ValueError(f"image id {sample.image_id!r} occurs twice")
+        by_id[sample.image_id] = sample
+    for split, ids in splits.items():
+        if not split or "_" in split:
+            raise ValueError(f"split name {split!r}: must be non-empty and without '_'")
+        unknown = sorted(set(ids) - by_id.keys())
+        if unknown:
+            raise ValueError(f"split {split!r} names ids that are not samples: {unknown[:5]}")
+
+    jpeg_dir, xml_dir, main_dir = (
+        year_dir / "JPEGImages",
+        year_dir / "Annotations",
+        year_dir / "ImageSets" / "Main",
+    )
+    for d in (jpeg_dir, xml_dir, main_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    for sample in samples:
+        image = sample.image.convert("RGB")
+        image.save(jpeg_dir / f"{sample.image_id}.jpg", format="JPEG", quality=JPEG_QUALITY)
+        xml = _annotation_xml(year_dir.name, sample)
+        (xml_dir / f"{sample.image_id}.xml").write_bytes(xml)
+
+    classes = sorted({o.name for s in samples for o in s.objects}, key=VOC_CLASSES.index)
+    for split, ids in splits.items():
+        (main_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        for name in classes:
+            lines = (f"{i} {class_label(by_id[i].objects, name):2d}\n" for i in ids)
+            (main_dir / f"{name}_{split}.txt").write_text("".join(lines))
+    return year_dir

@@ -1,0 +1,149 @@
+"""Stage one: run the frozen backbone once over every patch of a split, into HDF5 shards."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.backbone import FrozenBackbone, feature_settings, resolve_device
+from pipeline.config import ExtractConfig
+from pipeline.errors import DataError
+from pipeline.images import PatchImages
+from pipeline.shards import FeatureCache, Shard, WriterLock, cache_path, write_shard
+from pipeline.voc import VOC_CLASSES, load_records, read_split, resolve_year_dir
+
+TRAINING_SPLITS = ("train", "trainval")  # background subsampled; other splits keep every patch
+BACKGROUND = len(VOC_CLASSES)
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    cache_dir: str
+    images: int
+    patches: int
+    seconds: float
+    bytes_written: int
+    shards_written: int
+    shards_reused: int
+
+    def line(self, split: str) -> str:
+        if not self.shards_written:
+            return f"extract {split}: nothing to do, all {self.shards_reused} shards already complete -> {self.cache_dir}"
+        rate = self.patches / self.seconds if self.seconds else 0.0
+        return (
+            f"extract {split}: {self.images} images, {self.patches} patches in {self.seconds:.1f} s "
+            f"({rate:.1f} patches/s), {self.bytes_written / 1e9:.3f} GB written, "
+            f"{self.shards_written} shards new, {self.shards_reused} reused -> {self.cache_dir}"
+        )
+
+
+def _features(backbone: FrozenBackbone, item: dict, batch_size: int) -> np.ndarray:
+    """[N, D] float16 features of one image's patches, cropped and run batch by batch."""
+    out = []
+    for start in range(0, len(item["boxes"]), batch_size):
+        crops = backbone.crop(item["image"], item["boxes"][start : start + batch_size])
+        out.append(backbone(crops).cpu().numpy().astype(np.float16))
+    return np.concatenate(out) if out else np.empty((0, backbone.feature_dim), np.float16)
+
+
+def run(config: ExtractConfig) -> ExtractSummary:
+    year_dir = resolve_year_dir(config.voc_root)
+    ids = read_split(year_dir, config.split)[: config.limit]
+    records = load_records(year_dir, ids)
+    settings = feature_settings(config.backbone, config.grid, config.labels)
+    digest = settings.digest()
+    cache = FeatureCache(
+        cache_path(config.cache_dir, config.split, digest), settings.as_dict(), digest
+    )
+    per_shard = config.images_per_shard
+    n_shards = math.ceil(len(records) / per_shard)
+    started = time.perf_counter()
+    with WriterLock(cache.directory):
+        cache.prepare(n_images=len(records), images_per_shard=per_shard, overwrite=config.overwrite)
+        pending = [k for k in range(n_shards) if not cache.is_done(k)]
+        totals = {"images": 0, "patches": 0, "bytes": 0}
+        if pending:
+            totals = _extract_shards(config, cache, year_dir, records, pending, n_shards)
+    return ExtractSummary(
+        cache_dir=str(cache.directory),
+        images=totals["images"],
+        patches=totals["patches"],
+        seconds=time.perf_counter() - started,
+        bytes_written=totals["bytes"],
+        shards_written=len(pending),
+        shards_reused=n_shards - len(pending),
+    )
+
+
+def _extract_shards(config, cache, year_dir, records, pending, n_shards) -> dict:
+    device = resolve_device(config.device)
+    backbone = FrozenBackbone(config.backbone, device)
+    per_shard = config.images_per_shard
+    indices = [
+        i for k in pending for i in range(k * per_shard, min((k + 1) * per_shard, len(records)))
+    ]
+    dataset = PatchImages(
+        year_dir,
+        records,
+        indices,
+        grid=config.grid,
+        rule=config.labels,
+        class_index={name: i for i, name in enumerate(VOC_CLASSES)},
+        background=BACKGROUND,
+        keep_all=config.split not in TRAINING_SPLITS,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if config.workers else None,
+    )
+    attrs = {
+        "digest": cache.digest,
+        "fingerprint": cache.fingerprint,
+        "split": config.split,
+        "class_names": list(VOC_CLASSES),
+        "background_label": BACKGROUND,
+    }
+    totals = {"images": 0, "patches": 0, "bytes": 0}
+    buffer: list[dict] = []
+    bar = tqdm(total=len(indices), unit="img", desc=f"extract {config.split}", dynamic_ncols=True)
+    started = time.perf_counter()
+    for item in loader:
+        if "error" in item:
+            raise DataError(item["error"])
+        item["features"] = _features(backbone, item, config.batch_size)
+        buffer.append(item)
+        totals["images"] += 1
+        totals["patches"] += len(item["labels"])
+        bar.update(1)
+        bar.set_postfix(patches_per_s=f"{totals['patches'] / (time.perf_counter() - started):.1f}")
+        shard_index = item["index"] // per_shard
+        if item["index"] == min((shard_index + 1) * per_shard, len(records)) - 1:
+            shard = _assemble(buffer, records, backbone.feature_dim)
+            totals["bytes"] += write_shard(cache.shard_path(shard_index), shard, attrs)
+            cache.record(
+                shard_index, images=len(buffer), patches=len(shard.labels), n_shards=n_shards
+            )
+            buffer = []
+    bar.close()
+    return totals
+
+
+def _assemble(items: list[dict], records, dim: int) -> Shard:
+    """One shard's arrays from its images' items, in image order."""
+    counts = [len(it["labels"]) for it in items]
+    return Shard(
+        features=np.concatenate([it["features"] for it in items]).reshape(-1, dim),
+        boxes=np.concatenate([it["boxes"].numpy() for it in items]).reshape(-1, 4),
+        labels=np.concatenate([it["labels"] for it in items]).astype(np.int16),
+        image_index=np.repeat(np.arange(len(items), dtype=np.int32), counts),
+        image_ids=[records[it["index"]].image_id for it in items],
+        sizes=np.array([(records[it["index"]].width, records[it["index"]].height) for it in items]),
+    )

@@ -1,0 +1,89 @@
+"""A tiny VOC tree of coloured shapes on noisy grey, made in code for fast tests.
+
+Each class is one shape in one colour, so a head on any backbone (even untrained) separates them;
+boxes are the shapes' exact bounding rectangles. Written through `write_voc_tree`, so the tests
+read it with the same reader as real VOC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from pipeline.voc_writer import VocObject, VocSample, write_voc_tree
+
+# class -> (shape, RGB fill)
+SHAPE_STYLES = {
+    "bus": ("square", (220, 30, 30)),
+    "car": ("disc", (30, 60, 220)),
+    "cat": ("triangle", (30, 190, 40)),
+}
+SHAPE_CLASSES = tuple(SHAPE_STYLES)
+
+
+def _draw(draw: ImageDraw.ImageDraw, name: str, box: tuple[int, int, int, int]) -> None:
+    shape, fill = SHAPE_STYLES[name]
+    x0, y0, x1, y1 = box
+    inclusive = (x0, y0, x1 - 1, y1 - 1)  # PIL's rectangle/ellipse ends are inclusive
+    if shape == "square":
+        draw.rectangle(inclusive, fill=fill)
+    elif shape == "disc":
+        draw.ellipse(inclusive, fill=fill)
+    else:
+        draw.polygon([(x0, y1 - 1), (x1 - 1, y1 - 1), ((x0 + x1 - 1) / 2, y0)], fill=fill)
+
+
+def _sample(
+    image_id: str, first_class: str, size: tuple[int, int], rng: np.random.Generator
+) -> VocSample:
+    width, height = size
+    noise = rng.normal(128, 20, (height, width, 3)).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(noise)
+    draw = ImageDraw.Draw(image)
+    names = [first_class]
+    if rng.random() < 0.5:
+        names.append(SHAPE_CLASSES[rng.integers(len(SHAPE_CLASSES))])
+    short = min(width, height)
+    boxes: list[tuple[int, int, int, int]] = []
+    objects = []
+    for name in names:
+        for _ in range(50):
+            side = int(short * rng.uniform(0.25, 0.6))
+            x, y = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+            box = (x, y, x + side, y + side)
+            if all(box[2] <= b[0] or b[2] <= x or box[3] <= b[1] or b[3] <= y for b in boxes):
+                break
+        else:
+            continue
+        _draw(draw, name, box)
+        boxes.append(box)
+        objects.append(VocObject(name, tuple(float(v) for v in box)))
+    return VocSample(image_id, image, tuple(objects))
+
+
+def make_shapes_voc(
+    root: Path,
+    *,
+    n_trainval: int = 24,
+    n_test: int = 16,
+    image_size: tuple[int, int] = (128, 96),
+    seed: int = 0,
+) -> Path:
+    """Write `root/VOC2007` with train/val (even/odd halves of trainval), trainval and test.
+
+    image_size is (width, height). The i-th image of a split has a SHAPE_CLASSES[i % 3] shape,
+    so every class is in every split once n_trainval >= 6 and n_test >= 3; half the images
+    have a second shape of any class.
+    """
+    rng = np.random.default_rng(seed)
+    ids = [f"{i:06d}" for i in range(1, n_trainval + n_test + 1)]
+    trainval, test = ids[:n_trainval], ids[n_trainval:]
+    samples = [
+        _sample(image_id, SHAPE_CLASSES[i % len(SHAPE_CLASSES)], image_size, rng)
+        for split_ids in (trainval, test)
+        for i, image_id in enumerate(split_ids)
+    ]
+    splits = {"train": trainval[0::2], "val": trainval[1::2], "trainval": trainval, "test": test}
+    return write_voc_tree(Path(root) / "VOC2007", samples, splits)

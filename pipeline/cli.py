@@ -129,12 +129,19 @@ def cli() -> None:
 @click.option("--trainval", "n_trainval", type=int, default=48, help="Trainval images.")
 @click.option("--test", "n_test", type=int, default=32, help="Test images.")
 @click.option("--seed", type=int, default=0, help="Layout seed.")
-def demo_data(output: str, n_trainval: int, n_test: int, seed: int) -> None:
+@click.option("--overwrite", is_flag=True, help="Rebuild the tree if it exists.")
+def demo_data(output: str, n_trainval: int, n_test: int, seed: int, overwrite: bool) -> None:
     """Build a small VOC-format tree from sample photos that installed packages ship."""
+    import shutil
     from pathlib import Path
 
     from pipeline.demo import build_demo_tree
 
+    year_dir = Path(output) / "VOC2007"
+    if year_dir.exists() and not overwrite:
+        click.echo(f"demo-data: {year_dir} already exists, kept (--overwrite rebuilds it)")
+        return
+    shutil.rmtree(year_dir, ignore_errors=True)
     year_dir = build_demo_tree(Path(output), n_trainval=n_trainval, n_test=n_test, seed=seed)
     click.echo(f"demo-data: {n_trainval} trainval + {n_test} test images -> {year_dir}")
 

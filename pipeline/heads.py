@@ -102,6 +102,8 @@ class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
         counts: Counter = Counter()
         for X, y in chunks:
             X, y = self._check_chunk(X, y, getattr(scaler, "n_features_in_", None))
+            if len(y) == 0:  # a shard can be empty; StandardScaler and SGD refuse 0 rows
+                continue
             scaler.partial_fit(X.astype(np.float32, copy=False))
             counts.update(dict(zip(*np.unique(y, return_counts=True), strict=True)))
         if len(counts) < 2:
@@ -137,6 +139,8 @@ class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
         rng = np.random.default_rng(self.seed + epoch)
         for X, y in chunks:
             X, y = self._check_chunk(X, y, self.n_features_in_)
+            if len(y) == 0:
+                continue
             order = rng.permutation(len(y))
             yield self._standardise(X[order]), self._encode(y[order])
 
@@ -269,7 +273,7 @@ class MLPHead(_StreamingHead):
         self._criterion = torch.nn.CrossEntropyLoss(weight=weights)
 
     def _fit_epoch(self, batches: Iterator[tuple[np.ndarray, np.ndarray]]) -> float:
-        device = next(self.model_.parameters()).device
+        device = self._device()
         self.model_.train()
         total, rows = 0.0, 0
         for X, y in batches:

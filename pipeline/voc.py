@@ -9,6 +9,7 @@ Boxes come out 0-based with exclusive ends (pixel edges): VOC's 1-based inclusiv
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ SPLITS = ("train", "val", "trainval", "test")
 class VocObject:
     name: str
     box: tuple[float, float, float, float]  # x0, y0, x1, y1; 0-based, ends exclusive
-    difficult: bool
+    difficult: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,14 @@ def load_records(year_dir: Path, ids: list[str]) -> list[ImageRecord]:
     return records
 
 
+def class_label(objects: Iterable[VocObject], name: str) -> int:
+    """VOC image-level label of one class: 1 present, 0 only difficult objects, -1 absent."""
+    flags = [o.difficult for o in objects if o.name == name]
+    if not flags:
+        return -1
+    return 0 if all(flags) else 1
+
+
 def image_labels(
     year_dir: Path, split: str, classes: tuple[str, ...], ids: list[str]
 ) -> np.ndarray:
@@ -164,8 +173,5 @@ def image_labels(
                     truth[index[parts[0]], c] = int(parts[1])
             continue
         records = records or [parse_annotation(year_dir / "Annotations" / f"{i}.xml") for i in ids]
-        for i, record in enumerate(records):
-            flags = [o.difficult for o in record.objects if o.name == name]
-            if flags:
-                truth[i, c] = 0 if all(flags) else 1
+        truth[:, c] = [class_label(r.objects, name) for r in records]
     return truth

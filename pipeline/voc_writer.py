@@ -19,16 +19,9 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.errors import DataError
-from pipeline.voc import VOC_CLASSES
+from pipeline.voc import VOC_CLASSES, VocObject, class_label
 
 JPEG_QUALITY = 90
-
-
-@dataclass(frozen=True)
-class VocObject:
-    name: str
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1; 0-based, ends exclusive, integral
-    difficult: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,14 +29,6 @@ class VocSample:
     image_id: str
     image: Image.Image  # RGB
     objects: tuple[VocObject, ...]
-
-
-def class_label(objects: Iterable[VocObject], name: str) -> int:
-    """VOC image-level label of one class: 1 present, 0 only difficult objects, -1 absent."""
-    flags = [o.difficult for o in objects if o.name == name]
-    if not flags:
-        return -1
-    return 0 if all(flags) else 1
 
 
 def _check_sample(sample: VocSample) -> None:

@@ -1,0 +1,26 @@
+"""Shared fixtures: VOC trees built in code, and the path of ../shared beside the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from synthetic_voc import make_shapes_voc
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MIDLEVEL_SHARED", REPO.parent / "shared"))
+VOC_SUBSET = SHARED / "voc2007-subset" / "VOC2007"
+
+
+@pytest.fixture(scope="session")
+def shapes_voc(tmp_path_factory) -> Path:
+    """A tiny synthetic VOC tree (coloured shapes: bus, car, cat), read-only for tests."""
+    return make_shapes_voc(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture
+def voc_subset() -> Path:
+    if not (VOC_SUBSET / "Annotations").is_dir():
+        pytest.skip(f"real VOC subset not found at {VOC_SUBSET} (set MIDLEVEL_SHARED to ../shared)")
+    return VOC_SUBSET

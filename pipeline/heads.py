@@ -336,6 +336,7 @@ class LinearSVMHead(_StreamingHead):
         # Rows come already shuffled by `_shuffled`, so SGD's own shuffle stays off.
         self.sgd_ = SGDClassifier(
             loss="hinge",
+            average=True,  # averaged SGD lands near the SVM optimum instead of oscillating around it
             penalty="l2",
             alpha=1.0 / (self.C * self.n_samples_seen_),
             shuffle=False,

@@ -76,7 +76,7 @@ def label_patches(
     labels = np.full(len(patches), background, dtype=np.int16)
     if len(boxes) == 0:
         return labels
-    inter = _intersection(patches, boxes)
+    inter = _intersection(patches, boxes) * (1 + 1e-6)  # a cover exactly at a threshold meets it
     meets = (inter >= rule.min_patch_cover * _area(patches)[:, None]) & (
         inter >= rule.min_box_cover * _area(boxes)[None, :]
     )

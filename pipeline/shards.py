@@ -61,7 +61,8 @@ def write_shard(path: Path, shard: Shard, attrs: dict) -> int:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     rows = max(1, min(n, FEATURE_CHUNK_BYTES // (2 * dim)))
     with h5py.File(tmp, "w") as h5:
-        h5.create_dataset("features", data=shard.features.astype(np.float16), chunks=(rows, dim))
+        chunks = (rows, dim) if n else None  # HDF5 refuses chunks larger than an empty array
+        h5.create_dataset("features", data=shard.features.astype(np.float16), chunks=chunks)
         h5.create_dataset("boxes", data=shard.boxes.astype(np.float32))
         h5.create_dataset("labels", data=shard.labels.astype(np.int16))
         h5.create_dataset("image_index", data=shard.image_index.astype(np.int32))

@@ -13,12 +13,14 @@ N_PER_CLASS = 250
 def blobs(*, separation: float = 3.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Three object classes and a "background" class (label 3), unit Gaussian blobs in 32-d.
 
-    Centres ~ N(0, separation^2) per axis: 3.0 is well separated, 0.4 overlaps (~75% accuracy).
+    Centres ~ N(0, separation^2) per axis: 3.0 is well separated, 0.4 overlaps (~80% accuracy).
+    Axes are then stretched from 0.01 to 100 and offset, so a head that skips scaling fails.
     """
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(123).normal(0.0, separation, size=(4, D))
     y = np.repeat(np.arange(4), N_PER_CLASS)
-    X = centres[y] + rng.normal(size=(len(y), D)) + 50.0  # the offset makes scaling matter
+    X = centres[y] + rng.normal(size=(len(y), D))
+    X = X * np.logspace(-2, 2, D) + 50.0  # feature scales apart, as in CNN features
     order = rng.permutation(len(y))
     return X[order].astype(np.float32), y[order]
 

@@ -215,7 +215,9 @@ def test_no_boxes_all_background():
 
 
 def test_labels_vectorised_over_patches():
-    patches = np.array([[0, 0, 10, 10], [0, 0, 20, 20], [30, 30, 40, 40], [8, 0, 18, 10]], np.float32)
+    patches = np.array(
+        [[0, 0, 10, 10], [0, 0, 20, 20], [30, 30, 40, 40], [8, 0, 18, 10]], np.float32
+    )
     boxes = np.array([[0, 0, 10, 10]], np.float32)
     labels = label_patches(patches, boxes, np.array([5]), np.array([False]), RULE, BG)
     # exact; 0.6|B| but 100 >= 0.2*400; far away; 20% of both
@@ -236,7 +238,9 @@ def test_custom_rule_thresholds_are_used():
 
 def mixed_labels(n=2000, seed=1):
     rng = np.random.default_rng(seed)
-    return rng.choice(np.array([BG, IGNORED, 0, 4, 19], np.int16), size=n, p=[0.7, 0.1, 0.1, 0.05, 0.05])
+    return rng.choice(
+        np.array([BG, IGNORED, 0, 4, 19], np.int16), size=n, p=[0.7, 0.1, 0.1, 0.05, 0.05]
+    )
 
 
 def test_keep_mask_deterministic_and_order_free():

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from pipeline.classes import head_labels, parse_classes, select_classes
+from pipeline.errors import MidlevelError
+from pipeline.voc import VOC_CLASSES
+
+NAMES = list(VOC_CLASSES)
+BG = len(NAMES)
+AEROPLANE, BUS, CAR, PERSON = (NAMES.index(n) for n in ("aeroplane", "bus", "car", "person"))
+
+
+def test_parse_classes():
+    assert parse_classes("bus,car", VOC_CLASSES) == ("bus", "car")
+    assert parse_classes(" car , bus ,", VOC_CLASSES) == ("car", "bus")  # order kept
+    assert parse_classes(None, VOC_CLASSES) is None
+
+
+def test_parse_classes_duplicates_dropped():
+    assert parse_classes("car,bus,car", VOC_CLASSES) == ("car", "bus")
+
+
+def test_parse_classes_unknown():
+    with pytest.raises(MidlevelError, match="unknown unicorn, cars;") as exc:
+        parse_classes("car,unicorn,cars", VOC_CLASSES)
+    assert "aeroplane" in str(exc.value)  # lists the choices
+
+
+@pytest.mark.parametrize("text", ["", " ", ",", " , ,"])
+def test_parse_classes_empty(text):
+    with pytest.raises(MidlevelError, match=r"\(empty\)"):
+        parse_classes(text, VOC_CLASSES)
+
+
+def counts(**positives) -> np.ndarray:
+    out = np.zeros(len(NAMES), np.int64)
+    for name, n in positives.items():
+        out[NAMES.index(name)] = n
+    return out
+
+
+def test_select_default_is_classes_with_positives():
+    assert select_classes(None, NAMES, counts(person=5, bus=1, car=0)) == ("bus", "person")
+
+
+def test_select_default_without_positives():
+    with pytest.raises(MidlevelError, match="no labelled object patch"):
+        select_classes(None, NAMES, counts())
+
+
+def test_select_requested_keeps_order():
+    assert select_classes(("person", "bus"), NAMES, counts(person=5, bus=1, car=9)) == (
+        "person",
+        "bus",
+    )
+
+
+def test_select_requested_empty_class():
+    with pytest.raises(MidlevelError, match="--classes: cat, dog has no labelled patch"):
+        select_classes(("bus", "cat", "dog"), NAMES, counts(bus=3))
+
+
+def test_head_labels():
+    labels = np.array([AEROPLANE, CAR, BUS, BG, -1, PERSON, CAR], np.int16)
+    y = head_labels(labels, NAMES, ("car", "aeroplane"))
+    np.testing.assert_array_equal(y, [1, 0, 2, 2, -1, 2, 0])
+
+
+def test_head_labels_all_classes_is_identity():
+    labels = np.array([*range(BG + 1), -1], np.int16)
+    np.testing.assert_array_equal(head_labels(labels, NAMES, VOC_CLASSES), labels)
+
+
+def test_head_labels_empty():
+    assert head_labels(np.zeros(0, np.int16), NAMES, ("car",)).shape == (0,)

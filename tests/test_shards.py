@@ -1,0 +1,348 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline import __version__
+from pipeline.config import FeatureSettings
+from pipeline.errors import CacheError
+from pipeline.shards import (
+    FEATURE_CHUNK_BYTES,
+    FeatureCache,
+    Shard,
+    WriterLock,
+    cache_path,
+    open_cache,
+    read_shard,
+    shard_digest,
+    write_shard,
+)
+
+DIGEST = "abc123def456"
+
+
+def make_shard(n=40, dim=24, n_images=3, seed=0) -> Shard:
+    rng = np.random.default_rng(seed)
+    features = rng.normal(0, 10, (n, dim)).astype(np.float16)
+    # values a careless float cast would change: nan, infinities, -0, subnormal, max
+    features.flat[:6] = np.array([np.nan, np.inf, -np.inf, -0.0, 6e-8, 65504], np.float16)
+    return Shard(
+        features=features,
+        boxes=rng.uniform(0, 500, (n, 4)).astype(np.float32),
+        labels=rng.integers(-1, 21, n).astype(np.int16),
+        image_index=np.sort(rng.integers(0, n_images, n)).astype(np.int32),
+        image_ids=[f"{i:06d}" for i in range(1, n_images + 1)],
+        sizes=rng.integers(100, 500, (n_images, 2)).astype(np.int32),
+    )
+
+
+def test_write_read_bit_identical(tmp_path):
+    shard = make_shard()
+    path = tmp_path / "shard-00000.h5"
+    size = write_shard(path, shard, {"digest": DIGEST})
+    assert size == path.stat().st_size > 0
+    back = read_shard(path)
+    np.testing.assert_array_equal(back.features.view(np.uint16), shard.features.view(np.uint16))
+    np.testing.assert_array_equal(back.boxes, shard.boxes)
+    np.testing.assert_array_equal(back.labels, shard.labels)
+    np.testing.assert_array_equal(back.image_index, shard.image_index)
+    np.testing.assert_array_equal(back.sizes, shard.sizes)
+    assert back.image_ids == shard.image_ids
+    assert back.features.dtype == np.float16 and back.labels.dtype == np.int16
+
+
+def test_write_casts_to_the_stored_dtypes(tmp_path):
+    shard = make_shard()
+    wide = Shard(
+        features=shard.features.astype(np.float32),
+        boxes=shard.boxes.astype(np.float64),
+        labels=shard.labels.astype(np.int64),
+        image_index=shard.image_index.astype(np.int64),
+        image_ids=shard.image_ids,
+        sizes=shard.sizes.astype(np.int64).ravel(),  # reshaped to [M, 2]
+    )
+    write_shard(tmp_path / "s.h5", wide, {"digest": DIGEST})
+    back = read_shard(tmp_path / "s.h5")
+    np.testing.assert_array_equal(back.features.view(np.uint16), shard.features.view(np.uint16))
+    np.testing.assert_array_equal(back.sizes, shard.sizes)
+
+
+def test_read_without_features(tmp_path):
+    shard = make_shard()
+    write_shard(tmp_path / "s.h5", shard, {"digest": DIGEST})
+    back = read_shard(tmp_path / "s.h5", features=False)
+    assert back.features.size == 0
+    np.testing.assert_array_equal(back.labels, shard.labels)
+
+
+@pytest.mark.parametrize(("n", "dim"), [(40, 24), (1000, 1280), (3, 2048)])
+def test_hdf5_layout(tmp_path, n, dim):
+    path = tmp_path / "shard-00000.h5"
+    attrs = {
+        "digest": DIGEST,
+        "split": "trainval",
+        "class_names": ["car", "dog"],
+        "background_label": 20,
+    }
+    write_shard(path, make_shard(n=n, dim=dim), attrs)
+    with h5py.File(path, "r") as h5:
+        assert set(h5) == {"features", "boxes", "labels", "image_index", "image_ids", "sizes"}
+        dtypes = {name: h5[name].dtype for name in h5}
+        assert dtypes["features"] == np.float16
+        assert dtypes["boxes"] == np.float32
+        assert dtypes["labels"] == np.int16
+        assert dtypes["image_index"] == np.int32
+        assert dtypes["sizes"] == np.int32
+        assert dtypes["image_ids"].kind == "S"
+        assert h5["features"].shape == (n, dim)
+        assert h5["features"].chunks == (min(n, FEATURE_CHUNK_BYTES // (2 * dim)), dim)
+        assert h5["sizes"].shape == (3, 2)
+        assert h5.attrs["digest"] == DIGEST
+        assert h5.attrs["code_version"] == __version__
+        assert h5.attrs["background_label"] == 20
+        assert json.loads(h5.attrs["class_names"]) == ["car", "dog"]
+    assert shard_digest(path) == DIGEST
+
+
+def test_write_leaves_no_temp_file(tmp_path):
+    write_shard(tmp_path / "shard-00000.h5", make_shard(), {"digest": DIGEST})
+    assert [p.name for p in tmp_path.iterdir()] == ["shard-00000.h5"]
+
+
+def test_interrupted_write_leaves_no_shard(tmp_path, monkeypatch):
+    def crash(src, dst):
+        raise OSError("killed")
+
+    monkeypatch.setattr("pipeline.shards.os.replace", crash)
+    path = tmp_path / "shard-00000.h5"
+    with pytest.raises(OSError, match="killed"):
+        write_shard(path, make_shard(), {"digest": DIGEST})
+    assert not path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [f"shard-00000.h5.tmp-{os.getpid()}"]
+
+
+def test_write_empty_shard(tmp_path):
+    # a shard whose images kept no patch (e.g. one image covered by a difficult object)
+    empty = Shard(
+        features=np.zeros((0, 8), np.float16),
+        boxes=np.zeros((0, 4), np.float32),
+        labels=np.zeros(0, np.int16),
+        image_index=np.zeros(0, np.int32),
+        image_ids=["000001"],
+        sizes=np.array([[50, 40]], np.int32),
+    )
+    write_shard(tmp_path / "s.h5", empty, {"digest": DIGEST})
+    assert read_shard(tmp_path / "s.h5").features.shape == (0, 8)
+
+
+def test_read_corrupt_shard(tmp_path):
+    path = tmp_path / "shard-00000.h5"
+    path.write_bytes(b"not hdf5")
+    with pytest.raises(CacheError, match="unreadable shard") as exc:
+        read_shard(path)
+    assert str(path) in str(exc.value)
+    assert shard_digest(path) is None
+    assert shard_digest(tmp_path / "absent.h5") is None
+
+
+# --- FeatureCache -------------------------------------------------------------------------
+
+
+def new_cache(tmp_path, digest=DIGEST) -> FeatureCache:
+    return FeatureCache(tmp_path / f"trainval-{digest}", {"backbone": {"name": "b"}}, digest)
+
+
+def finish(cache: FeatureCache, index: int, n_shards: int, digest=DIGEST) -> None:
+    write_shard(cache.shard_path(index), make_shard(seed=index), {"digest": digest})
+    cache.record(index, images=3, patches=40, n_shards=n_shards)
+
+
+def test_prepare_writes_fingerprint_and_manifest(tmp_path):
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
+    fingerprint = json.loads((cache.directory / "fingerprint.json").read_text())
+    assert fingerprint == {"digest": DIGEST, "backbone": {"name": "b"}}
+    assert cache.manifest() == {
+        "n_images": 6,
+        "images_per_shard": 3,
+        "shards": {},
+        "complete": False,
+    }
+    assert cache.shard_path(2).name == "shard-00002.h5"
+
+
+def test_record_is_done_and_shard_paths(tmp_path):
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
+    finish(cache, 1, n_shards=2)
+    assert cache.is_done(1) and not cache.is_done(0)
+    assert cache.manifest()["shards"] == {"shard-00001.h5": {"images": 3, "patches": 40}}
+    with pytest.raises(CacheError, match="extraction not finished"):
+        cache.shard_paths()
+    finish(cache, 0, n_shards=2)
+    assert cache.manifest()["complete"] is True
+    assert cache.shard_paths() == [cache.shard_path(0), cache.shard_path(1)]
+    labels = [s.labels for s in cache.iter_shards(features=False)]
+    np.testing.assert_array_equal(labels[1], make_shard(seed=1).labels)
+
+
+def test_shard_on_disk_but_not_recorded_is_not_done(tmp_path):
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=3, images_per_shard=3, overwrite=False)
+    write_shard(cache.shard_path(0), make_shard(), {"digest": DIGEST})
+    assert not cache.is_done(0)
+
+
+def test_shard_with_other_digest(tmp_path):
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
+    finish(cache, 0, n_shards=2)
+    finish(cache, 1, n_shards=2, digest="otherdigest0")
+    assert not cache.is_done(1)
+    with pytest.raises(CacheError, match="other settings") as exc:
+        cache.shard_paths()
+    assert str(cache.shard_path(1)) in str(exc.value)
+
+
+def test_recorded_shard_missing(tmp_path):
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=3, images_per_shard=3, overwrite=False)
+    finish(cache, 0, n_shards=1)
+    cache.shard_path(0).unlink()
+    assert not cache.is_done(0)
+    with pytest.raises(CacheError, match="missing"):
+        cache.shard_paths()
+
+
+def test_prepare_resumes_without_overwrite(tmp_path):
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
+    finish(cache, 0, n_shards=2)
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
+    assert cache.is_done(0)
+    assert list(cache.manifest()["shards"]) == ["shard-00000.h5"]
+
+
+def test_prepare_overwrite_empties(tmp_path):
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
+    finish(cache, 0, n_shards=2)
+    finish(cache, 1, n_shards=2)
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=True)
+    assert not list(cache.directory.glob("shard-*"))
+    assert cache.manifest()["shards"] == {} and cache.manifest()["complete"] is False
+    assert not cache.is_done(0)
+
+
+def test_prepare_removes_stale_temp_files(tmp_path):
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
+    finish(cache, 0, n_shards=2)
+    stale = cache.directory / "shard-00001.h5.tmp-99999"
+    stale.write_bytes(b"half a shard")
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
+    assert not stale.exists()
+    assert cache.shard_path(0).exists() and cache.is_done(0)
+
+
+@pytest.mark.parametrize("layout", [(7, 3), (6, 2)])
+def test_prepare_refuses_layout_change(tmp_path, layout):
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
+    finish(cache, 0, n_shards=2)
+    n_images, per_shard = layout
+    with pytest.raises(CacheError, match="6 images, 3 per shard") as exc:
+        cache.prepare(n_images=n_images, images_per_shard=per_shard, overwrite=False)
+    assert str(cache.directory) in str(exc.value)
+    assert cache.is_done(0)  # nothing was removed
+    cache.prepare(n_images=n_images, images_per_shard=per_shard, overwrite=True)
+    assert cache.manifest()["n_images"] == n_images
+
+
+# --- open_cache ---------------------------------------------------------------------------
+
+
+def settings(name: str) -> FeatureSettings:
+    return FeatureSettings(backbone={"name": name, "weights": None, "input_size": 224})
+
+
+def test_open_cache_missing(tmp_path):
+    s = settings("resnet50")
+    with pytest.raises(CacheError, match="run pipeline extract --split trainval first"):
+        open_cache(tmp_path, "trainval", s.as_dict(), s.digest())
+
+
+def test_open_cache_other_settings_named(tmp_path):
+    made, asked = settings("resnet50"), settings("efficientnet_lite0")
+    cache = FeatureCache(
+        cache_path(tmp_path, "trainval", made.digest()), made.as_dict(), made.digest()
+    )
+    cache.prepare(n_images=1, images_per_shard=1, overwrite=False)
+    with pytest.raises(CacheError) as exc:
+        open_cache(tmp_path, "trainval", asked.as_dict(), asked.digest())
+    message = str(exc.value)
+    assert "backbone=resnet50" in message and "backbone=efficientnet_lite0" in message
+    assert f"trainval-{made.digest()}" in message
+
+
+def test_open_cache_ignores_other_splits(tmp_path):
+    made = settings("resnet50")
+    cache = FeatureCache(
+        cache_path(tmp_path, "trainval", made.digest()), made.as_dict(), made.digest()
+    )
+    cache.prepare(n_images=1, images_per_shard=1, overwrite=False)
+    with pytest.raises(CacheError, match="run pipeline extract --split train first"):
+        open_cache(tmp_path, "train", made.as_dict(), made.digest())
+
+
+def test_open_cache_found(tmp_path):
+    s = settings("resnet50")
+    assert settings("resnet50").digest() == s.digest() != settings("vgg16").digest()
+    made = FeatureCache(cache_path(tmp_path, "test", s.digest()), s.as_dict(), s.digest())
+    made.prepare(n_images=3, images_per_shard=3, overwrite=False)
+    finish(made, 0, n_shards=1, digest=s.digest())
+    cache = open_cache(tmp_path, "test", s.as_dict(), s.digest())
+    assert cache.directory == tmp_path / f"test-{s.digest()}"
+    assert cache.shard_paths() == [cache.shard_path(0)]
+
+
+# --- WriterLock ---------------------------------------------------------------------------
+
+
+def test_lock_refuses_second_writer_in_process(tmp_path):
+    with WriterLock(tmp_path / "c"):
+        assert f"pid {os.getpid()}" in (tmp_path / "c" / ".lock").read_text()
+        with pytest.raises(CacheError, match=f"being written by pid {os.getpid()} ") as exc:
+            WriterLock(tmp_path / "c").__enter__()
+        assert str(tmp_path / "c") in str(exc.value)
+    with WriterLock(tmp_path / "c"):
+        pass
+
+
+def test_lock_of_killed_process_is_released(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from pipeline.shards import WriterLock
+        lock = WriterLock(Path({str(tmp_path / "c")!r})).__enter__()
+        print("locked", flush=True)
+        time.sleep(120)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(CacheError, match=f"pid {child.pid} "):
+            WriterLock(tmp_path / "c").__enter__()
+    finally:
+        child.kill()  # SIGKILL: no cleanup in the child
+        child.wait(timeout=30)
+        child.stdout.close()
+    with WriterLock(tmp_path / "c"):
+        assert f"pid {os.getpid()}" in (tmp_path / "c" / ".lock").read_text()

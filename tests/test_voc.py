@@ -1,0 +1,354 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import DataError
+from pipeline.voc import (
+    VOC_CLASSES,
+    VocObject,
+    class_label,
+    image_labels,
+    load_records,
+    parse_annotation,
+    read_split,
+    resolve_year_dir,
+)
+from pipeline.voc_writer import VocSample, write_voc_tree
+
+SIZE = "<size><width>100</width><height>80</height><depth>3</depth></size>"
+
+
+def obj_xml(name="car", box=(1, 1, 10, 10), difficult=None) -> str:
+    flag = "" if difficult is None else f"<difficult>{difficult}</difficult>"
+    xmin, ymin, xmax, ymax = box
+    return (
+        f"<object><name>{name}</name>{flag}<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin>"
+        f"<xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>"
+    )
+
+
+def write_xml(tmp_path: Path, body: str, *, size: str = SIZE, name: str = "000001") -> Path:
+    path = tmp_path / f"{name}.xml"
+    path.write_text(f"<annotation><filename>{name}.jpg</filename>{size}{body}</annotation>")
+    return path
+
+
+def sample(image_id: str, *objects: VocObject, size=(64, 48)) -> VocSample:
+    return VocSample(image_id, Image.new("RGB", size, (90, 90, 90)), tuple(objects))
+
+
+def small_tree(year_dir: Path) -> Path:
+    samples = [
+        sample("000001", VocObject("car", (0, 0, 20, 20))),
+        sample("000002", VocObject("car", (5, 5, 30, 30), True), VocObject("dog", (0, 0, 9, 9))),
+        sample("000003", VocObject("dog", (10, 10, 40, 40))),
+    ]
+    splits = {
+        "train": ["000001", "000002"],
+        "val": ["000003"],
+        "trainval": ["000001", "000002", "000003"],
+    }
+    return write_voc_tree(year_dir, samples, splits)
+
+
+def annotated_dir(path: Path) -> Path:
+    (path / "Annotations").mkdir(parents=True)
+    return path
+
+
+# --- resolve_year_dir ---------------------------------------------------------------------
+
+
+def test_resolve_year_dir_itself(tmp_path):
+    year = annotated_dir(tmp_path / "VOC2007")
+    assert resolve_year_dir(year) == year
+
+
+def test_resolve_from_vocdevkit(tmp_path):
+    year = annotated_dir(tmp_path / "VOCdevkit" / "VOC2007")
+    assert resolve_year_dir(tmp_path / "VOCdevkit") == year
+
+
+def test_resolve_from_torchvision_root(tmp_path):
+    year = annotated_dir(tmp_path / "VOCdevkit" / "VOC2007")
+    assert resolve_year_dir(tmp_path) == year
+    assert resolve_year_dir(str(tmp_path)) == year
+
+
+def test_resolve_ignores_year_dirs_without_annotations(tmp_path):
+    year = annotated_dir(tmp_path / "VOCdevkit" / "VOC2007")
+    (tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages").mkdir(parents=True)
+    assert resolve_year_dir(tmp_path) == year
+
+
+def test_resolve_several_years(tmp_path):
+    annotated_dir(tmp_path / "VOCdevkit" / "VOC2007")
+    annotated_dir(tmp_path / "VOCdevkit" / "VOC2012")
+    with pytest.raises(DataError, match="several VOC years") as exc:
+        resolve_year_dir(tmp_path)
+    assert "VOC2007" in str(exc.value) and "VOC2012" in str(exc.value)
+
+
+def test_resolve_not_voc(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(DataError, match="not a VOC tree") as exc:
+        resolve_year_dir(tmp_path)
+    assert str(tmp_path) in str(exc.value)
+
+
+def test_resolve_missing(tmp_path):
+    with pytest.raises(DataError, match="not found") as exc:
+        resolve_year_dir(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(exc.value)
+
+
+# --- read_split ---------------------------------------------------------------------------
+
+
+def test_read_split(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    assert read_split(year, "train") == ["000001", "000002"]
+    assert read_split(year, "trainval") == ["000001", "000002", "000003"]
+
+
+def test_read_split_skips_blank_lines_and_extra_columns(tmp_path):
+    main = tmp_path / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "test.txt").write_text("000004\n\n  \n000002  1\n")
+    assert read_split(tmp_path, "test") == ["000004", "000002"]
+
+
+def test_read_split_unknown(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    with pytest.raises(DataError) as exc:
+        read_split(year, "test")
+    message = str(exc.value)
+    assert str(year / "ImageSets" / "Main" / "test.txt") in message
+    assert "train, trainval, val" in message  # the splits, not the per-class files
+    assert "car_train" not in message
+
+
+def test_read_split_empty(tmp_path):
+    main = tmp_path / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "test.txt").write_text("\n")
+    with pytest.raises(DataError, match="empty"):
+        read_split(tmp_path, "test")
+
+
+def test_read_split_without_imagesets(tmp_path):
+    annotations = tmp_path / "Annotations"
+    annotations.mkdir()
+    for image_id in ("000010", "000002", "000007"):
+        (annotations / f"{image_id}.xml").write_text("<annotation/>")
+    (annotations / "notes.txt").write_text("")
+    assert read_split(tmp_path, "anything") == ["000002", "000007", "000010"]
+
+
+def test_read_split_without_imagesets_or_annotations_is_empty(tmp_path):
+    (tmp_path / "Annotations").mkdir()
+    with pytest.raises(DataError, match="empty"):
+        read_split(tmp_path, "trainval")
+
+
+# --- parse_annotation ---------------------------------------------------------------------
+
+
+def test_parse_converts_to_zero_based_edges(tmp_path):
+    path = write_xml(tmp_path, obj_xml("car", (1, 1, 100, 80)) + obj_xml("dog", (11, 21, 30, 40)))
+    record = parse_annotation(path)
+    assert (record.image_id, record.width, record.height) == ("000001", 100, 80)
+    assert record.objects[0] == VocObject("car", (0.0, 0.0, 100.0, 80.0), False)
+    assert record.objects[1].box == (10.0, 20.0, 30.0, 40.0)
+    boxes = record.boxes()
+    assert boxes.dtype == np.float32 and boxes.shape == (2, 4)
+    # area = pixel count of the inclusive 11..30 x 21..40 range
+    assert (boxes[1, 2] - boxes[1, 0]) * (boxes[1, 3] - boxes[1, 1]) == 20 * 20
+
+
+def test_parse_one_pixel_box(tmp_path):
+    record = parse_annotation(write_xml(tmp_path, obj_xml("car", (5, 5, 5, 5))))
+    assert record.objects[0].box == (4.0, 4.0, 5.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"), [(None, False), ("0", False), ("1", True), (" 1 ", True), ("", False)]
+)
+def test_parse_difficult_flag(tmp_path, flag, expected):
+    record = parse_annotation(write_xml(tmp_path, obj_xml(difficult=flag)))
+    assert record.objects[0].difficult is expected
+
+
+def test_parse_no_objects(tmp_path):
+    # an image with no objects is kept: all its patches are background
+    record = parse_annotation(write_xml(tmp_path, ""))
+    assert record.objects == ()
+    assert record.boxes().shape == (0, 4)
+
+
+def test_parse_round_trips_the_writer(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    record = parse_annotation(year / "Annotations" / "000002.xml")
+    assert record.objects == (
+        VocObject("car", (5.0, 5.0, 30.0, 30.0), True),
+        VocObject("dog", (0.0, 0.0, 9.0, 9.0), False),
+    )
+    assert (record.width, record.height) == (64, 48)
+
+
+BAD_FILES = {
+    "malformed XML": ("<annotation><size>", None),
+    "missing size": (f"<annotation>{obj_xml()}</annotation>", None),
+    "missing width": (
+        f"<annotation><size><height>80</height></size>{obj_xml()}</annotation>",
+        "<width>",
+    ),
+    "non-numeric width": (
+        f"<annotation><size><width>wide</width><height>80</height></size>{obj_xml()}</annotation>",
+        "'wide'",
+    ),
+    "zero size": (
+        f"<annotation><size><width>0</width><height>80</height></size>{obj_xml()}</annotation>",
+        "0x80",
+    ),
+    "non-numeric coordinate": (
+        f"<annotation>{SIZE}{obj_xml(box=(1, 'a', 10, 10))}</annotation>",
+        "<ymin>",
+    ),
+    "box past the right edge": (
+        f"<annotation>{SIZE}{obj_xml(box=(1, 1, 101, 10))}</annotation>",
+        "100x80",
+    ),
+    "box past the bottom edge": (
+        f"<annotation>{SIZE}{obj_xml(box=(1, 1, 10, 81))}</annotation>",
+        "100x80",
+    ),
+    "box before the left edge": (
+        f"<annotation>{SIZE}{obj_xml(box=(0, 1, 10, 10))}</annotation>",
+        "100x80",
+    ),
+    "empty box": (f"<annotation>{SIZE}{obj_xml(box=(20, 1, 10, 10))}</annotation>", "empty"),
+    "zero-width box": (f"<annotation>{SIZE}{obj_xml(box=(11, 1, 10, 10))}</annotation>", "empty"),
+    "unknown class": (f"<annotation>{SIZE}{obj_xml(name='unicorn')}</annotation>", "'unicorn'"),
+    "missing name": (
+        f"<annotation>{SIZE}<object><bndbox><xmin>1</xmin></bndbox></object></annotation>",
+        "<name>",
+    ),
+    "missing bndbox": (
+        f"<annotation>{SIZE}<object><name>car</name></object></annotation>",
+        "bndbox",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_parse_bad_file_names_it(tmp_path, case):
+    text, detail = BAD_FILES[case]
+    path = tmp_path / "000001.xml"
+    path.write_text(text)
+    with pytest.raises(DataError) as exc:
+        parse_annotation(path)
+    assert str(path) in str(exc.value)
+    if detail:
+        assert detail in str(exc.value)
+
+
+def test_parse_missing_file(tmp_path):
+    path = tmp_path / "000001.xml"
+    with pytest.raises(DataError, match="annotation missing") as exc:
+        parse_annotation(path)
+    assert str(path) in str(exc.value)
+
+
+def test_parse_known_classes_argument(tmp_path):
+    path = write_xml(tmp_path, obj_xml("bus"))
+    assert parse_annotation(path, ("bus",)).objects[0].name == "bus"
+    with pytest.raises(DataError, match="'bus'"):
+        parse_annotation(path, ("car",))
+
+
+# --- load_records -------------------------------------------------------------------------
+
+
+def test_load_records_in_split_order(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    records = load_records(year, ["000003", "000001"])
+    assert [r.image_id for r in records] == ["000003", "000001"]
+    assert records[0].objects[0].name == "dog"
+
+
+def test_load_records_missing_jpeg(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    (year / "JPEGImages" / "000002.jpg").unlink()
+    with pytest.raises(DataError, match="missing") as exc:
+        load_records(year, ["000001", "000002"])
+    assert str(year / "JPEGImages" / "000002.jpg") in str(exc.value)
+
+
+def test_load_records_missing_annotation(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    (year / "Annotations" / "000003.xml").unlink()
+    with pytest.raises(DataError) as exc:
+        load_records(year, ["000003"])
+    assert str(year / "Annotations" / "000003.xml") in str(exc.value)
+
+
+# --- image labels -------------------------------------------------------------------------
+
+
+def test_class_label():
+    car, hard_car = VocObject("car", (0, 0, 1, 1)), VocObject("car", (0, 0, 1, 1), True)
+    dog = VocObject("dog", (0, 0, 1, 1))
+    assert class_label([car, dog], "car") == 1
+    assert class_label([hard_car, car], "car") == 1
+    assert class_label([hard_car, dog], "car") == 0
+    assert class_label([dog], "car") == -1
+    assert class_label([], "car") == -1
+
+
+def test_image_labels_from_class_files(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    main = year / "ImageSets" / "Main"
+    # the files disagree with the XML on purpose: they must win
+    (main / "car_trainval.txt").write_text("000001 -1\n000002  1\n000003  0\n")
+    (main / "dog_trainval.txt").write_text("000003  1\n")  # 000001, 000002 absent
+    ids = ["000001", "000002", "000003"]
+    truth = image_labels(year, "trainval", ("car", "dog"), ids)
+    assert truth.dtype == np.int8
+    np.testing.assert_array_equal(truth, [[-1, -1], [1, -1], [0, 1]])
+
+
+def test_image_labels_follow_the_ids_order(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    truth = image_labels(year, "trainval", ("car",), ["000003", "000001"])
+    np.testing.assert_array_equal(truth, [[-1], [1]])
+
+
+def test_image_labels_from_xml_without_class_files(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    for path in (year / "ImageSets" / "Main").glob("*_*.txt"):
+        path.unlink()
+    ids = ["000001", "000002", "000003"]
+    truth = image_labels(year, "trainval", ("car", "dog", "cat"), ids)
+    # 000002 has only a difficult car -> 0
+    np.testing.assert_array_equal(truth, [[1, -1, -1], [0, 1, -1], [-1, 1, -1]])
+
+
+def test_image_labels_mix_file_and_xml(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    main = year / "ImageSets" / "Main"
+    (main / "car_trainval.txt").unlink()
+    (main / "dog_trainval.txt").write_text("000001 1\n000002 -1\n000003 -1\n")
+    truth = image_labels(year, "trainval", ("car", "dog"), ["000001", "000002", "000003"])
+    np.testing.assert_array_equal(truth, [[1, 1], [0, -1], [-1, -1]])
+
+
+def test_writer_class_files_match_xml_labels(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    ids = read_split(year, "trainval")
+    from_files = image_labels(year, "trainval", VOC_CLASSES, ids)
+    for path in (year / "ImageSets" / "Main").glob("*_*.txt"):
+        path.unlink()
+    np.testing.assert_array_equal(image_labels(year, "trainval", VOC_CLASSES, ids), from_files)

@@ -123,7 +123,10 @@ def _extract_shards(config, cache, year_dir, records, pending, n_shards) -> dict
         totals["images"] += 1
         totals["patches"] += len(item["labels"])
         bar.update(1)
-        bar.set_postfix(patches_per_s=f"{totals['patches'] / (time.perf_counter() - started):.1f}", refresh=False)
+        bar.set_postfix(
+            patches_per_s=f"{totals['patches'] / (time.perf_counter() - started):.1f}",
+            refresh=False,
+        )
         shard_index = item["index"] // per_shard
         if item["index"] == min((shard_index + 1) * per_shard, len(records)) - 1:
             shard = _assemble(buffer, records, backbone.feature_dim)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-from scipy.special import expit, softmax
+from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import SGDClassifier
 from sklearn.preprocessing import StandardScaler
@@ -40,7 +40,7 @@ class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
     """What both heads share: the statistics pass, the epoch loop and batched prediction.
 
     A subclass sets up its model in `_start`, trains one epoch in `_fit_epoch` and returns
-    margins for standardised rows in `_margins`; `_link` maps margins to probabilities.
+    margins for standardised rows in `_margins`; `_log_link` maps margins to log probabilities.
     """
 
     # Rows per forward pass at prediction time: with 1280-d features and 2048 hidden units
@@ -89,9 +89,18 @@ class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
             out[start:stop] = self._margins(self._standardise(X[start:stop]))
         return out
 
+    def predict_log_proba(self, X: np.ndarray) -> np.ndarray:
+        """Log class probabilities [N, n_classes] float64, columns in the order of `classes_`.
+
+        The paper's pooling raises p to the 5th power: a sigmoid of a margin past about 17 is
+        exactly 1 in float32, and p^5 of a small p underflows to 0, so the scorer pools these
+        logs (finite for any margin) rather than the probabilities.
+        """
+        return self._log_link(self.decision_function(X).astype(np.float64))
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities [N, n_classes] float32, columns in the order of `classes_`."""
-        return self._link(self.decision_function(X)).astype(np.float32, copy=False)
+        """Class probabilities [N, n_classes] float64, columns in the order of `classes_`."""
+        return np.exp(self.predict_log_proba(X))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Labels [N] from `classes_`."""
@@ -196,7 +205,7 @@ class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
         """Scores [n, n_classes] of standardised rows X [n, D] float32."""
 
     @abc.abstractmethod
-    def _link(self, margins: np.ndarray) -> np.ndarray:
+    def _log_link(self, margins: np.ndarray) -> np.ndarray:
         """Map scores [N, n_classes] to probabilities."""
 
 
@@ -305,8 +314,8 @@ class MLPHead(_StreamingHead):
             state["model_"] = copy.deepcopy(self.model_).cpu()
         return state
 
-    def _link(self, margins: np.ndarray) -> np.ndarray:
-        return softmax(margins, axis=1)
+    def _log_link(self, margins: np.ndarray) -> np.ndarray:
+        return log_softmax(margins, axis=1)
 
 
 class LinearSVMHead(_StreamingHead):
@@ -360,5 +369,5 @@ class LinearSVMHead(_StreamingHead):
             margins = np.stack([-margins, margins], axis=1)
         return margins
 
-    def _link(self, margins: np.ndarray) -> np.ndarray:
-        return expit(margins)
+    def _log_link(self, margins: np.ndarray) -> np.ndarray:
+        return -np.logaddexp(0.0, -margins)  # log sigmoid, exact for any margin

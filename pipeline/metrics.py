@@ -65,20 +65,22 @@ def area_ap(scores: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sum(steps * envelope))
 
 
-def pool_patch_scores(
-    probs: np.ndarray, image_index: np.ndarray, n_images: int, k: float = 5.0
+def pool_patch_log_scores(
+    log_probs: np.ndarray, image_index: np.ndarray, n_images: int, k: float = 5.0
 ) -> np.ndarray:
-    """[n_images, C] float64 image scores: mean over each image's patches of p**k.
+    """[n_images, C] float64 log image scores: log of the mean over each image's patches of p**k.
 
-    probs: [N, C] patch class probabilities; image_index: [N] int, the image of each patch.
-    k = 5 is Oquab et al. 2014 (sec. 3.3): a power above 1 lets a few confident patches
+    log_probs: [N, C] patch log class probabilities; image_index: [N] int, the image of each
+    patch. k = 5 is Oquab et al. 2014 (sec. 3.3): a power above 1 lets a few confident patches
     outweigh many lukewarm ones, where k = 1 (plain mean) lets background dilute the object.
+    Pooled in log space (log-sum-exp per image) because p**5 of an SVM's sigmoid underflows to
+    exactly 0 far from the margin, and tied zeros would lose the ranking that AP measures.
     Images with no patch get nan, so a missing image cannot pass for a confident negative.
     """
-    probs, image_index = np.asarray(probs, dtype=np.float64), np.asarray(image_index)
-    if probs.ndim != 2 or image_index.shape != (probs.shape[0],):
+    log_probs, image_index = np.asarray(log_probs, dtype=np.float64), np.asarray(image_index)
+    if log_probs.ndim != 2 or image_index.shape != (log_probs.shape[0],):
         raise ValueError(
-            f"probs must be [N, C] and image_index [N]; got {probs.shape} and {image_index.shape}"
+            f"probs must be [N, C] and image_index [N]; got {log_probs.shape} and {image_index.shape}"
         )
     if not np.issubdtype(image_index.dtype, np.integer):
         raise ValueError(f"image_index must be integers, got dtype {image_index.dtype}")
@@ -88,11 +90,24 @@ def pool_patch_scores(
         raise ValueError(
             f"image_index must lie in [0, {n_images}); got {image_index.min()}..{image_index.max()}"
         )
-    sums = np.zeros((n_images, probs.shape[1]))
-    np.add.at(sums, image_index, probs**k)
+    powered = k * log_probs
+    peak = np.full((n_images, log_probs.shape[1]), -np.inf)
+    np.maximum.at(peak, image_index, powered)
+    finite_peak = np.where(np.isfinite(peak), peak, 0.0)
+    sums = np.zeros_like(peak)
+    np.add.at(sums, image_index, np.exp(powered - finite_peak[image_index]))
     counts = np.bincount(image_index, minlength=n_images).astype(np.float64)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts
+        return np.where(counts > 0, finite_peak + np.log(sums) - np.log(counts), np.nan)
+
+
+def pool_patch_scores(
+    probs: np.ndarray, image_index: np.ndarray, n_images: int, k: float = 5.0
+) -> np.ndarray:
+    """[n_images, C] float64 image scores: mean over each image's patches of p**k."""
+    with np.errstate(divide="ignore"):
+        log_probs = np.log(np.asarray(probs, dtype=np.float64))
+    return np.exp(pool_patch_log_scores(log_probs, image_index, n_images, k))
 
 
 def mean_ap(values: npt.ArrayLike) -> float:

@@ -1,7 +1,8 @@
 """Scoring: pool patch probabilities into image scores and compute per-class AP.
 
-Image score per class = mean over the image's patches of p(class|patch)^k (paper, k = 5).
-For the SVM head p is the logistic sigmoid of the margin, a monotone map (see heads.py).
+Image score per class = mean over the image's patches of p(class|patch)^k (paper, k = 5),
+kept as its log so that no score underflows to a tie. For the SVM head p is the logistic
+sigmoid of the margin, a monotone map (see heads.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from pipeline.backbone import feature_settings
 from pipeline.config import ScoreConfig
 from pipeline.errors import CacheError
-from pipeline.metrics import area_ap, mean_ap, pool_patch_scores, voc07_ap
+from pipeline.metrics import area_ap, mean_ap, pool_patch_log_scores, voc07_ap
 from pipeline.shards import cache_path, open_cache
 from pipeline.voc import image_labels, resolve_year_dir
 from stages.fit import head_path
@@ -28,7 +29,7 @@ from stages.fit import head_path
 class ScoreResult:
     classes: tuple[str, ...]
     image_ids: list[str]
-    scores: np.ndarray  # [n_images, n_classes]
+    scores: np.ndarray  # [n_images, n_classes] log of the mean of p^k
     truth: np.ndarray  # [n_images, n_classes] 1 / -1 / 0
     ap_voc07: np.ndarray  # [n_classes], fractions
     ap_area: np.ndarray
@@ -92,8 +93,10 @@ def run(config: ScoreConfig) -> ScoreResult:
     image_ids: list[str] = []
     pooled = []
     for shard in cache.iter_shards():
-        probs = head.predict_proba(shard.features)[:, columns]
-        pooled.append(pool_patch_scores(probs, shard.image_index, len(shard.image_ids), config.k))
+        log_probs = head.predict_log_proba(shard.features)[:, columns]
+        pooled.append(
+            pool_patch_log_scores(log_probs, shard.image_index, len(shard.image_ids), config.k)
+        )
         image_ids.extend(shard.image_ids)
     scores = np.concatenate(pooled)
     truth = image_labels(resolve_year_dir(config.voc_root), config.split, classes, image_ids)
@@ -132,4 +135,4 @@ def write_outputs(config: ScoreConfig, result: ScoreResult) -> None:
         writer = csv.writer(handle)
         writer.writerow(["image_id", *result.classes])
         for image_id, row in zip(result.image_ids, result.scores, strict=True):
-            writer.writerow([image_id, *(f"{v:.6g}" for v in row)])
+            writer.writerow([image_id, *(f"{v:.9g}" for v in row)])

@@ -66,7 +66,7 @@ def test_high_accuracy_on_separated_blobs(name, data):
     assert head.score(Xt, yt) > 0.95
     np.testing.assert_array_equal(head.classes_, [0, 1, 2, 3])
     assert head.n_features_in_ == D
-    assert head.predict_proba(Xt).dtype == np.float32
+    assert head.predict_proba(Xt).dtype == np.float64
     assert head.decision_function(Xt).shape == (len(Xt), 4)
 
 
@@ -247,3 +247,18 @@ def test_one_class_stream_is_an_error(data):
     X, y, _, _ = data
     with pytest.raises(ValueError, match="at least two classes"):
         small_mlp().fit(X[y == 0], y[y == 0])
+
+
+def test_svm_probabilities_keep_the_ranking_of_large_margins():
+    """p^5 pooling (done on logs) keeps distinct values far past the sigmoid's float range."""
+    X, y = blobs()
+    head = LinearSVMHead(C=100.0, epochs=2).fit(X, y)
+    margins = head.decision_function(X)
+    assert np.abs(margins).max() > 20  # the case float32 would flatten to 0 or 1
+    log_proba = head.predict_log_proba(X)
+    assert np.isfinite(log_proba).all()
+    for k in range(margins.shape[1]):
+        # Every negative margin (most patches of most images) keeps its own value; past a
+        # margin of about +700 log p is -0.0, p is 1 in any float, and ties are genuine.
+        below = margins[:, k] < 30
+        assert len(np.unique(5 * log_proba[below, k])) == len(np.unique(margins[below, k]))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from pipeline.metrics import area_ap, mean_ap, pool_patch_scores, voc07_ap
+from pipeline.metrics import area_ap, mean_ap, pool_patch_log_scores, pool_patch_scores, voc07_ap
 
 
 def ranked(labels: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -176,3 +176,19 @@ def test_ties_within_score_groups_keep_input_order():
     in_file_order = truth[np.lexsort((np.arange(200), -scores))]
     assert area_ap(scores, truth) == pytest.approx(area_ap(*ranked(list(in_file_order))))
     assert voc07_ap(scores, truth) == pytest.approx(voc07_ap(*ranked(list(in_file_order))))
+
+
+def test_log_pooling_matches_and_survives_underflow():
+    rng = np.random.default_rng(3)
+    probs = rng.uniform(0.01, 1.0, size=(30, 2))
+    index = rng.integers(0, 5, size=30)
+    direct = pool_patch_scores(probs, index, 5, k=5)
+    logged = pool_patch_log_scores(np.log(probs), index, 5, k=5)
+    np.testing.assert_allclose(np.exp(logged), direct, rtol=1e-12)
+    # Two images whose patches all sit far from the margin: p^5 is 0 for both in float64,
+    # the log scores still rank them.
+    tiny = np.array([[-400.0], [-500.0]])
+    assert (pool_patch_scores(np.exp(tiny), np.array([0, 1]), 2) == 0).all()
+    logs = pool_patch_log_scores(tiny, np.array([0, 1]), 2)
+    np.testing.assert_allclose(logs[:, 0], [-2000.0, -2500.0])
+    assert np.isnan(pool_patch_log_scores(tiny, np.array([0, 0]), 2)[1, 0])

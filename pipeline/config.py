@@ -76,13 +76,20 @@ class FeatureSettings:
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class CacheSettings:
+    """Where the VOC tree and the cache are, and the feature settings that key the cache:
+    every stage takes these, so fit and score find exactly what extract wrote."""
+
     voc_root: str
-    split: str
     cache_dir: str = "cache"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     labels: LabelRule = field(default_factory=LabelRule)
+
+
+@dataclass(frozen=True)
+class ExtractConfig(CacheSettings):
+    split: str = "trainval"
     device: str = "auto"
     batch_size: int = 64
     workers: int = 1
@@ -115,15 +122,10 @@ class SVMConfig:
 
 
 @dataclass(frozen=True)
-class FitConfig:
-    voc_root: str
+class FitConfig(CacheSettings):
     split: str = "trainval"
-    cache_dir: str = "cache"
     head: str = "mlp"
     classes: tuple[str, ...] | None = None  # None: every class with labelled patches
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    grid: GridConfig = field(default_factory=GridConfig)
-    labels: LabelRule = field(default_factory=LabelRule)
     mlp: MLPConfig = field(default_factory=MLPConfig)
     svm: SVMConfig = field(default_factory=SVMConfig)
     device: str = "auto"
@@ -131,16 +133,11 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
-class ScoreConfig:
-    voc_root: str
+class ScoreConfig(CacheSettings):
     split: str = "test"
     train_split: str = "trainval"
-    cache_dir: str = "cache"
     head: str = "mlp"
-    classes: tuple[str, ...] | None = None
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    grid: GridConfig = field(default_factory=GridConfig)
-    labels: LabelRule = field(default_factory=LabelRule)
+    classes: tuple[str, ...] | None = None  # None: the classes the head was fitted on
     k: float = 5.0  # paper section 4: mean of p(class|patch)^k over the patches, k = 5
     output: str = "ap.csv"
     scores_output: str | None = None  # None: <output stem>-scores.csv beside it

@@ -206,7 +206,7 @@ class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
 
     @abc.abstractmethod
     def _log_link(self, margins: np.ndarray) -> np.ndarray:
-        """Map scores [N, n_classes] to probabilities."""
+        """Map scores [N, n_classes] to log probabilities."""
 
 
 class MLPHead(_StreamingHead):

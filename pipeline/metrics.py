@@ -80,7 +80,7 @@ def pool_patch_log_scores(
     log_probs, image_index = np.asarray(log_probs, dtype=np.float64), np.asarray(image_index)
     if log_probs.ndim != 2 or image_index.shape != (log_probs.shape[0],):
         raise ValueError(
-            f"probs must be [N, C] and image_index [N]; got {log_probs.shape} and {image_index.shape}"
+            f"log_probs must be [N, C] and image_index [N]; got {log_probs.shape} and {image_index.shape}"
         )
     if not np.issubdtype(image_index.dtype, np.integer):
         raise ValueError(f"image_index must be integers, got dtype {image_index.dtype}")
@@ -99,15 +99,6 @@ def pool_patch_log_scores(
     counts = np.bincount(image_index, minlength=n_images).astype(np.float64)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, finite_peak + np.log(sums) - np.log(counts), np.nan)
-
-
-def pool_patch_scores(
-    probs: np.ndarray, image_index: np.ndarray, n_images: int, k: float = 5.0
-) -> np.ndarray:
-    """[n_images, C] float64 image scores: mean over each image's patches of p**k."""
-    with np.errstate(divide="ignore"):
-        log_probs = np.log(np.asarray(probs, dtype=np.float64))
-    return np.exp(pool_patch_log_scores(log_probs, image_index, n_images, k))
 
 
 def mean_ap(values: npt.ArrayLike) -> float:

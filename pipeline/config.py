@@ -145,3 +145,14 @@ class ScoreConfig(CacheSettings):
 
 def code_version() -> str:
     return __version__
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """`pipeline report`: figures and a results table from one or more scored runs."""
+
+    runs: tuple[str, ...]  # ap.csv files written by `pipeline score`, their sidecars beside them
+    output: str = "report"  # directory for the PNGs and results.md
+    names: tuple[str, ...] | None = None  # None: each run's head and file stem
+    voc_root: str | None = None  # None: the VOC tree recorded in each run's sidecar
+    top: int = 6  # images per end of each class's ranking in the contact sheets

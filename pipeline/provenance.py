@@ -1,0 +1,41 @@
+"""Provenance sidecars: every result file gets `<stem>.json` beside it with the full resolved
+config and the cache fingerprint it came from, so a number can always be traced to settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipeline.config import code_version
+
+
+def sidecar_path(result: str | Path) -> Path:
+    """ap.csv -> ap.json; sweep.csv -> sweep.json."""
+    return Path(result).with_suffix(".json")
+
+
+def write_sidecar(result: str | Path, kind: str, config, **extra) -> Path:
+    """Write the sidecar of `result` atomically. `config` is a config dataclass (or a dict);
+    `extra` holds the digest, fingerprint and anything else the result depends on."""
+    payload = {
+        "kind": kind,
+        "result": Path(result).name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "config": asdict(config) if is_dataclass(config) else config,
+        **extra,
+    }
+    path = sidecar_path(result)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_sidecar(result: str | Path) -> dict:
+    """The sidecar of `result`, or {} when there is none (a result made by other tools)."""
+    path = sidecar_path(result)
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -5,18 +5,22 @@ from __future__ import annotations
 import sys
 
 import click
+import numpy as np
 
 from pipeline.backbone import RANDOM, REGISTRY
 from pipeline.classes import parse_classes
 from pipeline.config import (
+    GRID_KINDS,
     BackboneConfig,
     ExtractConfig,
     FitConfig,
     GridConfig,
     LabelRule,
     MLPConfig,
+    ReportConfig,
     ScoreConfig,
     SVMConfig,
+    SweepConfig,
 )
 from pipeline.errors import MidlevelError
 from pipeline.voc import VOC_CLASSES
@@ -39,7 +43,8 @@ class Cli(click.Group):
             raise UserError(str(exc)) from None
         except KeyboardInterrupt:
             click.secho(
-                "interrupted: finished shards are kept; rerun the same command to resume", err=True
+                "interrupted: finished work (shards, sweep rows) is kept; rerun the same command to resume",
+                err=True,
             )
             sys.exit(130)
 
@@ -68,6 +73,8 @@ features = _options(
     click.option("--weights", default=None,
                  help=f"Local state-dict FILE, or '{RANDOM}' (untrained, plumbing only). Default: ImageNet."),
     click.option("--input-size", type=int, default=None, help="Patch side fed to the net [default: the net's]."),
+    click.option("--grid", "grid_kind", type=click.Choice(GRID_KINDS), default=GridConfig.kind, show_default=True,
+                 help="'patches': the paper's multi-scale grid; 'whole': one feature per image (baseline)."),
     click.option("--scales", type=int, default=GridConfig.scales, show_default=True, help="Patch scales."),
     click.option("--min-scale", type=float, default=GridConfig.min_scale, show_default=True,
                  help="Smallest patch side / min(W, H)."),
@@ -96,7 +103,9 @@ def _feature_kwargs(opts: dict) -> dict:
         "backbone": BackboneConfig(
             opts.pop("backbone"), opts.pop("weights"), opts.pop("input_size")
         ),
-        "grid": GridConfig(opts.pop("scales"), opts.pop("min_scale"), opts.pop("overlap")),
+        "grid": GridConfig(
+            opts.pop("scales"), opts.pop("min_scale"), opts.pop("overlap"), opts.pop("grid_kind")
+        ),
         "labels": LabelRule(
             opts.pop("min_patch_cover"),
             opts.pop("min_box_cover"),
@@ -186,44 +195,45 @@ def extract(**opts) -> None:
     click.echo(stage.run(config).line(config.split))
 
 
-@cli.command()
-@common
-@features
-@click.option("--split", default="trainval", help="Split whose cached features train the head.")
-@click.option(
-    "--head",
-    type=click.Choice(["mlp", "svm"]),
-    default="mlp",
-    help="Adaptation layers or SVM baseline.",
-)
-@click.option("--hidden", type=int, default=MLPConfig.hidden, help="MLP: FCa units.")
-@click.option("--dropout", type=float, default=MLPConfig.dropout, help="MLP: dropout after FCa.")
-@click.option(
-    "--lr", type=float, default=MLPConfig.lr, help="MLP: SGD learning rate (cosine decay)."
-)
-@click.option("--momentum", type=float, default=MLPConfig.momentum, help="MLP: SGD momentum.")
-@click.option(
-    "--weight-decay", type=float, default=MLPConfig.weight_decay, help="MLP: L2 weight decay."
-)
-@click.option("--epochs", type=int, default=MLPConfig.epochs, help="MLP: epochs over the shards.")
-@click.option("--batch-size", type=int, default=MLPConfig.batch_size, help="MLP: minibatch size.")
-@click.option(
-    "--background-weight", type=float, default=1.0, help="Loss weight of the background class."
-)
-@click.option("--svm-c", type=float, default=SVMConfig.C, help="SVM: regularisation C.")
-@click.option(
-    "--svm-epochs", type=int, default=SVMConfig.epochs, help="SVM: SGD epochs over the shards."
-)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    help="MLP training device.",
-)
-def fit(**opts) -> None:
-    """Stage two: train the head from cached features only (never reads a JPEG)."""
-    from stages import fit as stage
+def _load_config_file(ctx: click.Context, param, value) -> None:
+    """--config FILE: its values become this command's defaults; options given win."""
+    if value:
+        from pathlib import Path
 
+        from pipeline.sweep_settings import read_options_file
+
+        known = {p.name for p in ctx.command.params}
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **read_options_file(Path(value), known)}
+        except MidlevelError as exc:
+            raise UserError(str(exc)) from None
+
+
+config_file = click.option(
+    "--config", type=click.Path(exists=True, dir_okay=False), is_eager=True, expose_value=False,
+    callback=_load_config_file, help="TOML file of option values (e.g. a sweep's best config).",
+)  # fmt: skip
+
+head_options = _options(
+    click.option("--split", default="trainval", help="Split whose cached features train the head."),
+    click.option("--head", type=click.Choice(["mlp", "svm"]), default="mlp", help="Adaptation layers or SVM baseline."),
+    click.option("--hidden", type=int, default=MLPConfig.hidden, help="MLP: FCa units."),
+    click.option("--dropout", type=float, default=MLPConfig.dropout, help="MLP: dropout after FCa."),
+    click.option("--lr", type=float, default=MLPConfig.lr, help="MLP: SGD learning rate (cosine decay)."),
+    click.option("--momentum", type=float, default=MLPConfig.momentum, help="MLP: SGD momentum."),
+    click.option("--weight-decay", type=float, default=MLPConfig.weight_decay, help="MLP: L2 weight decay."),
+    click.option("--epochs", type=int, default=MLPConfig.epochs, help="MLP: epochs over the shards."),
+    click.option("--batch-size", type=int, default=MLPConfig.batch_size, help="MLP: minibatch size."),
+    click.option("--background-weight", type=float, default=1.0, help="Loss weight of the background class."),
+    click.option("--svm-c", type=float, default=SVMConfig.C, help="SVM: regularisation C."),
+    click.option("--svm-epochs", type=int, default=SVMConfig.epochs, help="SVM: SGD epochs over the shards (patch grid)."),
+    click.option("-k", "--k", "k", type=float, default=FitConfig.k, help="Pooling exponent recorded with the head (score's default)."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="MLP training device."),
+)  # fmt: skip
+
+
+def _fit_config(opts: dict) -> FitConfig:
+    """Pop the feature and head options of `opts` into a FitConfig."""
     feature = _feature_kwargs(opts)
     mlp = MLPConfig(
         **{
@@ -237,8 +247,39 @@ def fit(**opts) -> None:
         epochs=opts.pop("svm_epochs"),
         background_weight=opts.pop("background_weight"),
     )
-    opts["classes"] = parse_classes(opts["classes"], VOC_CLASSES)
-    config = FitConfig(voc_root=opts.pop("voc_root") or "", mlp=mlp, svm=svm, **opts, **feature)
+    head = {k: opts.pop(k) for k in ("split", "head", "k", "device", "seed")}
+    return FitConfig(
+        voc_root=opts.pop("voc_root") or "",
+        cache_dir=opts.pop("cache_dir"),
+        classes=parse_classes(opts.pop("classes"), VOC_CLASSES),
+        mlp=mlp,
+        svm=svm,
+        **head,
+        **feature,
+    )
+
+
+@cli.command()
+@config_file
+@common
+@features
+@head_options
+@click.option("--cv", "cv_folds", type=int, default=None,
+              help="First report the mAP of K-fold cross-validation over the split's images.")  # fmt: skip
+def fit(**opts) -> None:
+    """Stage two: train the head from cached features only (never reads a JPEG)."""
+    from stages import fit as stage
+
+    cv_folds = opts.pop("cv_folds")
+    config = _fit_config(opts)
+    if cv_folds:
+        from stages.crossval import cross_validate
+
+        scores = 100 * np.asarray(cross_validate(config, cv_folds))
+        click.echo(
+            f"cv {config.head}: mAP {scores.mean():.2f} ± {scores.std():.2f} over {cv_folds} "
+            f"folds of {config.split} images ({' '.join(f'{v:.2f}' for v in scores)})"
+        )
 
     def progress(epoch: int, loss: float) -> None:
         click.echo(f"  epoch {epoch + 1}: loss {loss:.4f}", err=True)
@@ -249,16 +290,70 @@ def fit(**opts) -> None:
 @cli.command()
 @common
 @features
+@head_options
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    help="NAME=V1,V2,... to sweep (repeatable; all combinations), e.g. dropout=0.3,0.5.",
+)
+@click.option(
+    "--file",
+    "sweep_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML sweep file: a [grid] of lists and/or [[settings]] tables.",
+)
+@click.option(
+    "--folds", type=int, default=SweepConfig.folds, help="Cross-validation folds (by image)."
+)
+@click.option(
+    "--jobs", type=int, default=SweepConfig.jobs, help="Parallel processes (-1: one per core)."
+)
+@click.option("--output", default=SweepConfig.output, help="One row per setting (CSV).")
+@click.option(
+    "--best-output",
+    default=None,
+    help="Best setting as a fit config [default: <output>-best.toml].",
+)
+def sweep(**opts) -> None:
+    """Score head settings by K-fold cross-validation on the cached training split, in parallel."""
+    from pathlib import Path
+
+    from pipeline.sweep_settings import grid_settings, parse_params, read_sweep_file
+    from stages import sweep as stage
+
+    params, sweep_file = opts.pop("params"), opts.pop("sweep_file")
+    settings = grid_settings(parse_params(params), "--param") if params else []
+    if sweep_file:
+        from_file, extra = read_sweep_file(Path(sweep_file))
+        settings += from_file
+        unknown = sorted(set(extra) - {"folds", "jobs"})
+        if unknown:
+            raise UserError(
+                f"{sweep_file}: unknown top-level key(s) {', '.join(unknown)}; "
+                "use folds, jobs, [grid], [[settings]]"
+            )
+        opts.update(extra)
+    run_opts = {k: opts.pop(k) for k in ("folds", "jobs", "output", "best_output")}
+    config = SweepConfig(base=_fit_config(opts), settings=tuple(settings), **run_opts)
+    click.echo(stage.run(config).line(config.folds))
+
+
+@cli.command()
+@config_file
+@common
+@features
 @click.option("--split", default="test", help="Split to score (its features must be extracted).")
 @click.option("--train-split", default="trainval", help="Split the head was fitted on.")
 @click.option("--head", type=click.Choice(["mlp", "svm"]), default="mlp", help="Which fitted head.")
-@click.option(
-    "-k", "--k", "k", type=float, default=ScoreConfig.k, help="Pooling exponent: mean of p^k."
-)
+@click.option("-k", "--k", "k", type=float, default=None,
+              help="Pooling exponent: mean of p^k [default: the head's, 5 unless fit set it].")  # fmt: skip
 @click.option("--output", default=ScoreConfig.output, help="Per-class AP table (CSV).")
 @click.option(
     "--scores-output", default=None, help="Per-image scores CSV [default: <output>-scores.csv]."
 )
+@click.option("--export", type=click.Path(file_okay=False), default=None,
+              help="Write the VOC evaluation server's comp1_cls_<split>_<class>.txt files under DIR/results/.")  # fmt: skip
 def score(**opts) -> None:
     """Pool patch scores per image and write per-class AP (VOC07 11-point and area)."""
     from stages import score as stage
@@ -266,12 +361,16 @@ def score(**opts) -> None:
     feature = _feature_kwargs(opts)
     opts.pop("seed")
     opts["classes"] = parse_classes(opts["classes"], VOC_CLASSES)
-    config = ScoreConfig(
-        voc_root=_need_voc_root(opts),
-        **{k: v for k, v in opts.items() if k != "voc_root"},
-        **feature,
-    )
+    config = ScoreConfig(**opts, **feature)
     result = stage.run(config)
+    if config.export:
+        click.echo(f"export: {len(result.classes)} comp1 files -> {config.export}/results/")
+    if not result.labelled:
+        click.echo(
+            f"score {config.split}: {len(result.images.image_ids)} images, no labels in this split "
+            f"(no AP) in {result.seconds:.1f} s -> {stage.scores_path(config)}"
+        )
+        return
     rows = result.table()
     click.echo(f"{'class':<14}{'AP voc07':>10}{'AP area':>10}{'pos':>7}{'images':>8}")
     for row in rows:
@@ -279,10 +378,41 @@ def score(**opts) -> None:
             f"{row['class']:<14}{row['ap_voc07']:>10.2f}{row['ap_area']:>10.2f}{row['positives']:>7}{row['images']:>8}"
         )
     click.echo(
-        f"score {config.split}: {len(result.image_ids)} images, {len(result.classes)} classes, "
-        f"mAP {rows[-1]['ap_voc07']:.2f} (VOC07 11-point), {rows[-1]['ap_area']:.2f} (area) "
+        f"score {config.split}: {len(result.images.image_ids)} images, {len(result.classes)} classes, "
+        f"k {result.k:g}, mAP {rows[-1]['ap_voc07']:.2f} (VOC07 11-point), {rows[-1]['ap_area']:.2f} (area) "
         f"in {result.seconds:.1f} s -> {config.output}, {stage.scores_path(config)}"
     )
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--output", default=ReportConfig.output, help="Directory for the figures and results.md."
+)
+@click.option("--names", default=None, help="Comma-separated run names [default: from each run].")
+@click.option(
+    "--voc-root",
+    envvar="MIDLEVEL_VOC_ROOT",
+    default=None,
+    help="VOC tree for the contact sheets [default: the one each run recorded].",
+)
+@click.option(
+    "--top",
+    type=int,
+    default=ReportConfig.top,
+    help="Images per end of each ranking in the contact sheets.",
+)
+def report(runs, output, names, voc_root, top) -> None:
+    """Figures and a paper-ready table from scored runs (the ap.csv files of pipeline score)."""
+    from stages import report as stage
+
+    split_names = tuple(n.strip() for n in names.split(",")) if names else None
+    if split_names and len(split_names) != len(runs):
+        raise UserError(
+            f"--names has {len(split_names)} names for {len(runs)} runs; give one per run"
+        )
+    config = ReportConfig(tuple(runs), output, split_names, voc_root, top)
+    click.echo(stage.run(config).line())
 
 
 def main() -> None:

@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline import __version__
 
+GRID_KINDS = ("patches", "whole")
+# Shard layout version, part of the cache digest: 2 added `sampled` and `image_labels`.
+CACHE_FORMAT = 2
+
 
 @dataclass(frozen=True)
 class GridConfig:
@@ -25,11 +29,16 @@ class GridConfig:
     border so that every pixel is covered at every scale. Because of that border cover,
     min_scale 0.15 (not the 0.13 of a floor-count grid) gives the paper's count: exactly
     500 patches on a 500x375 VOC image.
+
+    kind "whole" is the whole-image baseline the paper compares against (DeCAF; Razavian et
+    al. 2014): one "patch" per image, the whole image squashed to the net's input square,
+    trained on image-level labels. The other fields are then unused.
     """
 
     scales: int = 8
     min_scale: float = 0.15
     overlap: float = 0.5
+    kind: str = "patches"  # "patches" (the paper's grid) or "whole" (one feature per image)
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,12 @@ class FeatureSettings:
     labels: LabelRule = field(default_factory=LabelRule)
 
     def as_dict(self) -> dict:
-        return {"backbone": self.backbone, "grid": asdict(self.grid), "labels": asdict(self.labels)}
+        return {
+            "format": CACHE_FORMAT,
+            "backbone": self.backbone,
+            "grid": asdict(self.grid),
+            "labels": asdict(self.labels),
+        }
 
     def digest(self) -> str:
         """Short, stable hash of the settings; the code version is kept beside it, not in it."""
@@ -130,6 +144,7 @@ class FitConfig(CacheSettings):
     svm: SVMConfig = field(default_factory=SVMConfig)
     device: str = "auto"
     seed: int = 0
+    k: float = 5.0  # pooling exponent recorded with the head: score's default (sweeps tune it)
 
 
 @dataclass(frozen=True)
@@ -138,13 +153,27 @@ class ScoreConfig(CacheSettings):
     train_split: str = "trainval"
     head: str = "mlp"
     classes: tuple[str, ...] | None = None  # None: the classes the head was fitted on
-    k: float = 5.0  # paper section 4: mean of p(class|patch)^k over the patches, k = 5
+    k: float | None = None  # None: the head's (paper section 4: mean of p(class|patch)^k, k = 5)
     output: str = "ap.csv"
     scores_output: str | None = None  # None: <output stem>-scores.csv beside it
+    export: str | None = None  # a directory for the VOC evaluation server's comp1 files
 
 
 def code_version() -> str:
     return __version__
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """`pipeline sweep`: each setting (overrides of `base`) scored by K-fold cross-validation
+    over the images of the training split, in parallel processes."""
+
+    base: FitConfig
+    settings: tuple[dict, ...]
+    folds: int = 4
+    jobs: int = -1  # joblib n_jobs: -1 is one process per core
+    output: str = "sweep.csv"
+    best_output: str | None = None  # None: <output stem>-best.toml beside it
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import GridConfig, LabelRule
-from pipeline.patches import keep_mask, label_patches, patch_grid
+from pipeline.patches import keep_mask, label_patches, patch_grid, sample_mask
 from pipeline.voc import ImageRecord
 
 
@@ -27,8 +27,8 @@ def decode_rgb(path: Path) -> torch.Tensor:
 
 
 class PatchImages(torch.utils.data.Dataset):
-    """Images of a split -> {index, image, boxes, labels}; training splits keep a seeded
-    `background_ratio` of background and no ignored patches, others keep every patch."""
+    """Images of a split -> {index, image, boxes, labels, sampled}; training splits keep the
+    object patches and a seeded label-blind sample of the rest, others keep every patch."""
 
     def __init__(
         self,
@@ -54,18 +54,19 @@ class PatchImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def layout(self, record: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
-        """Patch boxes [N, 4] and labels [N] of one image, after subsampling."""
+    def layout(self, record: ImageRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Patch boxes [N, 4], labels [N] and sampled flags [N] of one image, after subsampling."""
         boxes = patch_grid(record.width, record.height, self.grid)
         box_classes = np.array([self.class_index[o.name] for o in record.objects], dtype=np.int64)
         difficult = np.array([o.difficult for o in record.objects], dtype=bool)
         labels = label_patches(
             boxes, record.boxes(), box_classes, difficult, self.rule, self.background
         )
-        if not self.keep_all:
-            keep = keep_mask(labels, self.background, self.rule, record.image_id)
-            boxes, labels = boxes[keep], labels[keep]
-        return boxes, labels
+        if self.keep_all:
+            return boxes, labels, np.ones(len(boxes), dtype=bool)
+        sampled = sample_mask(len(boxes), self.rule, record.image_id)
+        keep = keep_mask(labels, sampled, self.background)
+        return boxes[keep], labels[keep], sampled[keep]
 
     def __getitem__(self, position: int) -> dict:
         index = self.indices[position]
@@ -84,5 +85,11 @@ class PatchImages(torch.utils.data.Dataset):
                 "error": f"{path}: is {image.shape[2]}x{image.shape[1]} but its annotation says "
                 f"{record.width}x{record.height}; fix <size> in Annotations/{record.image_id}.xml",
             }
-        boxes, labels = self.layout(record)
-        return {"index": index, "image": image, "boxes": torch.from_numpy(boxes), "labels": labels}
+        boxes, labels, sampled = self.layout(record)
+        return {
+            "index": index,
+            "image": image,
+            "boxes": torch.from_numpy(boxes),
+            "labels": labels,
+            "sampled": sampled,
+        }

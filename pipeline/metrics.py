@@ -11,9 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-def _precision_recall(
-    scores: np.ndarray, truth: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
+def precision_recall(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """[M] precision and [M] recall down the ranking of non-difficult images; None if no positive.
 
     Ties keep the input order (stable sort), as MATLAB's sort in the devkit does.
@@ -40,7 +38,7 @@ def voc07_ap(scores: np.ndarray, truth: np.ndarray) -> float:
     of the best precision at recall >= t. nan when there is no positive, since AP is
     then undefined; mean_ap skips such classes.
     """
-    pr = _precision_recall(scores, truth)
+    pr = precision_recall(scores, truth)
     if pr is None:
         return float("nan")
     prec, rec = pr
@@ -56,7 +54,7 @@ def area_ap(scores: np.ndarray, truth: np.ndarray) -> float:
     Precision is first replaced by its maximum at any later rank (the devkit's VOCap
     envelope), then summed over the steps where recall grows. nan when there is no positive.
     """
-    pr = _precision_recall(scores, truth)
+    pr = precision_recall(scores, truth)
     if pr is None:
         return float("nan")
     prec, rec = pr

@@ -34,7 +34,12 @@ def _positions(length: float, side: float, stride: float) -> np.ndarray:
 
 
 def patch_grid(width: int, height: int, grid: GridConfig) -> np.ndarray:
-    """[N, 4] float32 square patches x0, y0, x1, y1, coarse scales first."""
+    """[N, 4] float32 square patches x0, y0, x1, y1, coarse scales first; for the "whole"
+    grid, the one box of the whole image (squashed to a square by the crop)."""
+    if grid.kind == "whole":
+        return np.array([[0, 0, width, height]], dtype=np.float32)
+    if grid.kind != "patches":
+        raise ValueError(f"grid kind {grid.kind!r}: choose patches or whole")
     out = []
     for s in scale_factors(grid):
         side = min(width, height) * s
@@ -89,13 +94,18 @@ def label_patches(
     return labels
 
 
-def keep_mask(labels: np.ndarray, background: int, rule: LabelRule, image_id: str) -> np.ndarray:
-    """[N] bool: every positive patch and a seeded `background_ratio` share of background.
+def sample_mask(n_patches: int, rule: LabelRule, image_id: str) -> np.ndarray:
+    """[N] bool: a label-blind random `background_ratio` share of an image's patches.
 
-    The generator is seeded by (seed, image id), so the kept patches of an image are the
-    same whatever order, shard or machine processes it.
+    The generator is seeded by (seed, image id), so the sample of an image is the same
+    whatever order, shard or machine processes it. Training keeps its background patches;
+    cross-validation pools held-out images over it, since, unlike the kept set, it does not
+    depend on where the objects are.
     """
     rng = np.random.default_rng([rule.seed, zlib.crc32(image_id.encode())])
-    draw = rng.random(len(labels))
-    is_background = labels == background
-    return (labels >= 0) & ~is_background | is_background & (draw < rule.background_ratio)
+    return rng.random(n_patches) < rule.background_ratio
+
+
+def keep_mask(labels: np.ndarray, sampled: np.ndarray, background: int) -> np.ndarray:
+    """[N] bool: what a training split stores, every object patch and the sampled rest."""
+    return (labels >= 0) & (labels != background) | sampled

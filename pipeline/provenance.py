@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, is_dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.config import code_version
@@ -23,7 +23,7 @@ def write_sidecar(result: str | Path, kind: str, config, **extra) -> Path:
     payload = {
         "kind": kind,
         "result": Path(result).name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "config": asdict(config) if is_dataclass(config) else config,
         **extra,

@@ -45,14 +45,18 @@ def _write_json(path: Path, payload: dict) -> None:
 class Shard:
     """One shard's arrays. features [N, D] float16; boxes [N, 4] float32 x0,y0,x1,y1 in
     pixels of the original image; labels [N] int16 (class index, background, or -1);
-    image_index [N] int32 into image_ids [M] / sizes [M, 2] (width, height)."""
+    sampled [N] bool, the patch is in the image's label-blind sample (all of them in splits
+    that keep every patch); image_index [N] int32 into image_ids [M] / sizes [M, 2]
+    (width, height) / image_labels [M, 20] int8 (VOC truth 1, -1, 0 per class)."""
 
     features: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
+    sampled: np.ndarray
     image_index: np.ndarray
     image_ids: list[str]
     sizes: np.ndarray
+    image_labels: np.ndarray
 
 
 def write_shard(path: Path, shard: Shard, attrs: dict) -> int:
@@ -65,9 +69,11 @@ def write_shard(path: Path, shard: Shard, attrs: dict) -> int:
         h5.create_dataset("features", data=shard.features.astype(np.float16), chunks=chunks)
         h5.create_dataset("boxes", data=shard.boxes.astype(np.float32))
         h5.create_dataset("labels", data=shard.labels.astype(np.int16))
+        h5.create_dataset("sampled", data=shard.sampled.astype(bool))
         h5.create_dataset("image_index", data=shard.image_index.astype(np.int32))
         h5.create_dataset("image_ids", data=np.array(shard.image_ids, dtype="S"))
         h5.create_dataset("sizes", data=shard.sizes.astype(np.int32).reshape(-1, 2))
+        h5.create_dataset("image_labels", data=shard.image_labels.astype(np.int8))
         for key, value in attrs.items():
             h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
         h5.attrs["code_version"] = code_version()
@@ -85,9 +91,11 @@ def read_shard(path: Path, *, features: bool = True) -> Shard:
                 features=h5["features"][...] if features else np.empty((0, 0), np.float16),
                 boxes=h5["boxes"][...],
                 labels=h5["labels"][...],
+                sampled=h5["sampled"][...],
                 image_index=h5["image_index"][...],
                 image_ids=[s.decode() for s in h5["image_ids"][...]],
                 sizes=h5["sizes"][...],
+                image_labels=h5["image_labels"][...],
             )
     except (OSError, KeyError) as exc:
         raise CacheError(
@@ -179,10 +187,18 @@ class FeatureCache:
         path = self.shard_path(index)
         return path.name in self.manifest().get("shards", {}) and shard_digest(path) == self.digest
 
-    def record(self, index: int, *, images: int, patches: int, n_shards: int) -> None:
-        """Add a finished shard to the manifest (after its rename, so the file exists)."""
+    def record(
+        self, index: int, *, images: int, patches: int, seconds: float, n_shards: int
+    ) -> None:
+        """Add a finished shard to the manifest (after its rename, so the file exists).
+
+        `seconds` is the compute time of the shard: sweeps compare their cost to it."""
         manifest = self.manifest()
-        manifest["shards"][self.shard_path(index).name] = {"images": images, "patches": patches}
+        manifest["shards"][self.shard_path(index).name] = {
+            "images": images,
+            "patches": patches,
+            "seconds": round(seconds, 3),
+        }
         manifest["complete"] = len(manifest["shards"]) == n_shards
         _write_json(self.directory / "manifest.json", manifest)
 
@@ -200,6 +216,10 @@ class FeatureCache:
                     f"{path}: missing or written with other settings; rerun extract with --overwrite"
                 )
         return paths
+
+    def extract_seconds(self) -> float:
+        """What extracting this cache cost, summed over its shards."""
+        return sum(s.get("seconds", 0.0) for s in self.manifest().get("shards", {}).values())
 
     def iter_shards(self, *, features: bool = True) -> Iterator[Shard]:
         for path in self.shard_paths():
@@ -229,7 +249,7 @@ def _describe(fingerprint: dict) -> str:
     labels = fingerprint.get("labels", {})
     return (
         f"backbone={backbone.get('name')} weights={backbone.get('weights')} "
-        f"input={backbone.get('input_size')} scales={grid.get('scales')} "
+        f"input={backbone.get('input_size')} grid={grid.get('kind', 'patches')} scales={grid.get('scales')} "
         f"min_scale={grid.get('min_scale')} overlap={grid.get('overlap')} "
         f"background={labels.get('background_ratio')} seed={labels.get('seed')}"
     )

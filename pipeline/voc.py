@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DataError
 
@@ -134,14 +135,38 @@ def parse_annotation(path: Path, known_classes: tuple[str, ...] = VOC_CLASSES) -
     return ImageRecord(path.stem, width, height, tuple(objects))
 
 
+def _unannotated(image_id: str, image: Path) -> ImageRecord:
+    """The record of an image without XML (VOC 2012 test): its size from the JPEG header."""
+    try:
+        with Image.open(image) as handle:
+            width, height = handle.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"{image}: cannot read ({exc}); replace the file or drop its id") from None
+    return ImageRecord(image_id, width, height, ())
+
+
 def load_records(year_dir: Path, ids: list[str]) -> list[ImageRecord]:
-    """Parse every annotation of a split up front, so bad files fail before any compute."""
-    records = []
+    """Parse every annotation of a split up front, so bad files fail before any compute.
+
+    A split whose images have no XML at all is an unlabelled one (VOC 2012 test); an XML
+    missing while other images of the split have boxes is an error.
+    """
+    records, missing = [], []
     for image_id in ids:
         image = year_dir / "JPEGImages" / f"{image_id}.jpg"
         if not image.is_file():
             raise DataError(f"{image}: listed in the split but missing; restore it or drop the id")
-        records.append(parse_annotation(year_dir / "Annotations" / f"{image_id}.xml"))
+        xml = year_dir / "Annotations" / f"{image_id}.xml"
+        if xml.is_file():
+            records.append(parse_annotation(xml))
+        else:
+            missing.append(xml)
+            records.append(_unannotated(image_id, image))
+    if missing and len(missing) < len(ids):
+        raise DataError(
+            f"{missing[0]}: annotation missing ({len(missing)} of {len(ids)} in this split); "
+            "restore it or drop the id"
+        )
     return records
 
 
@@ -153,25 +178,34 @@ def class_label(objects: Iterable[VocObject], name: str) -> int:
     return 0 if all(flags) else 1
 
 
+def _class_file_labels(path: Path) -> dict[str, int]:
+    """id -> label of one ImageSets/Main/<class>_<split>.txt; {} for an id-only list (a
+    split whose labels are withheld, as VOC 2012 test)."""
+    if not path.is_file():
+        return {}
+    pairs = (line.split() for line in path.read_text().splitlines())
+    return {parts[0]: int(parts[1]) for parts in pairs if len(parts) == 2}
+
+
 def image_labels(
-    year_dir: Path, split: str, classes: tuple[str, ...], ids: list[str]
-) -> np.ndarray:
-    """[n_images, n_classes] int8 image truth: 1 present, -1 absent, 0 difficult only.
+    year_dir: Path, split: str, classes: tuple[str, ...], records: list[ImageRecord]
+) -> np.ndarray | None:
+    """[n_images, n_classes] int8 image truth (1 present, -1 absent, 0 difficult only), or
+    None for a split without labels (no labelled class file and no object in any XML).
 
     Taken from ImageSets/Main/<class>_<split>.txt where present (as the VOC devkit does,
     and the only source for classes without boxes), else derived from the XML objects.
     """
-    index = {image_id: i for i, image_id in enumerate(ids)}
-    truth = np.full((len(ids), len(classes)), -1, dtype=np.int8)
-    records = None
-    for c, name in enumerate(classes):
-        path = year_dir / "ImageSets" / "Main" / f"{name}_{split}.txt"
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                parts = line.split()
-                if len(parts) == 2 and parts[0] in index:
-                    truth[index[parts[0]], c] = int(parts[1])
-            continue
-        records = records or [parse_annotation(year_dir / "Annotations" / f"{i}.xml") for i in ids]
-        truth[:, c] = [class_label(r.objects, name) for r in records]
+    from_files = [
+        _class_file_labels(year_dir / "ImageSets" / "Main" / f"{name}_{split}.txt")
+        for name in classes
+    ]
+    if not any(from_files) and not any(r.objects for r in records):
+        return None
+    truth = np.full((len(records), len(classes)), -1, dtype=np.int8)
+    for c, (name, labels) in enumerate(zip(classes, from_files, strict=True)):
+        if labels:
+            truth[:, c] = [labels.get(r.image_id, -1) for r in records]
+        else:
+            truth[:, c] = [class_label(r.objects, name) for r in records]
     return truth

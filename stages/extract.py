@@ -15,7 +15,7 @@ from pipeline.config import ExtractConfig
 from pipeline.errors import DataError
 from pipeline.images import PatchImages
 from pipeline.shards import FeatureCache, Shard, WriterLock, cache_path, write_shard
-from pipeline.voc import VOC_CLASSES, load_records, read_split, resolve_year_dir
+from pipeline.voc import VOC_CLASSES, image_labels, load_records, read_split, resolve_year_dir
 
 TRAINING_SPLITS = ("train", "trainval")  # background subsampled; other splits keep every patch
 BACKGROUND = len(VOC_CLASSES)
@@ -68,7 +68,8 @@ def run(config: ExtractConfig) -> ExtractSummary:
         pending = [k for k in range(n_shards) if not cache.is_done(k)]
         totals = {"images": 0, "patches": 0, "bytes": 0}
         if pending:
-            totals = _extract_shards(config, cache, year_dir, records, pending, n_shards)
+            truth = image_labels(year_dir, config.split, VOC_CLASSES, records)
+            totals = _extract_shards(config, cache, year_dir, records, truth, pending, n_shards)
     return ExtractSummary(
         cache_dir=str(cache.directory),
         images=totals["images"],
@@ -80,7 +81,8 @@ def run(config: ExtractConfig) -> ExtractSummary:
     )
 
 
-def _extract_shards(config, cache, year_dir, records, pending, n_shards) -> dict:
+def _extract_shards(config, cache, year_dir, records, truth, pending, n_shards) -> dict:
+    """Extract the pending shards; `truth` is the split's image labels (None: unlabelled)."""
     device = resolve_device(config.device)
     backbone = FrozenBackbone(config.backbone, device)
     per_shard = config.images_per_shard
@@ -95,7 +97,7 @@ def _extract_shards(config, cache, year_dir, records, pending, n_shards) -> dict
         rule=config.labels,
         class_index={name: i for i, name in enumerate(VOC_CLASSES)},
         background=BACKGROUND,
-        keep_all=config.split not in TRAINING_SPLITS,
+        keep_all=config.split not in TRAINING_SPLITS or config.grid.kind == "whole",
     )
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -110,11 +112,15 @@ def _extract_shards(config, cache, year_dir, records, pending, n_shards) -> dict
         "split": config.split,
         "class_names": list(VOC_CLASSES),
         "background_label": BACKGROUND,
+        "labelled": truth is not None,
+        "voc_year": year_dir.name,
     }
+    if truth is None:
+        truth = np.zeros((len(records), len(VOC_CLASSES)), dtype=np.int8)
     totals = {"images": 0, "patches": 0, "bytes": 0}
     buffer: list[dict] = []
     bar = tqdm(total=len(indices), unit="img", desc=f"extract {config.split}", dynamic_ncols=True)
-    started = time.perf_counter()
+    started = shard_started = time.perf_counter()
     for item in loader:
         if "error" in item:
             raise DataError(item["error"])
@@ -129,24 +135,32 @@ def _extract_shards(config, cache, year_dir, records, pending, n_shards) -> dict
         )
         shard_index = item["index"] // per_shard
         if item["index"] == min((shard_index + 1) * per_shard, len(records)) - 1:
-            shard = _assemble(buffer, records, backbone.feature_dim)
+            shard = _assemble(buffer, records, truth, backbone.feature_dim)
             totals["bytes"] += write_shard(cache.shard_path(shard_index), shard, attrs)
+            now = time.perf_counter()
             cache.record(
-                shard_index, images=len(buffer), patches=len(shard.labels), n_shards=n_shards
+                shard_index,
+                images=len(buffer),
+                patches=len(shard.labels),
+                seconds=now - shard_started,
+                n_shards=n_shards,
             )
-            buffer = []
+            buffer, shard_started = [], now
     bar.close()
     return totals
 
 
-def _assemble(items: list[dict], records, dim: int) -> Shard:
+def _assemble(items: list[dict], records, truth: np.ndarray, dim: int) -> Shard:
     """One shard's arrays from its images' items, in image order."""
     counts = [len(it["labels"]) for it in items]
+    index = [it["index"] for it in items]
     return Shard(
         features=np.concatenate([it["features"] for it in items]).reshape(-1, dim),
         boxes=np.concatenate([it["boxes"].numpy() for it in items]).reshape(-1, 4),
         labels=np.concatenate([it["labels"] for it in items]).astype(np.int16),
+        sampled=np.concatenate([it["sampled"] for it in items]).astype(bool),
         image_index=np.repeat(np.arange(len(items), dtype=np.int32), counts),
-        image_ids=[records[it["index"]].image_id for it in items],
-        sizes=np.array([(records[it["index"]].width, records[it["index"]].height) for it in items]),
+        image_ids=[records[i].image_id for i in index],
+        sizes=np.array([(records[i].width, records[i].height) for i in index]),
+        image_labels=truth[index],
     )

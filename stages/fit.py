@@ -1,7 +1,8 @@
-"""Stage two: train the adaptation layers (or the linear SVM baseline) from cached shards.
+"""Stage two: train the adaptation layers (or a linear SVM baseline) from cached shards.
 
-Never reads a JPEG. Shards are streamed one at a time in a seeded order per epoch, so
-memory is bounded by one shard whatever the size of the split.
+Never reads a JPEG. Patch heads stream the shards one at a time in a seeded order per epoch,
+so memory is bounded by one shard whatever the size of the split. The whole-image baseline
+(grid "whole") has one row per image and trains in memory on the image labels.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipeline.classes import head_labels, select_classes
 from pipeline.config import FitConfig
 from pipeline.errors import CacheError
 from pipeline.heads import LinearSVMHead, MLPHead
+from pipeline.image_head import ImageSVMHead
 from pipeline.shards import FeatureCache, open_cache, read_shard
 
 HEADS = ("mlp", "svm")
@@ -36,10 +38,10 @@ class FitSummary:
     seconds: float
 
     def line(self, head: str) -> str:
+        loss = f", final loss {self.final_loss:.4f}" if self.epochs else ""
         return (
             f"fit {head}: {len(self.classes)} classes + background, {self.patches} patches, "
-            f"{self.epochs} epochs in {self.seconds:.1f} s, final loss {self.final_loss:.4f} "
-            f"-> {self.head_path}"
+            f"{self.epochs} epochs in {self.seconds:.1f} s{loss} -> {self.head_path}"
         )
 
 
@@ -53,8 +55,33 @@ def cache_classes(cache: FeatureCache) -> list[str]:
         return json.loads(h5.attrs["class_names"])
 
 
+def open_fit_cache(config: FitConfig) -> FeatureCache:
+    settings = feature_settings(config.backbone, config.grid, config.labels)
+    return open_cache(config.cache_dir, config.split, settings.as_dict(), settings.digest())
+
+
+def training_classes(config: FitConfig, cache: FeatureCache) -> tuple[str, ...]:
+    """--classes, or every class with a positive: patches for patch grids, images for whole."""
+    names = cache_classes(cache)
+    positives = np.zeros(len(names), dtype=np.int64)
+    for shard in cache.iter_shards(features=False):
+        if config.grid.kind == "whole":
+            positives += (shard.image_labels == 1).sum(axis=0)
+        else:
+            valid = shard.labels[(shard.labels >= 0) & (shard.labels < len(names))]
+            positives += np.bincount(valid, minlength=len(names))
+    return select_classes(config.classes, names, positives)
+
+
 def build_head(config: FitConfig, n_classes: int):
     """The estimator for --head, with the background weight as a class weight."""
+    if config.grid.kind == "whole":
+        if config.head != "svm":
+            raise CacheError(
+                f"--head {config.head}: whole-image features have image labels only, no patch "
+                "labels to train the adaptation layers; use --head svm with --grid whole"
+            )
+        return ImageSVMHead(C=config.svm.C, seed=config.seed)
     if config.head == "mlp":
         m = config.mlp
         return MLPHead(
@@ -77,18 +104,26 @@ def build_head(config: FitConfig, n_classes: int):
     raise CacheError(f"--head {config.head!r}: unknown head; choose one of {', '.join(HEADS)}")
 
 
-def run(config: FitConfig, *, progress=None) -> FitSummary:
-    started = time.perf_counter()
-    settings = feature_settings(config.backbone, config.grid, config.labels)
-    cache = open_cache(config.cache_dir, config.split, settings.as_dict(), settings.digest())
+def train_head(
+    config: FitConfig,
+    cache: FeatureCache,
+    classes: tuple[str, ...],
+    *,
+    exclude: frozenset[str] = frozenset(),
+    progress=None,
+):
+    """A head trained on the cache, leaving out the images in `exclude` (cross-validation)."""
+    head = build_head(config, len(classes))
     paths = cache.shard_paths()
     names = cache_classes(cache)
-    positives = np.zeros(len(names) + 1, dtype=np.int64)
-    for shard in cache.iter_shards(features=False):
-        valid = shard.labels[shard.labels >= 0]
-        positives += np.bincount(valid, minlength=len(positives))
-    classes = select_classes(config.classes, names, positives[: len(names)])
-    head = build_head(config, len(classes))
+    if config.grid.kind == "whole":
+        columns = [names.index(c) for c in classes]
+        X, Y = [], []
+        for shard in map(read_shard, paths):  # one row per image, in image order
+            kept = ~np.isin(shard.image_ids, list(exclude))
+            X.append(shard.features[kept])
+            Y.append(shard.image_labels[kept][:, columns])
+        return head.fit(np.concatenate(X), np.concatenate(Y))
 
     def chunks(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = np.random.default_rng([config.seed, epoch]).permutation(len(paths))
@@ -96,9 +131,18 @@ def run(config: FitConfig, *, progress=None) -> FitSummary:
             shard = read_shard(paths[k])
             y = head_labels(shard.labels, names, classes)
             keep = y >= 0
+            if exclude:
+                keep &= ~np.isin(np.asarray(shard.image_ids)[shard.image_index], list(exclude))
             yield shard.features[keep], y[keep]
 
-    head.fit_stream(chunks, progress=progress)
+    return head.fit_stream(chunks, progress=progress)
+
+
+def run(config: FitConfig, *, progress=None) -> FitSummary:
+    started = time.perf_counter()
+    cache = open_fit_cache(config)
+    classes = training_classes(config, cache)
+    head = train_head(config, cache, classes, progress=progress)
     path = head_path(cache.directory, config.head)
     path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(head, path)
@@ -106,6 +150,7 @@ def run(config: FitConfig, *, progress=None) -> FitSummary:
         "head": config.head,
         "classes": list(classes),
         "params": head.get_params(),
+        "k": config.k,
         "digest": cache.digest,
         "fingerprint": cache.fingerprint,
         "config": asdict(config),

@@ -1,8 +1,11 @@
 """Scoring: pool patch probabilities into image scores and compute per-class AP.
 
 Image score per class = mean over the image's patches of p(class|patch)^k (paper, k = 5),
-kept as its log so that no score underflows to a tie. For the SVM head p is the logistic
-sigmoid of the margin, a monotone map (see heads.py).
+kept as its log so that no score underflows to a tie. For the SVM heads p is the logistic
+sigmoid of the margin, a monotone map (see heads.py). Only the patches of each image's
+label-blind sample are pooled: every patch in splits that keep them all (test, val), a
+random `background_ratio` share in training splits (cross-validation), never a choice that
+depends on where the objects are. Truth comes from the image labels stored in the shards.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import h5py
 import joblib
 import numpy as np
 
@@ -20,30 +24,79 @@ from pipeline.backbone import feature_settings
 from pipeline.config import ScoreConfig
 from pipeline.errors import CacheError
 from pipeline.metrics import area_ap, mean_ap, pool_patch_log_scores, voc07_ap
-from pipeline.shards import cache_path, open_cache
-from pipeline.voc import image_labels, resolve_year_dir
-from stages.fit import head_path
+from pipeline.provenance import write_sidecar
+from pipeline.shards import FeatureCache, cache_path, open_cache
+from stages.fit import cache_classes, head_path
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    image_ids: list[str]
+    scores: np.ndarray  # [n_images, n_classes] log of the mean of p^k; nan: no sampled patch
+    truth: np.ndarray  # [n_images, n_classes] 1 / -1 / 0 (all 0 in an unlabelled split)
+
+
+def score_images(
+    head,
+    cache: FeatureCache,
+    classes: tuple[str, ...],
+    head_classes: tuple[str, ...],
+    k: float,
+    *,
+    only: frozenset[str] | None = None,
+) -> ImageScores:
+    """Pooled log scores of the cached images (or of those in `only`), with their truth."""
+    columns = [head_classes.index(c) for c in classes]
+    names = cache_classes(cache)
+    truth_columns = [names.index(c) for c in classes]
+    image_ids, pooled, truth = [], [], []
+    for shard in cache.iter_shards():
+        images = np.ones(len(shard.image_ids), dtype=bool)
+        if only is not None:
+            images = np.isin(shard.image_ids, list(only))
+        patches = shard.sampled & images[shard.image_index]
+        log_probs = head.predict_log_proba(shard.features[patches])[:, columns]
+        scores = pool_patch_log_scores(
+            log_probs, shard.image_index[patches], len(shard.image_ids), k
+        )
+        pooled.append(scores[images])
+        truth.append(shard.image_labels[images][:, truth_columns])
+        image_ids.extend(np.asarray(shard.image_ids)[images].tolist())
+    return ImageScores(image_ids, np.concatenate(pooled), np.concatenate(truth))
+
+
+def average_precisions(scores: ImageScores) -> tuple[np.ndarray, np.ndarray]:
+    """[n_classes] VOC07 11-point and area APs (fractions); images without a score are left
+    out of the ranking, like difficult ones."""
+    truth = np.where(np.isnan(scores.scores), 0, scores.truth)
+    ranked = np.nan_to_num(scores.scores, nan=-np.inf)
+    n = truth.shape[1]
+    return (
+        np.array([voc07_ap(ranked[:, c], truth[:, c]) for c in range(n)]),
+        np.array([area_ap(ranked[:, c], truth[:, c]) for c in range(n)]),
+    )
 
 
 @dataclass(frozen=True)
 class ScoreResult:
     classes: tuple[str, ...]
-    image_ids: list[str]
-    scores: np.ndarray  # [n_images, n_classes] log of the mean of p^k
-    truth: np.ndarray  # [n_images, n_classes] 1 / -1 / 0
+    images: ImageScores
+    labelled: bool
     ap_voc07: np.ndarray  # [n_classes], fractions
     ap_area: np.ndarray
+    k: float
     seconds: float
 
     def table(self) -> list[dict]:
         """Rows of ap.csv: one per class, then the mean; AP in percent."""
+        truth = self.images.truth
         rows = [
             {
                 "class": name,
                 "ap_voc07": round(100 * a07, 2),
                 "ap_area": round(100 * area, 2),
-                "positives": int((self.truth[:, c] == 1).sum()),
-                "images": int((self.truth[:, c] != 0).sum()),
+                "positives": int((truth[:, c] == 1).sum()),
+                "images": int((truth[:, c] != 0).sum()),
             }
             for c, (name, a07, area) in enumerate(
                 zip(self.classes, self.ap_voc07, self.ap_area, strict=True)
@@ -55,7 +108,7 @@ class ScoreResult:
                 "ap_voc07": round(100 * mean_ap(self.ap_voc07), 2),
                 "ap_area": round(100 * mean_ap(self.ap_area), 2),
                 "positives": sum(r["positives"] for r in rows),
-                "images": len(self.image_ids),
+                "images": len(self.images.image_ids),
             }
         )
         return rows
@@ -76,6 +129,11 @@ def load_head(config: ScoreConfig, digest: str):
     return joblib.load(path), record
 
 
+def split_is_labelled(cache: FeatureCache) -> bool:
+    with h5py.File(cache.shard_paths()[0], "r") as h5:
+        return bool(h5.attrs.get("labelled", True))
+
+
 def run(config: ScoreConfig) -> ScoreResult:
     started = time.perf_counter()
     settings = feature_settings(config.backbone, config.grid, config.labels)
@@ -88,28 +146,29 @@ def run(config: ScoreConfig) -> ScoreResult:
         raise CacheError(
             f"--classes: the {config.head} head was not trained on {', '.join(missing)}; fit with them"
         )
-    columns = [head_classes.index(c) for c in classes]
+    k = config.k if config.k is not None else record.get("k", 5.0)
     cache = open_cache(config.cache_dir, config.split, settings.as_dict(), digest)
-    image_ids: list[str] = []
-    pooled = []
-    for shard in cache.iter_shards():
-        log_probs = head.predict_log_proba(shard.features)[:, columns]
-        pooled.append(
-            pool_patch_log_scores(log_probs, shard.image_index, len(shard.image_ids), config.k)
-        )
-        image_ids.extend(shard.image_ids)
-    scores = np.concatenate(pooled)
-    truth = image_labels(resolve_year_dir(config.voc_root), config.split, classes, image_ids)
-    result = ScoreResult(
-        classes=classes,
-        image_ids=image_ids,
-        scores=scores,
-        truth=truth,
-        ap_voc07=np.array([voc07_ap(scores[:, c], truth[:, c]) for c in range(len(classes))]),
-        ap_area=np.array([area_ap(scores[:, c], truth[:, c]) for c in range(len(classes))]),
-        seconds=time.perf_counter() - started,
+    images = score_images(head, cache, classes, head_classes, k)
+    labelled = split_is_labelled(cache)
+    ap_voc07, ap_area = (
+        average_precisions(images) if labelled else (np.full(len(classes), np.nan),) * 2
     )
-    write_outputs(config, result)
+    result = ScoreResult(
+        classes, images, labelled, ap_voc07, ap_area, k, time.perf_counter() - started
+    )
+    resolved = replace(config, k=k, classes=classes)
+    write_outputs(resolved, result)
+    if config.export:
+        export_submission(Path(config.export), cache, config.split, result)
+    write_sidecar(
+        config.output,
+        "score",
+        resolved,
+        digest=digest,
+        fingerprint=settings.as_dict(),
+        head={key: record[key] for key in ("head", "classes", "params", "k", "digest")},
+        labelled=labelled,
+    )
     return result
 
 
@@ -123,16 +182,40 @@ def scores_path(config: ScoreConfig) -> Path:
 
 
 def write_outputs(config: ScoreConfig, result: ScoreResult) -> None:
-    """ap.csv (per class + mean) and the per-image scores, for re-evaluation elsewhere."""
+    """ap.csv (per class + mean; labelled splits only) and the per-image scores with their
+    truth, for re-evaluation elsewhere and for `pipeline report`."""
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    rows = result.table()
-    with open(output, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    if result.labelled:
+        rows = result.table()
+        with open(output, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     with open(scores_path(config), "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", *result.classes])
-        for image_id, row in zip(result.image_ids, result.scores, strict=True):
-            writer.writerow([image_id, *(f"{v:.9g}" for v in row)])
+        writer.writerow(["image_id", *result.classes, *(f"truth_{c}" for c in result.classes)])
+        for image_id, row, truth in zip(
+            result.images.image_ids, result.images.scores, result.images.truth, strict=True
+        ):
+            writer.writerow([image_id, *(f"{v:.9g}" for v in row), *truth.tolist()])
+
+
+def export_submission(
+    directory: Path, cache: FeatureCache, split: str, result: ScoreResult
+) -> Path:
+    """The VOC evaluation server's classification files, `comp1_cls_<split>_<class>.txt`
+    (image id and score per line) under results/<VOC year>/Main/, ready to tar."""
+    with h5py.File(cache.shard_paths()[0], "r") as h5:
+        year = str(h5.attrs.get("voc_year", "VOC2012"))
+    main = directory / "results" / year / "Main"
+    main.mkdir(parents=True, exist_ok=True)
+    for c, name in enumerate(result.classes):
+        lines = (
+            f"{image_id} {score:.6f}\n"
+            for image_id, score in zip(
+                result.images.image_ids, result.images.scores[:, c], strict=True
+            )
+        )
+        (main / f"comp1_cls_{split}_{name}.txt").write_text("".join(lines))
+    return main

@@ -24,3 +24,12 @@ def voc_subset() -> Path:
     if not (VOC_SUBSET / "Annotations").is_dir():
         pytest.skip(f"real VOC subset not found at {VOC_SUBSET} (set MIDLEVEL_SHARED to ../shared)")
     return VOC_SUBSET
+
+
+@pytest.fixture(scope="session")
+def shapes_cache(shapes_voc, tmp_path_factory) -> tuple[Path, list[str]]:
+    """trainval and test of `shapes_voc` extracted once: (cache dir, common CLI options)."""
+    from cli_helpers import extract_splits
+
+    cache = tmp_path_factory.mktemp("cache")
+    return cache, extract_splits(shapes_voc, cache)

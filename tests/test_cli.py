@@ -9,37 +9,11 @@ from __future__ import annotations
 
 import csv
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from pipeline.cli import cli
-
-SMALL = [
-    "--backbone",
-    "resnet18",
-    "--weights",
-    "random",
-    "--input-size",
-    "64",
-    "--scales",
-    "3",
-    "--min-scale",
-    "0.4",
-]
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def read_ap(path: Path) -> dict[str, float]:
-    with open(path) as handle:
-        return {row["class"]: float(row["ap_voc07"]) for row in csv.DictReader(handle)}
+from cli_helpers import SMALL, invoke, read_ap
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +26,7 @@ def run(shapes_voc, tmp_path_factory):
         code, out = invoke("extract", "--split", split, "--workers", "0", *common)
         assert code == 0, out
         outputs[f"extract_{split}"] = out
+    outputs["voc"] = shapes_voc
     for head in ("mlp", "svm"):
         code, out = invoke("fit", "--head", head, "--epochs", "15", "--hidden", "256", *common)
         assert code == 0, out
@@ -76,8 +51,15 @@ def test_score_writes_per_image_scores_and_table(run):
     scores = run["cache"] / "ap-mlp-scores.csv"
     with open(scores) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 16 and set(rows[0]) == {"image_id", "bus", "car", "cat"}
+    classes = ("bus", "car", "cat")
+    assert len(rows) == 16
+    assert set(rows[0]) == {"image_id", *classes, *(f"truth_{c}" for c in classes)}
     assert all(float(r["car"]) <= 0.0 for r in rows)  # log of a mean of p^k
+    main = run["voc"] / "ImageSets" / "Main"
+    for name in classes:  # the truth columns are the official per-class files
+        lines = (main / f"{name}_test.txt").read_text().splitlines()
+        official = dict(line.split() for line in lines)
+        assert {r["image_id"]: r[f"truth_{name}"] for r in rows} == official
     assert "mean" in run["score_mlp"] and "mAP" in run["score_mlp"]
 
 

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from pipeline.config import GridConfig, LabelRule
-from pipeline.patches import IGNORED, keep_mask, label_patches, patch_grid, scale_factors
+from pipeline.patches import (
+    IGNORED,
+    keep_mask,
+    label_patches,
+    patch_grid,
+    sample_mask,
+    scale_factors,
+)
 
 BG = 20  # background index, as in stages/extract.py (len(VOC_CLASSES))
 RULE = LabelRule()
@@ -233,7 +240,7 @@ def test_custom_rule_thresholds_are_used():
     assert label_patches(*args, strict, BG)[0] == IGNORED
 
 
-# --- keep_mask ----------------------------------------------------------------------------
+# --- sample_mask / keep_mask ---------------------------------------------------------------
 
 
 def mixed_labels(n=2000, seed=1):
@@ -243,41 +250,46 @@ def mixed_labels(n=2000, seed=1):
     )
 
 
-def test_keep_mask_deterministic_and_order_free():
-    labels = mixed_labels()
-    first = keep_mask(labels, BG, RULE, "000005")
-    keep_mask(labels, BG, RULE, "000007")  # another image in between changes nothing
-    np.testing.assert_array_equal(keep_mask(labels, BG, RULE, "000005"), first)
+def test_sample_mask_deterministic_and_order_free():
+    first = sample_mask(2000, RULE, "000005")
+    sample_mask(2000, RULE, "000007")  # another image in between changes nothing
+    np.testing.assert_array_equal(sample_mask(2000, RULE, "000005"), first)
     ids = ["000001", "000002", "000003"]
-    forward = {i: keep_mask(labels, BG, RULE, i) for i in ids}
-    backward = {i: keep_mask(labels, BG, RULE, i) for i in reversed(ids)}
+    forward = {i: sample_mask(2000, RULE, i) for i in ids}
+    backward = {i: sample_mask(2000, RULE, i) for i in reversed(ids)}
     for i in ids:
         np.testing.assert_array_equal(forward[i], backward[i])
 
 
-def test_keep_mask_differs_by_seed_and_id():
-    labels = np.full(2000, BG, np.int16)
-    base = keep_mask(labels, BG, RULE, "000005")
-    other_id = keep_mask(labels, BG, RULE, "000006")
-    other_seed = keep_mask(labels, BG, LabelRule(seed=1), "000005")
-    assert not np.array_equal(base, other_id)
-    assert not np.array_equal(base, other_seed)
+def test_sample_mask_differs_by_seed_and_id():
+    base = sample_mask(2000, RULE, "000005")
+    assert not np.array_equal(base, sample_mask(2000, RULE, "000006"))
+    assert not np.array_equal(base, sample_mask(2000, LabelRule(seed=1), "000005"))
 
 
-def test_keep_mask_keeps_positives_drops_ignored():
+def test_keep_mask_keeps_every_object_patch_and_the_sample_only():
     labels = mixed_labels()
-    keep = keep_mask(labels, BG, RULE, "000005")
+    sampled = sample_mask(len(labels), RULE, "000005")
+    keep = keep_mask(labels, sampled, BG)
     positive = (labels >= 0) & (labels != BG)
     assert keep[positive].all()
-    assert not keep[labels == IGNORED].any()
+    np.testing.assert_array_equal(keep[~positive], sampled[~positive])
+    assert (keep & (labels == IGNORED)).any()  # sampled ignored patches are stored, label -1
 
 
-def test_keep_mask_background_ratio():
+def test_sample_mask_ratio():
     n = 200_000
-    labels = np.full(n, BG, np.int16)
     for ratio in (0.1, 0.3):
-        kept = keep_mask(labels, BG, LabelRule(background_ratio=ratio), "000009").sum()
+        kept = sample_mask(n, LabelRule(background_ratio=ratio), "000009").sum()
         sigma = np.sqrt(n * ratio * (1 - ratio))
         assert abs(kept - n * ratio) < 5 * sigma
-    assert not keep_mask(labels, BG, LabelRule(background_ratio=0.0), "x").any()
-    assert keep_mask(labels, BG, LabelRule(background_ratio=1.0), "x").all()
+    assert not sample_mask(n, LabelRule(background_ratio=0.0), "x").any()
+    assert sample_mask(n, LabelRule(background_ratio=1.0), "x").all()
+
+
+def test_whole_grid_is_one_box_of_the_image():
+    np.testing.assert_array_equal(
+        patch_grid(500, 375, GridConfig(kind="whole")), [[0, 0, 500, 375]]
+    )
+    with pytest.raises(ValueError, match="grid kind"):
+        patch_grid(500, 375, GridConfig(kind="tiles"))

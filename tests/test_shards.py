@@ -35,9 +35,11 @@ def make_shard(n=40, dim=24, n_images=3, seed=0) -> Shard:
         features=features,
         boxes=rng.uniform(0, 500, (n, 4)).astype(np.float32),
         labels=rng.integers(-1, 21, n).astype(np.int16),
+        sampled=rng.random(n) < 0.5,
         image_index=np.sort(rng.integers(0, n_images, n)).astype(np.int32),
         image_ids=[f"{i:06d}" for i in range(1, n_images + 1)],
         sizes=rng.integers(100, 500, (n_images, 2)).astype(np.int32),
+        image_labels=rng.integers(-1, 2, (n_images, 20)).astype(np.int8),
     )
 
 
@@ -52,7 +54,10 @@ def test_write_read_bit_identical(tmp_path):
     np.testing.assert_array_equal(back.labels, shard.labels)
     np.testing.assert_array_equal(back.image_index, shard.image_index)
     np.testing.assert_array_equal(back.sizes, shard.sizes)
+    np.testing.assert_array_equal(back.sampled, shard.sampled)
+    np.testing.assert_array_equal(back.image_labels, shard.image_labels)
     assert back.image_ids == shard.image_ids
+    assert back.sampled.dtype == bool and back.image_labels.dtype == np.int8
     assert back.features.dtype == np.float16 and back.labels.dtype == np.int16
 
 
@@ -62,9 +67,11 @@ def test_write_casts_to_the_stored_dtypes(tmp_path):
         features=shard.features.astype(np.float32),
         boxes=shard.boxes.astype(np.float64),
         labels=shard.labels.astype(np.int64),
+        sampled=shard.sampled.astype(np.uint8),
         image_index=shard.image_index.astype(np.int64),
         image_ids=shard.image_ids,
         sizes=shard.sizes.astype(np.int64).ravel(),  # reshaped to [M, 2]
+        image_labels=shard.image_labels.astype(np.int64),
     )
     write_shard(tmp_path / "s.h5", wide, {"digest": DIGEST})
     back = read_shard(tmp_path / "s.h5")
@@ -91,7 +98,16 @@ def test_hdf5_layout(tmp_path, n, dim):
     }
     write_shard(path, make_shard(n=n, dim=dim), attrs)
     with h5py.File(path, "r") as h5:
-        assert set(h5) == {"features", "boxes", "labels", "image_index", "image_ids", "sizes"}
+        assert set(h5) == {
+            "features",
+            "boxes",
+            "labels",
+            "sampled",
+            "image_index",
+            "image_ids",
+            "sizes",
+            "image_labels",
+        }
         dtypes = {name: h5[name].dtype for name in h5}
         assert dtypes["features"] == np.float16
         assert dtypes["boxes"] == np.float32
@@ -132,9 +148,11 @@ def test_write_empty_shard(tmp_path):
         features=np.zeros((0, 8), np.float16),
         boxes=np.zeros((0, 4), np.float32),
         labels=np.zeros(0, np.int16),
+        sampled=np.zeros(0, bool),
         image_index=np.zeros(0, np.int32),
         image_ids=["000001"],
         sizes=np.array([[50, 40]], np.int32),
+        image_labels=np.zeros((1, 20), np.int8),
     )
     write_shard(tmp_path / "s.h5", empty, {"digest": DIGEST})
     assert read_shard(tmp_path / "s.h5").features.shape == (0, 8)
@@ -159,7 +177,7 @@ def new_cache(tmp_path, digest=DIGEST) -> FeatureCache:
 
 def finish(cache: FeatureCache, index: int, n_shards: int, digest=DIGEST) -> None:
     write_shard(cache.shard_path(index), make_shard(seed=index), {"digest": digest})
-    cache.record(index, images=3, patches=40, n_shards=n_shards)
+    cache.record(index, images=3, patches=40, seconds=1.5, n_shards=n_shards)
 
 
 def test_prepare_writes_fingerprint_and_manifest(tmp_path):
@@ -181,7 +199,10 @@ def test_record_is_done_and_shard_paths(tmp_path):
     cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
     finish(cache, 1, n_shards=2)
     assert cache.is_done(1) and not cache.is_done(0)
-    assert cache.manifest()["shards"] == {"shard-00001.h5": {"images": 3, "patches": 40}}
+    assert cache.manifest()["shards"] == {
+        "shard-00001.h5": {"images": 3, "patches": 40, "seconds": 1.5}
+    }
+    assert cache.extract_seconds() == 1.5
     with pytest.raises(CacheError, match="extraction not finished"):
         cache.shard_paths()
     finish(cache, 0, n_shards=2)

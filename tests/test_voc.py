@@ -290,9 +290,23 @@ def test_load_records_missing_jpeg(tmp_path):
 def test_load_records_missing_annotation(tmp_path):
     year = small_tree(tmp_path / "VOC2007")
     (year / "Annotations" / "000003.xml").unlink()
-    with pytest.raises(DataError) as exc:
-        load_records(year, ["000003"])
+    with pytest.raises(DataError, match="1 of 2") as exc:
+        load_records(year, ["000001", "000003"])
     assert str(year / "Annotations" / "000003.xml") in str(exc.value)
+
+
+def test_unannotated_split_reads_sizes_from_the_images_and_has_no_labels(tmp_path):
+    """VOC 2012 test: images and a split list, no XML, labels withheld."""
+    year = small_tree(tmp_path / "VOC2012")
+    for xml in (year / "Annotations").glob("*.xml"):
+        xml.unlink()
+    for path in (year / "ImageSets" / "Main").glob("*_*.txt"):
+        path.write_text("".join(f"{line.split()[0]}\n" for line in path.read_text().splitlines()))
+    records = load_records(year, ["000001", "000003"])
+    sizes = [Image.open(year / "JPEGImages" / f"{i}.jpg").size for i in ("000001", "000003")]
+    assert [(r.width, r.height) for r in records] == sizes
+    assert all(not r.objects for r in records)
+    assert image_labels(year, "trainval", VOC_CLASSES, records) is None
 
 
 # --- image labels -------------------------------------------------------------------------
@@ -315,14 +329,14 @@ def test_image_labels_from_class_files(tmp_path):
     (main / "car_trainval.txt").write_text("000001 -1\n000002  1\n000003  0\n")
     (main / "dog_trainval.txt").write_text("000003  1\n")  # 000001, 000002 absent
     ids = ["000001", "000002", "000003"]
-    truth = image_labels(year, "trainval", ("car", "dog"), ids)
+    truth = image_labels(year, "trainval", ("car", "dog"), load_records(year, ids))
     assert truth.dtype == np.int8
     np.testing.assert_array_equal(truth, [[-1, -1], [1, -1], [0, 1]])
 
 
 def test_image_labels_follow_the_ids_order(tmp_path):
     year = small_tree(tmp_path / "VOC2007")
-    truth = image_labels(year, "trainval", ("car",), ["000003", "000001"])
+    truth = image_labels(year, "trainval", ("car",), load_records(year, ["000003", "000001"]))
     np.testing.assert_array_equal(truth, [[-1], [1]])
 
 
@@ -331,7 +345,7 @@ def test_image_labels_from_xml_without_class_files(tmp_path):
     for path in (year / "ImageSets" / "Main").glob("*_*.txt"):
         path.unlink()
     ids = ["000001", "000002", "000003"]
-    truth = image_labels(year, "trainval", ("car", "dog", "cat"), ids)
+    truth = image_labels(year, "trainval", ("car", "dog", "cat"), load_records(year, ids))
     # 000002 has only a difficult car -> 0
     np.testing.assert_array_equal(truth, [[1, -1, -1], [0, 1, -1], [-1, 1, -1]])
 
@@ -341,14 +355,18 @@ def test_image_labels_mix_file_and_xml(tmp_path):
     main = year / "ImageSets" / "Main"
     (main / "car_trainval.txt").unlink()
     (main / "dog_trainval.txt").write_text("000001 1\n000002 -1\n000003 -1\n")
-    truth = image_labels(year, "trainval", ("car", "dog"), ["000001", "000002", "000003"])
+    truth = image_labels(
+        year, "trainval", ("car", "dog"), load_records(year, ["000001", "000002", "000003"])
+    )
     np.testing.assert_array_equal(truth, [[1, 1], [0, -1], [-1, -1]])
 
 
 def test_writer_class_files_match_xml_labels(tmp_path):
     year = small_tree(tmp_path / "VOC2007")
     ids = read_split(year, "trainval")
-    from_files = image_labels(year, "trainval", VOC_CLASSES, ids)
+    from_files = image_labels(year, "trainval", VOC_CLASSES, load_records(year, ids))
     for path in (year / "ImageSets" / "Main").glob("*_*.txt"):
         path.unlink()
-    np.testing.assert_array_equal(image_labels(year, "trainval", VOC_CLASSES, ids), from_files)
+    np.testing.assert_array_equal(
+        image_labels(year, "trainval", VOC_CLASSES, load_records(year, ids)), from_files
+    )

@@ -1,0 +1,177 @@
+"""Scored runs read back from disk: what `pipeline score --output ap.csv` leaves behind.
+
+A run is three files side by side: ap.csv (AP per class in percent, then a `mean` row),
+ap-scores.csv (per image: the log pooled score and the VOC truth of every class) and the
+provenance sidecar ap.json. The sidecar is optional, so that runs made by other tools can
+still be compared; their settings are then unknown.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DataError
+from pipeline.metrics import mean_ap
+from pipeline.provenance import read_sidecar, sidecar_path
+
+AP_COLUMNS = ("class", "ap_voc07", "ap_area", "positives", "images")
+MEAN = "mean"
+TRUTH_PREFIX = "truth_"
+
+
+# eq=False: the arrays make field-wise equality ambiguous; a run is compared by identity.
+@dataclass(frozen=True, eq=False)
+class Run:
+    name: str
+    ap_csv: Path
+    classes: tuple[str, ...]
+    ap_voc07: dict[str, float]  # class -> VOC07 11-point AP, percent; nan without positives
+    ap_area: dict[str, float]  # class -> area AP (VOC 2010+), percent
+    mean_voc07: float
+    mean_area: float
+    image_ids: list[str]
+    scores: np.ndarray  # [n_images, n_classes] float64 log pooled image scores
+    truth: np.ndarray  # [n_images, n_classes] int8: 1 present, -1 absent, 0 difficult
+    sidecar: dict  # {} when the run has no provenance sidecar
+
+    @property
+    def digest(self) -> str | None:
+        """Fingerprint of the feature cache the run was scored from, when recorded."""
+        return self.sidecar.get("digest")
+
+
+def scores_csv(ap_csv: str | Path) -> Path:
+    """ap.csv -> ap-scores.csv, where `pipeline score` writes the per-image scores by default."""
+    ap_csv = Path(ap_csv)
+    return ap_csv.with_name(f"{ap_csv.stem}-scores.csv")
+
+
+def load_run(path: str | Path, name: str | None = None) -> Run:
+    """Read a run from its ap.csv; `name` defaults to the head recorded in the sidecar, or
+    the file stem when there is no sidecar. Raises DataError naming the faulty file."""
+    path = Path(path)
+    classes, ap_voc07, ap_area, means = _read_ap(path)
+    image_ids, scores, truth = _read_scores(scores_csv(path), path, classes)
+    sidecar = _read_sidecar(path)
+    return Run(
+        name=name or sidecar.get("config", {}).get("head") or path.stem,
+        ap_csv=path,
+        classes=classes,
+        ap_voc07=ap_voc07,
+        ap_area=ap_area,
+        mean_voc07=means.get("ap_voc07", mean_ap(list(ap_voc07.values()))),
+        mean_area=means.get("ap_area", mean_ap(list(ap_area.values()))),
+        image_ids=image_ids,
+        scores=scores,
+        truth=truth,
+        sidecar=sidecar,
+    )
+
+
+def unique_names(runs: list[Run]) -> list[Run]:
+    """The runs, renamed where names clash, so each gets its own table column and file.
+
+    A clashing name (two mlp runs) gets the file stem, then the parent directory when the
+    stems clash too (runs/k1/ap.csv vs runs/k5/ap.csv), then a count (the same file twice).
+    """
+    tags = (
+        lambda run, _: run.ap_csv.stem,
+        lambda run, _: run.ap_csv.resolve().parent.name,
+        lambda _, position: str(position + 1),
+    )
+    for tag in tags:
+        counts = Counter(run.name for run in runs)
+        runs = [
+            replace(run, name=f"{run.name}-{tag(run, k)}") if counts[run.name] > 1 else run
+            for k, run in enumerate(runs)
+        ]
+    return runs
+
+
+def _number(text: str | None, path: Path, where: str) -> float:
+    """A CSV cell as a float; empty means nan (AP of a class with no positive)."""
+    try:
+        return float(text) if text and text.strip() else float("nan")
+    except ValueError:
+        raise DataError(
+            f"{path}: {where}: {text!r} is not a number; write the file again with pipeline score"
+        ) from None
+
+
+def _read_ap(
+    path: Path,
+) -> tuple[tuple[str, ...], dict[str, float], dict[str, float], dict[str, float]]:
+    """Classes, VOC07 and area AP per class, and the mean row's values (when present)."""
+    if not path.is_file():
+        raise DataError(f"{path}: run not found; pass the ap.csv that pipeline score wrote")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in AP_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(
+                f"{path}: missing columns {', '.join(missing)}; expected {','.join(AP_COLUMNS)} "
+                "as pipeline score writes"
+            )
+        rows = list(reader)
+    ap_voc07, ap_area, means = {}, {}, {}
+    for row in rows:
+        name = row["class"]
+        voc07 = _number(row["ap_voc07"], path, f"class {name}, ap_voc07")
+        area = _number(row["ap_area"], path, f"class {name}, ap_area")
+        if name == MEAN:
+            means = {"ap_voc07": voc07, "ap_area": area}
+        else:
+            ap_voc07[name], ap_area[name] = voc07, area
+    if not ap_voc07:
+        raise DataError(f"{path}: no class rows; score at least one class with pipeline score")
+    return tuple(ap_voc07), ap_voc07, ap_area, means
+
+
+def _read_scores(
+    path: Path, ap_csv: Path, classes: tuple[str, ...]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Image ids, [n, C] scores and [n, C] int8 truth, checked against ap.csv's classes."""
+    if not path.is_file():
+        raise DataError(
+            f"{path}: per-image scores of {ap_csv.name} not found; keep them beside it "
+            "(pipeline score writes both)"
+        )
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    expected = ["image_id", *classes, *(TRUTH_PREFIX + c for c in classes)]
+    header = rows[0] if rows else []
+    if header != expected:
+        found = [c for c in header[1:] if not c.startswith(TRUTH_PREFIX)]
+        raise DataError(
+            f"{path}: columns image_id, {', '.join(found)} and truth_<class> do not match the "
+            f"classes of {ap_csv.name} ({', '.join(classes)}); use the files of one pipeline score run"
+        )
+    body = rows[1:]
+    if any(len(row) != len(expected) for row in body):
+        raise DataError(f"{path}: rows of unequal length; write the file again with pipeline score")
+    n = len(classes)
+    values = np.array(
+        [[_number(v, path, f"image {row[0]}") for v in row[1:]] for row in body], dtype=np.float64
+    ).reshape(len(body), 2 * n)
+    truth = values[:, n:]
+    if not np.isin(truth, (-1, 0, 1)).all():
+        raise DataError(
+            f"{path}: truth_ columns must hold 1, -1 or 0; write the file again with pipeline score"
+        )
+    return [row[0] for row in body], values[:, :n], truth.astype(np.int8)
+
+
+def _read_sidecar(path: Path) -> dict:
+    try:
+        return read_sidecar(path)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{sidecar_path(path)}: not valid JSON ({exc.msg}); delete it to report the run "
+            "without settings"
+        ) from None

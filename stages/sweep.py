@@ -1,0 +1,168 @@
+"""`pipeline sweep`: many head settings scored from one cache by cross-validation, in parallel.
+
+Every setting runs K-fold cross-validation over the training split's images (stages/crossval.py)
+in a joblib worker process. Rows are written to sweep.csv as settings finish, so an interrupted
+sweep resumes: a setting whose key (its values, the cache digest, the folds and seed) is already
+in sweep.csv is not run again. The best setting is written as a config file for `pipeline fit`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.config import FitConfig, SweepConfig
+from pipeline.errors import MidlevelError
+from pipeline.provenance import write_sidecar
+from pipeline.sweep_settings import apply_setting, fit_options, write_options_file
+from stages.crossval import cross_validate
+from stages.fit import open_fit_cache
+
+FIXED_COLUMNS = ["key", "head", "map_mean", "map_std", "map_folds", "fit_seconds", "digest"]
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    rows: list[dict]
+    new: int
+    seconds: float
+    extract_seconds: float
+    jobs: int
+    output: str
+    best_output: str
+
+    def line(self, folds: int) -> str:
+        best = self.rows[0]
+        values = " ".join(f"{n}={best[n]}" for n in setting_names(self.rows) if best[n] != "")
+        serial = sum(float(r["fit_seconds"]) for r in self.rows)
+        cost = (
+            f"; sweep cost {self.seconds / self.extract_seconds:.2f}x the "
+            f"{self.extract_seconds:.0f} s extraction it reused"
+            if self.extract_seconds
+            else ""
+        )
+        return (
+            f"sweep: {len(self.rows)} settings x {folds} folds ({self.new} run, "
+            f"{len(self.rows) - self.new} kept) in {self.seconds:.1f} s on {self.jobs} jobs "
+            f"({serial:.1f} s of work); best mAP {best['map_mean']} ± {best['map_std']} "
+            f"({values}){cost} -> {self.output}, {self.best_output}"
+        )
+
+
+def setting_key(setting: dict, digest: str, folds: int, seed: int) -> str:
+    return json.dumps(
+        {"setting": setting, "digest": digest, "folds": folds, "seed": seed}, sort_keys=True
+    )
+
+
+def setting_names(rows: list[dict]) -> list[str]:
+    return [n for n in rows[0] if n not in FIXED_COLUMNS] if rows else []
+
+
+def _evaluate(base: FitConfig, setting: dict, key: str, folds: int, threads: int):
+    """(setting, key, fold mAPs, seconds) of one setting; runs in a worker process."""
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    scores = cross_validate(apply_setting(base, setting), folds)
+    return setting, key, scores, time.perf_counter() - started
+
+
+def _row(
+    setting: dict, names: list[str], key: str, config: FitConfig, scores, seconds, digest
+) -> dict:
+    percent = 100 * np.asarray(scores)
+    return {
+        "key": key,
+        **{n: setting.get(n, "") for n in names},
+        "head": config.head,
+        "map_mean": round(float(percent.mean()), 2),
+        "map_std": round(float(percent.std()), 2),
+        "map_folds": ";".join(f"{v:.2f}" for v in percent),
+        "fit_seconds": round(seconds, 2),
+        "digest": digest,
+    }
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    """Best first; atomic, so a kill mid-write leaves the previous table."""
+    rows.sort(key=lambda r: (-float(r["map_mean"]), float(r["map_std"])))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def best_path(config: SweepConfig) -> Path:
+    output = Path(config.output)
+    return (
+        Path(config.best_output)
+        if config.best_output
+        else output.with_name(f"{output.stem}-best.toml")
+    )
+
+
+def run(config: SweepConfig) -> SweepSummary:
+    if not config.settings:
+        raise MidlevelError("sweep: no settings; give --param NAME=V1,V2 or a --file with [grid]")
+    started = time.perf_counter()
+    cache = open_fit_cache(config.base)
+    digest, output = cache.digest, Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    names = sorted({n for s in config.settings for n in s})
+    keys = [setting_key(s, digest, config.folds, config.base.seed) for s in config.settings]
+    done = {r["key"]: r for r in _read_rows(output) if r["key"] in keys}
+    rows = [done[k] for k in keys if k in done]
+    if rows and setting_names(rows) != names:
+        rows = [{n: r.get(n, "") for n in ["key", *names, *FIXED_COLUMNS[1:]]} for r in rows]
+    todo = [(s, k) for s, k in zip(config.settings, keys, strict=True) if k not in done]
+    jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    results = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(
+        joblib.delayed(_evaluate)(config.base, s, k, config.folds, threads) for s, k in todo
+    )
+    for setting, key, scores, seconds in tqdm(
+        results, total=len(todo), desc="sweep", unit="setting"
+    ):
+        rows.append(
+            _row(setting, names, key, apply_setting(config.base, setting), scores, seconds, digest)
+        )
+        _write_rows(output, rows)
+    _write_rows(output, rows)
+    best = next(s for s, k in zip(config.settings, keys, strict=True) if k == rows[0]["key"])
+    best_config = apply_setting(config.base, best)
+    best_file = best_path(config)
+    write_options_file(
+        best_file,
+        fit_options(best_config),
+        f"best of {len(rows)} settings by {config.folds}-fold cross-validation on "
+        f"{config.base.split} (pipeline sweep): mAP {rows[0]['map_mean']} ± {rows[0]['map_std']}\n"
+        f"cache {digest}; use: pipeline fit --config {best_file.name}",
+    )
+    write_sidecar(output, "sweep", config, digest=digest, fingerprint=cache.fingerprint, best=best)
+    return SweepSummary(
+        rows=rows,
+        new=len(todo),
+        seconds=time.perf_counter() - started,
+        extract_seconds=cache.extract_seconds(),
+        jobs=jobs,
+        output=str(output),
+        best_output=str(best_file),
+    )

@@ -1,0 +1,147 @@
+"""Cross-validation folds, `pipeline sweep`, and `fit --config` on a synthetic cache."""
+
+from __future__ import annotations
+
+import csv
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import invoke
+
+from pipeline.config import FitConfig
+from pipeline.sweep_settings import apply_setting, grid_settings, parse_params, read_options_file
+from stages.crossval import image_folds
+
+FAST = ["--epochs", "4", "--hidden", "32", "--svm-epochs", "3"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_folds_partition_the_images_and_never_share_one():
+    ids = [f"{i:06d}" for i in range(103)]
+    folds = image_folds(ids, 4, seed=0)
+    assert sum(len(f) for f in folds) == len(ids)
+    assert set().union(*folds) == set(ids)
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not folds[a] & folds[b]
+    assert {len(f) for f in folds} <= {25, 26}
+    assert folds == image_folds(ids, 4, seed=0) and folds != image_folds(ids, 4, seed=1)
+    with pytest.raises(ValueError, match="folds"):
+        image_folds(ids[:3], 4, seed=0)
+
+
+def test_grid_settings_and_apply():
+    settings = grid_settings(parse_params(("hidden=32,64", "C=0.1,1", "k=3")), "--param")
+    assert settings == [
+        {"hidden": 32, "svm_c": 0.1, "k": 3.0},
+        {"hidden": 32, "svm_c": 1.0, "k": 3.0},
+        {"hidden": 64, "svm_c": 0.1, "k": 3.0},
+        {"hidden": 64, "svm_c": 1.0, "k": 3.0},
+    ]
+    config = apply_setting(
+        FitConfig(voc_root=""), {"hidden": 64, "svm_c": 0.5, "background_weight": 2.0, "k": 3.0}
+    )
+    assert (config.mlp.hidden, config.svm.C, config.k) == (64, 0.5, 3.0)
+    assert config.mlp.background_weight == config.svm.background_weight == 2.0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [(("hiddn=3",), "unknown sweep parameter 'hiddn'"), (("hidden=x",), "hidden = 'x' is not a int"),
+     (("hidden",), "write NAME=V1,V2")],
+)  # fmt: skip
+def test_bad_params_are_one_line_errors(shapes_cache, params, message):
+    _, common = shapes_cache
+    args = [a for p in params for a in ("--param", p)]
+    code, out = invoke("sweep", *common, *args)
+    assert code == 2 and message in out, out
+
+
+def test_options_file_refuses_unknown_keys(tmp_path):
+    path = tmp_path / "best.toml"
+    path.write_text('head = "mlp"\nhidden = 64\nnosuch = 1\n')
+    with pytest.raises(Exception, match="nosuch"):
+        read_options_file(path, {"head", "hidden"})
+    path.write_text('head = "mlp"\nhidden = 64\noutput = "x.csv"\n')
+    assert read_options_file(path, {"head", "output"}) == {"head": "mlp", "output": "x.csv"}
+
+
+@pytest.fixture(scope="module")
+def swept(shapes_cache, tmp_path_factory):
+    """A 2x2 sweep (hidden x k) with 3 folds on 2 processes."""
+    _, common = shapes_cache
+    out = tmp_path_factory.mktemp("sweep") / "sweep.csv"
+    args = ["sweep", *common, *FAST, "--param", "hidden=16,32", "--param", "k=1,5",
+            "--folds", "3", "--jobs", "2", "--output", str(out)]  # fmt: skip
+    code, text = invoke(*args)
+    assert code == 0, text
+    return out, args, text
+
+
+def test_sweep_writes_one_row_per_setting_best_first(swept):
+    out, _, text = swept
+    rows = read_rows(out)
+    assert len(rows) == 4
+    assert {(r["hidden"], r["k"]) for r in rows} == {
+        ("16", "1.0"),
+        ("16", "5.0"),
+        ("32", "1.0"),
+        ("32", "5.0"),
+    }
+    means = [float(r["map_mean"]) for r in rows]
+    assert means == sorted(means, reverse=True)
+    for row in rows:
+        folds = [float(v) for v in row["map_folds"].split(";")]
+        assert len(folds) == 3 and float(row["map_mean"]) == pytest.approx(np.mean(folds), abs=0.01)
+        assert float(row["fit_seconds"]) > 0
+    assert means[0] > 70  # shapes are separable: far above chance (about 50)
+    assert "4 settings x 3 folds (4 run, 0 kept)" in text and "extraction it reused" in text
+    sidecar = out.with_suffix(".json").read_text()
+    assert rows[0]["digest"] in sidecar and '"folds": 3' in sidecar
+
+
+def test_best_config_reproduces_its_score_through_fit_config(swept, shapes_cache):
+    out, _, _ = swept
+    best_row = read_rows(out)[0]
+    best = out.with_name("sweep-best.toml")
+    options = tomllib.loads(best.read_text())
+    assert options["hidden"] == int(best_row["hidden"]) and options["k"] == float(best_row["k"])
+    cache, common = shapes_cache
+    code, text = invoke(
+        "fit",
+        "--config",
+        str(best),
+        "--cv",
+        "3",
+        "--voc-root",
+        common[1],
+        "--cache-dir",
+        str(cache),
+    )
+    assert code == 0, text
+    cv = re.search(r"mAP ([\d.]+) ± ([\d.]+) over 3 folds", text)
+    assert cv and float(cv[1]) == pytest.approx(float(best_row["map_mean"]), abs=0.01), text
+    assert float(cv[2]) == pytest.approx(float(best_row["map_std"]), abs=0.01)
+
+
+def test_resumed_sweep_does_not_redo_finished_settings(swept):
+    out, args, _ = swept
+    rows = read_rows(out)
+    kept = [r for r in rows if r["hidden"] == "16"]
+    with open(out, "w", newline="") as handle:  # as if killed after two settings
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    code, text = invoke(*args)
+    assert code == 0 and "(2 run, 2 kept)" in text, text
+    again = {r["key"]: r for r in read_rows(out)}
+    assert len(again) == 4
+    for row in kept:  # finished rows are kept as they were, not recomputed
+        assert again[row["key"]]["fit_seconds"] == row["fit_seconds"]

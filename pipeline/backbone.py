@@ -210,7 +210,13 @@ def fingerprint_part(config: BackboneConfig) -> dict:
 def feature_settings(
     backbone: BackboneConfig, grid: GridConfig, labels: LabelRule
 ) -> FeatureSettings:
-    """The settings whose digest keys the cache: the same for extract, fit and score."""
+    """The settings whose digest keys the cache: the same for extract, fit and score.
+
+    Whole-image features do not depend on the patch grid or the label rule, so those are
+    left at their defaults: a whole-image cache serves every patch setting it is compared to.
+    """
+    if grid.kind == "whole":
+        grid, labels = GridConfig(kind="whole"), LabelRule()
     return FeatureSettings(backbone=fingerprint_part(backbone), grid=grid, labels=labels)
 
 

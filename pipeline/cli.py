@@ -12,6 +12,7 @@ from pipeline.classes import parse_classes
 from pipeline.config import (
     GRID_KINDS,
     BackboneConfig,
+    CompareConfig,
     ExtractConfig,
     FitConfig,
     GridConfig,
@@ -382,6 +383,27 @@ def score(**opts) -> None:
         f"k {result.k:g}, mAP {rows[-1]['ap_voc07']:.2f} (VOC07 11-point), {rows[-1]['ap_area']:.2f} (area) "
         f"in {result.seconds:.1f} s -> {config.output}, {stage.scores_path(config)}"
     )
+
+
+@cli.command()
+@config_file
+@common
+@features
+@head_options
+@click.option("--test-split", default=CompareConfig.test_split, help="Split to score.")
+@click.option(
+    "--output", default=CompareConfig.output, help="Directory for the runs and the report."
+)
+def compare(**opts) -> None:
+    """Whole-image SVM vs patches + SVM vs patches + MLP (the paper's comparison), one report.
+
+    Extract --grid whole and the patch grid of both splits first; --head is ignored.
+    """
+    from stages import compare as stage
+
+    run_opts = {k: opts.pop(k) for k in ("test_split", "output")}
+    config = CompareConfig(base=_fit_config(opts), **run_opts)
+    click.echo(stage.run(config).line())
 
 
 @cli.command()

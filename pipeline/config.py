@@ -177,6 +177,16 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    """`pipeline compare`: whole-image SVM, patches + SVM and patches + MLP, one backbone,
+    trained on `base.split` and scored on `test_split`, into one report."""
+
+    base: FitConfig  # its grid is the patch grid; the whole-image run swaps in kind "whole"
+    test_split: str = "test"
+    output: str = "compare"
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """`pipeline report`: figures and a results table from one or more scored runs."""
 

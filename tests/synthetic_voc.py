@@ -70,8 +70,9 @@ def make_shapes_voc(
     n_test: int = 16,
     image_size: tuple[int, int] = (128, 96),
     seed: int = 0,
+    year: str = "VOC2007",
 ) -> Path:
-    """Write `root/VOC2007` with train/val (even/odd halves of trainval), trainval and test.
+    """Write `root/<year>` with train/val (even/odd halves of trainval), trainval and test.
 
     image_size is (width, height). The i-th image of a split has a SHAPE_CLASSES[i % 3] shape,
     so every class is in every split once n_trainval >= 6 and n_test >= 3; half the images
@@ -86,4 +87,4 @@ def make_shapes_voc(
         for i, image_id in enumerate(split_ids)
     ]
     splits = {"train": trainval[0::2], "val": trainval[1::2], "trainval": trainval, "test": test}
-    return write_voc_tree(Path(root) / "VOC2007", samples, splits)
+    return write_voc_tree(Path(root) / year, samples, splits)

@@ -1,0 +1,125 @@
+"""The whole-image baseline, VOC 2012 (val evaluation, unlabelled test, server export) and
+`pipeline report`, end to end through the CLI on synthetic trees."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from cli_helpers import SMALL, extract_splits, invoke, read_ap
+from PIL import Image
+from synthetic_voc import make_shapes_voc
+
+CLASSES = ("bus", "car", "cat")
+
+
+def test_whole_image_svm_far_above_chance(shapes_voc, tmp_path):
+    common = extract_splits(shapes_voc, tmp_path / "cache", "--grid", "whole")
+    (test_dir,) = (tmp_path / "cache").glob("test-*")
+    manifest = (test_dir / "manifest.json").read_text()
+    assert '"patches": 16' in manifest  # one feature per image
+    code, out = invoke("fit", "--head", "svm", *common)
+    assert code == 0 and "24 patches" in out, out  # one row per trainval image
+    code, out = invoke("score", "--head", "svm", "--output", str(tmp_path / "whole.csv"), *common)
+    assert code == 0, out
+    ap = read_ap(tmp_path / "whole.csv")
+    assert set(ap) == {*CLASSES, "mean"} and ap["mean"] > 80, ap
+
+
+def test_whole_image_refuses_the_mlp_head(shapes_voc, tmp_path):
+    common = extract_splits(shapes_voc, tmp_path / "cache", "--grid", "whole")
+    code, out = invoke("fit", "--head", "mlp", *common)
+    assert code == 2 and "use --head svm with --grid whole" in out
+
+
+@pytest.fixture(scope="module")
+def voc2012(tmp_path_factory) -> Path:
+    """A VOC2012-layout tree whose test split is unlabelled, as the real one: no XML, no
+    per-class files."""
+    year = make_shapes_voc(tmp_path_factory.mktemp("voc12"), year="VOC2012")
+    test_ids = (year / "ImageSets" / "Main" / "test.txt").read_text().split()
+    for image_id in test_ids:
+        (year / "Annotations" / f"{image_id}.xml").unlink()
+    for path in (year / "ImageSets" / "Main").glob("*_test.txt"):
+        path.unlink()
+    return year
+
+
+def test_voc2012_val_ap_and_test_export(voc2012, tmp_path):
+    common = ["--voc-root", str(voc2012.parent), "--cache-dir", str(tmp_path / "c"), *SMALL]
+    for split in ("train", "val", "test"):
+        code, out = invoke("extract", "--split", split, "--workers", "0", *common)
+        assert code == 0, out
+    code, out = invoke("fit", "--split", "train", "--head", "svm", *common)
+    assert code == 0, out
+    val_csv = tmp_path / "val.csv"
+    code, out = invoke("score", "--split", "val", "--train-split", "train", "--head", "svm",
+                       "--output", str(val_csv), *common)  # fmt: skip
+    assert code == 0, out
+    assert read_ap(val_csv)["mean"] > 60
+    test_csv, export = tmp_path / "test.csv", tmp_path / "submission"
+    code, out = invoke("score", "--split", "test", "--train-split", "train", "--head", "svm",
+                       "--output", str(test_csv), "--export", str(export), *common)  # fmt: skip
+    assert code == 0 and "no labels in this split" in out, out
+    assert not test_csv.exists()  # no AP table for an unlabelled split
+    with open(tmp_path / "test-scores.csv") as handle:
+        scores = list(csv.DictReader(handle))
+    main = export / "results" / "VOC2012" / "Main"
+    assert sorted(p.name for p in main.iterdir()) == [f"comp1_cls_test_{c}.txt" for c in CLASSES]
+    for name in CLASSES:  # the export parses back to the same scores, same images
+        lines = [
+            line.split() for line in (main / f"comp1_cls_test_{name}.txt").read_text().splitlines()
+        ]
+        assert [i for i, _ in lines] == [r["image_id"] for r in scores]
+        for (_, value), row in zip(lines, scores, strict=True):
+            assert float(value) == pytest.approx(float(row[name]), abs=1e-6)
+
+
+def test_report_from_two_runs(shapes_cache, tmp_path):
+    cache, common = shapes_cache
+    runs = []
+    for head in ("svm", "mlp"):
+        code, out = invoke("fit", "--head", head, "--epochs", "6", "--hidden", "32", *common)
+        assert code == 0, out
+        runs.append(str(tmp_path / f"{head}.csv"))
+        code, out = invoke("score", "--head", head, "--output", runs[-1], *common)
+        assert code == 0, out
+    code, out = invoke("report", *runs, "--output", str(tmp_path / "report"))
+    assert code == 0, out
+    report = tmp_path / "report"
+    names = {"pr-curves.png", "ap-bars.png", "contact-svm.png", "contact-mlp.png", "results.md"}
+    assert names <= {p.name for p in report.iterdir()}
+    for png in report.glob("*.png"):
+        with Image.open(png) as image:
+            assert image.width > 200 and image.height > 200
+    table = (report / "results.md").read_text()
+    for run in runs:
+        assert f"{read_ap(Path(run))['mean']:.1f}" in table
+
+
+def test_compare_runs_the_three_methods_into_one_report(shapes_voc, shapes_cache, tmp_path):
+    cache, common = shapes_cache
+    extract_splits(shapes_voc, cache, "--grid", "whole")
+    output = tmp_path / "compare"
+    code, out = invoke(
+        "compare", *common, "--epochs", "6", "--hidden", "32", "--output", str(output)
+    )
+    assert code == 0, out
+    table = (output / "results.md").read_text()
+    for name in ("whole-svm", "patches-svm", "patches-mlp"):
+        mean = read_ap(output / f"{name}.csv")["mean"]
+        assert f"{name} {mean:.2f}" in out and name in table
+        assert mean > 70
+    assert (output / "ap-bars.png").stat().st_size > 0
+
+
+def test_whole_image_cache_key_ignores_the_patch_grid_and_label_rule():
+    from pipeline.backbone import feature_settings
+    from pipeline.config import BackboneConfig, GridConfig, LabelRule
+
+    backbone = BackboneConfig("resnet18", "random", 64)
+    whole = feature_settings(backbone, GridConfig(kind="whole"), LabelRule()).digest()
+    other = feature_settings(backbone, GridConfig(3, 0.4, kind="whole"), LabelRule(0.5)).digest()
+    patches = feature_settings(backbone, GridConfig(3, 0.4), LabelRule()).digest()
+    assert whole == other != patches

@@ -164,6 +164,20 @@ def code_version() -> str:
 
 
 @dataclass(frozen=True)
+class LocalizeConfig(CacheSettings):
+    """`pipeline localize`: per-class score maps from patch scores, and how well they point."""
+
+    split: str = "test"
+    train_split: str = "trainval"
+    head: str = "mlp"
+    classes: tuple[str, ...] | None = None  # None: the classes the head was fitted on
+    output: str = "localize"  # directory: maps.h5, overlays/, pointing.csv
+    reduce: str = "mean"  # how the patches covering a pixel combine: "mean" or "max"
+    top: int = 2  # classes overlaid per image (highest map peaks)
+    overlays: int | None = 50  # overlay PNGs written (first N images); None: all
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """`pipeline sweep`: each setting (overrides of `base`) scored by K-fold cross-validation
     over the images of the training split, in parallel processes."""

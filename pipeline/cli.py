@@ -17,6 +17,7 @@ from pipeline.config import (
     FitConfig,
     GridConfig,
     LabelRule,
+    LocalizeConfig,
     MLPConfig,
     ReportConfig,
     ScoreConfig,
@@ -403,6 +404,49 @@ def compare(**opts) -> None:
 
     run_opts = {k: opts.pop(k) for k in ("test_split", "output")}
     config = CompareConfig(base=_fit_config(opts), **run_opts)
+    click.echo(stage.run(config).line())
+
+
+@cli.command()
+@common
+@features
+@click.option(
+    "--split",
+    default=LocalizeConfig.split,
+    help="Split to localize (its features must be extracted).",
+)
+@click.option(
+    "--train-split", default=LocalizeConfig.train_split, help="Split the head was fitted on."
+)
+@click.option("--head", type=click.Choice(["mlp", "svm"]), default="mlp", help="Which fitted head.")
+@click.option(
+    "--output", default=LocalizeConfig.output, help="Directory: maps.h5, overlays/, pointing.csv."
+)
+@click.option(
+    "--reduce",
+    type=click.Choice(["mean", "max"]),
+    default=LocalizeConfig.reduce,
+    help="How the patches covering a pixel combine into its score.",
+)
+@click.option("--top", type=int, default=LocalizeConfig.top, help="Classes overlaid per image.")
+@click.option(
+    "--overlays",
+    type=int,
+    default=LocalizeConfig.overlays,
+    help="Overlay PNGs to write (first N images; 0: none).",
+)
+def localize(**opts) -> None:
+    """Per-class score maps from the patch scores, overlays, and pointing accuracy."""
+    from stages import localize as stage
+
+    feature = _feature_kwargs(opts)
+    opts.pop("seed")
+    opts["classes"] = parse_classes(opts["classes"], VOC_CLASSES)
+    config = LocalizeConfig(
+        voc_root=_need_voc_root(opts),
+        **{k: v for k, v in opts.items() if k != "voc_root"},
+        **feature,
+    )
     click.echo(stage.run(config).line())
 
 

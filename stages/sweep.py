@@ -27,7 +27,9 @@ from pipeline.sweep_settings import apply_setting, fit_options, write_options_fi
 from stages.crossval import cross_validate
 from stages.fit import open_fit_cache
 
-FIXED_COLUMNS = ["key", "head", "map_mean", "map_std", "map_folds", "fit_seconds", "digest"]
+# After the setting's own columns; `key` (the setting, cache, folds and seed as JSON) is what
+# a resumed sweep matches finished rows by.
+FIXED_COLUMNS = ["head", "map_mean", "map_std", "map_folds", "fit_seconds", "digest", "key"]
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,6 @@ def _row(
 ) -> dict:
     percent = 100 * np.asarray(scores)
     return {
-        "key": key,
         **{n: setting.get(n, "") for n in names},
         "head": config.head,
         "map_mean": round(float(percent.mean()), 2),
@@ -89,6 +90,7 @@ def _row(
         "map_folds": ";".join(f"{v:.2f}" for v in percent),
         "fit_seconds": round(seconds, 2),
         "digest": digest,
+        "key": key,
     }
 
 
@@ -131,7 +133,7 @@ def run(config: SweepConfig) -> SweepSummary:
     done = {r["key"]: r for r in _read_rows(output) if r["key"] in keys}
     rows = [done[k] for k in keys if k in done]
     if rows and setting_names(rows) != names:
-        rows = [{n: r.get(n, "") for n in ["key", *names, *FIXED_COLUMNS[1:]]} for r in rows]
+        rows = [{n: r.get(n, "") for n in [*names, *FIXED_COLUMNS]} for r in rows]
     todo = [(s, k) for s, k in zip(config.settings, keys, strict=True) if k not in done]
     jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // jobs)

@@ -198,6 +198,8 @@ class CompareConfig:
     base: FitConfig  # its grid is the patch grid; the whole-image run swaps in kind "whole"
     test_split: str = "test"
     output: str = "compare"
+    # method -> head settings that replace the base ones for it (e.g. a sweep's best config)
+    method_settings: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,13 @@ def fit_options(config: FitConfig) -> dict:
     return {**head, **{n: v for n, v in features.items() if v is not None}}
 
 
+def read_head_setting(path: Path) -> dict:
+    """The head settings of a config file (a sweep's best config holds feature options too,
+    which a comparison on given caches must not change; and its head is the method's)."""
+    options = read_options_file(path, set(TYPES) - {"head"})
+    return {n: _value(n, v, str(path)) for n, v in options.items()}
+
+
 def write_options_file(path: Path, options: dict, comment: str) -> None:
     """A flat TOML file of option values (`pipeline fit --config` reads it)."""
     lines = [f"# {line}" for line in comment.splitlines()]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.config import CompareConfig, ReportConfig, ScoreConfig
+from pipeline.sweep_settings import apply_setting
 from stages import fit, report, score
 
 METHODS = (
@@ -35,7 +36,10 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
     output.mkdir(parents=True, exist_ok=True)
     means, runs = {}, []
     for name, kind, head in METHODS:
-        fit_config = replace(config.base, head=head, grid=replace(config.base.grid, kind=kind))
+        fit_config = apply_setting(
+            replace(config.base, head=head, grid=replace(config.base.grid, kind=kind)),
+            config.method_settings.get(name, {}),
+        )
         fit.run(fit_config, progress=progress)
         score_config = ScoreConfig(
             voc_root=config.base.voc_root,
@@ -47,6 +51,7 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
             train_split=config.base.split,
             head=head,
             classes=config.base.classes,
+            k=fit_config.k,
             output=str(output / f"{name}.csv"),
         )
         result = score.run(score_config)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
-from pipeline.config import BackboneConfig, FeatureSettings, GridConfig, LabelRule
+from pipeline.config import BackboneConfig, FeatureSettings, GridConfig, LabelRule, TaskConfig
 from pipeline.errors import BackboneUnavailable
 
 RANDOM = "random"
@@ -208,7 +208,10 @@ def fingerprint_part(config: BackboneConfig) -> dict:
 
 
 def feature_settings(
-    backbone: BackboneConfig, grid: GridConfig, labels: LabelRule
+    backbone: BackboneConfig,
+    grid: GridConfig,
+    labels: LabelRule,
+    task: TaskConfig | None = None,
 ) -> FeatureSettings:
     """The settings whose digest keys the cache: the same for extract, fit and score.
 
@@ -217,7 +220,7 @@ def feature_settings(
     """
     if grid.kind == "whole":
         grid, labels = GridConfig(kind="whole"), LabelRule()
-    return FeatureSettings(backbone=fingerprint_part(backbone), grid=grid, labels=labels)
+    return FeatureSettings(fingerprint_part(backbone), grid, labels, task or TaskConfig())
 
 
 class FrozenBackbone(nn.Module):

@@ -40,6 +40,11 @@ def select_classes(
                 "the cache holds no labelled object patch; check the boxes in Annotations/"
             )
         return chosen
+    foreign = [n for n in requested if n not in class_names]
+    if foreign:
+        raise MidlevelError(
+            f"--classes: {', '.join(foreign)} is not a class of this cache ({', '.join(class_names)})"
+        )
     empty = [n for n in requested if positives[class_names.index(n)] == 0]
     if empty:
         raise MidlevelError(

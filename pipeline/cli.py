@@ -23,9 +23,12 @@ from pipeline.config import (
     ScoreConfig,
     SVMConfig,
     SweepConfig,
+    TaskConfig,
 )
 from pipeline.errors import MidlevelError
-from pipeline.voc import VOC_CLASSES
+from pipeline.voc import ACTIONS, VOC_CLASSES
+
+KNOWN_CLASSES = VOC_CLASSES + ACTIONS  # --classes names object classes or actions (--task action)
 
 
 class UserError(click.ClickException):
@@ -66,7 +69,7 @@ common = _options(
     click.option("--cache-dir", envvar="MIDLEVEL_CACHE_DIR", default="cache", show_default=True,
                  help="Root of feature shards and trained heads. Env: MIDLEVEL_CACHE_DIR."),
     click.option("--classes", default=None,
-                 help="Comma-separated VOC classes to train/score (default: all with boxes)."),
+                 help="Comma-separated VOC classes (or actions) to train/score (default: all with boxes)."),
 )  # fmt: skip
 
 features = _options(
@@ -75,6 +78,10 @@ features = _options(
     click.option("--weights", default=None,
                  help=f"Local state-dict FILE, or '{RANDOM}' (untrained, plumbing only). Default: ImageNet."),
     click.option("--input-size", type=int, default=None, help="Patch side fed to the net [default: the net's]."),
+    click.option("--task", "task_name", type=click.Choice(["object", "action"]), default=TaskConfig.name, show_default=True,
+                 help="'object': VOC classification; 'action': VOC 2012 Action, one sample per person."),
+    click.option("--context", type=float, default=TaskConfig.context, show_default=True,
+                 help="Action: the person box grows by this times its size (half per side) for its patches."),
     click.option("--grid", "grid_kind", type=click.Choice(GRID_KINDS), default=GridConfig.kind, show_default=True,
                  help="'patches': the paper's multi-scale grid; 'whole': one feature per image (baseline)."),
     click.option("--scales", type=int, default=GridConfig.scales, show_default=True, help="Patch scales."),
@@ -114,6 +121,7 @@ def _feature_kwargs(opts: dict) -> dict:
             opts.pop("background_ratio"),
             opts["seed"],
         ),
+        "task": TaskConfig(opts.pop("task_name"), opts.pop("context")),
     }
 
 
@@ -253,7 +261,7 @@ def _fit_config(opts: dict) -> FitConfig:
     return FitConfig(
         voc_root=opts.pop("voc_root") or "",
         cache_dir=opts.pop("cache_dir"),
-        classes=parse_classes(opts.pop("classes"), VOC_CLASSES),
+        classes=parse_classes(opts.pop("classes"), KNOWN_CLASSES),
         mlp=mlp,
         svm=svm,
         **head,
@@ -362,7 +370,7 @@ def score(**opts) -> None:
 
     feature = _feature_kwargs(opts)
     opts.pop("seed")
-    opts["classes"] = parse_classes(opts["classes"], VOC_CLASSES)
+    opts["classes"] = parse_classes(opts["classes"], KNOWN_CLASSES)
     config = ScoreConfig(**opts, **feature)
     result = stage.run(config)
     if config.export:
@@ -441,7 +449,7 @@ def localize(**opts) -> None:
 
     feature = _feature_kwargs(opts)
     opts.pop("seed")
-    opts["classes"] = parse_classes(opts["classes"], VOC_CLASSES)
+    opts["classes"] = parse_classes(opts["classes"], KNOWN_CLASSES)
     config = LocalizeConfig(
         voc_root=_need_voc_root(opts),
         **{k: v for k, v in opts.items() if k != "voc_root"},

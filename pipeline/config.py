@@ -59,6 +59,14 @@ class LabelRule:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """Which recognition task the cache serves (see pipeline/tasks.py)."""
+
+    name: str = "object"  # "object": VOC classification; "action": VOC 2012 Action persons
+    context: float = 0.5  # action: the person box grows by this times its size (half per side)
+
+
+@dataclass(frozen=True)
 class BackboneConfig:
     """Which frozen network produces the features, and from which weights."""
 
@@ -74,14 +82,18 @@ class FeatureSettings:
     backbone: dict
     grid: GridConfig = field(default_factory=GridConfig)
     labels: LabelRule = field(default_factory=LabelRule)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
     def as_dict(self) -> dict:
-        return {
+        settings = {
             "format": CACHE_FORMAT,
             "backbone": self.backbone,
             "grid": asdict(self.grid),
             "labels": asdict(self.labels),
         }
+        if self.task != TaskConfig():  # object caches keep the keys they had before tasks
+            settings["task"] = asdict(self.task)
+        return settings
 
     def digest(self) -> str:
         """Short, stable hash of the settings; the code version is kept beside it, not in it."""
@@ -99,6 +111,7 @@ class CacheSettings:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     labels: LabelRule = field(default_factory=LabelRule)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
 
 @dataclass(frozen=True)

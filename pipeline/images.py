@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import GridConfig, LabelRule
 from pipeline.patches import keep_mask, label_patches, patch_grid, sample_mask
-from pipeline.voc import ImageRecord
+from pipeline.tasks import Sample
 
 
 def decode_rgb(path: Path) -> torch.Tensor:
@@ -27,51 +27,52 @@ def decode_rgb(path: Path) -> torch.Tensor:
 
 
 class PatchImages(torch.utils.data.Dataset):
-    """Images of a split -> {index, image, boxes, labels, sampled}; training splits keep the
-    object patches and a seeded label-blind sample of the rest, others keep every patch."""
+    """Samples of a split -> {index, image, boxes, labels, sampled}; training splits keep the
+    object patches and a seeded label-blind sample of the rest, others keep every patch.
+
+    A sample is a whole image (object task) or a region of one (action task: a person and its
+    context, see pipeline/tasks.py); its patches cover that region.
+    """
 
     def __init__(
         self,
         year_dir: Path,
-        records: list[ImageRecord],
+        samples: list[Sample],
         indices: list[int],
         *,
         grid: GridConfig,
         rule: LabelRule,
-        class_index: dict[str, int],
         background: int,
         keep_all: bool,
     ):
         self.year_dir = year_dir
-        self.records = records
+        self.samples = samples
         self.indices = indices
         self.grid = grid
         self.rule = rule
-        self.class_index = class_index
         self.background = background
         self.keep_all = keep_all
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def layout(self, record: ImageRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Patch boxes [N, 4], labels [N] and sampled flags [N] of one image, after subsampling."""
-        boxes = patch_grid(record.width, record.height, self.grid)
-        box_classes = np.array([self.class_index[o.name] for o in record.objects], dtype=np.int64)
-        difficult = np.array([o.difficult for o in record.objects], dtype=bool)
+    def layout(self, sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Patch boxes [N, 4] (image pixels), labels [N] and sampled flags [N], subsampled."""
+        x0, y0, x1, y1 = sample.region
+        boxes = patch_grid(x1 - x0, y1 - y0, self.grid) + np.array([x0, y0, x0, y0], np.float32)
         labels = label_patches(
-            boxes, record.boxes(), box_classes, difficult, self.rule, self.background
+            boxes, sample.boxes, sample.box_classes, sample.difficult, self.rule, self.background
         )
         if self.keep_all:
             return boxes, labels, np.ones(len(boxes), dtype=bool)
-        sampled = sample_mask(len(boxes), self.rule, record.image_id)
+        sampled = sample_mask(len(boxes), self.rule, sample.sample_id)
         keep = keep_mask(labels, sampled, self.background)
         return boxes[keep], labels[keep], sampled[keep]
 
     def __getitem__(self, position: int) -> dict:
         index = self.indices[position]
-        record = self.records[index]
-        path = self.year_dir / "JPEGImages" / f"{record.image_id}.jpg"
+        sample = self.samples[index]
+        path = self.year_dir / "JPEGImages" / f"{sample.image_id}.jpg"
         try:
             image = decode_rgb(path)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
@@ -79,13 +80,13 @@ class PatchImages(torch.utils.data.Dataset):
                 "index": index,
                 "error": f"{path}: cannot decode ({exc}); replace the file or drop its id",
             }
-        if tuple(image.shape[1:]) != (record.height, record.width):
+        if tuple(image.shape[1:]) != (sample.height, sample.width):
             return {
                 "index": index,
                 "error": f"{path}: is {image.shape[2]}x{image.shape[1]} but its annotation says "
-                f"{record.width}x{record.height}; fix <size> in Annotations/{record.image_id}.xml",
+                f"{sample.width}x{sample.height}; fix <size> in Annotations/{sample.image_id}.xml",
             }
-        boxes, labels, sampled = self.layout(record)
+        boxes, labels, sampled = self.layout(sample)
         return {
             "index": index,
             "image": image,

@@ -24,6 +24,11 @@ VOC_CLASSES = (
     "train", "tvmonitor",
 )  # fmt: skip
 SPLITS = ("train", "val", "trainval", "test")
+# VOC 2012 Action, in the devkit's order
+ACTIONS = (
+    "jumping", "phoning", "playinginstrument", "reading", "ridingbike", "ridinghorse",
+    "running", "takingphoto", "usingcomputer", "walking", "other",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,8 @@ class VocObject:
     name: str
     box: tuple[float, float, float, float]  # x0, y0, x1, y1; 0-based, ends exclusive
     difficult: bool = False
+    # VOC 2012 Action: the names of the actions flagged 1 in <actions>; None without <actions>
+    actions: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,21 @@ def _number(node: ET.Element, tag: str, path: Path) -> float:
         raise DataError(f"{path}: <{tag}> is {text!r}, not a number; fix the file") from None
 
 
+def _actions(obj: ET.Element, path: Path) -> tuple[str, ...] | None:
+    """Flagged actions of a VOC 2012 Action person (flags not listed count as 0)."""
+    node = obj.find("actions")
+    if node is None:
+        return None
+    flagged = []
+    for flag in node:
+        value = (flag.text or "").strip()
+        if value not in ("0", "1"):
+            raise DataError(f"{path}: action <{flag.tag}> is {value!r}, not 0 or 1; fix the file")
+        if value == "1":
+            flagged.append(flag.tag)
+    return tuple(flagged)
+
+
 def parse_annotation(path: Path, known_classes: tuple[str, ...] = VOC_CLASSES) -> ImageRecord:
     """One VOC XML file -> ImageRecord, with every box checked against the image size."""
     try:
@@ -131,7 +153,7 @@ def parse_annotation(path: Path, known_classes: tuple[str, ...] = VOC_CLASSES) -
             )
         difficult = obj.find("difficult")
         is_difficult = difficult is not None and (difficult.text or "0").strip() == "1"
-        objects.append(VocObject(name, (x0, y0, x1, y1), is_difficult))
+        objects.append(VocObject(name, (x0, y0, x1, y1), is_difficult, _actions(obj, path)))
     return ImageRecord(path.stem, width, height, tuple(objects))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.errors import DataError
-from pipeline.voc import VOC_CLASSES, VocObject, class_label
+from pipeline.voc import ACTIONS, VOC_CLASSES, VocObject, class_label
 
 JPEG_QUALITY = 90
 
@@ -37,6 +37,10 @@ def _check_sample(sample: VocSample) -> None:
         raise ValueError(f"image id {image_id!r}: must be non-empty, without spaces or slashes")
     width, height = sample.image.size
     for obj in sample.objects:
+        if obj.actions is not None and (obj.name != "person" or set(obj.actions) - set(ACTIONS)):
+            raise ValueError(
+                f"{image_id}: actions {obj.actions} need a person and names from {ACTIONS}"
+            )
         if obj.name not in VOC_CLASSES:
             raise ValueError(f"{image_id}: class {obj.name!r} is not one of the 20 VOC classes")
         if len(obj.box) != 4 or not all(float(v).is_integer() for v in obj.box):
@@ -66,6 +70,10 @@ def _annotation_xml(folder: str, sample: VocSample) -> bytes:
         ET.SubElement(node, "pose").text = "Unspecified"
         ET.SubElement(node, "truncated").text = "0"
         ET.SubElement(node, "difficult").text = str(int(obj.difficult))
+        if obj.actions is not None:
+            actions = ET.SubElement(node, "actions")
+            for action in ACTIONS:
+                ET.SubElement(actions, action).text = str(int(action in obj.actions))
         bndbox = ET.SubElement(node, "bndbox")
         x0, y0, x1, y1 = (int(v) for v in obj.box)
         for tag, value in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1), ("ymax", y1)):
@@ -120,4 +128,24 @@ def write_voc_tree(
         for name in classes:
             lines = (f"{i} {class_label(by_id[i].objects, name):2d}\n" for i in ids)
             (main_dir / f"{name}_{split}.txt").write_text("".join(lines))
+    if any(o.actions is not None for s in samples for o in s.objects):
+        _write_action_sets(year_dir / "ImageSets" / "Action", by_id, splits)
     return year_dir
+
+
+def _write_action_sets(action_dir: Path, by_id: dict[str, VocSample], splits: dict) -> None:
+    """ImageSets/Action as VOC 2012 has it: `<split>.txt` lists the images with action-annotated
+    persons, `<action>_<split>.txt` has `<image id> <object index, 1-based> <1 or -1>` lines."""
+    action_dir.mkdir(parents=True, exist_ok=True)
+    for split, ids in splits.items():
+        persons = [
+            (i, j, obj)
+            for i in ids
+            for j, obj in enumerate(by_id[i].objects, start=1)
+            if obj.actions is not None
+        ]
+        images = list(dict.fromkeys(i for i, _, _ in persons))
+        (action_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in images))
+        for action in ACTIONS:
+            lines = (f"{i} {j} {1 if action in o.actions else -1:2d}\n" for i, j, o in persons)
+            (action_dir / f"{action}_{split}.txt").write_text("".join(lines))

@@ -15,10 +15,10 @@ from pipeline.config import ExtractConfig
 from pipeline.errors import DataError
 from pipeline.images import PatchImages
 from pipeline.shards import FeatureCache, Shard, WriterLock, cache_path, write_shard
-from pipeline.voc import VOC_CLASSES, image_labels, load_records, read_split, resolve_year_dir
+from pipeline.tasks import TaskData, load_task
+from pipeline.voc import resolve_year_dir
 
 TRAINING_SPLITS = ("train", "trainval")  # background subsampled; other splits keep every patch
-BACKGROUND = len(VOC_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -53,23 +53,23 @@ def _features(backbone: FrozenBackbone, item: dict, batch_size: int) -> np.ndarr
 
 def run(config: ExtractConfig) -> ExtractSummary:
     year_dir = resolve_year_dir(config.voc_root)
-    ids = read_split(year_dir, config.split)[: config.limit]
-    records = load_records(year_dir, ids)
-    settings = feature_settings(config.backbone, config.grid, config.labels)
+    task = load_task(year_dir, config.split, config.task, config.limit)
+    settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
     digest = settings.digest()
     cache = FeatureCache(
         cache_path(config.cache_dir, config.split, digest), settings.as_dict(), digest
     )
     per_shard = config.images_per_shard
-    n_shards = math.ceil(len(records) / per_shard)
+    n_shards = math.ceil(len(task.samples) / per_shard)
     started = time.perf_counter()
     with WriterLock(cache.directory):
-        cache.prepare(n_images=len(records), images_per_shard=per_shard, overwrite=config.overwrite)
+        cache.prepare(
+            n_images=len(task.samples), images_per_shard=per_shard, overwrite=config.overwrite
+        )
         pending = [k for k in range(n_shards) if not cache.is_done(k)]
         totals = {"images": 0, "patches": 0, "bytes": 0}
         if pending:
-            truth = image_labels(year_dir, config.split, VOC_CLASSES, records)
-            totals = _extract_shards(config, cache, year_dir, records, truth, pending, n_shards)
+            totals = _extract_shards(config, cache, year_dir, task, pending, n_shards)
     return ExtractSummary(
         cache_dir=str(cache.directory),
         images=totals["images"],
@@ -81,22 +81,22 @@ def run(config: ExtractConfig) -> ExtractSummary:
     )
 
 
-def _extract_shards(config, cache, year_dir, records, truth, pending, n_shards) -> dict:
-    """Extract the pending shards; `truth` is the split's image labels (None: unlabelled)."""
+def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards) -> dict:
+    """Extract the pending shards of the task's samples."""
+    samples = task.samples
     device = resolve_device(config.device)
     backbone = FrozenBackbone(config.backbone, device)
     per_shard = config.images_per_shard
     indices = [
-        i for k in pending for i in range(k * per_shard, min((k + 1) * per_shard, len(records)))
+        i for k in pending for i in range(k * per_shard, min((k + 1) * per_shard, len(samples)))
     ]
     dataset = PatchImages(
         year_dir,
-        records,
+        samples,
         indices,
         grid=config.grid,
         rule=config.labels,
-        class_index={name: i for i, name in enumerate(VOC_CLASSES)},
-        background=BACKGROUND,
+        background=len(task.classes),
         keep_all=config.split not in TRAINING_SPLITS or config.grid.kind == "whole",
     )
     loader = torch.utils.data.DataLoader(
@@ -110,13 +110,15 @@ def _extract_shards(config, cache, year_dir, records, truth, pending, n_shards) 
         "digest": cache.digest,
         "fingerprint": cache.fingerprint,
         "split": config.split,
-        "class_names": list(VOC_CLASSES),
-        "background_label": BACKGROUND,
-        "labelled": truth is not None,
+        "class_names": list(task.classes),
+        "background_label": len(task.classes),
+        "labelled": task.truth is not None,
         "voc_year": year_dir.name,
+        "task": config.task.name,
     }
+    truth = task.truth
     if truth is None:
-        truth = np.zeros((len(records), len(VOC_CLASSES)), dtype=np.int8)
+        truth = np.zeros((len(samples), len(task.classes)), dtype=np.int8)
     totals = {"images": 0, "patches": 0, "bytes": 0}
     buffer: list[dict] = []
     bar = tqdm(total=len(indices), unit="img", desc=f"extract {config.split}", dynamic_ncols=True)
@@ -134,8 +136,8 @@ def _extract_shards(config, cache, year_dir, records, truth, pending, n_shards) 
             refresh=False,
         )
         shard_index = item["index"] // per_shard
-        if item["index"] == min((shard_index + 1) * per_shard, len(records)) - 1:
-            shard = _assemble(buffer, records, truth, backbone.feature_dim)
+        if item["index"] == min((shard_index + 1) * per_shard, len(samples)) - 1:
+            shard = _assemble(buffer, samples, truth, backbone.feature_dim)
             totals["bytes"] += write_shard(cache.shard_path(shard_index), shard, attrs)
             now = time.perf_counter()
             cache.record(
@@ -150,7 +152,7 @@ def _extract_shards(config, cache, year_dir, records, truth, pending, n_shards) 
     return totals
 
 
-def _assemble(items: list[dict], records, truth: np.ndarray, dim: int) -> Shard:
+def _assemble(items: list[dict], samples, truth: np.ndarray, dim: int) -> Shard:
     """One shard's arrays from its images' items, in image order."""
     counts = [len(it["labels"]) for it in items]
     index = [it["index"] for it in items]
@@ -160,7 +162,7 @@ def _assemble(items: list[dict], records, truth: np.ndarray, dim: int) -> Shard:
         labels=np.concatenate([it["labels"] for it in items]).astype(np.int16),
         sampled=np.concatenate([it["sampled"] for it in items]).astype(bool),
         image_index=np.repeat(np.arange(len(items), dtype=np.int32), counts),
-        image_ids=[records[i].image_id for i in index],
-        sizes=np.array([(records[i].width, records[i].height) for i in index]),
+        image_ids=[samples[i].sample_id for i in index],
+        sizes=np.array([(samples[i].width, samples[i].height) for i in index]),
         image_labels=truth[index],
     )

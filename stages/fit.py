@@ -56,7 +56,7 @@ def cache_classes(cache: FeatureCache) -> list[str]:
 
 
 def open_fit_cache(config: FitConfig) -> FeatureCache:
-    settings = feature_settings(config.backbone, config.grid, config.labels)
+    settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
     return open_cache(config.cache_dir, config.split, settings.as_dict(), settings.digest())
 
 
@@ -73,7 +73,16 @@ def training_classes(config: FitConfig, cache: FeatureCache) -> tuple[str, ...]:
     return select_classes(config.classes, names, positives)
 
 
-def build_head(config: FitConfig, n_classes: int):
+def has_background(cache: FeatureCache, classes: tuple[str, ...]) -> bool:
+    """Whether any training patch is "none of the classes" (action regions can hold none)."""
+    names = cache_classes(cache)
+    return any(
+        (head_labels(shard.labels, names, classes) == len(classes)).any()
+        for shard in cache.iter_shards(features=False)
+    )
+
+
+def build_head(config: FitConfig, n_classes: int, *, background: bool = True):
     """The estimator for --head, with the background weight as a class weight."""
     if config.grid.kind == "whole":
         if config.head != "svm":
@@ -92,14 +101,17 @@ def build_head(config: FitConfig, n_classes: int):
             weight_decay=m.weight_decay,
             epochs=m.epochs,
             batch_size=m.batch_size,
-            class_weight={n_classes: m.background_weight},
+            class_weight={n_classes: m.background_weight} if background else None,
             seed=config.seed,
             device=str(resolve_device(config.device)),
         )
     if config.head == "svm":
         s = config.svm
         return LinearSVMHead(
-            C=s.C, epochs=s.epochs, class_weight={n_classes: s.background_weight}, seed=config.seed
+            C=s.C,
+            epochs=s.epochs,
+            class_weight={n_classes: s.background_weight} if background else None,
+            seed=config.seed,
         )
     raise CacheError(f"--head {config.head!r}: unknown head; choose one of {', '.join(HEADS)}")
 
@@ -113,7 +125,8 @@ def train_head(
     progress=None,
 ):
     """A head trained on the cache, leaving out the images in `exclude` (cross-validation)."""
-    head = build_head(config, len(classes))
+    background = config.grid.kind == "whole" or has_background(cache, classes)
+    head = build_head(config, len(classes), background=background)
     paths = cache.shard_paths()
     names = cache_classes(cache)
     if config.grid.kind == "whole":

@@ -136,7 +136,7 @@ def split_is_labelled(cache: FeatureCache) -> bool:
 
 def run(config: ScoreConfig) -> ScoreResult:
     started = time.perf_counter()
-    settings = feature_settings(config.backbone, config.grid, config.labels)
+    settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
     digest = settings.digest()
     head, record = load_head(config, digest)
     head_classes = tuple(record["classes"])
@@ -204,18 +204,18 @@ def write_outputs(config: ScoreConfig, result: ScoreResult) -> None:
 def export_submission(
     directory: Path, cache: FeatureCache, split: str, result: ScoreResult
 ) -> Path:
-    """The VOC evaluation server's classification files, `comp1_cls_<split>_<class>.txt`
-    (image id and score per line) under results/<VOC year>/Main/, ready to tar."""
+    """The VOC evaluation server's files under results/<VOC year>/<Main|Action>/, ready to tar:
+    classification `comp1_cls_<split>_<class>.txt` (image id and score per line), or, for the
+    action task, `comp10_action_<split>_<action>.txt` (image id, person index, score)."""
     with h5py.File(cache.shard_paths()[0], "r") as h5:
         year = str(h5.attrs.get("voc_year", "VOC2012"))
-    main = directory / "results" / year / "Main"
-    main.mkdir(parents=True, exist_ok=True)
-    for c, name in enumerate(result.classes):
-        lines = (
-            f"{image_id} {score:.6f}\n"
-            for image_id, score in zip(
-                result.images.image_ids, result.images.scores[:, c], strict=True
-            )
-        )
-        (main / f"comp1_cls_{split}_{name}.txt").write_text("".join(lines))
-    return main
+        action = h5.attrs.get("task", "object") == "action"
+    folder = directory / "results" / year / ("Action" if action else "Main")
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [i.replace("/", " ") for i in result.images.image_ids]  # action: "<image> <person>"
+    name = "comp10_action_{}_{}.txt" if action else "comp1_cls_{}_{}.txt"
+    for c, cls in enumerate(result.classes):
+        column = result.images.scores[:, c]
+        lines = (f"{i} {score:.6f}\n" for i, score in zip(ids, column, strict=True))
+        (folder / name.format(split, cls)).write_text("".join(lines))
+    return folder

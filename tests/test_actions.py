@@ -1,0 +1,128 @@
+"""VOC 2012 Action: parsing, person samples, and the whole pipeline with --task action."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import SMALL, invoke, read_ap
+from synthetic_action import SYNTHETIC_ACTIONS, make_action_voc
+
+from pipeline.config import TaskConfig
+from pipeline.errors import DataError
+from pipeline.tasks import enlarge, load_task
+from pipeline.voc import ACTIONS, parse_annotation
+
+PERSON = """<object><name>person</name>
+  <bndbox><xmin>11</xmin><ymin>21</ymin><xmax>50</xmax><ymax>80</ymax></bndbox>{actions}</object>"""
+
+
+def write_xml(path: Path, *objects: str) -> Path:
+    path.write_text(
+        "<annotation><size><width>100</width><height>100</height></size>"
+        + "".join(objects)
+        + "</annotation>"
+    )
+    return path
+
+
+def flags(**values: int) -> str:
+    return "<actions>" + "".join(f"<{a}>{v}</{a}>" for a, v in values.items()) + "</actions>"
+
+
+def test_parse_actions_several_persons_and_actions(tmp_path):
+    path = write_xml(
+        tmp_path / "a.xml",
+        PERSON.format(actions=flags(jumping=1, running=1, phoning=0)),
+        PERSON.format(actions=flags(reading=1)),
+        PERSON.format(actions=""),  # no <actions>: not in the action task
+        PERSON.format(actions="<actions></actions>"),  # all flags missing: no action
+    )
+    persons = parse_annotation(path).objects
+    assert [p.actions for p in persons] == [("jumping", "running"), ("reading",), None, ()]
+
+
+def test_bad_action_flag_names_the_file(tmp_path):
+    path = write_xml(tmp_path / "a.xml", PERSON.format(actions=flags(jumping=2)))
+    with pytest.raises(DataError, match="not 0 or 1") as exc:
+        parse_annotation(path)
+    assert str(path) in str(exc.value)
+
+
+def test_enlarge_grows_the_box_and_stays_in_the_image():
+    assert enlarge((20, 20, 40, 60), 0.5, 100, 100) == (15, 10, 45, 70)
+    assert enlarge((0, 0, 40, 60), 1.0, 50, 70) == (0, 0, 50, 70)
+
+
+@pytest.fixture(scope="module")
+def action_voc(tmp_path_factory) -> Path:
+    return make_action_voc(tmp_path_factory.mktemp("action"))
+
+
+def test_samples_are_the_listed_persons_with_their_flags(action_voc):
+    task = load_task(action_voc, "train", TaskConfig("action"), None)
+    assert task.classes == ACTIONS
+    lines = (action_voc / "ImageSets" / "Action" / "jumping_train.txt").read_text().splitlines()
+    listed = [f"{i}/{j}" for i, j, _ in (line.split() for line in lines)]
+    assert [s.sample_id for s in task.samples] == listed  # persons without <actions> left out
+    jumping = ACTIONS.index("jumping")
+    assert [int(v) for _, _, v in (line.split() for line in lines)] == task.truth[
+        :, jumping
+    ].tolist()
+    several = [s for s, row in zip(task.samples, task.truth, strict=True) if (row == 1).sum() == 2]
+    assert several and all(s.difficult.all() for s in several)  # labels no patch, still scored
+    single = task.samples[0]
+    x0, y0, x1, y1 = single.boxes[0]
+    assert single.region == enlarge((x0, y0, x1, y1), 0.5, single.width, single.height)
+
+
+def test_truth_from_xml_when_the_split_files_lack_labels(action_voc, tmp_path):
+    year = tmp_path / "VOC2012"
+    shutil.copytree(action_voc, year)
+    for path in (year / "ImageSets" / "Action").glob("*_train.txt"):
+        path.unlink()
+    from_xml = load_task(year, "train", TaskConfig("action"), None)
+    from_files = load_task(action_voc, "train", TaskConfig("action"), None)
+    assert [s.sample_id for s in from_xml.samples] == [s.sample_id for s in from_files.samples]
+    np.testing.assert_array_equal(from_xml.truth, from_files.truth)
+
+
+def test_not_an_action_tree_is_one_clear_error(shapes_voc):
+    with pytest.raises(DataError, match="needs a VOC 2012 Action tree"):
+        load_task(shapes_voc, "train", TaskConfig("action"), None)
+
+
+def test_action_pipeline_far_above_chance_and_export(action_voc, tmp_path):
+    common = [
+        "--voc-root",
+        str(action_voc),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--task",
+        "action",
+        *SMALL,
+    ]
+    for split in ("train", "val"):
+        code, out = invoke("extract", "--split", split, "--workers", "0", *common)
+        assert code == 0, out
+    code, out = invoke("fit", "--split", "train", "--head", "svm", *common)
+    assert code == 0 and f"{len(SYNTHETIC_ACTIONS)} classes" in out, out
+    ap_csv = tmp_path / "action.csv"
+    code, out = invoke("score", "--split", "val", "--train-split", "train", "--head", "svm",
+                       "--output", str(ap_csv), "--export", str(tmp_path / "sub"), *common)  # fmt: skip
+    assert code == 0, out
+    ap = read_ap(ap_csv)
+    assert set(ap) == {*SYNTHETIC_ACTIONS, "mean"}
+    # each action is on about a third of the persons: chance AP is about 33
+    assert ap["mean"] > 80, ap
+    exported = tmp_path / "sub" / "results" / "VOC2012" / "Action" / "comp10_action_val_jumping.txt"
+    rows = [line.split() for line in exported.read_text().splitlines()]
+    with open(tmp_path / "action-scores.csv") as handle:
+        scores = list(csv.DictReader(handle))
+    assert [f"{i}/{j}" for i, j, _ in rows] == [r["image_id"] for r in scores]
+    assert [float(v) for _, _, v in rows] == pytest.approx(
+        [float(r["jumping"]) for r in scores], abs=1e-5
+    )

@@ -38,10 +38,15 @@ class FitSummary:
     seconds: float
 
     def line(self, head: str) -> str:
-        loss = f", final loss {self.final_loss:.4f}" if self.epochs else ""
+        if not self.epochs:  # the whole-image SVM: solved exactly, one row per image
+            return (
+                f"fit {head}: {len(self.classes)} classes, one SVM each on {self.patches} images "
+                f"in {self.seconds:.1f} s -> {self.head_path}"
+            )
         return (
             f"fit {head}: {len(self.classes)} classes + background, {self.patches} patches, "
-            f"{self.epochs} epochs in {self.seconds:.1f} s{loss} -> {self.head_path}"
+            f"{self.epochs} epochs in {self.seconds:.1f} s, final loss {self.final_loss:.4f} "
+            f"-> {self.head_path}"
         )
 
 

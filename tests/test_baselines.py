@@ -20,7 +20,7 @@ def test_whole_image_svm_far_above_chance(shapes_voc, tmp_path):
     manifest = (test_dir / "manifest.json").read_text()
     assert '"patches": 16' in manifest  # one feature per image
     code, out = invoke("fit", "--head", "svm", *common)
-    assert code == 0 and "24 patches" in out, out  # one row per trainval image
+    assert code == 0 and "one SVM each on 24 images" in out, out  # one row per trainval image
     code, out = invoke("score", "--head", "svm", "--output", str(tmp_path / "whole.csv"), *common)
     assert code == 0, out
     ap = read_ap(tmp_path / "whole.csv")

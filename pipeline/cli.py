@@ -403,15 +403,32 @@ def score(**opts) -> None:
 @click.option(
     "--output", default=CompareConfig.output, help="Directory for the runs and the report."
 )
+@click.option("--method-config", "method_configs", multiple=True,
+              help="METHOD=FILE: head settings of one method (whole-svm, patches-svm, patches-mlp) "
+              "from a config file such as a sweep's best; repeatable.")  # fmt: skip
 def compare(**opts) -> None:
     """Whole-image SVM vs patches + SVM vs patches + MLP (the paper's comparison), one report.
 
     Extract --grid whole and the patch grid of both splits first; --head is ignored.
     """
+    from pathlib import Path
+
+    from pipeline.sweep_settings import read_head_setting
     from stages import compare as stage
 
+    methods = [name for name, _, _ in stage.METHODS]
+    settings = {}
+    for text in opts.pop("method_configs"):
+        method, _, path = text.partition("=")
+        if method not in methods or not path:
+            raise UserError(
+                f"--method-config {text!r}: write METHOD=FILE, METHOD one of {', '.join(methods)}"
+            )
+        if not Path(path).is_file():
+            raise UserError(f"{path}: config file not found; pass an existing file")
+        settings[method] = read_head_setting(Path(path))
     run_opts = {k: opts.pop(k) for k in ("test_split", "output")}
-    config = CompareConfig(base=_fit_config(opts), **run_opts)
+    config = CompareConfig(base=_fit_config(opts), method_settings=settings, **run_opts)
     click.echo(stage.run(config).line())
 
 

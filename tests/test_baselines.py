@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -102,16 +103,22 @@ def test_compare_runs_the_three_methods_into_one_report(shapes_voc, shapes_cache
     cache, common = shapes_cache
     extract_splits(shapes_voc, cache, "--grid", "whole")
     output = tmp_path / "compare"
-    code, out = invoke(
-        "compare", *common, "--epochs", "6", "--hidden", "32", "--output", str(output)
-    )
+    whole = tmp_path / "whole-best.toml"
+    whole.write_text('head = "svm"\nsvm_c = 0.001\nk = 2.0\nscales = 3\n')
+    code, out = invoke("compare", *common, "--epochs", "6", "--hidden", "32", "--output", str(output),
+                       "--method-config", f"whole-svm={whole}")  # fmt: skip
     assert code == 0, out
+    sidecar = json.loads((output / "whole-svm.json").read_text())
+    assert sidecar["head"]["params"]["C"] == 0.001 and sidecar["config"]["k"] == 2.0
+    assert json.loads((output / "patches-svm.json").read_text())["head"]["params"]["C"] == 1.0
     table = (output / "results.md").read_text()
     for name in ("whole-svm", "patches-svm", "patches-mlp"):
         mean = read_ap(output / f"{name}.csv")["mean"]
         assert f"{name} {mean:.2f}" in out and name in table
         assert mean > 70
     assert (output / "ap-bars.png").stat().st_size > 0
+    code, bad = invoke("compare", *common, "--method-config", f"nosuch={whole}")
+    assert code == 2 and "METHOD one of whole-svm" in bad
 
 
 def test_whole_image_cache_key_ignores_the_patch_grid_and_label_rule():

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.config import FitConfig
+from pipeline.config import BackboneConfig, FitConfig
 from pipeline.errors import MidlevelError
 
 MLP_FIELDS = {
@@ -127,6 +127,8 @@ def fit_options(config: FitConfig) -> dict:
         "min_patch_cover": config.labels.min_patch_cover,
         "min_box_cover": config.labels.min_box_cover,
         "background_ratio": config.labels.background_ratio,
+        "task_name": config.task.name,
+        "context": config.task.context,
         "split": config.split,
     }
     if config.classes:
@@ -160,7 +162,10 @@ def read_options_file(path: Path, known: set[str]) -> dict:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MidlevelError(f"{path}: cannot read the config ({exc}); fix its TOML") from None
-    allowed = known | set(TYPES) | set(fit_options(FitConfig(voc_root="")))
+    full = FitConfig(
+        voc_root="", classes=("car",), backbone=BackboneConfig(weights="w", input_size=1)
+    )
+    allowed = known | set(TYPES) | set(fit_options(full))
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise MidlevelError(f"{path}: unknown option(s) {', '.join(unknown)}; remove them")

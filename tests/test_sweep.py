@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 from cli_helpers import invoke
 
-from pipeline.config import FitConfig
-from pipeline.sweep_settings import apply_setting, grid_settings, parse_params, read_options_file
+from pipeline.config import BackboneConfig, FitConfig
+from pipeline.sweep_settings import (
+    apply_setting,
+    fit_options,
+    grid_settings,
+    parse_params,
+    read_options_file,
+    write_options_file,
+)
 from stages.crossval import image_folds
 
 FAST = ["--epochs", "4", "--hidden", "32", "--svm-epochs", "3"]
@@ -71,6 +78,14 @@ def test_options_file_refuses_unknown_keys(tmp_path):
         read_options_file(path, {"head", "hidden"})
     path.write_text('head = "mlp"\nhidden = 64\noutput = "x.csv"\n')
     assert read_options_file(path, {"head", "output"}) == {"head": "mlp", "output": "x.csv"}
+    # every option a best config holds is known, the optional ones included
+    config = FitConfig(voc_root="", classes=("car",), backbone=BackboneConfig(weights="w.pth"))
+    write_options_file(path, fit_options(config), "a comment")
+    assert read_options_file(path, {"classes", "weights", "task_name"}) == {
+        "classes": "car",
+        "weights": "w.pth",
+        "task_name": "object",
+    }
 
 
 @pytest.fixture(scope="module")

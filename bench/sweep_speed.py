@@ -38,8 +38,8 @@ def timed_sweep(options: list[str], jobs: int, output: Path) -> float:
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--jobs", default=2, show_default=True, help="Processes of the parallel sweep.")
-@click.option("--folds", default=4, show_default=True, help="Cross-validation folds.")
-@click.option("--epochs", default=10, show_default=True, help="MLP epochs per fit.")
+@click.option("--folds", default=3, show_default=True, help="Cross-validation folds.")
+@click.option("--epochs", default=5, show_default=True, help="MLP epochs per fit.")
 @click.pass_context
 def main(ctx: click.Context, jobs: int, folds: int, epochs: int) -> None:
     """Other options go to `pipeline sweep` (feature options, --voc-root, --cache-dir, --classes)."""

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from pipeline.backbone import feature_settings
 from pipeline.config import CacheSettings, LocalizeConfig, ScoreConfig, TaskConfig
-from pipeline.errors import CacheError, DataError
+from pipeline.errors import DataError
 from pipeline.provenance import write_sidecar
 from pipeline.score_maps import (
     CELL,
@@ -50,7 +50,7 @@ from pipeline.score_maps import (
 )
 from pipeline.shards import open_cache
 from pipeline.voc import ImageRecord, parse_annotation, resolve_year_dir
-from stages.score import load_head, split_is_labelled
+from stages.score import head_columns, load_head, split_is_labelled
 
 OVERLAY_ALPHA = 0.5  # opacity of a heat map where p = 1; it falls with p, so the image shows
 # One single-hue colormap per overlaid class (by peak rank), so that two maps stay apart.
@@ -96,14 +96,7 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
     settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
     digest = settings.digest()
     head, record = load_head(_score_config(config), digest)
-    head_classes = tuple(record["classes"])
-    classes = config.classes or head_classes
-    missing = [c for c in classes if c not in head_classes]
-    if missing:
-        raise CacheError(
-            f"--classes: the {config.head} head was not trained on {', '.join(missing)}; fit with them"
-        )
-    columns = [head_classes.index(c) for c in classes]
+    classes, columns = head_columns(record, config.classes, config.head)
     cache = open_cache(config.cache_dir, config.split, settings.as_dict(), digest)
     year_dir = resolve_year_dir(config.voc_root)
     labelled = split_is_labelled(cache)

@@ -129,6 +129,19 @@ def load_head(config: ScoreConfig, digest: str):
     return joblib.load(path), record
 
 
+def head_columns(record: dict, requested: tuple[str, ...] | None, head: str):
+    """The classes to score (those asked for, else the head's) and their columns in the
+    head's output; refuses classes the head was not trained on."""
+    head_classes = tuple(record["classes"])
+    classes = requested or head_classes
+    missing = [c for c in classes if c not in head_classes]
+    if missing:
+        raise CacheError(
+            f"--classes: the {head} head was not trained on {', '.join(missing)}; fit with them"
+        )
+    return classes, [head_classes.index(c) for c in classes]
+
+
 def split_is_labelled(cache: FeatureCache) -> bool:
     with h5py.File(cache.shard_paths()[0], "r") as h5:
         return bool(h5.attrs.get("labelled", True))
@@ -140,12 +153,7 @@ def run(config: ScoreConfig) -> ScoreResult:
     digest = settings.digest()
     head, record = load_head(config, digest)
     head_classes = tuple(record["classes"])
-    classes = config.classes or head_classes
-    missing = [c for c in classes if c not in head_classes]
-    if missing:
-        raise CacheError(
-            f"--classes: the {config.head} head was not trained on {', '.join(missing)}; fit with them"
-        )
+    classes, _ = head_columns(record, config.classes, config.head)
     k = config.k if config.k is not None else record.get("k", 5.0)
     cache = open_cache(config.cache_dir, config.split, settings.as_dict(), digest)
     images = score_images(head, cache, classes, head_classes, k)

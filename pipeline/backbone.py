@@ -30,6 +30,33 @@ RANDOM = "random"
 
 
 @dataclass(frozen=True)
+class SharedParts:
+    """A net cut for shared-conv extraction (SPPnet / Fast R-CNN): `trunk` maps a normalised
+    image of any size to a feature map, each patch's region of the map is pooled to
+    `pool` x `pool` cells (roi_align), and `head` maps those cells to the feature."""
+
+    trunk: nn.Module
+    pool: int
+    head: nn.Module
+
+
+class _SpatialMean(nn.Module):
+    """Global average pooling of the roi cells: what avgpool does to a whole crop's map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class _LiteTrunk(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """What the registry knows of a backbone without building it."""
 
@@ -40,6 +67,7 @@ class BackboneSpec:
     std: tuple[float, float, float]
     build: Callable[[str | None], nn.Module]  # weights -> module mapping [B,3,S,S] to [B,D]
     default_weights_id: Callable[[], str]
+    shared: Callable[[nn.Module], SharedParts]  # the built module, cut for --mode shared
 
 
 def _file_digest(path: Path) -> str:
@@ -114,6 +142,7 @@ def _lite_spec(variant: int, input_size: int) -> BackboneSpec:
         std=(0.5, 0.5, 0.5),
         build=build,
         default_weights_id=lambda: _file_digest(_lite_weights_file(variant)),
+        shared=lambda m: SharedParts(_LiteTrunk(m.net), 7, _SpatialMean()),
     )
 
 
@@ -129,11 +158,24 @@ def _pooled(model: nn.Module) -> nn.Module:
     return model
 
 
+def _fc7_parts(model: nn.Module, pool: int) -> SharedParts:
+    """pool5 map -> roi cells at the size the FC layers were trained on (6 AlexNet, 7 VGG)."""
+    return SharedParts(model.features, pool, nn.Sequential(nn.Flatten(1), model.classifier))
+
+
+def _pooled_parts(model: nn.Module) -> SharedParts:
+    trunk = nn.Sequential(*(getattr(model, n) for n in ("conv1", "bn1", "relu", "maxpool",
+                                                          "layer1", "layer2", "layer3", "layer4")))  # fmt: skip
+    return SharedParts(trunk, 7, _SpatialMean())
+
+
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _torchvision_spec(arch: str, layer: str, dim: int, head: Callable) -> BackboneSpec:
+def _torchvision_spec(
+    arch: str, layer: str, dim: int, head: Callable, shared: Callable
+) -> BackboneSpec:
     import torchvision
 
     def build(weights: str | None) -> nn.Module:
@@ -162,6 +204,7 @@ def _torchvision_spec(arch: str, layer: str, dim: int, head: Callable) -> Backbo
         std=_IMAGENET_STD,
         build=build,
         default_weights_id=lambda: torchvision.models.get_model_weights(arch).DEFAULT.url,
+        shared=shared,
     )
 
 
@@ -169,10 +212,14 @@ REGISTRY: dict[str, Callable[[], BackboneSpec]] = {
     "efficientnet_lite0": lambda: _lite_spec(0, 224),
     "efficientnet_lite1": lambda: _lite_spec(1, 240),
     "efficientnet_lite2": lambda: _lite_spec(2, 260),
-    "alexnet": lambda: _torchvision_spec("alexnet", "fc7", 4096, lambda m: _fc7(m, 6)),
-    "vgg16": lambda: _torchvision_spec("vgg16", "fc7", 4096, lambda m: _fc7(m, 5)),
-    "resnet18": lambda: _torchvision_spec("resnet18", "avgpool", 512, _pooled),
-    "resnet50": lambda: _torchvision_spec("resnet50", "avgpool", 2048, _pooled),
+    "alexnet": lambda: _torchvision_spec(
+        "alexnet", "fc7", 4096, lambda m: _fc7(m, 6), lambda m: _fc7_parts(m, 6)
+    ),
+    "vgg16": lambda: _torchvision_spec(
+        "vgg16", "fc7", 4096, lambda m: _fc7(m, 5), lambda m: _fc7_parts(m, 7)
+    ),
+    "resnet18": lambda: _torchvision_spec("resnet18", "avgpool", 512, _pooled, _pooled_parts),
+    "resnet50": lambda: _torchvision_spec("resnet50", "avgpool", 2048, _pooled, _pooled_parts),
 }
 
 
@@ -199,12 +246,15 @@ def weights_id(config: BackboneConfig) -> str:
 def fingerprint_part(config: BackboneConfig) -> dict:
     """The backbone's share of the cache fingerprint."""
     spec = get_spec(config.name)
-    return {
+    part = {
         "name": config.name,
         "weights": weights_id(config),
         "layer": spec.layer,
         "input_size": config.input_size or spec.input_size,
     }
+    if config.mode != "crop":  # crop caches keep the digest they had before modes
+        part["mode"] = config.mode
+    return part
 
 
 def feature_settings(
@@ -235,19 +285,59 @@ class FrozenBackbone(nn.Module):
         self.device = device
         self.net = spec.build(config.weights).eval().requires_grad_(False)
         self.net = self.net.to(device, memory_format=torch.channels_last)
+        self.mode = config.mode
+        if config.mode == "shared":
+            self.parts = spec.shared(self.net)
+        elif config.mode != "crop":
+            raise BackboneUnavailable(f"--mode {config.mode!r}: choose crop or shared")
         shape = (1, 3, 1, 1)
         self.register_buffer("mean", torch.tensor(spec.mean).view(shape).to(device) * 255)
         self.register_buffer("std", torch.tensor(spec.std).view(shape).to(device) * 255)
 
+    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.float16):
+                return module(x).float()
+        return module(x).float()
+
+    def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels.to(self.device, torch.float32) - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last)
+
     @torch.inference_mode()
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """patches [B, 3, S, S] in 0..255 (uint8 or float) -> [B, D] float32 features."""
-        x = (patches.to(self.device, torch.float32) - self.mean) / self.std
-        x = x.contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.float16):
-                return self.net(x).float()
-        return self.net(x).float()
+        return self._run(self.net, self._normalise(patches))
+
+    @torch.inference_mode()
+    def shared_features(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """--mode shared: image [3, H, W] uint8, square boxes [N, 4] -> [N, D] float32.
+
+        Patches of one side are one scale: the image is resized so that this side becomes
+        the net's input size (as a crop would be), the trunk runs once on the whole resized
+        image, and each patch is pooled from the map with roi_align (aligned, the cells the
+        head expects), then the head runs on the pooled cells. With 50% overlap each pixel
+        is seen by about four patches per scale, so this does about a quarter of the work.
+        """
+        out = torch.empty(len(boxes), self.feature_dim, device=self.device)
+        sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3)
+        source = image.to(self.device, torch.float32).unsqueeze(0)
+        for side in sides.unique():
+            rows = torch.nonzero(sides == side).flatten()
+            factor = self.input_size / float(side)
+            size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[2] * factor)))
+            resized = nn.functional.interpolate(
+                source, size=size, mode="bilinear", antialias=factor < 1, align_corners=False
+            )
+            fmap = self._run(self.parts.trunk, self._normalise(resized))
+            scale = fmap.shape[-1] / image.shape[2]  # map cells per original pixel
+            picked = boxes[rows].to(self.device, torch.float32)
+            rois = torch.cat([picked.new_zeros(len(rows), 1), picked], dim=1)
+            cells = roi_align(
+                fmap, rois, self.parts.pool, spatial_scale=scale, sampling_ratio=2, aligned=True
+            )
+            out[rows.to(self.device)] = self._run(self.parts.head, cells)
+        return out
 
     @torch.inference_mode()
     def crop(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

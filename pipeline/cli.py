@@ -78,6 +78,8 @@ features = _options(
     click.option("--weights", default=None,
                  help=f"Local state-dict FILE, or '{RANDOM}' (untrained, plumbing only). Default: ImageNet."),
     click.option("--input-size", type=int, default=None, help="Patch side fed to the net [default: the net's]."),
+    click.option("--mode", type=click.Choice(["crop", "shared"]), default=BackboneConfig.mode, show_default=True,
+                 help="'crop': each patch through the whole net (the paper); 'shared': the trunk once per image and scale, patches pooled from its map (faster)."),
     click.option("--task", "task_name", type=click.Choice(["object", "action"]), default=TaskConfig.name, show_default=True,
                  help="'object': VOC classification; 'action': VOC 2012 Action, one sample per person."),
     click.option("--context", type=float, default=TaskConfig.context, show_default=True,
@@ -110,7 +112,7 @@ def _feature_kwargs(opts: dict) -> dict:
         )
     return {
         "backbone": BackboneConfig(
-            opts.pop("backbone"), opts.pop("weights"), opts.pop("input_size")
+            opts.pop("backbone"), opts.pop("weights"), opts.pop("input_size"), opts.pop("mode")
         ),
         "grid": GridConfig(
             opts.pop("scales"), opts.pop("min_scale"), opts.pop("overlap"), opts.pop("grid_kind")

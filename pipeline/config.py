@@ -73,6 +73,9 @@ class BackboneConfig:
     name: str = "efficientnet_lite0"
     weights: str | None = None  # None: the registry's ImageNet weights; a path; or "random"
     input_size: int | None = None  # None: the backbone's own input size
+    # "crop": every patch cropped and run through the whole net (the paper; the reference);
+    # "shared": the convolutional trunk once per image and scale, patches pooled from its map
+    mode: str = "crop"
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,7 @@ def fit_options(config: FitConfig) -> dict:
         "backbone": config.backbone.name,
         "weights": config.backbone.weights,
         "input_size": config.backbone.input_size,
+        "mode": config.backbone.mode,
         "grid_kind": config.grid.kind,
         "scales": config.grid.scales,
         "min_scale": config.grid.min_scale,

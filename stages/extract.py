@@ -43,7 +43,14 @@ class ExtractSummary:
 
 
 def _features(backbone: FrozenBackbone, item: dict, batch_size: int) -> np.ndarray:
-    """[N, D] float16 features of one image's patches, cropped and run batch by batch."""
+    """[N, D] float16 features of one image's patches: pooled from one trunk pass per scale
+    (--mode shared), or cropped and run batch by batch (--mode crop)."""
+    if backbone.mode == "shared":
+        if not len(item["boxes"]):
+            return np.empty((0, backbone.feature_dim), np.float16)
+        return (
+            backbone.shared_features(item["image"], item["boxes"]).cpu().numpy().astype(np.float16)
+        )
     out = []
     for start in range(0, len(item["boxes"]), batch_size):
         crops = backbone.crop(item["image"], item["boxes"][start : start + batch_size])

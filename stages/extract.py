@@ -30,6 +30,7 @@ class ExtractSummary:
     bytes_written: int
     shards_written: int
     shards_reused: int
+    stages: dict  # seconds waiting for decoded images (read), in the net (compute), writing
 
     def line(self, split: str) -> str:
         if not self.shards_written:
@@ -38,7 +39,9 @@ class ExtractSummary:
         return (
             f"extract {split}: {self.images} images, {self.patches} patches in {self.seconds:.1f} s "
             f"({rate:.1f} patches/s), {self.bytes_written / 1e9:.3f} GB written, "
-            f"{self.shards_written} shards new, {self.shards_reused} reused -> {self.cache_dir}"
+            f"{self.shards_written} shards new, {self.shards_reused} reused; "
+            f"read {self.stages['read']:.1f} s, compute {self.stages['compute']:.1f} s, "
+            f"write {self.stages['write']:.1f} s -> {self.cache_dir}"
         )
 
 
@@ -74,7 +77,7 @@ def run(config: ExtractConfig) -> ExtractSummary:
             n_images=len(task.samples), images_per_shard=per_shard, overwrite=config.overwrite
         )
         pending = [k for k in range(n_shards) if not cache.is_done(k)]
-        totals = {"images": 0, "patches": 0, "bytes": 0}
+        totals = {"images": 0, "patches": 0, "bytes": 0, "read": 0.0, "compute": 0.0, "write": 0.0}
         if pending:
             totals = _extract_shards(config, cache, year_dir, task, pending, n_shards)
     return ExtractSummary(
@@ -85,6 +88,7 @@ def run(config: ExtractConfig) -> ExtractSummary:
         bytes_written=totals["bytes"],
         shards_written=len(pending),
         shards_reused=n_shards - len(pending),
+        stages={k: totals[k] for k in ("read", "compute", "write")},
     )
 
 
@@ -126,14 +130,17 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards) 
     truth = task.truth
     if truth is None:
         truth = np.zeros((len(samples), len(task.classes)), dtype=np.int8)
-    totals = {"images": 0, "patches": 0, "bytes": 0}
+    totals = {"images": 0, "patches": 0, "bytes": 0, "read": 0.0, "compute": 0.0, "write": 0.0}
     buffer: list[dict] = []
     bar = tqdm(total=len(indices), unit="img", desc=f"extract {config.split}", dynamic_ncols=True)
-    started = shard_started = time.perf_counter()
+    started = shard_started = mark = time.perf_counter()
     for item in loader:
+        computing = time.perf_counter()
+        totals["read"] += computing - mark
         if "error" in item:
             raise DataError(item["error"])
         item["features"] = _features(backbone, item, config.batch_size)
+        totals["compute"] += time.perf_counter() - computing
         buffer.append(item)
         totals["images"] += 1
         totals["patches"] += len(item["labels"])
@@ -144,9 +151,11 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards) 
         )
         shard_index = item["index"] // per_shard
         if item["index"] == min((shard_index + 1) * per_shard, len(samples)) - 1:
+            writing = time.perf_counter()
             shard = _assemble(buffer, samples, truth, backbone.feature_dim)
             totals["bytes"] += write_shard(cache.shard_path(shard_index), shard, attrs)
             now = time.perf_counter()
+            totals["write"] += now - writing
             cache.record(
                 shard_index,
                 images=len(buffer),
@@ -155,6 +164,7 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards) 
                 n_shards=n_shards,
             )
             buffer, shard_started = [], now
+        mark = time.perf_counter()
     bar.close()
     return totals
 

@@ -8,6 +8,7 @@ even by random convolutional features.
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 
 import h5py
@@ -65,6 +66,13 @@ def test_score_writes_per_image_scores_and_table(run):
 
 def test_cache_layout_and_summary(run):
     assert "patches/s" in run["extract_test"] and "GB written" in run["extract_test"]
+    # per-stage seconds: compute dominates on CPU, and the three add up to at most the total
+    timing = re.search(
+        r"in ([\d.]+) s .*read ([\d.]+) s, compute ([\d.]+) s, write ([\d.]+) s",
+        run["extract_test"],
+    )
+    total, read, compute, write = (float(v) for v in timing.groups())
+    assert compute > write and read + compute + write <= total + 0.2
     (test_dir,) = run["cache"].glob("test-*")
     with h5py.File(test_dir / "shard-00000.h5", "r") as h5:
         assert h5["features"].dtype == np.float16 and h5["features"].shape[1] == 512

@@ -26,6 +26,7 @@ from pipeline.config import (
     TaskConfig,
 )
 from pipeline.errors import MidlevelError
+from pipeline.ranks import from_environment
 from pipeline.voc import ACTIONS, VOC_CLASSES
 
 KNOWN_CLASSES = VOC_CLASSES + ACTIONS  # --classes names object classes or actions (--task action)
@@ -204,7 +205,9 @@ def extract(**opts) -> None:
         **{k: v for k, v in opts.items() if k != "voc_root"},
         **feature,
     )
-    click.echo(stage.run(config).line(config.split))
+    summary = stage.run(config)
+    if from_environment().main:  # under torchrun, one summary for the run
+        click.echo(summary.line(config.split))
 
 
 def _load_config_file(ctx: click.Context, param, value) -> None:

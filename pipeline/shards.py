@@ -188,19 +188,23 @@ class FeatureCache:
         return path.name in self.manifest().get("shards", {}) and shard_digest(path) == self.digest
 
     def record(
-        self, index: int, *, images: int, patches: int, seconds: float, n_shards: int
+        self, index: int, *, images: int, patches: int, seconds: float, n_shards: int, rank: int = 0
     ) -> None:
         """Add a finished shard to the manifest (after its rename, so the file exists).
 
-        `seconds` is the compute time of the shard: sweeps compare their cost to it."""
-        manifest = self.manifest()
-        manifest["shards"][self.shard_path(index).name] = {
-            "images": images,
-            "patches": patches,
-            "seconds": round(seconds, 3),
-        }
-        manifest["complete"] = len(manifest["shards"]) == n_shards
-        _write_json(self.directory / "manifest.json", manifest)
+        `seconds` is the compute time of the shard: sweeps compare their cost to it. The
+        read-modify-write holds an flock, since the processes of a torchrun share the file."""
+        with open(self.directory / ".manifest.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            manifest = self.manifest()
+            manifest["shards"][self.shard_path(index).name] = {
+                "images": images,
+                "patches": patches,
+                "seconds": round(seconds, 3),
+                "rank": rank,
+            }
+            manifest["complete"] = len(manifest["shards"]) == n_shards
+            _write_json(self.directory / "manifest.json", manifest)
 
     def shard_paths(self) -> list[Path]:
         """Finished shards in order; refuses an incomplete or foreign cache."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ from tqdm import tqdm
 
 from pipeline.backbone import FrozenBackbone, feature_settings, resolve_device
 from pipeline.config import ExtractConfig
-from pipeline.errors import DataError
+from pipeline.errors import CacheError, DataError, MidlevelError
 from pipeline.images import PatchImages
+from pipeline.ranks import all_agree, from_environment, process_group, summed
 from pipeline.shards import FeatureCache, Shard, WriterLock, cache_path, write_shard
 from pipeline.tasks import TaskData, load_task
 from pipeline.voc import resolve_year_dir
@@ -72,30 +74,48 @@ def run(config: ExtractConfig) -> ExtractSummary:
     per_shard = config.images_per_shard
     n_shards = math.ceil(len(task.samples) / per_shard)
     started = time.perf_counter()
-    with WriterLock(cache.directory):
-        cache.prepare(
-            n_images=len(task.samples), images_per_shard=per_shard, overwrite=config.overwrite
-        )
+    ranks = from_environment()
+    with process_group(ranks), contextlib.ExitStack() as held:
+        failure = None
+        if ranks.main:  # one lock per run, however many processes share its shards
+            try:
+                held.enter_context(WriterLock(cache.directory))
+                cache.prepare(
+                    n_images=len(task.samples),
+                    images_per_shard=per_shard,
+                    overwrite=config.overwrite,
+                )
+            except MidlevelError as exc:
+                failure = exc
+        if not all_agree(ranks, failure is None):
+            raise failure or CacheError(
+                f"{cache.directory}: rank 0 could not open the cache; see its message"
+            )
         pending = [k for k in range(n_shards) if not cache.is_done(k)]
-        totals = {"images": 0, "patches": 0, "bytes": 0, "read": 0.0, "compute": 0.0, "write": 0.0}
-        if pending:
-            totals = _extract_shards(config, cache, year_dir, task, pending, n_shards)
+        totals = dict.fromkeys(("images", "patches", "bytes", "read", "compute", "write"), 0.0)
+        if ranks.share(pending):
+            totals = _extract_shards(
+                config, cache, year_dir, task, ranks.share(pending), n_shards, ranks
+            )
+        totals = summed(ranks, totals)
     return ExtractSummary(
         cache_dir=str(cache.directory),
-        images=totals["images"],
-        patches=totals["patches"],
+        images=int(totals["images"]),
+        patches=int(totals["patches"]),
         seconds=time.perf_counter() - started,
-        bytes_written=totals["bytes"],
+        bytes_written=int(totals["bytes"]),
         shards_written=len(pending),
         shards_reused=n_shards - len(pending),
         stages={k: totals[k] for k in ("read", "compute", "write")},
     )
 
 
-def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards) -> dict:
-    """Extract the pending shards of the task's samples."""
+def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, ranks) -> dict:
+    """Extract the given pending shards of the task's samples (this process's share)."""
     samples = task.samples
     device = resolve_device(config.device)
+    if device.type == "cuda" and ranks.world > 1:
+        device = torch.device("cuda", ranks.local_rank)
     backbone = FrozenBackbone(config.backbone, device)
     per_shard = config.images_per_shard
     indices = [
@@ -132,7 +152,13 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards) 
         truth = np.zeros((len(samples), len(task.classes)), dtype=np.int8)
     totals = {"images": 0, "patches": 0, "bytes": 0, "read": 0.0, "compute": 0.0, "write": 0.0}
     buffer: list[dict] = []
-    bar = tqdm(total=len(indices), unit="img", desc=f"extract {config.split}", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(indices),
+        unit="img",
+        desc=f"extract {config.split}" + (f" rank {ranks.rank}" if ranks.world > 1 else ""),
+        dynamic_ncols=True,
+        position=ranks.rank,
+    )
     started = shard_started = mark = time.perf_counter()
     for item in loader:
         computing = time.perf_counter()
@@ -162,6 +188,7 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards) 
                 patches=len(shard.labels),
                 seconds=now - shard_started,
                 n_shards=n_shards,
+                rank=ranks.rank,
             )
             buffer, shard_started = [], now
         mark = time.perf_counter()

@@ -200,7 +200,7 @@ def test_record_is_done_and_shard_paths(tmp_path):
     finish(cache, 1, n_shards=2)
     assert cache.is_done(1) and not cache.is_done(0)
     assert cache.manifest()["shards"] == {
-        "shard-00001.h5": {"images": 3, "patches": 40, "seconds": 1.5}
+        "shard-00001.h5": {"images": 3, "patches": 40, "seconds": 1.5, "rank": 0}
     }
     assert cache.extract_seconds() == 1.5
     with pytest.raises(CacheError, match="extraction not finished"):

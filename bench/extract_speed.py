@@ -1,27 +1,44 @@
-"""Extraction speed: the full `pipeline extract` path against the backbone alone.
+"""Extraction speed: our extract paths against the backbone alone and a naive loader.
 
-Prints, from one run on one device: patches/s of the whole extract path (decode, patch
-grid, crops, forward, HDF5 write) in --mode crop, patches/s of the backbone on ready tensors
-(the limit of crop mode), their ratio (target on CPU: >= 0.8), and patches/s of the same
-extraction in --mode shared (one trunk pass per image and scale) with its ratio to crop.
+Each measurement runs in its own process (so that its peak RSS is its own), on the same
+images of one split, and prints patches/s:
+
+1. limit: the backbone's forward pass alone on ready uint8 tensors (crop mode's bound);
+2. crop: the full `pipeline extract --mode crop` path (decode, grid, roi_align crops,
+   forward, HDF5 write), and its ratio to (1) (target >= 0.9);
+3. shared: the full `--mode shared` path (the trunk once per image and scale), and its ratio
+   to (2);
+4. naive: what a user would write: a DataLoader over patches, each opened with PIL, cropped,
+   resized and normalised by torchvision transforms, one forward per batch; our crop ratio
+   to it (target >= 1.5 on CPU, >= 3 on a GPU).
 
     python bench/extract_speed.py --voc-root ../shared/voc2007-subset/VOC2007 --images 8
+    python bench/extract_speed.py --backbone alexnet --weights random   # untrained: speed only
 """
 
 from __future__ import annotations
 
+import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import click
 import torch
+from PIL import Image
+from torchvision import transforms
 
-from pipeline.backbone import FrozenBackbone, resolve_device
+from pipeline.backbone import FrozenBackbone, get_spec, resolve_device
 from pipeline.config import BackboneConfig, ExtractConfig, GridConfig
+from pipeline.patches import patch_grid
+from pipeline.voc import load_records, read_split
 from stages import extract
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
+METHODS = ("limit", "crop", "shared", "naive")
 
 
 def backbone_only(backbone: FrozenBackbone, patches: int, batch_size: int) -> float:
@@ -36,46 +53,121 @@ def backbone_only(backbone: FrozenBackbone, patches: int, batch_size: int) -> fl
     return done / (time.perf_counter() - started)
 
 
+class NaivePatches(torch.utils.data.Dataset):
+    """One item per patch, the way tutorials do it: open the JPEG, crop, resize, normalise."""
+
+    def __init__(self, year_dir: Path, ids: list[str], grid: GridConfig, spec, size: int):
+        self.items = [
+            (year_dir / "JPEGImages" / f"{r.image_id}.jpg", box)
+            for r in load_records(year_dir, ids)
+            for box in patch_grid(r.width, r.height, grid).tolist()
+        ]
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize((size, size)),
+                transforms.ToTensor(),
+                transforms.Normalize(spec.mean, spec.std),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        path, box = self.items[index]
+        with Image.open(path) as image:
+            return self.transform(image.convert("RGB").crop(box))
+
+
+def naive(options: dict, backbone: BackboneConfig, grid: GridConfig) -> tuple[float, int]:
+    spec = get_spec(backbone.name)
+    device = resolve_device(options["device"])
+    model = spec.build(backbone.weights).eval().to(device)
+    year_dir = Path(options["voc_root"])
+    ids = read_split(year_dir, options["split"])[: options["images"]]
+    dataset = NaivePatches(year_dir, ids, grid, spec, backbone.input_size or spec.input_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=options["batch_size"], num_workers=options["workers"]
+    )
+    started = time.perf_counter()
+    with torch.no_grad():
+        for batch in loader:
+            model(batch.to(device)).cpu()
+    return len(dataset) / (time.perf_counter() - started), len(dataset)
+
+
+def measure(method: str, options: dict) -> dict:
+    """patches/s of one method, in this process."""
+    backbone = BackboneConfig(options["backbone"], options["weights"], None, "crop")
+    grid = GridConfig(scales=options["scales"], min_scale=options["min_scale"])
+    if method == "naive":
+        rate, patches = naive(options, backbone, grid)
+    elif method == "limit":
+        net = FrozenBackbone(backbone, resolve_device(options["device"]))
+        rate, patches = backbone_only(net, 1024, options["batch_size"]), 1024
+    else:
+        with tempfile.TemporaryDirectory() as cache:
+            config = ExtractConfig(
+                voc_root=options["voc_root"],
+                split=options["split"],
+                cache_dir=cache,
+                backbone=BackboneConfig(backbone.name, backbone.weights, None, method),
+                grid=grid,
+                device=options["device"],
+                batch_size=options["batch_size"],
+                workers=options["workers"],
+                limit=options["images"],
+            )
+            summary = extract.run(config)
+        rate, patches = summary.patches / summary.seconds, summary.patches
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    return {"rate": rate, "patches": patches, "rss_mib": rss}
+
+
 @click.command()
 @click.option("--voc-root", default=str(DEFAULT_VOC), show_default=True, help="VOC year dir.")
 @click.option("--split", default="test", show_default=True, help="Split (test keeps every patch).")
 @click.option("--images", type=int, default=8, show_default=True, help="Images to extract.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True)
+@click.option(
+    "--weights",
+    default=None,
+    help="'random' for speed-only figures of nets whose weights are not here.",
+)
 @click.option("--scales", type=int, default=GridConfig.scales, show_default=True)
 @click.option("--min-scale", type=float, default=GridConfig.min_scale, show_default=True)
 @click.option("--batch-size", type=int, default=ExtractConfig.batch_size, show_default=True)
 @click.option("--workers", type=int, default=ExtractConfig.workers, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def main(voc_root, split, images, backbone, scales, min_scale, batch_size, workers, device) -> None:
-    rates = {}
-    for mode in ("crop", "shared"):
-        with tempfile.TemporaryDirectory() as cache:
-            config = ExtractConfig(
-                voc_root=voc_root,
-                split=split,
-                cache_dir=cache,
-                backbone=BackboneConfig(name=backbone, mode=mode),
-                grid=GridConfig(scales=scales, min_scale=min_scale),
-                device=device,
-                batch_size=batch_size,
-                workers=workers,
-                limit=images,
-            )
-            summary = extract.run(config)
-        rates[mode] = summary.patches / summary.seconds
-    full = rates["crop"]
-    net = FrozenBackbone(BackboneConfig(name=backbone), resolve_device(device))
-    limit = backbone_only(net, min(summary.patches, 2048), batch_size)
-    print(
-        f"device {net.device}, {torch.get_num_threads()} threads, backbone {backbone}, batch {batch_size}"
+@click.option("--method", type=click.Choice(METHODS), default=None, hidden=True)
+def main(method, **options) -> None:
+    if method:  # a child: one measurement, as JSON
+        print(json.dumps(measure(method, options)))
+        return
+    argv = [a for a in sys.argv[1:]]
+    results = {}
+    for name in METHODS:
+        done = subprocess.run(
+            [sys.executable, __file__, *argv, "--method", name], capture_output=True, text=True
+        )
+        if done.returncode:
+            sys.exit(f"{name}: failed\n{done.stderr[-2000:]}")
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    device = resolve_device(options["device"])
+    label = options["backbone"] + (
+        " (untrained weights: speed only)" if options["weights"] == "random" else ""
     )
-    print(
-        f"full extract path : {full:8.1f} patches/s  ({summary.images} images, {summary.patches} patches)"
-    )
-    print(f"backbone alone    : {limit:8.1f} patches/s  (ready uint8 tensors)")
-    print(f"ratio full/limit  : {full / limit:8.2f}  (target >= 0.8 on CPU)")
-    print(f"--mode shared     : {rates['shared']:8.1f} patches/s  (full extract path)")
-    print(f"ratio shared/crop : {rates['shared'] / full:8.2f}")
+    print(f"device {device}, {torch.get_num_threads()} threads, {label}, {options['images']} images of {options['split']}, "
+          f"{options['scales']} scales min {options['min_scale']}, batch {options['batch_size']}")  # fmt: skip
+    print(f"{'':<22}{'patches/s':>10}{'peak RSS MiB':>14}  ratio")
+    ratios = {
+        "limit": "",
+        "crop": f"crop/limit {results['crop']['rate'] / results['limit']['rate']:.2f} (target >= 0.9)",
+        "shared": f"shared/crop {results['shared']['rate'] / results['crop']['rate']:.2f}",
+        "naive": f"crop/naive {results['crop']['rate'] / results['naive']['rate']:.2f} (target >= 1.5 CPU, 3 GPU)",
+    }
+    for name, value in results.items():
+        print(f"{name:<22}{value['rate']:>10.1f}{value['rss_mib']:>14.0f}  {ratios[name]}")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,7 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, 
         if item["index"] == min((shard_index + 1) * per_shard, len(samples)) - 1:
             writing = time.perf_counter()
             shard = _assemble(buffer, samples, truth, backbone.feature_dim)
+            _check_finite(shard, cache.shard_path(shard_index), config.backbone.weights)
             totals["bytes"] += write_shard(cache.shard_path(shard_index), shard, attrs)
             now = time.perf_counter()
             totals["write"] += now - writing
@@ -194,6 +195,18 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, 
         mark = time.perf_counter()
     bar.close()
     return totals
+
+
+def _check_finite(shard: Shard, path, weights: str | None) -> None:
+    """NaN or Inf features (a broken weights file, an fp16 overflow) never reach a shard."""
+    bad = ~np.isfinite(shard.features).all(axis=1)
+    if bad.any():
+        image = shard.image_ids[int(shard.image_index[np.flatnonzero(bad)[0]])]
+        source = f"weights {weights}" if weights else "the backbone's weights"
+        raise DataError(
+            f"{path}: {int(bad.sum())} patch features are NaN or Inf (first in image {image}); "
+            f"check {source}, nothing was written for this shard"
+        )
 
 
 def _assemble(items: list[dict], samples, truth: np.ndarray, dim: int) -> Shard:

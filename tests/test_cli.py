@@ -147,3 +147,20 @@ def test_corrupt_jpeg_names_file_and_keeps_finished_shards(shapes_voc, tmp_path)
     shutil.copy(shapes_voc / "JPEGImages" / f"{ids[-1]}.jpg", bad)
     code, out = invoke(*args)
     assert code == 0 and "1 shards new" in out, out
+
+
+def test_nan_features_are_refused_at_write_time(shapes_voc, tmp_path):
+    """A broken weights file (one NaN weight) must not leave a poisoned shard behind."""
+    import torch
+    import torchvision
+
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state["layer4.1.conv2.weight"][0, 0, 0, 0] = float("nan")
+    weights = tmp_path / "broken.pth"
+    torch.save(state, weights)
+    small = [a if a != "random" else str(weights) for a in SMALL]
+    args = ["extract", "--split", "test", "--voc-root", str(shapes_voc), "--cache-dir",
+            str(tmp_path / "c"), "--workers", "0", *small]  # fmt: skip
+    code, out = invoke(*args)
+    assert code == 2 and "NaN or Inf" in out and str(weights) in out, out
+    assert not list((tmp_path / "c").glob("*/shard-*.h5"))

@@ -164,11 +164,18 @@ class FitConfig(CacheSettings):
 
 
 @dataclass(frozen=True)
-class ScoreConfig(CacheSettings):
+class ScoredSplit(CacheSettings):
+    """A split seen through a fitted head: what score and localize share, and what finds
+    the head (it lives beside the train split's features)."""
+
     split: str = "test"
     train_split: str = "trainval"
     head: str = "mlp"
     classes: tuple[str, ...] | None = None  # None: the classes the head was fitted on
+
+
+@dataclass(frozen=True)
+class ScoreConfig(ScoredSplit):
     k: float | None = None  # None: the head's (paper section 4: mean of p(class|patch)^k, k = 5)
     output: str = "ap.csv"
     scores_output: str | None = None  # None: <output stem>-scores.csv beside it
@@ -180,13 +187,9 @@ def code_version() -> str:
 
 
 @dataclass(frozen=True)
-class LocalizeConfig(CacheSettings):
+class LocalizeConfig(ScoredSplit):
     """`pipeline localize`: per-class score maps from patch scores, and how well they point."""
 
-    split: str = "test"
-    train_split: str = "trainval"
-    head: str = "mlp"
-    classes: tuple[str, ...] | None = None  # None: the classes the head was fitted on
     output: str = "localize"  # directory: maps.h5, overlays/, pointing.csv
     reduce: str = "mean"  # how the patches covering a pixel combine: "mean" or "max"
     top: int = 2  # classes overlaid per image (highest map peaks)

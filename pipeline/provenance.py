@@ -11,6 +11,15 @@ from pathlib import Path
 
 from pipeline.config import code_version
 
+SCORES_SUFFIX = "-scores.csv"  # ap.csv -> ap-scores.csv: the per-image scores of a scored run
+
+
+def beside(result: str | Path, explicit: str | None, suffix: str) -> Path:
+    """`explicit` when given, else a file named after `result` beside it, e.g.
+    ap.csv -> ap-scores.csv (suffix "-scores.csv"), sweep.csv -> sweep-best.toml."""
+    result = Path(result)
+    return Path(explicit) if explicit else result.with_name(f"{result.stem}{suffix}")
+
 
 def sidecar_path(result: str | Path) -> Path:
     """ap.csv -> ap.json; sweep.csv -> sweep.json."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.metrics import mean_ap
-from pipeline.provenance import read_sidecar, sidecar_path
+from pipeline.provenance import SCORES_SUFFIX, beside, read_sidecar, sidecar_path
 
 AP_COLUMNS = ("class", "ap_voc07", "ap_area", "positives", "images")
 MEAN = "mean"
@@ -48,8 +48,7 @@ class Run:
 
 def scores_csv(ap_csv: str | Path) -> Path:
     """ap.csv -> ap-scores.csv, where `pipeline score` writes the per-image scores by default."""
-    ap_csv = Path(ap_csv)
-    return ap_csv.with_name(f"{ap_csv.stem}-scores.csv")
+    return beside(ap_csv, None, SCORES_SUFFIX)
 
 
 def load_run(path: str | Path, name: str | None = None) -> Run:

@@ -151,6 +151,7 @@ class FeatureCache:
         self.directory = directory
         self.fingerprint = fingerprint
         self.digest = digest
+        self._attrs: dict | None = None
 
     def shard_path(self, index: int) -> Path:
         return self.directory / SHARD_NAME.format(index)
@@ -220,6 +221,14 @@ class FeatureCache:
                     f"{path}: missing or written with other settings; rerun extract with --overwrite"
                 )
         return paths
+
+    def attrs(self) -> dict:
+        """What every shard of the split carries (class names, labelled, task, VOC year...),
+        read once, from the first shard of a finished cache."""
+        if self._attrs is None:
+            with h5py.File(self.shard_paths()[0], "r") as h5:
+                self._attrs = dict(h5.attrs)
+        return self._attrs
 
     def extract_seconds(self) -> float:
         """What extracting this cache cost, summed over its shards."""

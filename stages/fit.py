@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import joblib
 import numpy as np
 
@@ -56,8 +55,7 @@ def head_path(cache_dir: Path, head: str) -> Path:
 
 
 def cache_classes(cache: FeatureCache) -> list[str]:
-    with h5py.File(cache.shard_paths()[0], "r") as h5:
-        return json.loads(h5.attrs["class_names"])
+    return json.loads(cache.attrs()["class_names"])
 
 
 def open_fit_cache(config: FitConfig) -> FeatureCache:

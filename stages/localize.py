@@ -27,7 +27,7 @@ import csv
 import json
 import os
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -36,8 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from tqdm import tqdm
 
-from pipeline.backbone import feature_settings
-from pipeline.config import CacheSettings, LocalizeConfig, ScoreConfig, TaskConfig
+from pipeline.config import LocalizeConfig, TaskConfig
 from pipeline.errors import DataError
 from pipeline.provenance import write_sidecar
 from pipeline.score_maps import (
@@ -48,9 +47,8 @@ from pipeline.score_maps import (
     pointing_hit,
     score_map,
 )
-from pipeline.shards import open_cache
 from pipeline.voc import ImageRecord, parse_annotation, resolve_year_dir
-from stages.score import head_columns, load_head, split_is_labelled
+from stages.score import open_head_on_split, split_is_labelled
 
 OVERLAY_ALPHA = 0.5  # opacity of a heat map where p = 1; it falls with p, so the image shows
 # One single-hue colormap per overlaid class (by peak rank), so that two maps stay apart.
@@ -93,11 +91,8 @@ class LocalizeSummary:
 def run(config: LocalizeConfig) -> LocalizeSummary:
     started = time.perf_counter()
     _check_options(config)
-    settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
-    digest = settings.digest()
-    head, record = load_head(_score_config(config), digest)
-    classes, columns = head_columns(record, config.classes, config.head)
-    cache = open_cache(config.cache_dir, config.split, settings.as_dict(), digest)
+    opened = open_head_on_split(config)
+    classes, columns, cache = opened.classes, opened.columns, opened.cache
     year_dir = resolve_year_dir(config.voc_root)
     labelled = split_is_labelled(cache)
     n_images = cache.manifest()["n_images"]
@@ -117,7 +112,7 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
             reduce=config.reduce,
             cell=CELL,
             split=config.split,
-            digest=digest,
+            digest=cache.digest,
             head=config.head,
         )
         group = h5.create_group("maps")
@@ -128,7 +123,7 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
                     "patches plus the object patches, so its maps would show where the labels "
                     "are; localize a split that keeps every patch (--split test or val)"
                 )
-            probs = np.exp(head.predict_log_proba(shard.features)[:, columns])
+            probs = np.exp(opened.head.predict_log_proba(shard.features)[:, columns])
             for m, image_id in enumerate(shard.image_ids):
                 width, height = (int(v) for v in shard.sizes[m])
                 rows = shard.image_index == m
@@ -150,9 +145,9 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
     os.replace(tmp, maps_path)
     resolved = replace(config, classes=classes)
     provenance = {
-        "digest": digest,
-        "fingerprint": settings.as_dict(),
-        "head": {key: record[key] for key in ("head", "classes", "params", "k", "digest")},
+        "digest": cache.digest,
+        "fingerprint": cache.fingerprint,
+        "head": opened.sidecar(),
         "tolerance": POINTING_TOLERANCE,
         "cell": CELL,
     }
@@ -193,12 +188,6 @@ def _check_options(config: LocalizeConfig) -> None:
             f"--grid {config.grid.kind} --task {config.task.name}: maps need the patch grid "
             "of the object task; extract and fit with --grid patches"
         )
-
-
-def _score_config(config: LocalizeConfig) -> ScoreConfig:
-    """The score settings that name the same cache and head, for load_head."""
-    cache = {f.name: getattr(config, f.name) for f in fields(CacheSettings)}
-    return ScoreConfig(**cache, train_split=config.train_split, head=config.head)
 
 
 def pointing_counts(maps: np.ndarray, annotation: ImageRecord, classes: tuple[str, ...]):

@@ -16,15 +16,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import h5py
 import joblib
 import numpy as np
 
 from pipeline.backbone import feature_settings
-from pipeline.config import ScoreConfig
+from pipeline.config import ScoreConfig, ScoredSplit
 from pipeline.errors import CacheError
 from pipeline.metrics import area_ap, mean_ap, pool_patch_log_scores, voc07_ap
-from pipeline.provenance import write_sidecar
+from pipeline.provenance import SCORES_SUFFIX, beside, write_sidecar
 from pipeline.shards import FeatureCache, cache_path, open_cache
 from stages.fit import cache_classes, head_path
 
@@ -114,7 +113,7 @@ class ScoreResult:
         return rows
 
 
-def load_head(config: ScoreConfig, digest: str):
+def load_head(config: ScoredSplit, digest: str):
     """The trained head and its record; refuses one trained on other features."""
     path = head_path(cache_path(config.cache_dir, config.train_split, digest), config.head)
     if not path.is_file():
@@ -142,21 +141,41 @@ def head_columns(record: dict, requested: tuple[str, ...] | None, head: str):
     return classes, [head_classes.index(c) for c in classes]
 
 
+@dataclass(frozen=True)
+class HeadOnSplit:
+    """A fitted head and the cached split it scores: what score and localize open first."""
+
+    head: object
+    record: dict
+    classes: tuple[str, ...]  # the classes to score
+    columns: list[int]  # their columns in the head's output
+    cache: FeatureCache
+
+    def sidecar(self) -> dict:
+        """The head's part of a result's provenance sidecar."""
+        return {key: self.record[key] for key in ("head", "classes", "params", "k", "digest")}
+
+
+def open_head_on_split(config: ScoredSplit) -> HeadOnSplit:
+    """The head (refusing one trained on other features or classes), then the split's cache."""
+    settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
+    digest = settings.digest()
+    head, record = load_head(config, digest)
+    classes, columns = head_columns(record, config.classes, config.head)
+    cache = open_cache(config.cache_dir, config.split, settings.as_dict(), digest)
+    return HeadOnSplit(head, record, classes, columns, cache)
+
+
 def split_is_labelled(cache: FeatureCache) -> bool:
-    with h5py.File(cache.shard_paths()[0], "r") as h5:
-        return bool(h5.attrs.get("labelled", True))
+    return bool(cache.attrs().get("labelled", True))
 
 
 def run(config: ScoreConfig) -> ScoreResult:
     started = time.perf_counter()
-    settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
-    digest = settings.digest()
-    head, record = load_head(config, digest)
-    head_classes = tuple(record["classes"])
-    classes, _ = head_columns(record, config.classes, config.head)
-    k = config.k if config.k is not None else record.get("k", 5.0)
-    cache = open_cache(config.cache_dir, config.split, settings.as_dict(), digest)
-    images = score_images(head, cache, classes, head_classes, k)
+    opened = open_head_on_split(config)
+    classes, cache = opened.classes, opened.cache
+    k = config.k if config.k is not None else opened.record.get("k", 5.0)
+    images = score_images(opened.head, cache, classes, tuple(opened.record["classes"]), k)
     labelled = split_is_labelled(cache)
     ap_voc07, ap_area = (
         average_precisions(images) if labelled else (np.full(len(classes), np.nan),) * 2
@@ -172,21 +191,16 @@ def run(config: ScoreConfig) -> ScoreResult:
         config.output,
         "score",
         resolved,
-        digest=digest,
-        fingerprint=settings.as_dict(),
-        head={key: record[key] for key in ("head", "classes", "params", "k", "digest")},
+        digest=cache.digest,
+        fingerprint=cache.fingerprint,
+        head=opened.sidecar(),
         labelled=labelled,
     )
     return result
 
 
 def scores_path(config: ScoreConfig) -> Path:
-    output = Path(config.output)
-    return (
-        Path(config.scores_output)
-        if config.scores_output
-        else output.with_name(f"{output.stem}-scores.csv")
-    )
+    return beside(config.output, config.scores_output, SCORES_SUFFIX)
 
 
 def write_outputs(config: ScoreConfig, result: ScoreResult) -> None:
@@ -215,9 +229,8 @@ def export_submission(
     """The VOC evaluation server's files under results/<VOC year>/<Main|Action>/, ready to tar:
     classification `comp1_cls_<split>_<class>.txt` (image id and score per line), or, for the
     action task, `comp10_action_<split>_<action>.txt` (image id, person index, score)."""
-    with h5py.File(cache.shard_paths()[0], "r") as h5:
-        year = str(h5.attrs.get("voc_year", "VOC2012"))
-        action = h5.attrs.get("task", "object") == "action"
+    year = str(cache.attrs().get("voc_year", "VOC2012"))
+    action = cache.attrs().get("task", "object") == "action"
     folder = directory / "results" / year / ("Action" if action else "Main")
     folder.mkdir(parents=True, exist_ok=True)
     ids = [i.replace("/", " ") for i in result.images.image_ids]  # action: "<image> <person>"

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipeline.config import FitConfig, SweepConfig
 from pipeline.errors import MidlevelError
-from pipeline.provenance import write_sidecar
+from pipeline.provenance import beside, write_sidecar
 from pipeline.sweep_settings import apply_setting, fit_options, write_options_file
 from stages.crossval import cross_validate
 from stages.fit import open_fit_cache
@@ -113,12 +113,7 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def best_path(config: SweepConfig) -> Path:
-    output = Path(config.output)
-    return (
-        Path(config.best_output)
-        if config.best_output
-        else output.with_name(f"{output.stem}-best.toml")
-    )
+    return beside(config.output, config.best_output, "-best.toml")
 
 
 def run(config: SweepConfig) -> SweepSummary:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from synthetic_voc import draw_shape
 
 from pipeline.voc_writer import VocObject, VocSample, write_voc_tree
 
@@ -23,17 +24,6 @@ ACTION_STYLES = {
     "reading": ("triangle", (30, 190, 40)),
 }
 SYNTHETIC_ACTIONS = tuple(ACTION_STYLES)
-
-
-def _sign(draw: ImageDraw.ImageDraw, action: str, box: tuple[int, int, int, int]) -> None:
-    shape, fill = ACTION_STYLES[action]
-    x0, y0, x1, y1 = box
-    if shape == "square":
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
-    elif shape == "disc":
-        draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
-    else:
-        draw.polygon([(x0, y1 - 1), (x1 - 1, y1 - 1), ((x0 + x1 - 1) / 2, y0)], fill=fill)
 
 
 def _image(
@@ -58,7 +48,9 @@ def _image(
         if counter[0] % 7 == 0:
             actions.append(SYNTHETIC_ACTIONS[(SYNTHETIC_ACTIONS.index(first) + 1) % 3])
         for k, action in enumerate(actions):
-            _sign(draw, action, (x0 + 6, y0 + 8 + 24 * k, x0 + 30, y0 + 28 + 24 * k))
+            draw_shape(
+                draw, ACTION_STYLES[action], (x0 + 6, y0 + 8 + 24 * k, x0 + 30, y0 + 28 + 24 * k)
+            )
         objects.append(VocObject("person", tuple(float(v) for v in box), actions=tuple(actions)))
     if index % 5 == 4:  # a person outside the action task: no <actions>
         objects.append(VocObject("person", (0.0, 0.0, 12.0, 20.0)))

@@ -23,8 +23,11 @@ SHAPE_STYLES = {
 SHAPE_CLASSES = tuple(SHAPE_STYLES)
 
 
-def _draw(draw: ImageDraw.ImageDraw, name: str, box: tuple[int, int, int, int]) -> None:
-    shape, fill = SHAPE_STYLES[name]
+def draw_shape(
+    draw: ImageDraw.ImageDraw, style: tuple[str, tuple], box: tuple[int, int, int, int]
+) -> None:
+    """A filled square, disc or triangle exactly covering `box` (ends exclusive)."""
+    shape, fill = style
     x0, y0, x1, y1 = box
     inclusive = (x0, y0, x1 - 1, y1 - 1)  # PIL's rectangle/ellipse ends are inclusive
     if shape == "square":
@@ -57,7 +60,7 @@ def _sample(
                 break
         else:
             continue
-        _draw(draw, name, box)
+        draw_shape(draw, SHAPE_STYLES[name], box)
         boxes.append(box)
         objects.append(VocObject(name, tuple(float(v) for v in box)))
     return VocSample(image_id, image, tuple(objects))

@@ -12,6 +12,11 @@ images of one split, and prints patches/s:
    resized and normalised by torchvision transforms, one forward per batch; our crop ratio
    to it (target >= 1.5 on CPU, >= 3 on a GPU).
 
+It then prints what bounds those ratios, measured on the same images: the share of the
+compute that crop mode spends cutting crops (bounds crop/limit), the trunk/head split of a
+forward pass and the grid's conv sharing factor (together they bound shared/limit: sharing
+divides only the trunk's work), and naive/limit (bounds crop/naive).
+
     python bench/extract_speed.py --voc-root ../shared/voc2007-subset/VOC2007 --images 8
     python bench/extract_speed.py --backbone alexnet --weights random   # untrained: speed only
 """
@@ -33,12 +38,13 @@ from torchvision import transforms
 
 from pipeline.backbone import FrozenBackbone, get_spec, resolve_device
 from pipeline.config import BackboneConfig, ExtractConfig, GridConfig
+from pipeline.images import decode_rgb
 from pipeline.patches import patch_grid
 from pipeline.voc import load_records, read_split
 from stages import extract
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
-METHODS = ("limit", "crop", "shared", "naive")
+METHODS = ("limit", "crop", "shared", "naive", "bounds")
 
 
 def backbone_only(backbone: FrozenBackbone, patches: int, batch_size: int) -> float:
@@ -96,10 +102,62 @@ def naive(options: dict, backbone: BackboneConfig, grid: GridConfig) -> tuple[fl
     return len(dataset) / (time.perf_counter() - started), len(dataset)
 
 
+def _timed(call, *args) -> float:
+    started = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - started
+
+
+def bounds(options: dict, backbone: BackboneConfig, grid: GridConfig) -> dict:
+    """Seconds of crop cutting, trunk and head on the real images' patches, and the grid's
+    conv sharing factor: trunk pixels of crop mode over those of shared mode."""
+    net = FrozenBackbone(
+        BackboneConfig(backbone.name, backbone.weights, None, "shared"),
+        resolve_device(options["device"]),
+    )
+    year_dir, size = Path(options["voc_root"]), net.input_size
+    ids = read_split(year_dir, options["split"])[: options["images"]]
+    seconds = dict.fromkeys(("crop", "trunk", "head"), 0.0)
+    crop_pixels = shared_pixels = 0.0
+    for record in load_records(year_dir, ids):
+        image = decode_rgb(year_dir / "JPEGImages" / f"{record.image_id}.jpg")
+        boxes = torch.from_numpy(patch_grid(record.width, record.height, grid))
+        sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3).unique()  # as shared mode groups
+        crop_pixels += len(boxes) * size**2
+        shared_pixels += sum(record.width * record.height * (size / s) ** 2 for s in sides.tolist())
+        for start in range(0, len(boxes), options["batch_size"]):
+            started = time.perf_counter()
+            crops = net.crop(image, boxes[start : start + options["batch_size"]])
+            seconds["crop"] += time.perf_counter() - started
+            with torch.inference_mode():
+                x = net._normalise(crops)
+                fmap = net.parts.trunk(x)
+                seconds["trunk"] += _timed(net.parts.trunk, x)
+                cells = torch.nn.functional.adaptive_avg_pool2d(fmap, net.parts.pool)
+                seconds["head"] += _timed(net.parts.head, cells)
+    return {**seconds, "sharing": crop_pixels / shared_pixels}
+
+
+def print_bounds(results: dict) -> None:
+    b = results["bounds"]
+    forward = b["trunk"] + b["head"]
+    trunk, head = b["trunk"] / forward, b["head"] / forward
+    shared_limit = 1 / (trunk / b["sharing"] + head)
+    crop = results["crop"]["rate"] / results["limit"]["rate"]
+    naive = results["naive"]["rate"] / results["limit"]["rate"]
+    print("what bounds the ratios (same images):")
+    print(f"  crop cutting = {b['crop'] / forward:.1%} of a forward pass -> crop/limit <= {1 / (1 + b['crop'] / forward):.2f}")  # fmt: skip
+    print(f"  trunk {trunk:.1%} + head {head:.1%} of a forward, grid sharing {b['sharing']:.2f}x "
+          f"-> shared/limit <= {shared_limit:.2f}, shared/crop <= {shared_limit / crop:.2f} at this crop")  # fmt: skip
+    print(f"  naive/limit = {naive:.2f} -> crop/naive <= {1 / naive:.2f}")
+
+
 def measure(method: str, options: dict) -> dict:
     """patches/s of one method, in this process."""
     backbone = BackboneConfig(options["backbone"], options["weights"], None, "crop")
     grid = GridConfig(scales=options["scales"], min_scale=options["min_scale"])
+    if method == "bounds":
+        return bounds(options, backbone, grid)
     if method == "naive":
         rate, patches = naive(options, backbone, grid)
     elif method == "limit":
@@ -163,11 +221,13 @@ def main(method, **options) -> None:
     ratios = {
         "limit": "",
         "crop": f"crop/limit {results['crop']['rate'] / results['limit']['rate']:.2f} (target >= 0.9)",
-        "shared": f"shared/crop {results['shared']['rate'] / results['crop']['rate']:.2f}",
+        "shared": f"shared/crop {results['shared']['rate'] / results['crop']['rate']:.2f} (target AlexNet >= 6, Lite ~4)",
         "naive": f"crop/naive {results['crop']['rate'] / results['naive']['rate']:.2f} (target >= 1.5 CPU, 3 GPU)",
     }
-    for name, value in results.items():
-        print(f"{name:<22}{value['rate']:>10.1f}{value['rss_mib']:>14.0f}  {ratios[name]}")
+    for name, ratio in ratios.items():
+        value = results[name]
+        print(f"{name:<22}{value['rate']:>10.1f}{value['rss_mib']:>14.0f}  {ratio}")
+    print_bounds(results)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 import click
@@ -32,6 +34,9 @@ from pipeline.voc import ACTIONS, VOC_CLASSES
 KNOWN_CLASSES = VOC_CLASSES + ACTIONS  # --classes names object classes or actions (--task action)
 
 
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
+
+
 class UserError(click.ClickException):
     """One red line and exit code 2: bad input is the user's to fix, not a crash."""
 
@@ -47,6 +52,14 @@ class Cli(click.Group):
             return super().invoke(ctx)
         except MidlevelError as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:  # shards write safely on their own; this covers every other file
+            if exc.errno not in DISK_ERRORS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise UserError(
+                f"{where}cannot write ({os.strerror(exc.errno)}); free space or fix the permissions "
+                "and rerun the same command: finished work (shards, heads, sweep rows) is kept"
+            ) from None
         except KeyboardInterrupt:
             click.secho(
                 "interrupted: finished work (shards, sweep rows) is kept; rerun the same command to resume",
@@ -192,6 +205,14 @@ def demo_data(output: str, n_trainval: int, n_test: int, seed: int, overwrite: b
 @click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
 @click.option(
     "--overwrite", is_flag=True, help="Rebuild the cache for these settings from scratch."
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["stop", "skip"]),
+    default=ExtractConfig.on_error,
+    show_default=True,
+    help="A bad image (unreadable JPEG, bad XML...) stops the run, or is skipped: logged, "
+    "listed in its shard's 'skipped' attribute and counted in the summary.",
 )
 def extract(**opts) -> None:
     """Stage one: run the frozen backbone over every patch; write HDF5 shards."""

@@ -126,6 +126,7 @@ class ExtractConfig(CacheSettings):
     images_per_shard: int = 64
     limit: int | None = None  # first N images of the split, for quick looks
     overwrite: bool = False
+    on_error: str = "stop"  # a bad image stops the run (one line), or "skip": logged, recorded
 
 
 @dataclass(frozen=True)

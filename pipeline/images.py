@@ -1,9 +1,13 @@
 """Decoding VOC images and laying out their patches, as a Dataset for DataLoader workers.
 
 Each item is one image, decoded once, with its patch boxes and labels; the crops are cut
-later on the compute device, all patches of the image in one op. A decode failure comes
-back as an item with an `error` message, not an exception, so that the worker's traceback
-never reaches the user: the stage turns it into one line naming the file.
+later on the compute device, all patches of the image in one op. A decode failure (or a
+sample whose annotation was bad) comes back as an item with an `error` message, not an
+exception, so that the worker's traceback never reaches the user: the stage turns it into
+one line naming the file, or skips the image with --on-error skip. Items are numpy arrays,
+pickled through the worker's pipe: tensors would be shared by passing a file descriptor over
+a socket, a handshake that a SIGINT of the main process breaks (the worker then prints a
+traceback); the stage makes them tensors.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ class PatchImages(torch.utils.data.Dataset):
     def __getitem__(self, position: int) -> dict:
         index = self.indices[position]
         sample = self.samples[index]
+        if sample.error is not None:
+            return {"index": index, "error": sample.error}
         path = self.year_dir / "JPEGImages" / f"{sample.image_id}.jpg"
         try:
             image = decode_rgb(path)
@@ -89,8 +95,8 @@ class PatchImages(torch.utils.data.Dataset):
         boxes, labels, sampled = self.layout(sample)
         return {
             "index": index,
-            "image": image,
-            "boxes": torch.from_numpy(boxes),
+            "image": image.numpy(),
+            "boxes": boxes,
             "labels": labels,
             "sampled": sampled,
         }

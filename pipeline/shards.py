@@ -8,14 +8,19 @@ Layout (documented for users in README.md, "Cache layout"):
         shard-00000.h5 ...    one file per block of `images_per_shard` consecutive images
         .lock                 held (flock) by the one process writing this directory
 
-A shard appears only when complete: it is written under a temporary name and renamed.
+A shard appears only when complete: it is written under a temporary name and renamed. A
+shard that is there but bad (truncated, another digest or fingerprint, a dataset missing or
+of the wrong length) is not done: extract rebuilds it, fit and score refuse it by name.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import io
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +34,9 @@ from pipeline.errors import CacheError
 
 SHARD_NAME = "shard-{:05d}.h5"
 FEATURE_CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB of rows: whole-row reads stay cheap
+PATCH_DATASETS = ("features", "boxes", "labels", "sampled", "image_index")  # one row per patch
+IMAGE_DATASETS = ("image_ids", "sizes", "image_labels")  # one row per image
+REBUILD = "rerun pipeline extract with the same options to rebuild it"
 
 
 def cache_path(cache_root: str | Path, split: str, digest: str) -> Path:
@@ -36,9 +44,37 @@ def cache_path(cache_root: str | Path, split: str, digest: str) -> Path:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    _write_atomically(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _write_atomically(path: Path, data: bytes | memoryview) -> None:
+    """Write under a temporary name, fsync, rename: `path` is whole or untouched. On any
+    failure the temporary file is removed, and an OS error (a full disk) becomes one line."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CacheError(_write_failure(path, exc)) from None
+        raise
+
+
+def _write_failure(path: Path, exc: OSError) -> str:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    mount = path.parent.resolve()
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    fix = {
+        errno.ENOSPC: f"free space on {mount}",
+        errno.EDQUOT: f"free space on {mount} (disk quota)",
+        errno.EFBIG: "raise the file size limit (ulimit -f) or lower --images-per-shard",
+    }.get(exc.errno, f"check the disk at {mount}")
+    return f"{path}: cannot write it ({reason}); {fix} and rerun the same command: finished shards are kept"
 
 
 @dataclass
@@ -60,11 +96,13 @@ class Shard:
 
 
 def write_shard(path: Path, shard: Shard, attrs: dict) -> int:
-    """Write atomically (temp file + fsync + rename); returns bytes written."""
+    """Write atomically; returns bytes written. The HDF5 file is built in memory, then written
+    in one go: on a full disk, h5py writing to disk reports the failure late (at close, as a
+    RuntimeError without errno on ENOSPC) and prints tracebacks of the handles it drops."""
     n, dim = shard.features.shape
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     rows = max(1, min(n, FEATURE_CHUNK_BYTES // (2 * dim)))
-    with h5py.File(tmp, "w") as h5:
+    image = io.BytesIO()
+    with h5py.File(image, "w") as h5:
         chunks = (rows, dim) if n else None  # HDF5 refuses chunks larger than an empty array
         h5.create_dataset("features", data=shard.features.astype(np.float16), chunks=chunks)
         h5.create_dataset("boxes", data=shard.boxes.astype(np.float32))
@@ -77,9 +115,7 @@ def write_shard(path: Path, shard: Shard, attrs: dict) -> int:
         for key, value in attrs.items():
             h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
         h5.attrs["code_version"] = code_version()
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    _write_atomically(path, image.getbuffer())
     return path.stat().st_size
 
 
@@ -98,18 +134,47 @@ def read_shard(path: Path, *, features: bool = True) -> Shard:
                 image_labels=h5["image_labels"][...],
             )
     except (OSError, KeyError) as exc:
-        raise CacheError(
-            f"{path}: unreadable shard ({exc}); rerun extract with --overwrite"
-        ) from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CacheError(f"{path}: unreadable shard ({first}); {REBUILD}") from None
 
 
-def shard_digest(path: Path) -> str | None:
-    """The settings digest a finished shard was written with (None if unreadable)."""
+def shard_problem(path: Path, digest: str, fingerprint: dict | None = None) -> str | None:
+    """Why the shard at `path` cannot serve these settings, or None if it can. Reads metadata
+    only (attributes and shapes), so every shard is checked each time a cache is opened: the
+    file opens (HDF5 refuses a truncated one), its digest and, when it has one, its fingerprint
+    are these settings', and the datasets of the layout are there with consistent lengths."""
+    if not path.is_file():
+        return "file missing"
     try:
         with h5py.File(path, "r") as h5:
-            return str(h5.attrs["digest"])
-    except (OSError, KeyError):
+            return _attrs_problem(h5, digest, fingerprint) or _layout_problem(h5)
+    except OSError:
+        return "truncated or unreadable HDF5"
+
+
+def _attrs_problem(h5: h5py.File, digest: str, fingerprint: dict | None) -> str | None:
+    found = h5.attrs.get("digest")
+    if found != digest:
+        return f"digest {found}, not {digest}"
+    if fingerprint is None or "fingerprint" not in h5.attrs:
         return None
+    try:
+        same = json.loads(h5.attrs["fingerprint"]) == json.loads(json.dumps(fingerprint))
+    except (TypeError, ValueError):
+        same = False
+    return None if same else "fingerprint attribute differs from these settings"
+
+
+def _layout_problem(h5: h5py.File) -> str | None:
+    for names in (PATCH_DATASETS, IMAGE_DATASETS):
+        missing = [name for name in names if not isinstance(h5.get(name), h5py.Dataset)]
+        if missing:
+            return f"dataset {missing[0]!r} missing"
+        rows = [(h5[name].shape or (0,))[0] for name in names]
+        for name, count in zip(names, rows, strict=True):
+            if count != rows[0]:
+                return f"{names[0]} has {rows[0]} rows but {name} {count}"
+    return None
 
 
 class WriterLock:
@@ -126,7 +191,7 @@ class WriterLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = _lock_holder(handle.read().strip())
             handle.close()
             raise CacheError(
                 f"{self.path.parent}: being written by {holder}; wait for it to finish, "
@@ -144,6 +209,23 @@ class WriterLock:
         self._handle.close()
 
 
+def _lock_holder(text: str) -> str:
+    """The lock file's "pid N on HOST", noting when that process has exited on this host: the
+    flock is then held by a process it forked (a DataLoader worker outlives a kill -9 of its
+    parent by a few seconds)."""
+    match = re.fullmatch(r"pid (\d+) on (\S+)", text)
+    if not match:
+        return text or "another process"
+    if match[2] == socket.gethostname():
+        try:
+            os.kill(int(match[1]), 0)
+        except ProcessLookupError:
+            return f"{text} (exited; a process it started still holds the lock)"
+        except PermissionError:
+            pass  # alive, another user's
+    return text
+
+
 class FeatureCache:
     """One (split, settings) directory of shards."""
 
@@ -152,6 +234,7 @@ class FeatureCache:
         self.fingerprint = fingerprint
         self.digest = digest
         self._attrs: dict | None = None
+        self._paths: list[Path] | None = None
 
     def shard_path(self, index: int) -> Path:
         return self.directory / SHARD_NAME.format(index)
@@ -170,8 +253,8 @@ class FeatureCache:
                 f"{self.directory}: was started with {manifest.get('n_images')} images, "
                 f"{manifest.get('images_per_shard')} per shard; rerun with those or --overwrite"
             )
-        for stale in self.directory.glob("shard-*.h5.tmp-*"):
-            stale.unlink()  # a shard in flight when a run died: it is redone
+        for stale in self.directory.glob("*.tmp-*"):
+            stale.unlink()  # a file in flight when a run died: a shard is redone
         _write_json(
             self.directory / "fingerprint.json", {"digest": self.digest, **self.fingerprint}
         )
@@ -184,12 +267,30 @@ class FeatureCache:
         path = self.directory / "manifest.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
+    def problem(self, path: Path) -> str | None:
+        """Why this shard is bad for this cache (see `shard_problem`), or None."""
+        return shard_problem(path, self.digest, self.fingerprint)
+
     def is_done(self, index: int) -> bool:
+        """Recorded and whole: a bad shard is not done, so extract writes it again."""
         path = self.shard_path(index)
-        return path.name in self.manifest().get("shards", {}) and shard_digest(path) == self.digest
+        return path.name in self.manifest().get("shards", {}) and self.problem(path) is None
+
+    def bad_shards(self) -> dict[str, str]:
+        """Recorded shards that are bad, name -> reason: those a rerun of extract rebuilds."""
+        recorded = sorted(self.manifest().get("shards", {}))
+        return {n: p for n in recorded if (p := self.problem(self.directory / n)) is not None}
 
     def record(
-        self, index: int, *, images: int, patches: int, seconds: float, n_shards: int, rank: int = 0
+        self,
+        index: int,
+        *,
+        images: int,
+        patches: int,
+        seconds: float,
+        n_shards: int,
+        rank: int = 0,
+        skipped: int = 0,
     ) -> None:
         """Add a finished shard to the manifest (after its rename, so the file exists).
 
@@ -203,24 +304,26 @@ class FeatureCache:
                 "patches": patches,
                 "seconds": round(seconds, 3),
                 "rank": rank,
+                "skipped": skipped,
             }
             manifest["complete"] = len(manifest["shards"]) == n_shards
             _write_json(self.directory / "manifest.json", manifest)
 
     def shard_paths(self) -> list[Path]:
-        """Finished shards in order; refuses an incomplete or foreign cache."""
-        manifest = self.manifest()
-        if not manifest.get("complete"):
-            raise CacheError(
-                f"{self.directory}: extraction not finished; run pipeline extract again to complete it"
-            )
-        paths = [self.directory / name for name in sorted(manifest["shards"])]
-        for path in paths:
-            if shard_digest(path) != self.digest:
+        """Finished shards in order; refuses an incomplete cache or a bad shard (checked once
+        per FeatureCache: fit and score call this at open and again for every pass)."""
+        if self._paths is None:
+            manifest = self.manifest()
+            if not manifest.get("complete"):
                 raise CacheError(
-                    f"{path}: missing or written with other settings; rerun extract with --overwrite"
+                    f"{self.directory}: extraction not finished; run pipeline extract again to complete it"
                 )
-        return paths
+            paths = [self.directory / name for name in sorted(manifest["shards"])]
+            for path in paths:
+                if (problem := self.problem(path)) is not None:
+                    raise CacheError(f"{path}: {problem}; {REBUILD}")
+            self._paths = paths
+        return self._paths
 
     def attrs(self) -> dict:
         """What every shard of the split carries (class names, labelled, task, VOC year...),
@@ -250,19 +353,24 @@ def open_cache(cache_root: str | Path, split: str, fingerprint: dict, digest: st
             )
         found = json.loads(others[0].read_text())
         raise CacheError(
-            f"{directory}: no {split!r} features with these settings ({_describe(fingerprint)}); "
-            f"{others[0].parent.name} has {_describe(found)}: pass the options extract used, or extract again"
+            f"{directory}: no {split!r} features with these settings ({describe_fingerprint(fingerprint)}); "
+            f"{others[0].parent.name} has {describe_fingerprint(found)}: pass the options extract used, or extract again"
         )
     return FeatureCache(directory, fingerprint, digest)
 
 
-def _describe(fingerprint: dict) -> str:
+def describe_fingerprint(fingerprint: dict) -> str:
+    """The settings that tell caches apart, on one line (task only where not objects)."""
     backbone = fingerprint.get("backbone", {})
     grid = fingerprint.get("grid", {})
     labels = fingerprint.get("labels", {})
+    task = fingerprint.get("task")
     return (
         f"backbone={backbone.get('name')} weights={backbone.get('weights')} "
-        f"input={backbone.get('input_size')} grid={grid.get('kind', 'patches')} scales={grid.get('scales')} "
+        f"input={backbone.get('input_size')} mode={backbone.get('mode', 'crop')} "
+        f"grid={grid.get('kind', 'patches')} scales={grid.get('scales')} "
         f"min_scale={grid.get('min_scale')} overlap={grid.get('overlap')} "
+        f"covers={labels.get('min_patch_cover')}/{labels.get('min_box_cover')} "
         f"background={labels.get('background_ratio')} seed={labels.get('seed')}"
+        + (f" task={task.get('name')} context={task.get('context')}" if task else "")
     )

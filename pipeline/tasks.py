@@ -42,6 +42,7 @@ class Sample:
     boxes: np.ndarray  # [M, 4] boxes that label the patches
     box_classes: np.ndarray  # [M] int, index into the task's classes
     difficult: np.ndarray  # [M] bool: never positive, never background (ignored)
+    error: str | None = None  # its files are bad (load_task with skip_bad): extract skips it
 
 
 @dataclass(frozen=True)
@@ -51,17 +52,26 @@ class TaskData:
     truth: np.ndarray | None  # [n_samples, n_classes] 1 / -1 / 0; None: labels withheld
 
 
-def load_task(year_dir: Path, split: str, task: TaskConfig, limit: int | None) -> TaskData:
-    """The samples of a split for `task`; `limit` keeps the first N images."""
+def load_task(
+    year_dir: Path, split: str, task: TaskConfig, limit: int | None, *, skip_bad: bool = False
+) -> TaskData:
+    """The samples of a split for `task`; `limit` keeps the first N images. With `skip_bad`,
+    an image with bad files is a sample carrying its error (see voc.load_records)."""
     if task.name == "object":
-        return _object_task(year_dir, split, limit)
+        return _object_task(year_dir, split, limit, skip_bad)
     if task.name == "action":
-        return _action_task(year_dir, split, limit, task.context)
+        return _action_task(year_dir, split, limit, task.context, skip_bad)
     raise DataError(f"--task {task.name!r}: unknown task; choose object or action")
 
 
-def _object_task(year_dir: Path, split: str, limit: int | None) -> TaskData:
-    records = load_records(year_dir, read_split(year_dir, split)[:limit])
+def _broken(record: ImageRecord, sample_id: str) -> Sample:
+    empty = np.empty(0)
+    return Sample(sample_id, record.image_id, 0, 0, (0.0, 0.0, 0.0, 0.0),
+                  empty.reshape(0, 4), empty, empty, error=record.error)  # fmt: skip
+
+
+def _object_task(year_dir: Path, split: str, limit: int | None, skip_bad: bool) -> TaskData:
+    records = load_records(year_dir, read_split(year_dir, split)[:limit], skip_bad=skip_bad)
     index = {name: i for i, name in enumerate(VOC_CLASSES)}
     samples = [
         Sample(
@@ -74,6 +84,8 @@ def _object_task(year_dir: Path, split: str, limit: int | None) -> TaskData:
             np.array([index[o.name] for o in r.objects], dtype=np.int64),
             np.array([o.difficult for o in r.objects], dtype=bool),
         )
+        if r.error is None
+        else _broken(r, r.image_id)
         for r in records
     ]
     return TaskData(VOC_CLASSES, samples, image_labels(year_dir, split, VOC_CLASSES, records))
@@ -127,7 +139,9 @@ def _persons(record: ImageRecord, listed: dict) -> list[tuple[int, VocObject]]:
     return [(j, o) for j, o in enumerate(record.objects, start=1) if o.actions is not None]
 
 
-def _action_task(year_dir: Path, split: str, limit: int | None, context: float) -> TaskData:
+def _action_task(
+    year_dir: Path, split: str, limit: int | None, context: float, skip_bad: bool
+) -> TaskData:
     path = year_dir / "ImageSets" / "Action" / f"{split}.txt"
     if not path.is_file():
         raise DataError(
@@ -138,7 +152,11 @@ def _action_task(year_dir: Path, split: str, limit: int | None, context: float) 
         raise DataError(f"{path}: split {split!r} is empty; check the file")
     listed = _action_lists(year_dir, split)
     samples, truth = [], []
-    for record in load_records(year_dir, ids):
+    for record in load_records(year_dir, ids, skip_bad=skip_bad):
+        if record.error is not None:  # its persons are unknown: one placeholder to skip
+            samples.append(_broken(record, f"{record.image_id}/0"))
+            truth.append([0] * len(ACTIONS))
+            continue
         for j, person in _persons(record, listed):
             flags = listed.get((record.image_id, j)) or (
                 {a: 1 if a in person.actions else -1 for a in ACTIONS}

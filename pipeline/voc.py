@@ -46,6 +46,8 @@ class ImageRecord:
     width: int
     height: int
     objects: tuple[VocObject, ...]
+    # why the image cannot be used (load_records with skip_bad): it is skipped at extract
+    error: str | None = None
 
     def boxes(self) -> np.ndarray:
         """[M, 4] float32 boxes of all objects."""
@@ -167,28 +169,43 @@ def _unannotated(image_id: str, image: Path) -> ImageRecord:
     return ImageRecord(image_id, width, height, ())
 
 
-def load_records(year_dir: Path, ids: list[str]) -> list[ImageRecord]:
+def _record(year_dir: Path, image_id: str, xml: Path) -> ImageRecord:
+    image = year_dir / "JPEGImages" / f"{image_id}.jpg"
+    if not image.is_file():
+        raise DataError(f"{image}: listed in the split but missing; restore it or drop the id")
+    return parse_annotation(xml) if xml.is_file() else _unannotated(image_id, image)
+
+
+def load_records(year_dir: Path, ids: list[str], *, skip_bad: bool = False) -> list[ImageRecord]:
     """Parse every annotation of a split up front, so bad files fail before any compute.
 
     A split whose images have no XML at all is an unlabelled one (VOC 2012 test); an XML
-    missing while other images of the split have boxes is an error.
+    missing while other images of the split have boxes is an error. With `skip_bad`, an
+    image whose files are bad gets a record carrying the error instead, in its place (so
+    that shard boundaries stay those of a clean run), for extract to skip and log.
     """
     records, missing = [], []
     for image_id in ids:
-        image = year_dir / "JPEGImages" / f"{image_id}.jpg"
-        if not image.is_file():
-            raise DataError(f"{image}: listed in the split but missing; restore it or drop the id")
         xml = year_dir / "Annotations" / f"{image_id}.xml"
-        if xml.is_file():
-            records.append(parse_annotation(xml))
-        else:
-            missing.append(xml)
-            records.append(_unannotated(image_id, image))
+        try:
+            records.append(_record(year_dir, image_id, xml))
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            records.append(ImageRecord(image_id, 0, 0, (), error=str(exc)))
+            continue
+        if not xml.is_file():
+            missing.append(len(records) - 1)
     if missing and len(missing) < len(ids):
-        raise DataError(
-            f"{missing[0]}: annotation missing ({len(missing)} of {len(ids)} in this split); "
-            "restore it or drop the id"
-        )
+        if not skip_bad:
+            first = year_dir / "Annotations" / f"{ids[missing[0]]}.xml"
+            raise DataError(
+                f"{first}: annotation missing ({len(missing)} of {len(ids)} in this split); "
+                "restore it or drop the id"
+            )
+        for i in missing:
+            xml = year_dir / "Annotations" / f"{ids[i]}.xml"
+            records[i] = ImageRecord(ids[i], 0, 0, (), error=f"{xml}: annotation missing; restore it or drop the id")  # fmt: skip
     return records
 
 

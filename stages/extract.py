@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,15 +34,24 @@ class ExtractSummary:
     shards_written: int
     shards_reused: int
     stages: dict  # seconds waiting for decoded images (read), in the net (compute), writing
+    skipped: int = 0  # bad images left out (--on-error skip)
+    rebuilt: dict = field(default_factory=dict)  # shard name -> what was wrong with it
 
     def line(self, split: str) -> str:
         if not self.shards_written:
             return f"extract {split}: nothing to do, all {self.shards_reused} shards already complete -> {self.cache_dir}"
         rate = self.patches / self.seconds if self.seconds else 0.0
+        skipped = (
+            f"{self.skipped} bad images skipped (listed in their shards' 'skipped' attribute; "
+            "fix them and rerun without --on-error skip to add them), "
+            if self.skipped
+            else ""
+        )
+        rebuilt = "".join(f", rebuilt {name} ({why})" for name, why in self.rebuilt.items())
         return (
             f"extract {split}: {self.images} images, {self.patches} patches in {self.seconds:.1f} s "
-            f"({rate:.1f} patches/s), {self.bytes_written / 1e9:.3f} GB written, "
-            f"{self.shards_written} shards new, {self.shards_reused} reused; "
+            f"({rate:.1f} patches/s), {skipped}{self.bytes_written / 1e9:.3f} GB written, "
+            f"{self.shards_written} shards new, {self.shards_reused} reused{rebuilt}; "
             f"read {self.stages['read']:.1f} s, compute {self.stages['compute']:.1f} s, "
             f"write {self.stages['write']:.1f} s -> {self.cache_dir}"
         )
@@ -65,7 +75,9 @@ def _features(backbone: FrozenBackbone, item: dict, batch_size: int) -> np.ndarr
 
 def run(config: ExtractConfig) -> ExtractSummary:
     year_dir = resolve_year_dir(config.voc_root)
-    task = load_task(year_dir, config.split, config.task, config.limit)
+    task = load_task(
+        year_dir, config.split, config.task, config.limit, skip_bad=config.on_error == "skip"
+    )
     settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
     digest = settings.digest()
     cache = FeatureCache(
@@ -91,8 +103,9 @@ def run(config: ExtractConfig) -> ExtractSummary:
             raise failure or CacheError(
                 f"{cache.directory}: rank 0 could not open the cache; see its message"
             )
-        pending = [k for k in range(n_shards) if not cache.is_done(k)]
-        totals = dict.fromkeys(("images", "patches", "bytes", "read", "compute", "write"), 0.0)
+        rebuilt = cache.bad_shards()
+        pending = _pending(cache, n_shards, retry_skipped=config.on_error == "stop")
+        totals = dict.fromkeys(_TOTALS, 0.0)
         if ranks.share(pending):
             totals = _extract_shards(
                 config, cache, year_dir, task, ranks.share(pending), n_shards, ranks
@@ -107,7 +120,23 @@ def run(config: ExtractConfig) -> ExtractSummary:
         shards_written=len(pending),
         shards_reused=n_shards - len(pending),
         stages={k: totals[k] for k in ("read", "compute", "write")},
+        skipped=int(totals["skipped"]),
+        rebuilt=rebuilt,
     )
+
+
+_TOTALS = ("images", "patches", "bytes", "read", "compute", "write", "skipped")
+
+
+def _pending(cache: FeatureCache, n_shards: int, *, retry_skipped: bool) -> list[int]:
+    """Shards to (re)do: those not finished, and, unless skipping is asked for again, those
+    that skipped bad images, so that a rerun after fixing the files adds them."""
+    recorded = cache.manifest().get("shards", {})
+
+    def skipped(k: int) -> bool:
+        return recorded.get(cache.shard_path(k).name, {}).get("skipped", 0) > 0
+
+    return [k for k in range(n_shards) if not cache.is_done(k) or (retry_skipped and skipped(k))]
 
 
 def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, ranks) -> dict:
@@ -134,7 +163,7 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, 
         dataset,
         batch_size=None,
         num_workers=config.workers,
-        pin_memory=device.type == "cuda",
+        collate_fn=_as_is,  # numpy items stay numpy: see pipeline/images.py
         prefetch_factor=4 if config.workers else None,
     )
     attrs = {
@@ -150,8 +179,9 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, 
     truth = task.truth
     if truth is None:
         truth = np.zeros((len(samples), len(task.classes)), dtype=np.int8)
-    totals = {"images": 0, "patches": 0, "bytes": 0, "read": 0.0, "compute": 0.0, "write": 0.0}
+    totals = dict.fromkeys(_TOTALS, 0.0)
     buffer: list[dict] = []
+    skipped: list[dict] = []  # {"id", "reason"} of this shard's bad images
     bar = tqdm(
         total=len(indices),
         unit="img",
@@ -160,41 +190,61 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, 
         position=ranks.rank,
     )
     started = shard_started = mark = time.perf_counter()
-    for item in loader:
-        computing = time.perf_counter()
-        totals["read"] += computing - mark
-        if "error" in item:
-            raise DataError(item["error"])
-        item["features"] = _features(backbone, item, config.batch_size)
-        totals["compute"] += time.perf_counter() - computing
-        buffer.append(item)
-        totals["images"] += 1
-        totals["patches"] += len(item["labels"])
-        bar.update(1)
-        bar.set_postfix(
-            patches_per_s=f"{totals['patches'] / (time.perf_counter() - started):.1f}",
-            refresh=False,
-        )
-        shard_index = item["index"] // per_shard
-        if item["index"] == min((shard_index + 1) * per_shard, len(samples)) - 1:
-            writing = time.perf_counter()
-            shard = _assemble(buffer, samples, truth, backbone.feature_dim)
-            _check_finite(shard, cache.shard_path(shard_index), config.backbone.weights)
-            totals["bytes"] += write_shard(cache.shard_path(shard_index), shard, attrs)
-            now = time.perf_counter()
-            totals["write"] += now - writing
-            cache.record(
-                shard_index,
-                images=len(buffer),
-                patches=len(shard.labels),
-                seconds=now - shard_started,
-                n_shards=n_shards,
-                rank=ranks.rank,
+    with bar:  # closed on errors too: the error line starts on a line of its own
+        for item in loader:
+            computing = time.perf_counter()
+            totals["read"] += computing - mark
+            if "error" not in item:
+                _to_tensors(item, pin=device.type == "cuda")
+                item["features"] = _features(backbone, item, config.batch_size)
+                totals["compute"] += time.perf_counter() - computing
+                buffer.append(item)
+                totals["images"] += 1
+                totals["patches"] += len(item["labels"])
+            elif config.on_error == "skip":
+                skipped.append({"id": samples[item["index"]].sample_id, "reason": item["error"]})
+                tqdm.write(f"skipped: {item['error']}", file=sys.stderr)
+            else:
+                raise DataError(item["error"])
+            bar.update(1)
+            bar.set_postfix(
+                patches_per_s=f"{totals['patches'] / (time.perf_counter() - started):.1f}",
+                refresh=False,
             )
-            buffer, shard_started = [], now
-        mark = time.perf_counter()
-    bar.close()
+            shard_index = item["index"] // per_shard
+            if item["index"] == min((shard_index + 1) * per_shard, len(samples)) - 1:
+                writing = time.perf_counter()
+                shard = _assemble(buffer, samples, truth, backbone.feature_dim)
+                _check_finite(shard, cache.shard_path(shard_index), config.backbone.weights)
+                totals["bytes"] += write_shard(
+                    cache.shard_path(shard_index), shard, {**attrs, "skipped": skipped}
+                )
+                now = time.perf_counter()
+                totals["write"] += now - writing
+                cache.record(
+                    shard_index,
+                    images=len(buffer),
+                    patches=len(shard.labels),
+                    seconds=now - shard_started,
+                    n_shards=n_shards,
+                    rank=ranks.rank,
+                    skipped=len(skipped),
+                )
+                totals["skipped"] += len(skipped)
+                buffer, skipped, shard_started = [], [], now
+            mark = time.perf_counter()
     return totals
+
+
+def _as_is(item: dict) -> dict:
+    return item
+
+
+def _to_tensors(item: dict, *, pin: bool) -> None:
+    """The decoded image and boxes as tensors; the image in pinned memory for a CUDA copy."""
+    image = torch.from_numpy(item["image"])
+    item["image"] = image.pin_memory() if pin else image
+    item["boxes"] = torch.from_numpy(item["boxes"])
 
 
 def _check_finite(shard: Shard, path, weights: str | None) -> None:
@@ -213,13 +263,17 @@ def _assemble(items: list[dict], samples, truth: np.ndarray, dim: int) -> Shard:
     """One shard's arrays from its images' items, in image order."""
     counts = [len(it["labels"]) for it in items]
     index = [it["index"] for it in items]
+
+    def joined(key: str, empty: np.ndarray) -> np.ndarray:  # a shard may skip all its images
+        return np.concatenate([np.asarray(it[key]) for it in items] or [empty])
+
     return Shard(
-        features=np.concatenate([it["features"] for it in items]).reshape(-1, dim),
-        boxes=np.concatenate([it["boxes"].numpy() for it in items]).reshape(-1, 4),
-        labels=np.concatenate([it["labels"] for it in items]).astype(np.int16),
-        sampled=np.concatenate([it["sampled"] for it in items]).astype(bool),
+        features=joined("features", np.empty((0, dim), np.float16)),
+        boxes=joined("boxes", np.empty((0, 4), np.float32)),
+        labels=joined("labels", np.empty(0, np.int16)).astype(np.int16),
+        sampled=joined("sampled", np.empty(0, bool)).astype(bool),
         image_index=np.repeat(np.arange(len(items), dtype=np.int32), counts),
         image_ids=[samples[i].sample_id for i in index],
-        sizes=np.array([(samples[i].width, samples[i].height) for i in index]),
+        sizes=np.array([(samples[i].width, samples[i].height) for i in index]).reshape(-1, 2),
         image_labels=truth[index],
     )

@@ -24,7 +24,7 @@ from pipeline.config import ScoreConfig, ScoredSplit
 from pipeline.errors import CacheError
 from pipeline.metrics import area_ap, mean_ap, pool_patch_log_scores, voc07_ap
 from pipeline.provenance import SCORES_SUFFIX, beside, write_sidecar
-from pipeline.shards import FeatureCache, cache_path, open_cache
+from pipeline.shards import FeatureCache, cache_path, describe_fingerprint, open_cache
 from stages.fit import cache_classes, head_path
 
 
@@ -113,8 +113,9 @@ class ScoreResult:
         return rows
 
 
-def load_head(config: ScoredSplit, digest: str):
-    """The trained head and its record; refuses one trained on other features."""
+def load_head(config: ScoredSplit, digest: str, fingerprint: dict):
+    """The trained head and its record; refuses one trained on other features, naming both
+    settings (a heads/ folder copied between caches)."""
     path = head_path(cache_path(config.cache_dir, config.train_split, digest), config.head)
     if not path.is_file():
         raise CacheError(
@@ -122,8 +123,12 @@ def load_head(config: ScoredSplit, digest: str):
         )
     record = json.loads(path.with_suffix(".json").read_text())
     if record["digest"] != digest:
+        trained = record.get("fingerprint")
         raise CacheError(
-            f"{path}: trained on features {record['digest']}, not {digest}; fit it again"
+            f"{path}: head trained on "
+            f"{describe_fingerprint(trained) if trained else 'features ' + record['digest']}; "
+            f"these features are {describe_fingerprint(fingerprint)}; "
+            f"fit it again for these settings (pipeline fit --head {config.head})"
         )
     return joblib.load(path), record
 
@@ -160,7 +165,7 @@ def open_head_on_split(config: ScoredSplit) -> HeadOnSplit:
     """The head (refusing one trained on other features or classes), then the split's cache."""
     settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
     digest = settings.digest()
-    head, record = load_head(config, digest)
+    head, record = load_head(config, digest, settings.as_dict())
     classes, columns = head_columns(record, config.classes, config.head)
     cache = open_cache(config.cache_dir, config.split, settings.as_dict(), digest)
     return HeadOnSplit(head, record, classes, columns, cache)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.shards import read_shard
 
 # A real torchvision ResNet-18 with untrained weights (`--weights random`, loudly labelled as
 # such) at 64 px: small enough for CPU, and coloured shapes are separable even by random
@@ -19,6 +21,23 @@ SMALL = ["--backbone", "resnet18", "--weights", "random", "--input-size", "64",
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     return result.exit_code, result.output
+
+
+def error_lines(output: str) -> list[str]:
+    """The "error:" lines of a command's output: a refusal is exactly one."""
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def assert_same_shards(expected: Path, actual: Path) -> None:
+    """Two cache directories hold the same shards, bit for bit in every array."""
+    names = sorted(p.name for p in expected.glob("shard-*.h5"))
+    assert sorted(p.name for p in actual.glob("shard-*.h5")) == names
+    for name in names:
+        a, b = read_shard(expected / name), read_shard(actual / name)
+        assert a.image_ids == b.image_ids, name
+        np.testing.assert_array_equal(a.features.view(np.uint16), b.features.view(np.uint16))
+        for field in ("boxes", "labels", "sampled", "image_index", "sizes", "image_labels"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=name)
 
 
 def read_ap(path: Path) -> dict[str, float]:

@@ -126,3 +126,19 @@ def test_action_pipeline_far_above_chance_and_export(action_voc, tmp_path):
     assert [float(v) for _, _, v in rows] == pytest.approx(
         [float(r["jumping"]) for r in scores], abs=1e-5
     )
+
+
+def test_a_bad_annotation_becomes_one_sample_to_skip(action_voc, tmp_path):
+    """--on-error skip: an image whose XML is broken stands as one sample carrying the error,
+    so the other persons keep their places and the error reaches the shard's metadata."""
+    year = Path(shutil.copytree(action_voc, tmp_path / "VOC2012"))
+    clean = load_task(year, "train", TaskConfig("action"), None)
+    broken = clean.samples[0].image_id
+    (year / "Annotations" / f"{broken}.xml").write_text("<annotation><size>")
+    with pytest.raises(DataError, match="malformed XML"):
+        load_task(year, "train", TaskConfig("action"), None)
+    task = load_task(year, "train", TaskConfig("action"), None, skip_bad=True)
+    bad = [s for s in task.samples if s.error]
+    assert [s.sample_id for s in bad] == [f"{broken}/0"] and "malformed XML" in bad[0].error
+    kept = [s.sample_id for s in task.samples if not s.error]
+    assert kept == [s.sample_id for s in clean.samples if s.image_id != broken]

@@ -14,7 +14,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from cli_helpers import SMALL, invoke, read_ap
+from cli_helpers import SMALL, error_lines, invoke, read_ap
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_bad_input_is_one_line_exit_2(shapes_voc, tmp_path, args, expected):
         full += ["--voc-root", str(shapes_voc)]
     code, out = invoke(*full, "--cache-dir", str(tmp_path))
     assert code == 2, out
-    lines = [line for line in out.splitlines() if line.startswith("error:")]
+    lines = error_lines(out)
     assert len(lines) == 1 and expected in lines[0], out
 
 
@@ -164,3 +164,23 @@ def test_nan_features_are_refused_at_write_time(shapes_voc, tmp_path):
     code, out = invoke(*args)
     assert code == 2 and "NaN or Inf" in out and str(weights) in out, out
     assert not list((tmp_path / "c").glob("*/shard-*.h5"))
+
+
+def test_full_disk_outside_the_shards_is_one_line(shapes_cache, tmp_path, monkeypatch):
+    """A full disk while saving a head (or any result file) ends in one line, not a traceback."""
+    import errno
+
+    import joblib
+
+    def full(value, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(joblib, "dump", full)
+    cache, common = shapes_cache
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    common = [a if a != str(cache) else str(copy) for a in common]
+    code, out = invoke("fit", "--head", "svm", *common)
+    assert code == 2 and "Traceback" not in out, out
+    (line,) = error_lines(out)
+    assert "svm.joblib: cannot write (No space left on device); free space" in line, line

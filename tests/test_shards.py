@@ -1,8 +1,11 @@
+import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import h5py
 import numpy as np
@@ -19,7 +22,7 @@ from pipeline.shards import (
     cache_path,
     open_cache,
     read_shard,
-    shard_digest,
+    shard_problem,
     write_shard,
 )
 
@@ -122,7 +125,7 @@ def test_hdf5_layout(tmp_path, n, dim):
         assert h5.attrs["code_version"] == __version__
         assert h5.attrs["background_label"] == 20
         assert json.loads(h5.attrs["class_names"]) == ["car", "dog"]
-    assert shard_digest(path) == DIGEST
+    assert shard_problem(path, DIGEST) is None
 
 
 def test_write_leaves_no_temp_file(tmp_path):
@@ -130,16 +133,41 @@ def test_write_leaves_no_temp_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["shard-00000.h5"]
 
 
-def test_interrupted_write_leaves_no_shard(tmp_path, monkeypatch):
-    def crash(src, dst):
-        raise OSError("killed")
+def test_interrupted_write_leaves_no_shard_nor_temp_file(tmp_path, monkeypatch):
+    """Ctrl-C between the write and the rename: neither a shard nor its temporary file stays."""
 
-    monkeypatch.setattr("pipeline.shards.os.replace", crash)
+    def interrupt(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline.shards.os.replace", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_shard(tmp_path / "shard-00000.h5", make_shard(), {"digest": DIGEST})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [
+        (errno.ENOSPC, "free space on "),
+        (errno.EFBIG, "raise the file size limit (ulimit -f) or lower --images-per-shard "),
+        (errno.EIO, "check the disk at "),
+    ],
+)
+def test_failed_write_is_one_line_naming_the_shard(tmp_path, monkeypatch, code, fix):
+    """An OS error while writing says which file, why, and what to do, and leaves nothing."""
+
+    def fail(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr("pipeline.shards.os.fsync", fail)
     path = tmp_path / "shard-00000.h5"
-    with pytest.raises(OSError, match="killed"):
+    with pytest.raises(CacheError) as exc:
         write_shard(path, make_shard(), {"digest": DIGEST})
-    assert not path.exists()
-    assert [p.name for p in tmp_path.iterdir()] == [f"shard-00000.h5.tmp-{os.getpid()}"]
+    message = str(exc.value)
+    assert message.startswith(f"{path}: cannot write it ({os.strerror(code)}); {fix}")
+    assert message.endswith("rerun the same command: finished shards are kept")
+    assert "\n" not in message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_write_empty_shard(tmp_path):
@@ -163,9 +191,64 @@ def test_read_corrupt_shard(tmp_path):
     path.write_bytes(b"not hdf5")
     with pytest.raises(CacheError, match="unreadable shard") as exc:
         read_shard(path)
-    assert str(path) in str(exc.value)
-    assert shard_digest(path) is None
-    assert shard_digest(tmp_path / "absent.h5") is None
+    assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+    assert shard_problem(path, DIGEST) == "truncated or unreadable HDF5"
+    assert shard_problem(tmp_path / "absent.h5", DIGEST) == "file missing"
+
+
+def rewrite(path, edit) -> None:
+    with h5py.File(path, "r+") as h5:
+        edit(h5)
+
+
+def resize(name, rows):
+    def edit(h5):
+        data = h5[name][...]
+        del h5[name]
+        h5[name] = np.resize(data, (rows, *data.shape[1:]))
+
+    return edit
+
+
+FINGERPRINT = {"backbone": {"name": "b", "input_size": 64}, "grid": {"scales": 3}}
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda h5: h5.attrs.__setitem__("digest", "otherdigest0"), f"digest otherdigest0, not {DIGEST}"),
+        (lambda h5: h5.attrs.__delitem__("digest"), f"digest None, not {DIGEST}"),
+        (lambda h5: h5.attrs.__setitem__("fingerprint", json.dumps({"backbone": {"name": "b"}})),
+         "fingerprint attribute differs from these settings"),
+        (lambda h5: h5.attrs.__setitem__("fingerprint", "{not json"),
+         "fingerprint attribute differs from these settings"),
+        (lambda h5: h5.__delitem__("labels"), "dataset 'labels' missing"),
+        (lambda h5: h5.__delitem__("image_labels"), "dataset 'image_labels' missing"),
+        (resize("labels", 12), "features has 40 rows but labels 12"),
+        (resize("image_index", 41), "features has 40 rows but image_index 41"),
+        (resize("sizes", 2), "image_ids has 3 rows but sizes 2"),
+    ],
+)  # fmt: skip
+def test_shard_problem_names_what_is_wrong(tmp_path, edit, problem):
+    path = tmp_path / "shard-00000.h5"
+    write_shard(path, make_shard(), {"digest": DIGEST, "fingerprint": FINGERPRINT})
+    assert shard_problem(path, DIGEST, FINGERPRINT) is None
+    rewrite(path, edit)
+    assert shard_problem(path, DIGEST, FINGERPRINT) == problem
+
+
+def test_shard_problem_truncated(tmp_path):
+    path = tmp_path / "shard-00000.h5"
+    write_shard(path, make_shard(), {"digest": DIGEST})
+    os.truncate(path, path.stat().st_size - 1)
+    assert shard_problem(path, DIGEST) == "truncated or unreadable HDF5"
+
+
+def test_shard_problem_without_fingerprint_attribute(tmp_path):
+    """Shards written before the fingerprint attribute existed are checked by digest alone."""
+    path = tmp_path / "shard-00000.h5"
+    write_shard(path, make_shard(), {"digest": DIGEST})
+    assert shard_problem(path, DIGEST, FINGERPRINT) is None
 
 
 # --- FeatureCache -------------------------------------------------------------------------
@@ -200,7 +283,7 @@ def test_record_is_done_and_shard_paths(tmp_path):
     finish(cache, 1, n_shards=2)
     assert cache.is_done(1) and not cache.is_done(0)
     assert cache.manifest()["shards"] == {
-        "shard-00001.h5": {"images": 3, "patches": 40, "seconds": 1.5, "rank": 0}
+        "shard-00001.h5": {"images": 3, "patches": 40, "seconds": 1.5, "rank": 0, "skipped": 0}
     }
     assert cache.extract_seconds() == 1.5
     with pytest.raises(CacheError, match="extraction not finished"):
@@ -225,9 +308,13 @@ def test_shard_with_other_digest(tmp_path):
     finish(cache, 0, n_shards=2)
     finish(cache, 1, n_shards=2, digest="otherdigest0")
     assert not cache.is_done(1)
-    with pytest.raises(CacheError, match="other settings") as exc:
+    assert cache.bad_shards() == {"shard-00001.h5": f"digest otherdigest0, not {DIGEST}"}
+    with pytest.raises(CacheError) as exc:
         cache.shard_paths()
-    assert str(cache.shard_path(1)) in str(exc.value)
+    assert str(exc.value) == (
+        f"{cache.shard_path(1)}: digest otherdigest0, not {DIGEST}; "
+        "rerun pipeline extract with the same options to rebuild it"
+    )
 
 
 def test_recorded_shard_missing(tmp_path):
@@ -236,7 +323,7 @@ def test_recorded_shard_missing(tmp_path):
     finish(cache, 0, n_shards=1)
     cache.shard_path(0).unlink()
     assert not cache.is_done(0)
-    with pytest.raises(CacheError, match="missing"):
+    with pytest.raises(CacheError, match="file missing; rerun pipeline extract"):
         cache.shard_paths()
 
 
@@ -266,8 +353,9 @@ def test_prepare_removes_stale_temp_files(tmp_path):
     finish(cache, 0, n_shards=2)
     stale = cache.directory / "shard-00001.h5.tmp-99999"
     stale.write_bytes(b"half a shard")
+    (cache.directory / "manifest.json.tmp-99999").write_text("{")
     cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
-    assert not stale.exists()
+    assert not list(cache.directory.glob("*.tmp-*"))
     assert cache.shard_path(0).exists() and cache.is_done(0)
 
 
@@ -367,3 +455,40 @@ def test_lock_of_killed_process_is_released(tmp_path):
         child.stdout.close()
     with WriterLock(tmp_path / "c"):
         assert f"pid {os.getpid()}" in (tmp_path / "c" / ".lock").read_text()
+
+
+def test_lock_held_by_child_of_exited_writer_says_so(tmp_path):
+    """kill -9 of extract leaves its forked DataLoader workers holding the flock for seconds:
+    the refusal names the exited writer's pid and says that a process it started holds it."""
+    script = textwrap.dedent(
+        f"""
+        import os, time
+        from pathlib import Path
+        from pipeline.shards import WriterLock
+        lock = WriterLock(Path({str(tmp_path / "c")!r})).__enter__()
+        child = os.fork()
+        if child:
+            print(child, flush=True)
+            os._exit(0)
+        time.sleep(120)
+        """
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(writer.stdout.readline())
+    writer.stdout.close()
+    writer.wait(timeout=30)
+    try:
+        with pytest.raises(CacheError) as exc:
+            WriterLock(tmp_path / "c").__enter__()
+        assert f"being written by pid {writer.pid} on " in str(exc.value)
+        assert "(exited; a process it started still holds the lock)" in str(exc.value)
+    finally:
+        os.kill(child, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:  # the kernel drops the flock once the child is gone
+        try:
+            with WriterLock(tmp_path / "c"):
+                break
+        except CacheError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

@@ -145,11 +145,11 @@ def print_bounds(results: dict) -> None:
     shared_limit = 1 / (trunk / b["sharing"] + head)
     crop = results["crop"]["rate"] / results["limit"]["rate"]
     naive = results["naive"]["rate"] / results["limit"]["rate"]
-    print("what bounds the ratios (same images):")
-    print(f"  crop cutting = {b['crop'] / forward:.1%} of a forward pass -> crop/limit <= {1 / (1 + b['crop'] / forward):.2f}")  # fmt: skip
+    print("what bounds the ratios (same images; work ratios, at equal speed per pixel):")
+    print(f"  crop cutting = {b['crop'] / forward:.1%} of a forward pass -> crop/limit about {1 / (1 + b['crop'] / forward):.2f}")  # fmt: skip
     print(f"  trunk {trunk:.1%} + head {head:.1%} of a forward, grid sharing {b['sharing']:.2f}x "
-          f"-> shared/limit <= {shared_limit:.2f}, shared/crop <= {shared_limit / crop:.2f} at this crop")  # fmt: skip
-    print(f"  naive/limit = {naive:.2f} -> crop/naive <= {1 / naive:.2f}")
+          f"-> shared/limit about {shared_limit:.2f}, shared/crop about {shared_limit / crop:.2f} at this crop")  # fmt: skip
+    print(f"  naive/limit = {naive:.2f} -> crop/naive about {1 / naive:.2f}")
 
 
 def measure(method: str, options: dict) -> dict:

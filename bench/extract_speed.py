@@ -102,10 +102,11 @@ def naive(options: dict, backbone: BackboneConfig, grid: GridConfig) -> tuple[fl
     return len(dataset) / (time.perf_counter() - started), len(dataset)
 
 
-def _timed(call, *args) -> float:
+def _timed(call, *args) -> tuple[object, float]:
+    """call(*args) and the seconds it took."""
     started = time.perf_counter()
-    call(*args)
-    return time.perf_counter() - started
+    result = call(*args)
+    return result, time.perf_counter() - started
 
 
 def bounds(options: dict, backbone: BackboneConfig, grid: GridConfig) -> dict:
@@ -126,15 +127,15 @@ def bounds(options: dict, backbone: BackboneConfig, grid: GridConfig) -> dict:
         crop_pixels += len(boxes) * size**2
         shared_pixels += sum(record.width * record.height * (size / s) ** 2 for s in sides.tolist())
         for start in range(0, len(boxes), options["batch_size"]):
-            started = time.perf_counter()
-            crops = net.crop(image, boxes[start : start + options["batch_size"]])
-            seconds["crop"] += time.perf_counter() - started
+            crops, cut = _timed(net.crop, image, boxes[start : start + options["batch_size"]])
+            seconds["crop"] += cut
             with torch.inference_mode():
                 x = net._normalise(crops)
-                fmap = net.parts.trunk(x)
-                seconds["trunk"] += _timed(net.parts.trunk, x)
+                fmap, trunk = _timed(net.parts.trunk, x)
                 cells = torch.nn.functional.adaptive_avg_pool2d(fmap, net.parts.pool)
-                seconds["head"] += _timed(net.parts.head, cells)
+                _, head = _timed(net.parts.head, cells)
+                seconds["trunk"] += trunk
+                seconds["head"] += head
     return {**seconds, "sharing": crop_pixels / shared_pixels}
 
 

@@ -169,11 +169,11 @@ def _unannotated(image_id: str, image: Path) -> ImageRecord:
     return ImageRecord(image_id, width, height, ())
 
 
-def _record(year_dir: Path, image_id: str, xml: Path) -> ImageRecord:
+def _record(year_dir: Path, image_id: str, xml: Path | None) -> ImageRecord:
     image = year_dir / "JPEGImages" / f"{image_id}.jpg"
     if not image.is_file():
         raise DataError(f"{image}: listed in the split but missing; restore it or drop the id")
-    return parse_annotation(xml) if xml.is_file() else _unannotated(image_id, image)
+    return _unannotated(image_id, image) if xml is None else parse_annotation(xml)
 
 
 def load_records(year_dir: Path, ids: list[str], *, skip_bad: bool = False) -> list[ImageRecord]:
@@ -187,25 +187,25 @@ def load_records(year_dir: Path, ids: list[str], *, skip_bad: bool = False) -> l
     records, missing = [], []
     for image_id in ids:
         xml = year_dir / "Annotations" / f"{image_id}.xml"
+        annotated = xml.is_file()
         try:
-            records.append(_record(year_dir, image_id, xml))
+            records.append(_record(year_dir, image_id, xml if annotated else None))
         except DataError as exc:
             if not skip_bad:
                 raise
             records.append(ImageRecord(image_id, 0, 0, (), error=str(exc)))
             continue
-        if not xml.is_file():
-            missing.append(len(records) - 1)
-    if missing and len(missing) < len(ids):
-        if not skip_bad:
-            first = year_dir / "Annotations" / f"{ids[missing[0]]}.xml"
-            raise DataError(
-                f"{first}: annotation missing ({len(missing)} of {len(ids)} in this split); "
+        if not annotated:
+            missing.append((len(records) - 1, xml))
+    if len(missing) < len(ids):
+        for i, xml in missing:
+            error = (
+                f"{xml}: annotation missing ({len(missing)} of {len(ids)} in this split); "
                 "restore it or drop the id"
             )
-        for i in missing:
-            xml = year_dir / "Annotations" / f"{ids[i]}.xml"
-            records[i] = ImageRecord(ids[i], 0, 0, (), error=f"{xml}: annotation missing; restore it or drop the id")  # fmt: skip
+            if not skip_bad:
+                raise DataError(error)
+            records[i] = ImageRecord(ids[i], 0, 0, (), error=error)
     return records
 
 

@@ -104,7 +104,7 @@ def run(config: ExtractConfig) -> ExtractSummary:
                 f"{cache.directory}: rank 0 could not open the cache; see its message"
             )
         rebuilt = cache.bad_shards()
-        pending = _pending(cache, n_shards, retry_skipped=config.on_error == "stop")
+        pending = _pending(cache, n_shards, rebuilt, retry_skipped=config.on_error == "stop")
         totals = dict.fromkeys(_TOTALS, 0.0)
         if ranks.share(pending):
             totals = _extract_shards(
@@ -128,15 +128,17 @@ def run(config: ExtractConfig) -> ExtractSummary:
 _TOTALS = ("images", "patches", "bytes", "read", "compute", "write", "skipped")
 
 
-def _pending(cache: FeatureCache, n_shards: int, *, retry_skipped: bool) -> list[int]:
-    """Shards to (re)do: those not finished, and, unless skipping is asked for again, those
-    that skipped bad images, so that a rerun after fixing the files adds them."""
+def _pending(cache: FeatureCache, n_shards: int, bad: dict, *, retry_skipped: bool) -> list[int]:
+    """Shards to (re)do: those not recorded, the recorded but `bad` ones (already checked, by
+    cache.bad_shards), and, unless skipping is asked for again, those that skipped bad
+    images, so that a rerun after fixing the files adds them."""
     recorded = cache.manifest().get("shards", {})
 
-    def skipped(k: int) -> bool:
-        return recorded.get(cache.shard_path(k).name, {}).get("skipped", 0) > 0
+    def redo(name: str) -> bool:
+        entry = recorded.get(name)
+        return entry is None or name in bad or (retry_skipped and entry.get("skipped", 0) > 0)
 
-    return [k for k in range(n_shards) if not cache.is_done(k) or (retry_skipped and skipped(k))]
+    return [k for k in range(n_shards) if redo(cache.shard_path(k).name)]
 
 
 def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, ranks) -> dict:

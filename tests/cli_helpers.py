@@ -23,6 +23,12 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def extract_args(voc: Path, cache: Path, *extra: str) -> list[str]:
+    """Extract the test split of `voc` (16 images in the shapes tree) in shards of 4 images."""
+    return ["extract", "--split", "test", "--voc-root", str(voc), "--cache-dir", str(cache),
+            "--images-per-shard", "4", *SMALL, *extra]  # fmt: skip
+
+
 def error_lines(output: str) -> list[str]:
     """The "error:" lines of a command's output: a refusal is exactly one."""
     return [line for line in output.splitlines() if line.startswith("error:")]

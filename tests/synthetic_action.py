@@ -13,16 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from synthetic_voc import draw_shape
+from synthetic_voc import SHAPE_STYLES, draw_shape
 
 from pipeline.voc_writer import VocObject, VocSample, write_voc_tree
 
-# action -> (shape, RGB fill)
-ACTION_STYLES = {
-    "jumping": ("square", (220, 30, 30)),
-    "phoning": ("disc", (30, 60, 220)),
-    "reading": ("triangle", (30, 190, 40)),
-}
+# action -> (shape, RGB fill): the object tree's three styles
+ACTION_STYLES = dict(zip(("jumping", "phoning", "reading"), SHAPE_STYLES.values(), strict=True))
 SYNTHETIC_ACTIONS = tuple(ACTION_STYLES)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from cli_helpers import SMALL, error_lines, invoke
+from cli_helpers import error_lines, extract_args, invoke
 from PIL import Image
 
 from pipeline.images import decode_rgb
@@ -96,8 +96,7 @@ def voc(shapes_voc, tmp_path) -> Path:
 
 
 def _extract(voc: Path, cache: Path, *extra: str) -> tuple[int, str]:
-    return invoke("extract", "--split", "test", "--voc-root", str(voc), "--cache-dir", str(cache),
-                  "--workers", "0", "--images-per-shard", "4", *SMALL, *extra)  # fmt: skip
+    return invoke(*extract_args(voc, cache, "--workers", "0", *extra))
 
 
 def _shards(cache: Path) -> list[h5py.File]:

@@ -19,18 +19,12 @@ from pathlib import Path
 
 import h5py
 import pytest
-from cli_helpers import SMALL, assert_same_shards, error_lines, invoke
+from cli_helpers import SMALL, assert_same_shards, error_lines, extract_args, invoke
 
 from pipeline.shards import shard_problem
 
 REBUILD = "rerun pipeline extract with the same options to rebuild it"
 KEPT = "and rerun the same command: finished shards are kept"
-
-
-def extract_args(voc: Path, cache: Path, *extra: str) -> list[str]:
-    """The test split (16 images) in 4 shards of 4 images."""
-    return ["extract", "--split", "test", "--voc-root", str(voc), "--cache-dir", str(cache),
-            "--images-per-shard", "4", *SMALL, *extra]  # fmt: skip
 
 
 def pipeline_process(*args: str) -> list[str]:

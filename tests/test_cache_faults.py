@@ -5,6 +5,7 @@ uninterrupted run. Real HDF5 files, real processes and signals, real OS write fa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -318,6 +319,20 @@ def stop_mid_transfer(pid: int, workers: list[int]) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def sigint_not_ignored():
+    """A child inherits an ignored SIGINT (a test run started with `&` by a script ignores it,
+    as POSIX shells do for background jobs), and Ctrl-C would then never reach it: have the
+    default handler while the child starts, so that it gets the default disposition."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize(
     ("workers", "how"),
     [
@@ -335,13 +350,14 @@ def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(
     `kill -INT PID` the main process alone: timed here to land while it receives an item
     from the worker, as an untimed signal sometimes does."""
     args = extract_args(shapes_voc, tmp_path, "--workers", workers)
-    process = subprocess.Popen(
-        pipeline_process(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=how == "process-group",
-    )
+    with sigint_not_ignored():
+        process = subprocess.Popen(
+            pipeline_process(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=how == "process-group",
+        )
     split_dir = tmp_path / reference.name
     wait_for(lambda: recorded(split_dir), process, "shard finished")
     stopped = worker_pids(process.pid) if how == "main-pid-mid-transfer" else []

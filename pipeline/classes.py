@@ -1,6 +1,6 @@
-"""Which classes a head learns, and how cached VOC labels map onto its outputs.
+"""Which classes a head learns, and how cached labels map onto its outputs.
 
-Shards store labels as indices into the 20 VOC classes, with a background index and -1
+Shards store labels as indices into the dataset's classes, with a background index and -1
 for ignored patches. A head trained on a subset sees labels 0..C-1 for its classes and C
 for "none of them": background, and patches of classes left out (they are background for
 a classifier of the chosen classes).
@@ -13,17 +13,23 @@ import numpy as np
 from pipeline.errors import MidlevelError
 
 
-def parse_classes(text: str | None, known: tuple[str, ...]) -> tuple[str, ...] | None:
-    """'bus,car' -> ('bus', 'car'), checked against the known names; None stays None."""
+def parse_classes(text: str | None) -> tuple[str, ...] | None:
+    """'bus,car' -> ('bus', 'car'), duplicates dropped, order kept; None stays None."""
     if text is None:
         return None
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise MidlevelError(
-            f"--classes {text!r}: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(known)}"
-        )
+    if not names:
+        raise MidlevelError(f"--classes {text!r}: unknown (empty); name at least one class")
     return names
+
+
+def check_classes(names: tuple[str, ...] | None, known: tuple[str, ...]) -> None:
+    """Refuse --classes names that are not among `known` (the dataset's), listing them."""
+    unknown = [n for n in names or () if n not in known]
+    if unknown:
+        raise MidlevelError(
+            f"--classes {','.join(names)!r}: unknown {', '.join(unknown)}; choose from {', '.join(known)}"
+        )
 
 
 def select_classes(

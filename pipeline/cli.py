@@ -1,4 +1,8 @@
-"""`pipeline` command line: each verb parses its options and calls one stage."""
+"""`pipeline` command line: each verb parses its options and calls one stage.
+
+Only click and the settings are imported here: torch loads in the verbs that run a net, so
+`--help` and a refusal answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,11 @@ import os
 import sys
 
 import click
-import numpy as np
 
-from pipeline.backbone import RANDOM, REGISTRY
 from pipeline.classes import parse_classes
 from pipeline.config import (
     GRID_KINDS,
+    KEEP_CHOICES,
     BackboneConfig,
     CompareConfig,
     ExtractConfig,
@@ -21,6 +24,7 @@ from pipeline.config import (
     LabelRule,
     LocalizeConfig,
     MLPConfig,
+    PredictConfig,
     ReportConfig,
     ScoreConfig,
     SVMConfig,
@@ -28,11 +32,12 @@ from pipeline.config import (
     TaskConfig,
 )
 from pipeline.errors import MidlevelError
-from pipeline.ranks import from_environment
-from pipeline.voc import ACTIONS, VOC_CLASSES
+from pipeline.registry import RANDOM, REGISTRY
 
-KNOWN_CLASSES = VOC_CLASSES + ACTIONS  # --classes names object classes or actions (--task action)
-
+DATA_HELP = (
+    "Dataset: KIND:PATH, KIND one of voc, coco, imagefolder, csv, images; or a PATH whose "
+    "kind is detected. Env: MIDLEVEL_DATA."
+)
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
 
@@ -78,12 +83,15 @@ def _options(*decorators):
 
 
 common = _options(
+    click.option("--data", envvar="MIDLEVEL_DATA", default=None, help=DATA_HELP),
     click.option("--voc-root", envvar="MIDLEVEL_VOC_ROOT", type=click.Path(file_okay=False),
-                 help="VOC year dir (or its VOCdevkit parent). Env: MIDLEVEL_VOC_ROOT."),
+                 help="A VOC tree (year dir or its VOCdevkit parent): --data voc:DIR. Env: MIDLEVEL_VOC_ROOT."),
+    click.option("--image-dir", default=None, type=click.Path(file_okay=False),
+                 help="Where a COCO JSON's or a labels CSV's images are [default: beside it]."),
     click.option("--cache-dir", envvar="MIDLEVEL_CACHE_DIR", default="cache", show_default=True,
                  help="Root of feature shards and trained heads. Env: MIDLEVEL_CACHE_DIR."),
     click.option("--classes", default=None,
-                 help="Comma-separated VOC classes (or actions) to train/score (default: all with boxes)."),
+                 help="Comma-separated classes (or actions) to train/score (default: all with labels)."),
 )  # fmt: skip
 
 features = _options(
@@ -141,12 +149,25 @@ def _feature_kwargs(opts: dict) -> dict:
     }
 
 
-def _need_voc_root(opts: dict) -> str:
-    if not opts.get("voc_root"):
+def _data(opts: dict) -> str:
+    """Pop --data and --voc-root into one dataset spec ("" when neither is given). --data
+    wins over a --voc-root taken from the environment; both on the command line is refused."""
+    data, voc_root = opts.pop("data"), opts.pop("voc_root")
+    if data and voc_root:
+        source = click.get_current_context().get_parameter_source("voc_root")
+        if source == click.core.ParameterSource.COMMANDLINE:
+            raise UserError("--data and --voc-root both name a dataset; pass one of them")
+    return data or (f"voc:{voc_root}" if voc_root else "")
+
+
+def _need_data(opts: dict) -> str:
+    data = _data(opts)
+    if not data:
         raise UserError(
-            "no VOC tree: pass --voc-root DIR or set MIDLEVEL_VOC_ROOT (try pipeline demo-data)"
+            "no dataset: pass --data KIND:PATH or --voc-root DIR (env MIDLEVEL_DATA, "
+            "MIDLEVEL_VOC_ROOT); try pipeline demo-data"
         )
-    return opts["voc_root"]
+    return data
 
 
 @click.group(
@@ -204,6 +225,14 @@ def demo_data(output: str, n_trainval: int, n_test: int, seed: int, overwrite: b
 )
 @click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
 @click.option(
+    "--keep",
+    type=click.Choice(KEEP_CHOICES),
+    default=ExtractConfig.keep,
+    show_default=True,
+    help="Patches stored: 'sample' (object patches + a label-blind sample: training), 'all' "
+    "(evaluation); 'auto' by the split's role (a name starting with 'train' samples).",
+)
+@click.option(
     "--overwrite", is_flag=True, help="Rebuild the cache for these settings from scratch."
 )
 @click.option(
@@ -216,16 +245,13 @@ def demo_data(output: str, n_trainval: int, n_test: int, seed: int, overwrite: b
 )
 def extract(**opts) -> None:
     """Stage one: run the frozen backbone over every patch; write HDF5 shards."""
+    from pipeline.ranks import from_environment
     from stages import extract as stage
 
     opts.pop("classes")
     feature = _feature_kwargs(opts)
     opts.pop("seed")
-    config = ExtractConfig(
-        voc_root=_need_voc_root(opts),
-        **{k: v for k, v in opts.items() if k != "voc_root"},
-        **feature,
-    )
+    config = ExtractConfig(data=_need_data(opts), **opts, **feature)
     summary = stage.run(config)
     if from_environment().main:  # under torchrun, one summary for the run
         click.echo(summary.line(config.split))
@@ -285,9 +311,10 @@ def _fit_config(opts: dict) -> FitConfig:
     )
     head = {k: opts.pop(k) for k in ("split", "head", "k", "device", "seed")}
     return FitConfig(
-        voc_root=opts.pop("voc_root") or "",
+        data=_data(opts),
+        image_dir=opts.pop("image_dir"),
         cache_dir=opts.pop("cache_dir"),
-        classes=parse_classes(opts.pop("classes"), KNOWN_CLASSES),
+        classes=parse_classes(opts.pop("classes")),
         mlp=mlp,
         svm=svm,
         **head,
@@ -309,7 +336,9 @@ def fit(**opts) -> None:
     cv_folds = opts.pop("cv_folds")
     config = _fit_config(opts)
     if cv_folds:
-        from stages.crossval import cross_validate
+        import numpy as np
+
+        from pipeline.crossval import cross_validate
 
         scores = 100 * np.asarray(cross_validate(config, cv_folds))
         click.echo(
@@ -381,7 +410,7 @@ def sweep(**opts) -> None:
 @features
 @click.option("--split", default="test", help="Split to score (its features must be extracted).")
 @click.option("--train-split", default="trainval", help="Split the head was fitted on.")
-@click.option("--head", type=click.Choice(["mlp", "svm"]), default="mlp", help="Which fitted head.")
+@click.option("--head", default="mlp", help="Which fitted head: mlp, svm, or a head FILE (heads/<name>.joblib).")
 @click.option("-k", "--k", "k", type=float, default=None,
               help="Pooling exponent: mean of p^k [default: the head's, 5 unless fit set it].")  # fmt: skip
 @click.option("--output", default=ScoreConfig.output, help="Per-class AP table (CSV).")
@@ -392,19 +421,38 @@ def sweep(**opts) -> None:
               help="Write the VOC evaluation server's comp1_cls_<split>_<class>.txt files under DIR/results/.")  # fmt: skip
 def score(**opts) -> None:
     """Pool patch scores per image and write per-class AP (VOC07 11-point and area)."""
+    from pipeline.provenance import sidecar_path
+    from pipeline.scoring import scores_path
     from stages import score as stage
 
     feature = _feature_kwargs(opts)
     opts.pop("seed")
-    opts["classes"] = parse_classes(opts["classes"], KNOWN_CLASSES)
-    config = ScoreConfig(**opts, **feature)
+    opts["classes"] = parse_classes(opts["classes"])
+    config = ScoreConfig(data=_data(opts), **opts, **feature)
     result = stage.run(config)
+    left_out = len(result.left_out)
+    if left_out:
+        click.secho(
+            f"warning: {left_out} images that extract skipped (--on-error skip) are not scored "
+            f"and not in the AP; listed in {sidecar_path(config.output)}",
+            fg="yellow",
+            err=True,
+        )
     if config.export:
         click.echo(f"export: {len(result.classes)} comp1 files -> {config.export}/results/")
+        if left_out:
+            click.secho(
+                f"warning: the export is INCOMPLETE: {left_out} images of split {config.split} "
+                f"have no score in any file (listed in {config.export}/missing-images.txt); "
+                "the evaluation server refuses it: fix the images, extract again without "
+                "--on-error skip, and score again",
+                fg="red",
+                err=True,
+            )
     if not result.labelled:
         click.echo(
             f"score {config.split}: {len(result.images.image_ids)} images, no labels in this split "
-            f"(no AP) in {result.seconds:.1f} s -> {stage.scores_path(config)}"
+            f"(no AP) in {result.seconds:.1f} s -> {scores_path(config)}"
         )
         return
     rows = result.table()
@@ -413,10 +461,11 @@ def score(**opts) -> None:
         click.echo(
             f"{row['class']:<14}{row['ap_voc07']:>10.2f}{row['ap_area']:>10.2f}{row['positives']:>7}{row['images']:>8}"
         )
+    skipped = f" ({left_out} skipped at extract, not scored)" if left_out else ""
     click.echo(
-        f"score {config.split}: {len(result.images.image_ids)} images, {len(result.classes)} classes, "
+        f"score {config.split}: {len(result.images.image_ids)} images{skipped}, {len(result.classes)} classes, "
         f"k {result.k:g}, mAP {rows[-1]['ap_voc07']:.2f} (VOC07 11-point), {rows[-1]['ap_area']:.2f} (area) "
-        f"in {result.seconds:.1f} s -> {config.output}, {stage.scores_path(config)}"
+        f"in {result.seconds:.1f} s -> {config.output}, {scores_path(config)}"
     )
 
 
@@ -469,7 +518,7 @@ def compare(**opts) -> None:
 @click.option(
     "--train-split", default=LocalizeConfig.train_split, help="Split the head was fitted on."
 )
-@click.option("--head", type=click.Choice(["mlp", "svm"]), default="mlp", help="Which fitted head.")
+@click.option("--head", default="mlp", help="Which fitted head: mlp, svm, or a head FILE.")
 @click.option(
     "--output", default=LocalizeConfig.output, help="Directory: maps.h5, overlays/, pointing.csv."
 )
@@ -492,12 +541,8 @@ def localize(**opts) -> None:
 
     feature = _feature_kwargs(opts)
     opts.pop("seed")
-    opts["classes"] = parse_classes(opts["classes"], KNOWN_CLASSES)
-    config = LocalizeConfig(
-        voc_root=_need_voc_root(opts),
-        **{k: v for k, v in opts.items() if k != "voc_root"},
-        **feature,
-    )
+    opts["classes"] = parse_classes(opts["classes"])
+    config = LocalizeConfig(data=_need_data(opts), **opts, **feature)
     click.echo(stage.run(config).line())
 
 
@@ -508,18 +553,19 @@ def localize(**opts) -> None:
 )
 @click.option("--names", default=None, help="Comma-separated run names [default: from each run].")
 @click.option(
-    "--voc-root",
-    envvar="MIDLEVEL_VOC_ROOT",
+    "--data",
+    envvar="MIDLEVEL_DATA",
     default=None,
-    help="VOC tree for the contact sheets [default: the one each run recorded].",
+    help="Dataset of the contact sheets' images [default: the one each run recorded].",
 )
+@click.option("--voc-root", default=None, help="A VOC tree: --data voc:DIR.")
 @click.option(
     "--top",
     type=int,
     default=ReportConfig.top,
     help="Images per end of each ranking in the contact sheets.",
 )
-def report(runs, output, names, voc_root, top) -> None:
+def report(runs, output, names, data, voc_root, top) -> None:
     """Figures and a paper-ready table from scored runs (the ap.csv files of pipeline score)."""
     from stages import report as stage
 
@@ -528,7 +574,36 @@ def report(runs, output, names, voc_root, top) -> None:
         raise UserError(
             f"--names has {len(split_names)} names for {len(runs)} runs; give one per run"
         )
-    config = ReportConfig(tuple(runs), output, split_names, voc_root, top)
+    data = data or (f"voc:{voc_root}" if voc_root else None)
+    config = ReportConfig(tuple(runs), output, split_names, data, top)
+    click.echo(stage.run(config).line())
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--head", required=True,
+              help="A head FILE (cache/<split>-<digest>/heads/mlp.joblib) or the name of a head in --cache-dir.")
+@click.option("--cache-dir", envvar="MIDLEVEL_CACHE_DIR", default="cache", show_default=True,
+              help="Where named heads are found, and many photos' features are cached.")
+@click.option("--output", default=PredictConfig.output, show_default=True,
+              help="One row per image: its top classes and the score of every class.")
+@click.option("--maps", type=click.Path(file_okay=False), default=None,
+              help="Also write maps.h5 and heat-map overlays of every image into DIR.")
+@click.option("-k", "--k", "k", type=float, default=None, help="Pooling exponent [default: the head's].")
+@click.option("--top", type=int, default=PredictConfig.top, show_default=True, help="Classes named per image.")
+@click.option("--weights", default=None, help="A local copy of the head's backbone weights FILE.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Compute device.")
+@click.option("--batch-size", type=int, default=PredictConfig.batch_size, help="Patches per forward pass.")
+@click.option("--workers", type=int, default=PredictConfig.workers, help="DataLoader decode workers.")
+@click.option("--cache/--no-cache", "cached", default=None,
+              help="Features through the cache (resumable) [default: for more than 200 images].")
+@click.option("--on-error", type=click.Choice(["skip", "stop"]), default=PredictConfig.on_error,
+              show_default=True, help="A bad photo is skipped with a logged line, or stops the run.")  # fmt: skip
+def predict(sources, **opts) -> None:
+    """A fitted head on new photos (files, folders, globs): scores, top classes, maps."""
+    from stages import predict as stage
+
+    config = PredictConfig(sources=tuple(sources), **opts)
     click.echo(stage.run(config).line())
 
 

@@ -60,7 +60,7 @@ class LabelRule:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Which recognition task the cache serves (see pipeline/tasks.py)."""
+    """Which recognition task the cache serves (pipeline/datasets/voc_action.py: action)."""
 
     name: str = "object"  # "object": VOC classification; "action": VOC 2012 Action persons
     context: float = 0.5  # action: the person box grows by this times its size (half per side)
@@ -80,12 +80,18 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    """Everything that changes the cached features: its digest keys the cache."""
+    """Everything that changes the cached features and labels: its digest keys the cache.
+
+    `data` is the dataset's kind and class list (None for PASCAL VOC's own classes, whose
+    caches keep the digests they had before datasets were keyed): two datasets never share
+    a cache, while a head serves any split whose settings other than `data` are its own.
+    """
 
     backbone: dict
     grid: GridConfig = field(default_factory=GridConfig)
     labels: LabelRule = field(default_factory=LabelRule)
     task: TaskConfig = field(default_factory=TaskConfig)
+    data: dict | None = None
 
     def as_dict(self) -> dict:
         settings = {
@@ -96,6 +102,8 @@ class FeatureSettings:
         }
         if self.task != TaskConfig():  # object caches keep the keys they had before tasks
             settings["task"] = asdict(self.task)
+        if self.data is not None:
+            settings["data"] = self.data
         return settings
 
     def digest(self) -> str:
@@ -106,20 +114,32 @@ class FeatureSettings:
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """Where the VOC tree and the cache are, and the feature settings that key the cache:
-    every stage takes these, so fit and score find exactly what extract wrote."""
+    """Where the dataset and the cache are, and the feature settings that key the cache:
+    every stage takes these, so fit and score find exactly what extract wrote.
 
-    voc_root: str
+    `data` is "KIND:PATH" or a path whose kind is detected (pipeline/datasets); "" where the
+    stage reads the cache alone (fit and score then take the one dataset cached with these
+    settings). `image_dir` is where a COCO JSON's or a CSV's images are, when not beside it.
+    """
+
+    data: str = ""
     cache_dir: str = "cache"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     labels: LabelRule = field(default_factory=LabelRule)
     task: TaskConfig = field(default_factory=TaskConfig)
+    image_dir: str | None = None
+
+
+KEEP_CHOICES = ("auto", "sample", "all")
 
 
 @dataclass(frozen=True)
 class ExtractConfig(CacheSettings):
     split: str = "trainval"
+    # which patches a split stores: "sample" (training: object patches + a label-blind sample
+    # of all), "all" (evaluation), "auto": by the split's role, a name starting with "train"
+    keep: str = "auto"
     device: str = "auto"
     batch_size: int = 64
     workers: int = 1
@@ -229,5 +249,30 @@ class ReportConfig:
     runs: tuple[str, ...]  # ap.csv files written by `pipeline score`, their sidecars beside them
     output: str = "report"  # directory for the PNGs and results.md
     names: tuple[str, ...] | None = None  # None: each run's head and file stem
-    voc_root: str | None = None  # None: the VOC tree recorded in each run's sidecar
+    data: str | None = None  # None: the dataset recorded in each run's sidecar
     top: int = 6  # images per end of each class's ranking in the contact sheets
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """`pipeline predict`: a fitted head on new photos, with the head's own feature settings.
+
+    `head` is a head file (`.../heads/mlp.joblib`) or the name of a head in `cache_dir`;
+    `sources` image files, folders or globs. `cached` None goes through the feature cache
+    (resumable) for more than CACHE_ABOVE images, in memory otherwise.
+    """
+
+    head: str
+    sources: tuple[str, ...]
+    cache_dir: str = "cache"
+    output: str = "predictions.csv"
+    maps: str | None = None  # a directory for maps.h5 and overlays (patch heads)
+    k: float | None = None  # None: the head's
+    top: int = 3  # classes named per image in the `top` column
+    weights: str | None = None  # a local copy of the head's weights file, checked by digest
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 1
+    cached: bool | None = None
+    on_error: str = "skip"  # a bad photo is skipped with a logged line, or "stop"
+

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import MidlevelError
-from pipeline.voc_writer import VocObject, VocSample, write_voc_tree
+from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
 
 DEMO_CLASSES = ("cat", "motorbike", "person")
 

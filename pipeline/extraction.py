@@ -1,5 +1,8 @@
 """The extraction engine of stage one: the frozen backbone once over every patch of a split,
-into HDF5 shards; resumable, shared by the processes of a torchrun."""
+into HDF5 shards; resumable, keyed by the data, shared by the processes of a torchrun.
+
+torch is imported only where a net runs: a finished extract (or a refusal) answers without it.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +10,23 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from pipeline.backbone import FrozenBackbone, feature_settings, resolve_device
-from pipeline.config import ExtractConfig
+from pipeline.config import ExtractConfig, GridConfig, LabelRule
+from pipeline.data_digests import DIGESTS_FILE, ImageDigests, shard_digests
+from pipeline.datasets import Dataset, Sample, SplitData, open_dataset
+from pipeline.datasets.base import split_role_keeps_sample
 from pipeline.errors import CacheError, DataError, MidlevelError
-from pipeline.images import PatchImages
 from pipeline.ranks import all_agree, from_environment, process_group, summed
+from pipeline.registry import feature_settings
 from pipeline.shards import FeatureCache, Shard, WriterLock, cache_path, write_shard
-from pipeline.tasks import TaskData, load_task
-from pipeline.voc import resolve_year_dir
 
-TRAINING_SPLITS = ("train", "trainval")  # background subsampled; other splits keep every patch
+CHANGED = "its images or annotations changed"
+UNDIGESTED = "no data digest recorded (extracted by an older midlevel)"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class ExtractSummary:
     stages: dict  # seconds waiting for decoded images (read), in the net (compute), writing
     skipped: int = 0  # bad images left out (--on-error skip)
     rebuilt: dict = field(default_factory=dict)  # shard name -> what was wrong with it
+    resized: tuple[int, int] | None = None  # (images before, now) when the split changed size
 
     def line(self, split: str) -> str:
         if not self.shards_written:
@@ -48,17 +53,37 @@ class ExtractSummary:
             if self.skipped
             else ""
         )
-        rebuilt = "".join(f", rebuilt {name} ({why})" for name, why in self.rebuilt.items())
+        resized = (
+            f", the split now has {self.resized[1]} images (it had {self.resized[0]})"
+            if self.resized
+            else ""
+        )
         return (
             f"extract {split}: {self.images} images, {self.patches} patches in {self.seconds:.1f} s "
             f"({rate:.1f} patches/s), {skipped}{self.bytes_written / 1e9:.3f} GB written, "
-            f"{self.shards_written} shards new, {self.shards_reused} reused{rebuilt}; "
+            f"{self.shards_written} shards new, {self.shards_reused} reused"
+            f"{rebuilt_text(self.rebuilt)}{resized}; "
             f"read {self.stages['read']:.1f} s, compute {self.stages['compute']:.1f} s, "
             f"write {self.stages['write']:.1f} s -> {self.cache_dir}"
         )
 
 
-def image_features(backbone: FrozenBackbone, item: dict, batch_size: int) -> np.ndarray:
+def rebuilt_text(rebuilt: dict[str, str]) -> str:
+    """", rebuilt shard-00002.h5 (why)" per reason; several shards of one reason as a count."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in rebuilt.items():
+        by_reason.setdefault(reason, []).append(name)
+    parts = []
+    for reason, names in by_reason.items():
+        if len(names) == 1:
+            parts.append(f", rebuilt {names[0]} ({reason})")
+        else:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            parts.append(f", rebuilt {len(names)} shards ({reason}: {shown})")
+    return "".join(parts)
+
+
+def image_features(backbone, item: dict, batch_size: int) -> np.ndarray:
     """[N, D] float16 features of one image's patches: pooled from one trunk pass per scale
     (--mode shared), or cropped and run batch by batch (--mode crop)."""
     if backbone.mode == "shared":
@@ -74,43 +99,70 @@ def image_features(backbone: FrozenBackbone, item: dict, batch_size: int) -> np.
     return np.concatenate(out) if out else np.empty((0, backbone.feature_dim), np.float16)
 
 
-def extract_split(config: ExtractConfig) -> ExtractSummary:
-    year_dir = resolve_year_dir(config.voc_root)
-    task = load_task(
-        year_dir, config.split, config.task, config.limit, skip_bad=config.on_error == "skip"
+def resolve_keep(keep: str, split: str, data: SplitData, grid: GridConfig) -> str:
+    """Which patches a split stores: "sample" (a training split: object patches and a
+    label-blind sample of all) or "all". "auto" follows the split's role (its name starts
+    with "train") where it has labels; the whole-image grid has one patch, always kept."""
+    if keep not in ("auto", "sample", "all"):
+        raise DataError(f"--keep {keep!r}: choose auto, sample or all")
+    if grid.kind == "whole":
+        return "all"
+    if keep == "auto":
+        return "sample" if split_role_keeps_sample(split) and data.truth is not None else "all"
+    return keep
+
+
+def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> ExtractSummary:
+    """Extract `config.split` of the dataset (`config.data`, or `dataset` as given) into
+    its cache: shards missing, bad, or made from other data are (re)done, the rest kept."""
+    dataset = dataset or open_dataset(config.data, image_dir=config.image_dir)
+    split_data = dataset.load(
+        config.split, task=config.task, limit=config.limit, skip_bad=config.on_error == "skip"
     )
-    settings = feature_settings(config.backbone, config.grid, config.labels, config.task)
+    keep = resolve_keep(config.keep, config.split, split_data, config.grid)
+    settings = feature_settings(
+        config.backbone, config.grid, config.labels, config.task, dataset.data_key(config.task)
+    )
     digest = settings.digest()
     cache = FeatureCache(
         cache_path(config.cache_dir, config.split, digest), settings.as_dict(), digest
     )
+    samples = split_data.samples
     per_shard = config.images_per_shard
-    n_shards = math.ceil(len(task.samples) / per_shard)
+    n_shards = math.ceil(len(samples) / per_shard)
     started = time.perf_counter()
     ranks = from_environment()
     with process_group(ranks), contextlib.ExitStack() as held:
-        failure = None
+        failure, resized = None, None
         if ranks.main:  # one lock per run, however many processes share its shards
             try:
                 held.enter_context(WriterLock(cache.directory))
-                cache.prepare(
-                    n_images=len(task.samples),
+                resized = cache.prepare(
+                    n_images=len(samples),
                     images_per_shard=per_shard,
                     overwrite=config.overwrite,
+                    limit=config.limit,
                 )
+                data = _data_digests(cache, split_data, per_shard, keep, save=True)
             except MidlevelError as exc:
                 failure = exc
         if not all_agree(ranks, failure is None):
             raise failure or CacheError(
                 f"{cache.directory}: rank 0 could not open the cache; see its message"
             )
-        rebuilt = cache.bad_shards()
+        if not ranks.main:  # rank 0 hashed the images: the others only stat them
+            data = _data_digests(cache, split_data, per_shard, keep, save=False)
+        rebuilt = {**changed_shards(cache, data), **cache.bad_shards()}
+        if rebuilt and ranks.main:
+            tqdm.write(
+                f"extract {config.split}: {rebuilt_text(rebuilt).removeprefix(', ')}",
+                file=sys.stderr,
+            )
         pending = _pending(cache, n_shards, rebuilt, retry_skipped=config.on_error == "stop")
         totals = dict.fromkeys(_TOTALS, 0.0)
         if ranks.share(pending):
-            totals = _extract_shards(
-                config, cache, year_dir, task, ranks.share(pending), n_shards, ranks
-            )
+            job = _Job(config, cache, dataset, split_data, keep, data, n_shards)
+            totals = _extract_shards(job, ranks.share(pending), ranks)
         totals = summed(ranks, totals)
     return ExtractSummary(
         cache_dir=str(cache.directory),
@@ -123,7 +175,29 @@ def extract_split(config: ExtractConfig) -> ExtractSummary:
         stages={k: totals[k] for k in ("read", "compute", "write")},
         skipped=int(totals["skipped"]),
         rebuilt=rebuilt,
+        resized=None if resized is None else (resized, len(samples)),
     )
+
+
+def _data_digests(
+    cache: FeatureCache, data: SplitData, per_shard: int, keep: str, *, save: bool
+) -> list[str]:
+    digests = ImageDigests(cache.directory / DIGESTS_FILE)
+    out = shard_digests(data.samples, data.truth, per_shard, digests, keep)
+    if save:
+        digests.save()
+    return out
+
+
+def changed_shards(cache: FeatureCache, data: list[str]) -> dict[str, str]:
+    """Recorded shards whose data digest is not that of the split's samples now: name -> why."""
+    recorded = cache.manifest().get("shards", {})
+    changed = {}
+    for k, digest in enumerate(data):
+        entry = recorded.get(cache.shard_path(k).name)
+        if entry is not None and entry.get("data") != digest:
+            changed[cache.shard_path(k).name] = CHANGED if entry.get("data") else UNDIGESTED
+    return changed
 
 
 _TOTALS = ("images", "patches", "bytes", "read", "compute", "write", "skipped")
@@ -131,8 +205,8 @@ _TOTALS = ("images", "patches", "bytes", "read", "compute", "write", "skipped")
 
 def _pending(cache: FeatureCache, n_shards: int, bad: dict, *, retry_skipped: bool) -> list[int]:
     """Shards to (re)do: those not recorded, the recorded but `bad` ones (already checked, by
-    cache.bad_shards), and, unless skipping is asked for again, those that skipped bad
-    images, so that a rerun after fixing the files adds them."""
+    cache.bad_shards, or made from other data), and, unless skipping is asked for again,
+    those that skipped bad images, so that a rerun after fixing the files adds them."""
     recorded = cache.manifest().get("shards", {})
 
     def redo(name: str) -> bool:
@@ -142,46 +216,114 @@ def _pending(cache: FeatureCache, n_shards: int, bad: dict, *, retry_skipped: bo
     return [k for k in range(n_shards) if redo(cache.shard_path(k).name)]
 
 
-def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, ranks) -> dict:
-    """Extract the given pending shards of the task's samples (this process's share)."""
-    samples = task.samples
+@dataclass(frozen=True)
+class _Job:
+    """What the shard loop of one extract needs."""
+
+    config: ExtractConfig
+    cache: FeatureCache
+    dataset: Dataset
+    data: SplitData
+    keep: str
+    digests: list[str]
+    n_shards: int
+
+
+def iter_image_features(
+    backbone,
+    samples: list[Sample],
+    indices: list[int],
+    *,
+    grid: GridConfig,
+    rule: LabelRule,
+    background: int,
+    keep_all: bool,
+    patch_labels: bool,
+    workers: int,
+    batch_size: int,
+    timing: dict | None = None,
+) -> Iterator[dict]:
+    """Items of the samples at `indices`, in order: {index, boxes, labels, sampled, features}
+    or {index, error}. Images are decoded in DataLoader workers; `timing` (if given) adds
+    the seconds spent waiting for them ("read") and in the net ("compute")."""
+    import torch
+
+    from pipeline.images import PatchImages
+
+    dataset = PatchImages(
+        samples, indices, grid=grid, rule=rule, background=background,
+        keep_all=keep_all, patch_labels=patch_labels,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,  # numpy items stay numpy: see pipeline/images.py
+        prefetch_factor=4 if workers else None,
+    )
+    timing = timing if timing is not None else {}
+    mark = time.perf_counter()
+    for item in loader:
+        computing = time.perf_counter()
+        timing["read"] = timing.get("read", 0.0) + computing - mark
+        if "error" not in item:
+            _to_tensors(item, pin=backbone.device.type == "cuda")
+            item["features"] = image_features(backbone, item, batch_size)
+            del item["image"]
+            timing["compute"] = timing.get("compute", 0.0) + time.perf_counter() - computing
+        yield item
+        mark = time.perf_counter()
+
+
+def array_features(backbone, pixels: np.ndarray, grid: GridConfig, batch_size: int = 64):
+    """(boxes [N, 4], features [N, D] float16) of every patch of an [H, W, 3] uint8 image in
+    memory, as extract computes them for a decoded file."""
+    from pipeline.patches import patch_grid
+
+    height, width = pixels.shape[:2]
+    boxes = patch_grid(width, height, grid)
+    item = {"image": np.ascontiguousarray(pixels.transpose(2, 0, 1)), "boxes": boxes}
+    _to_tensors(item, pin=False)
+    return boxes, image_features(backbone, item, batch_size)
+
+
+def load_backbone(config, *, local_rank: int = 0, world: int = 1):
+    """The frozen backbone of `config.backbone` on `config.device` (a torchrun rank's GPU)."""
+    import torch
+
+    from pipeline.backbone import FrozenBackbone, resolve_device
+
     device = resolve_device(config.device)
-    if device.type == "cuda" and ranks.world > 1:
-        device = torch.device("cuda", ranks.local_rank)
-    backbone = FrozenBackbone(config.backbone, device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    return FrozenBackbone(config.backbone, device)
+
+
+def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
+    """Extract the given pending shards of the split's samples (this process's share)."""
+    config, cache, samples = job.config, job.cache, job.data.samples
+    backbone = load_backbone(config, local_rank=ranks.local_rank, world=ranks.world)
     per_shard = config.images_per_shard
     indices = [
         i for k in pending for i in range(k * per_shard, min((k + 1) * per_shard, len(samples)))
     ]
-    dataset = PatchImages(
-        year_dir,
-        samples,
-        indices,
-        grid=config.grid,
-        rule=config.labels,
-        background=len(task.classes),
-        keep_all=config.split not in TRAINING_SPLITS or config.grid.kind == "whole",
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=config.workers,
-        collate_fn=_as_is,  # numpy items stay numpy: see pipeline/images.py
-        prefetch_factor=4 if config.workers else None,
-    )
+    classes = job.data.classes
     attrs = {
         "digest": cache.digest,
         "fingerprint": cache.fingerprint,
         "split": config.split,
-        "class_names": list(task.classes),
-        "background_label": len(task.classes),
-        "labelled": task.truth is not None,
-        "voc_year": year_dir.name,
+        "class_names": list(classes),
+        "background_label": len(classes),
+        "labelled": job.data.truth is not None,
         "task": config.task.name,
+        "data": job.dataset.kind,
+        "boxes": job.data.boxes,
+        "keep": job.keep,
+        **job.dataset.attrs(),
     }
-    truth = task.truth
+    truth = job.data.truth
     if truth is None:
-        truth = np.zeros((len(samples), len(task.classes)), dtype=np.int8)
+        truth = np.zeros((len(samples), len(classes)), dtype=np.int8)
     totals = dict.fromkeys(_TOTALS, 0.0)
     buffer: list[dict] = []
     skipped: list[dict] = []  # {"id", "reason"} of this shard's bad images
@@ -192,15 +334,15 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, 
         dynamic_ncols=True,
         position=ranks.rank,
     )
-    started = shard_started = mark = time.perf_counter()
+    items = iter_image_features(
+        backbone, samples, indices, grid=config.grid, rule=config.labels,
+        background=len(classes), keep_all=job.keep == "all", patch_labels=job.data.boxes,
+        workers=config.workers, batch_size=config.batch_size, timing=totals,
+    )  # fmt: skip
+    started = shard_started = time.perf_counter()
     with bar:  # closed on errors too: the error line starts on a line of its own
-        for item in loader:
-            computing = time.perf_counter()
-            totals["read"] += computing - mark
+        for item in items:
             if "error" not in item:
-                _to_tensors(item, pin=device.type == "cuda")
-                item["features"] = image_features(backbone, item, config.batch_size)
-                totals["compute"] += time.perf_counter() - computing
                 buffer.append(item)
                 totals["images"] += 1
                 totals["patches"] += len(item["labels"])
@@ -217,8 +359,8 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, 
             shard_index = item["index"] // per_shard
             if item["index"] == min((shard_index + 1) * per_shard, len(samples)) - 1:
                 writing = time.perf_counter()
-                shard = _assemble(buffer, samples, truth, backbone.feature_dim)
-                _check_finite(shard, cache.shard_path(shard_index), config.backbone.weights)
+                shard = assemble_shard(buffer, samples, truth, backbone.feature_dim)
+                check_finite(shard, cache.shard_path(shard_index), config.backbone.weights)
                 totals["bytes"] += write_shard(
                     cache.shard_path(shard_index), shard, {**attrs, "skipped": skipped}
                 )
@@ -229,13 +371,13 @@ def _extract_shards(config, cache, year_dir, task: TaskData, pending, n_shards, 
                     images=len(buffer),
                     patches=len(shard.labels),
                     seconds=now - shard_started,
-                    n_shards=n_shards,
+                    n_shards=job.n_shards,
                     rank=ranks.rank,
                     skipped=len(skipped),
+                    data=job.digests[shard_index],
                 )
                 totals["skipped"] += len(skipped)
                 buffer, skipped, shard_started = [], [], now
-            mark = time.perf_counter()
     return totals
 
 
@@ -245,12 +387,14 @@ def _as_is(item: dict) -> dict:
 
 def _to_tensors(item: dict, *, pin: bool) -> None:
     """The decoded image and boxes as tensors; the image in pinned memory for a CUDA copy."""
+    import torch
+
     image = torch.from_numpy(item["image"])
     item["image"] = image.pin_memory() if pin else image
     item["boxes"] = torch.from_numpy(item["boxes"])
 
 
-def _check_finite(shard: Shard, path, weights: str | None) -> None:
+def check_finite(shard: Shard, path, weights: str | None) -> None:
     """NaN or Inf features (a broken weights file, an fp16 overflow) never reach a shard."""
     bad = ~np.isfinite(shard.features).all(axis=1)
     if bad.any():
@@ -262,7 +406,7 @@ def _check_finite(shard: Shard, path, weights: str | None) -> None:
         )
 
 
-def _assemble(items: list[dict], samples, truth: np.ndarray, dim: int) -> Shard:
+def assemble_shard(items: list[dict], samples, truth: np.ndarray, dim: int) -> Shard:
     """One shard's arrays from its images' items, in image order."""
     counts = [len(it["labels"]) for it in items]
     index = [it["index"] for it in items]

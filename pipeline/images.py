@@ -1,4 +1,4 @@
-"""Decoding VOC images and laying out their patches, as a Dataset for DataLoader workers.
+"""Decoding images and laying out their patches, as a Dataset for DataLoader workers.
 
 Each item is one image, decoded once, with its patch boxes and labels; the crops are cut
 later on the compute device, all patches of the image in one op. A decode failure (or a
@@ -19,8 +19,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import GridConfig, LabelRule
-from pipeline.patches import keep_mask, label_patches, patch_grid, sample_mask
-from pipeline.tasks import Sample
+from pipeline.datasets import Sample
+from pipeline.patches import IGNORED, keep_mask, label_patches, patch_grid, sample_mask
 
 
 def decode_rgb(path: Path) -> torch.Tensor:
@@ -35,12 +35,13 @@ class PatchImages(torch.utils.data.Dataset):
     object patches and a seeded label-blind sample of the rest, others keep every patch.
 
     A sample is a whole image (object task) or a region of one (action task: a person and its
-    context, see pipeline/tasks.py); its patches cover that region.
+    context, see pipeline/datasets/voc_action.py); its patches cover that region. Without
+    `patch_labels` (a dataset of image-level labels only) every patch is labelled IGNORED:
+    no box says what a patch shows, and calling it background would be a lie.
     """
 
     def __init__(
         self,
-        year_dir: Path,
         samples: list[Sample],
         indices: list[int],
         *,
@@ -48,14 +49,15 @@ class PatchImages(torch.utils.data.Dataset):
         rule: LabelRule,
         background: int,
         keep_all: bool,
+        patch_labels: bool = True,
     ):
-        self.year_dir = year_dir
         self.samples = samples
         self.indices = indices
         self.grid = grid
         self.rule = rule
         self.background = background
         self.keep_all = keep_all
+        self.patch_labels = patch_labels
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -64,9 +66,12 @@ class PatchImages(torch.utils.data.Dataset):
         """Patch boxes [N, 4] (image pixels), labels [N] and sampled flags [N], subsampled."""
         x0, y0, x1, y1 = sample.region
         boxes = patch_grid(x1 - x0, y1 - y0, self.grid) + np.array([x0, y0, x0, y0], np.float32)
-        labels = label_patches(
-            boxes, sample.boxes, sample.box_classes, sample.difficult, self.rule, self.background
-        )
+        if self.patch_labels:
+            labels = label_patches(
+                boxes, sample.boxes, sample.box_classes, sample.difficult, self.rule, self.background
+            )
+        else:
+            labels = np.full(len(boxes), IGNORED, dtype=np.int16)
         if self.keep_all:
             return boxes, labels, np.ones(len(boxes), dtype=bool)
         sampled = sample_mask(len(boxes), self.rule, sample.sample_id)
@@ -78,7 +83,7 @@ class PatchImages(torch.utils.data.Dataset):
         sample = self.samples[index]
         if sample.error is not None:
             return {"index": index, "error": sample.error}
-        path = self.year_dir / "JPEGImages" / f"{sample.image_id}.jpg"
+        path = sample.image_path
         try:
             image = decode_rgb(path)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
@@ -90,7 +95,7 @@ class PatchImages(torch.utils.data.Dataset):
             return {
                 "index": index,
                 "error": f"{path}: is {image.shape[2]}x{image.shape[1]} but its annotation says "
-                f"{sample.width}x{sample.height}; fix <size> in Annotations/{sample.image_id}.xml",
+                f"{sample.width}x{sample.height}; fix the image size in its annotation",
             }
         boxes, labels, sampled = self.layout(sample)
         return {

@@ -7,6 +7,7 @@ figure's size grows with the number of classes, so that 20 VOC classes stay legi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -90,12 +91,14 @@ def plot_ap_bars(runs: list[Run], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def contact_sheet(run: Run, year_dir: str | Path, path: str | Path, top: int = 6) -> Path:
+def contact_sheet(
+    run: Run, image_paths: Mapping[str, Path], path: str | Path, top: int = 6
+) -> Path:
     """Per class (a row), the `top` highest- then the `top` lowest-scoring images, framed
     green (present), red (absent) or grey (difficult): shows at a glance what a head
     confuses with the class and which positives it misses. Images without a score (nan)
-    are left out; a split under 2 * top images is halved, so none is shown twice."""
-    year_dir = Path(year_dir)
+    are left out; a split under 2 * top images is halved, so none is shown twice.
+    `image_paths` maps the run's image ids to their files."""
     cell = THUMB + 2 * BORDER
     gap = cell // 2  # between the highest and the lowest block
     height, width = len(run.classes) * cell, 2 * top * cell + gap
@@ -111,7 +114,12 @@ def contact_sheet(run: Run, year_dir: str | Path, path: str | Path, top: int = 6
         for i, x0 in slots:
             image_id = run.image_ids[i]
             if image_id not in thumbs:
-                thumbs[image_id] = _thumbnail(year_dir / "JPEGImages" / f"{image_id}.jpg")
+                if image_id not in image_paths:
+                    raise DataError(
+                        f"{run.ap_csv}: image {image_id!r} is not in the dataset given; pass "
+                        "--data with the dataset that was scored"
+                    )
+                thumbs[image_id] = _thumbnail(image_paths[image_id])
             y0 = c * cell
             canvas[y0 : y0 + cell, x0 : x0 + cell] = TRUTH_COLOURS[int(run.truth[i, c])]
             inner = np.full((THUMB, THUMB, 3), 255, dtype=np.uint8)
@@ -143,10 +151,10 @@ def _thumbnail(path: Path) -> np.ndarray:
             return np.asarray(image)
     except FileNotFoundError:
         raise DataError(
-            f"{path}: image not found; pass --voc-root pointing at the VOC tree that was scored"
+            f"{path}: image not found; pass --data with the dataset that was scored"
         ) from None
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image; restore it from the VOC tarball") from None
+        raise DataError(f"{path}: not a readable image; restore it") from None
 
 
 def _save(fig, path: str | Path, tight: bool = True) -> Path:

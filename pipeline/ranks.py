@@ -3,7 +3,7 @@
 `torchrun --nproc-per-node N -m pipeline extract ...` starts N processes with RANK,
 WORLD_SIZE and LOCAL_RANK set; each extracts every N-th pending shard into the same cache
 directory, so a rerun (with any number of processes) resumes from the same manifest. Without
-torchrun the world is one process and nothing here does any work.
+torchrun the world is one process and nothing here does any work (nor imports torch).
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import torch
-import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,12 @@ def from_environment() -> Ranks:
 def process_group(ranks: Ranks) -> Iterator[None]:
     """torch.distributed for the run's few small collectives: gloo, on CPU tensors, whatever
     device computes the features (no feature ever crosses processes: shards go to disk)."""
-    if ranks.world == 1 or dist.is_initialized():
+    if ranks.world == 1:
+        yield
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
         yield
         return
     dist.init_process_group("gloo")
@@ -58,6 +60,9 @@ def all_agree(ranks: Ranks, ok: bool) -> bool:
     """True when every process is ok: a failure on one stops all of them cleanly."""
     if ranks.world == 1:
         return ok
+    import torch
+    import torch.distributed as dist
+
     flag = torch.tensor([int(ok)])
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
@@ -67,6 +72,9 @@ def summed(ranks: Ranks, totals: dict[str, float]) -> dict[str, float]:
     """Totals added over the processes (seconds are then process-seconds)."""
     if ranks.world == 1:
         return totals
+    import torch
+    import torch.distributed as dist
+
     keys = sorted(totals)
     values = torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64)
     dist.all_reduce(values)

@@ -43,11 +43,11 @@ def cache_path(cache_root: str | Path, split: str, digest: str) -> Path:
     return Path(cache_root) / f"{split}-{digest}"
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    _write_atomically(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+def write_json(path: Path, payload: dict) -> None:
+    write_atomically(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _write_atomically(path: Path, data: bytes | memoryview) -> None:
+def write_atomically(path: Path, data: bytes | memoryview) -> None:
     """Write under a temporary name, fsync, rename: `path` is whole or untouched. On any
     failure the temporary file is removed, and an OS error (a full disk) becomes one line."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -109,13 +109,15 @@ def write_shard(path: Path, shard: Shard, attrs: dict) -> int:
         h5.create_dataset("labels", data=shard.labels.astype(np.int16))
         h5.create_dataset("sampled", data=shard.sampled.astype(bool))
         h5.create_dataset("image_index", data=shard.image_index.astype(np.int32))
-        h5.create_dataset("image_ids", data=np.array(shard.image_ids, dtype="S"))
+        # UTF-8 bytes: ids may hold any character (COCO file names with folders, accents)
+        ids = np.array([i.encode("utf-8") for i in shard.image_ids], dtype="S")
+        h5.create_dataset("image_ids", data=ids)
         h5.create_dataset("sizes", data=shard.sizes.astype(np.int32).reshape(-1, 2))
         h5.create_dataset("image_labels", data=shard.image_labels.astype(np.int8))
         for key, value in attrs.items():
             h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
         h5.attrs["code_version"] = code_version()
-    _write_atomically(path, image.getbuffer())
+    write_atomically(path, image.getbuffer())
     return path.stat().st_size
 
 
@@ -129,7 +131,7 @@ def read_shard(path: Path, *, features: bool = True) -> Shard:
                 labels=h5["labels"][...],
                 sampled=h5["sampled"][...],
                 image_index=h5["image_index"][...],
-                image_ids=[s.decode() for s in h5["image_ids"][...]],
+                image_ids=[s.decode("utf-8") for s in h5["image_ids"][...]],
                 sizes=h5["sizes"][...],
                 image_labels=h5["image_labels"][...],
             )
@@ -236,32 +238,63 @@ class FeatureCache:
         self._attrs: dict | None = None
         self._paths: list[Path] | None = None
 
+    @classmethod
+    def load(cls, directory: Path) -> FeatureCache:
+        """The cache in `directory`, with the settings its fingerprint.json records."""
+        found = json.loads((directory / "fingerprint.json").read_text())
+        return cls(directory, {k: v for k, v in found.items() if k != "digest"}, found["digest"])
+
     def shard_path(self, index: int) -> Path:
         return self.directory / SHARD_NAME.format(index)
 
-    def prepare(self, *, n_images: int, images_per_shard: int, overwrite: bool) -> None:
-        """Create or check the directory for writing; --overwrite empties it first."""
+    def prepare(
+        self,
+        *,
+        n_images: int,
+        images_per_shard: int,
+        overwrite: bool,
+        limit: int | None = None,
+    ) -> int | None:
+        """Create or check the directory for writing; --overwrite empties it first. A split
+        that grew or shrank since (images added, another --limit) keeps the manifest: shards
+        past its end are removed, and the number of images it had before is returned (None
+        when unchanged). `limit` (--limit) is recorded: the split's first images on purpose."""
         self.directory.mkdir(parents=True, exist_ok=True)
         if overwrite:
             for old in self.directory.glob("shard-*.h5*"):
                 old.unlink()
             (self.directory / "manifest.json").unlink(missing_ok=True)
         manifest = self.manifest()
-        layout = {"n_images": n_images, "images_per_shard": images_per_shard}
-        if manifest and {k: manifest.get(k) for k in layout} != layout:
+        if manifest and manifest.get("images_per_shard") != images_per_shard:
             raise CacheError(
-                f"{self.directory}: was started with {manifest.get('n_images')} images, "
-                f"{manifest.get('images_per_shard')} per shard; rerun with those or --overwrite"
+                f"{self.directory}: was started with {manifest.get('images_per_shard')} images "
+                "per shard; rerun with that --images-per-shard or --overwrite"
             )
         for stale in self.directory.glob("*.tmp-*"):
             stale.unlink()  # a file in flight when a run died: a shard is redone
-        _write_json(
+        write_json(
             self.directory / "fingerprint.json", {"digest": self.digest, **self.fingerprint}
         )
-        if not manifest:
-            _write_json(
-                self.directory / "manifest.json", {**layout, "shards": {}, "complete": False}
-            )
+        before = manifest.get("n_images") if manifest else None
+        n_shards = -(-n_images // images_per_shard)
+        shards = {
+            name: entry
+            for name, entry in (manifest.get("shards", {}) if manifest else {}).items()
+            if name in {SHARD_NAME.format(k) for k in range(n_shards)}
+        }
+        for name in set(manifest.get("shards", {}) if manifest else ()) - set(shards):
+            (self.directory / name).unlink(missing_ok=True)
+        write_json(
+            self.directory / "manifest.json",
+            {
+                "n_images": n_images,
+                "images_per_shard": images_per_shard,
+                "limit": limit,
+                "shards": shards,
+                "complete": len(shards) == n_shards,
+            },
+        )
+        return before if before not in (None, n_images) else None
 
     def manifest(self) -> dict:
         path = self.directory / "manifest.json"
@@ -291,11 +324,13 @@ class FeatureCache:
         n_shards: int,
         rank: int = 0,
         skipped: int = 0,
+        data: str = "",
     ) -> None:
         """Add a finished shard to the manifest (after its rename, so the file exists).
 
-        `seconds` is the compute time of the shard: sweeps compare their cost to it. The
-        read-modify-write holds an flock, since the processes of a torchrun share the file."""
+        `seconds` is the compute time of the shard: sweeps compare their cost to it; `data`
+        the digest of its samples (pipeline/data_digests.py). The read-modify-write holds an
+        flock, since the processes of a torchrun share the file."""
         with open(self.directory / ".manifest.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             manifest = self.manifest()
@@ -305,9 +340,10 @@ class FeatureCache:
                 "seconds": round(seconds, 3),
                 "rank": rank,
                 "skipped": skipped,
+                "data": data,
             }
             manifest["complete"] = len(manifest["shards"]) == n_shards
-            _write_json(self.directory / "manifest.json", manifest)
+            write_json(self.directory / "manifest.json", manifest)
 
     def shard_paths(self) -> list[Path]:
         """Finished shards in order; refuses an incomplete cache or a bad shard (checked once
@@ -332,6 +368,14 @@ class FeatureCache:
             with h5py.File(self.shard_paths()[0], "r") as h5:
                 self._attrs = dict(h5.attrs)
         return self._attrs
+
+    def skipped(self) -> list[dict]:
+        """The images extract left out (--on-error skip), {"id", "reason"}, over every shard."""
+        out = []
+        for path in self.shard_paths():
+            with h5py.File(path, "r") as h5:
+                out += json.loads(h5.attrs.get("skipped", "[]"))
+        return out
 
     def extract_seconds(self) -> float:
         """What extracting this cache cost, summed over its shards."""

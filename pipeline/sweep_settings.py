@@ -163,9 +163,7 @@ def read_options_file(path: Path, known: set[str]) -> dict:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MidlevelError(f"{path}: cannot read the config ({exc}); fix its TOML") from None
-    full = FitConfig(
-        voc_root="", classes=("car",), backbone=BackboneConfig(weights="w", input_size=1)
-    )
+    full = FitConfig(classes=("car",), backbone=BackboneConfig(weights="w", input_size=1))
     allowed = known | set(TYPES) | set(fit_options(full))
     unknown = sorted(set(data) - allowed)
     if unknown:

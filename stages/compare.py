@@ -11,8 +11,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.config import CompareConfig, ReportConfig, ScoreConfig
+from pipeline.reporting import build_report
+from pipeline.scoring import score_split
 from pipeline.sweep_settings import apply_setting
-from stages import fit, report, score
+from pipeline.training import fit_head
 
 METHODS = (
     ("whole-svm", "whole", "svm"),
@@ -40,13 +42,15 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
             replace(config.base, head=head, grid=replace(config.base.grid, kind=kind)),
             config.method_settings.get(name, {}),
         )
-        fit.run(fit_config, progress=progress)
+        fit_head(fit_config, progress=progress)
         score_config = ScoreConfig(
-            voc_root=config.base.voc_root,
+            data=config.base.data,
             cache_dir=config.base.cache_dir,
             backbone=config.base.backbone,
             grid=fit_config.grid,
             labels=config.base.labels,
+            task=config.base.task,
+            image_dir=config.base.image_dir,
             split=config.test_split,
             train_split=config.base.split,
             head=head,
@@ -54,8 +58,10 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
             k=fit_config.k,
             output=str(output / f"{name}.csv"),
         )
-        result = score.run(score_config)
+        result = score_split(score_config)
         means[name] = float(result.table()[-1]["ap_voc07"])
         runs.append(score_config.output)
-    summary = report.run(ReportConfig(tuple(runs), str(output), tuple(n for n, _, _ in METHODS)))
+    summary = build_report(
+        ReportConfig(tuple(runs), str(output), tuple(n for n, _, _ in METHODS), config.base.data)
+    )
     return CompareSummary(means, summary.line())

@@ -2,14 +2,11 @@
 
 The fitted head gives p(class|patch) for every cached patch of a split that keeps all its
 patches (test, val); pipeline/score_maps.py turns each image's patches into one map per
-class. Written into `config.output`:
+class. Written into `config.output` (layout of maps.h5 in pipeline/localization.py):
 
-    maps.h5             root attrs: classes (JSON list, the order of the maps), reduce,
-                        cell (map cell side in pixels), split, digest, head
-                        maps/<image id>/scores: [C, h, w] float16, gzip; attrs width, height
-                        (image pixels; h, w = score_maps.grid_shape(width, height, cell))
+    maps.h5             one [C, h, w] map per image, under maps/<key of its id>/scores
     pointing.csv        class, pairs, hits, accuracy, centre_accuracy (percent) + a mean row
-    overlays/<id>.png   the first `overlays` images with the maps of their `top` classes
+    overlays/<key>.png  the first `overlays` images with the maps of their `top` classes
     maps.json, pointing.json   provenance sidecars
 
 Pointing (the weakly supervised localization "pointing game"): for each image and each
@@ -18,41 +15,32 @@ POINTING_TOLERANCE (15 px) of one of its boxes. The baseline points at the image
 every class: VOC objects are often large and centred, so only beating it shows that the
 maps localize. Pointing uses the float32 maps: float16 storage adds ties near 1, so peaks
 recomputed from maps.h5 can differ in a few pairs. Splits without labels get maps and
-overlays, no pointing.
+overlays, no pointing. The boxes and images come from the dataset (--data).
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import h5py
-import matplotlib
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
 from tqdm import tqdm
 
+from pipeline.caches import open_dataset_of
 from pipeline.config import LocalizeConfig, TaskConfig
 from pipeline.errors import DataError
-from pipeline.provenance import write_sidecar
-from pipeline.score_maps import (
-    CELL,
-    POINTING_TOLERANCE,
-    REDUCES,
-    map_peak,
-    pointing_hit,
-    score_map,
+from pipeline.localization import (
+    MapsFile,
+    file_key,
+    overlay_image,
+    pointing_counts,
+    pointing_table,
 )
-from pipeline.voc import ImageRecord, parse_annotation, resolve_year_dir
-from stages.score import open_head_on_split, split_is_labelled
-
-OVERLAY_ALPHA = 0.5  # opacity of a heat map where p = 1; it falls with p, so the image shows
-# One single-hue colormap per overlaid class (by peak rank), so that two maps stay apart.
-OVERLAY_COLORMAPS = ("Reds", "Blues", "Greens", "Purples", "Oranges", "Greys")
+from pipeline.provenance import write_sidecar
+from pipeline.score_maps import CELL, POINTING_TOLERANCE, REDUCES, score_map
+from pipeline.scoring import open_head_on_split, split_is_labelled
 
 
 @dataclass(frozen=True)
@@ -91,9 +79,13 @@ class LocalizeSummary:
 def run(config: LocalizeConfig) -> LocalizeSummary:
     started = time.perf_counter()
     _check_options(config)
+    dataset = open_dataset_of(config)
+    if dataset is None:
+        raise DataError("localize needs the dataset for its images and boxes: pass --data KIND:PATH")
     opened = open_head_on_split(config)
     classes, columns, cache = opened.classes, opened.columns, opened.cache
-    year_dir = resolve_year_dir(config.voc_root)
+    split = dataset.load(config.split, task=config.task, skip_bad=True)
+    samples = {s.sample_id: s for s in split.samples}
     labelled = split_is_labelled(cache)
     n_images = cache.manifest()["n_images"]
     n_overlays = n_images if config.overlays is None else min(config.overlays, n_images)
@@ -102,20 +94,11 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
     if n_overlays:
         (output / "overlays").mkdir(exist_ok=True)
     maps_path = output / "maps.h5"
-    tmp = maps_path.with_name(maps_path.name + ".tmp")
     tally = np.zeros((3, len(classes)), dtype=np.int64)  # pairs, hits, centre hits per class
     done = 0
     bar = tqdm(total=n_images, unit="img", desc=f"localize {config.split}", dynamic_ncols=True)
-    with bar, h5py.File(tmp, "w") as h5:
-        h5.attrs.update(
-            classes=json.dumps(list(classes)),
-            reduce=config.reduce,
-            cell=CELL,
-            split=config.split,
-            digest=cache.digest,
-            head=config.head,
-        )
-        group = h5.create_group("maps")
+    attrs = {"split": config.split, "digest": cache.digest, "head": config.head}
+    with bar, MapsFile(maps_path, classes, config.reduce, **attrs) as maps_file:
         for shard in cache.iter_shards():
             if not shard.sampled.all():
                 raise DataError(
@@ -130,19 +113,17 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
                 maps = score_map(
                     shard.boxes[rows], probs[rows], width, height, reduce=config.reduce
                 )
-                entry = group.create_group(image_id)
-                entry.create_dataset("scores", data=maps.astype(np.float16), compression="gzip")
-                entry.attrs.update(width=width, height=height)
+                maps_file.add(image_id, maps, width, height)
+                sample = samples[image_id]
                 if labelled:
-                    annotation = parse_annotation(year_dir / "Annotations" / f"{image_id}.xml")
-                    tally += pointing_counts(maps, annotation, classes)
+                    tally += pointing_counts(maps, sample, classes, split.classes)
                 if done < n_overlays:
-                    image = year_dir / "JPEGImages" / f"{image_id}.jpg"
-                    overlay = overlay_image(image, maps, classes, config.top, (width, height))
-                    overlay.save(output / "overlays" / f"{image_id}.png")
+                    overlay = overlay_image(
+                        sample.image_path, maps, classes, config.top, (width, height)
+                    )
+                    overlay.save(output / "overlays" / f"{file_key(image_id)}.png")
                 done += 1
                 bar.update()
-    os.replace(tmp, maps_path)
     resolved = replace(config, classes=classes)
     provenance = {
         "digest": cache.digest,
@@ -188,95 +169,3 @@ def _check_options(config: LocalizeConfig) -> None:
             f"--grid {config.grid.kind} --task {config.task.name}: maps need the patch grid "
             "of the object task; extract and fit with --grid patches"
         )
-
-
-def pointing_counts(maps: np.ndarray, annotation: ImageRecord, classes: tuple[str, ...]):
-    """[3, C] int: per class, 1 pair if it has a non-difficult box in the image, whether the
-    map's peak hits one of them, whether the image centre does."""
-    width, height = annotation.width, annotation.height
-    counts = np.zeros((3, len(classes)), dtype=np.int64)
-    for c, name in enumerate(classes):
-        boxes = [o.box for o in annotation.objects if o.name == name and not o.difficult]
-        if boxes:
-            peak = map_peak(maps[c], width, height)
-            centre = (width / 2, height / 2)
-            counts[:, c] = 1, pointing_hit(peak, boxes), pointing_hit(centre, boxes)
-    return counts
-
-
-def pointing_table(classes: tuple[str, ...], tally: np.ndarray) -> list[dict]:
-    """pointing.csv rows: per class its pairs, hits and accuracies (percent; nan without a
-    pair), then the mean over the classes that have pairs."""
-    pairs, hits, centre = tally
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy, centre_accuracy = 100 * hits / pairs, 100 * centre / pairs
-    rows = [
-        {
-            "class": name,
-            "pairs": int(pairs[c]),
-            "hits": int(hits[c]),
-            "accuracy": round(float(accuracy[c]), 2),
-            "centre_accuracy": round(float(centre_accuracy[c]), 2),
-        }
-        for c, name in enumerate(classes)
-    ]
-    scored = pairs > 0
-    rows.append(
-        {
-            "class": "mean",
-            "pairs": int(pairs.sum()),
-            "hits": int(hits.sum()),
-            "accuracy": _mean(accuracy[scored]),
-            "centre_accuracy": _mean(centre_accuracy[scored]),
-        }
-    )
-    return rows
-
-
-def _mean(values: np.ndarray) -> float:
-    return round(float(values.mean()), 2) if values.size else float("nan")
-
-
-def overlay_image(
-    image_path: Path,
-    maps: np.ndarray,
-    classes: tuple[str, ...],
-    top: int,
-    size: tuple[int, int],
-) -> Image.Image:
-    """The image (its own pixel size) with the maps [C, h, w] of the `top` classes with the
-    highest peaks as heat maps, each in its own colormap, opaque in proportion to p (so low
-    scores leave the image visible), and a label per class with its name and peak."""
-    try:
-        with Image.open(image_path) as handle:
-            canvas = handle.convert("RGBA")
-    except FileNotFoundError:
-        raise DataError(
-            f"{image_path}: image not found; pass the --voc-root the features were extracted from"
-        ) from None
-    except UnidentifiedImageError:
-        raise DataError(f"{image_path}: not a readable image; restore it") from None
-    if canvas.size != size:
-        raise DataError(
-            f"{image_path}: is {canvas.width}x{canvas.height}, the features were extracted from "
-            f"{size[0]}x{size[1]}; pass the --voc-root the features were extracted from"
-        )
-    peaks = maps.reshape(len(maps), -1).max(axis=1)
-    shown = np.argsort(-peaks, kind="stable")[:top]
-    labels = []
-    for rank, c in enumerate(shown):
-        colormap = matplotlib.colormaps[OVERLAY_COLORMAPS[rank % len(OVERLAY_COLORMAPS)]]
-        coarse = Image.fromarray(np.ascontiguousarray(maps[c], dtype=np.float32))
-        values = np.asarray(coarse.resize(canvas.size, Image.Resampling.BILINEAR)).clip(0, 1)
-        heat = colormap(values)
-        heat[..., 3] = OVERLAY_ALPHA * values
-        canvas = Image.alpha_composite(canvas, Image.fromarray(np.uint8(np.rint(heat * 255))))
-        labels.append((f"{classes[c]} {peaks[c]:.2f}", tuple(int(255 * v) for v in colormap(0.8))))
-    draw = ImageDraw.Draw(canvas)
-    y = 2
-    for text, colour in labels:
-        x0, y0, x1, y1 = draw.textbbox((3, y), text)
-        draw.rectangle((x0 - 2, y0 - 1, x1 + 2, y1 + 1), fill=(255, 255, 255, 255))
-        draw.text((3, y), text, fill=colour)
-        y = y1 + 3
-    return canvas.convert("RGB")

@@ -1,6 +1,6 @@
 """`pipeline sweep`: many head settings scored from one cache by cross-validation, in parallel.
 
-Every setting runs K-fold cross-validation over the training split's images (stages/crossval.py)
+Every setting runs K-fold cross-validation over the training split's images (pipeline/crossval.py)
 in a joblib worker process. Rows are written to sweep.csv as settings finish, so an interrupted
 sweep resumes: a setting whose key (its values, the cache digest, the folds and seed) is already
 in sweep.csv is not run again. The best setting is written as a config file for `pipeline fit`.
@@ -17,15 +17,14 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from pipeline.config import FitConfig, SweepConfig
+from pipeline.crossval import cross_validate
 from pipeline.errors import MidlevelError
 from pipeline.provenance import beside, write_sidecar
 from pipeline.sweep_settings import apply_setting, fit_options, write_options_file
-from stages.crossval import cross_validate
-from stages.fit import open_fit_cache
+from pipeline.training import open_fit_cache
 
 # After the setting's own columns; `key` (the setting, cache, folds and seed as JSON) is what
 # a resumed sweep matches finished rows by.
@@ -72,6 +71,8 @@ def setting_names(rows: list[dict]) -> list[str]:
 
 def _evaluate(base: FitConfig, setting: dict, key: str, folds: int, threads: int):
     """(setting, key, fold mAPs, seconds) of one setting; runs in a worker process."""
+    import torch
+
     torch.set_num_threads(threads)
     started = time.perf_counter()
     scores = cross_validate(apply_setting(base, setting), folds)

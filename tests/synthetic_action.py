@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from synthetic_voc import SHAPE_STYLES, draw_shape
 
-from pipeline.voc_writer import VocObject, VocSample, write_voc_tree
+from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
 
 # action -> (shape, RGB fill): the object tree's three styles
 ACTION_STYLES = dict(zip(("jumping", "phoning", "reading"), SHAPE_STYLES.values(), strict=True))

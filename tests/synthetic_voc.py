@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.voc_writer import VocObject, VocSample, write_voc_tree
+from pipeline.datasets.voc import VOC_CLASSES
+from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
 
 # class -> (shape, RGB fill)
 SHAPE_STYLES = {
@@ -39,7 +40,11 @@ def draw_shape(
 
 
 def _sample(
-    image_id: str, first_class: str, size: tuple[int, int], rng: np.random.Generator
+    image_id: str,
+    first_class: str,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    styles: dict[str, tuple] = SHAPE_STYLES,
 ) -> VocSample:
     width, height = size
     noise = rng.normal(128, 20, (height, width, 3)).clip(0, 255).astype(np.uint8)
@@ -47,7 +52,7 @@ def _sample(
     draw = ImageDraw.Draw(image)
     names = [first_class]
     if rng.random() < 0.5:
-        names.append(SHAPE_CLASSES[rng.integers(len(SHAPE_CLASSES))])
+        names.append(list(styles)[rng.integers(len(styles))])
     short = min(width, height)
     boxes: list[tuple[int, int, int, int]] = []
     objects = []
@@ -60,7 +65,7 @@ def _sample(
                 break
         else:
             continue
-        draw_shape(draw, SHAPE_STYLES[name], box)
+        draw_shape(draw, styles[name], box)
         boxes.append(box)
         objects.append(VocObject(name, tuple(float(v) for v in box)))
     return VocSample(image_id, image, tuple(objects))
@@ -74,20 +79,24 @@ def make_shapes_voc(
     image_size: tuple[int, int] = (128, 96),
     seed: int = 0,
     year: str = "VOC2007",
+    classes: tuple[str, ...] = SHAPE_CLASSES,
 ) -> Path:
     """Write `root/<year>` with train/val (even/odd halves of trainval), trainval and test.
 
     image_size is (width, height). The i-th image of a split has a SHAPE_CLASSES[i % 3] shape,
     so every class is in every split once n_trainval >= 6 and n_test >= 3; half the images
-    have a second shape of any class.
+    have a second shape of any class. `classes` names the three shapes (any names: a custom
+    dataset), in the order of SHAPE_STYLES.
     """
+    styles = dict(zip(classes, SHAPE_STYLES.values(), strict=True))
     rng = np.random.default_rng(seed)
     ids = [f"{i:06d}" for i in range(1, n_trainval + n_test + 1)]
     trainval, test = ids[:n_trainval], ids[n_trainval:]
     samples = [
-        _sample(image_id, SHAPE_CLASSES[i % len(SHAPE_CLASSES)], image_size, rng)
+        _sample(image_id, classes[i % len(classes)], image_size, rng, styles)
         for split_ids in (trainval, test)
         for i, image_id in enumerate(split_ids)
     ]
     splits = {"train": trainval[0::2], "val": trainval[1::2], "trainval": trainval, "test": test}
-    return write_voc_tree(Path(root) / year, samples, splits)
+    known = classes if set(classes) - set(VOC_CLASSES) else VOC_CLASSES
+    return write_voc_tree(Path(root) / year, samples, splits, known)

@@ -12,9 +12,9 @@ from cli_helpers import SMALL, invoke, read_ap
 from synthetic_action import SYNTHETIC_ACTIONS, make_action_voc
 
 from pipeline.config import TaskConfig
+from pipeline.datasets.voc import ACTIONS, VocDataset, parse_annotation
+from pipeline.datasets.voc_action import enlarge
 from pipeline.errors import DataError
-from pipeline.tasks import enlarge, load_task
-from pipeline.voc import ACTIONS, parse_annotation
 
 PERSON = """<object><name>person</name>
   <bndbox><xmin>11</xmin><ymin>21</ymin><xmax>50</xmax><ymax>80</ymax></bndbox>{actions}</object>"""
@@ -63,7 +63,7 @@ def action_voc(tmp_path_factory) -> Path:
 
 
 def test_samples_are_the_listed_persons_with_their_flags(action_voc):
-    task = load_task(action_voc, "train", TaskConfig("action"), None)
+    task = VocDataset(action_voc).load("train", task=TaskConfig("action"))
     assert task.classes == ACTIONS
     lines = (action_voc / "ImageSets" / "Action" / "jumping_train.txt").read_text().splitlines()
     listed = [f"{i}/{j}" for i, j, _ in (line.split() for line in lines)]
@@ -84,15 +84,15 @@ def test_truth_from_xml_when_the_split_files_lack_labels(action_voc, tmp_path):
     shutil.copytree(action_voc, year)
     for path in (year / "ImageSets" / "Action").glob("*_train.txt"):
         path.unlink()
-    from_xml = load_task(year, "train", TaskConfig("action"), None)
-    from_files = load_task(action_voc, "train", TaskConfig("action"), None)
+    from_xml = VocDataset(year).load("train", task=TaskConfig("action"))
+    from_files = VocDataset(action_voc).load("train", task=TaskConfig("action"))
     assert [s.sample_id for s in from_xml.samples] == [s.sample_id for s in from_files.samples]
     np.testing.assert_array_equal(from_xml.truth, from_files.truth)
 
 
 def test_not_an_action_tree_is_one_clear_error(shapes_voc):
     with pytest.raises(DataError, match="needs a VOC 2012 Action tree"):
-        load_task(shapes_voc, "train", TaskConfig("action"), None)
+        VocDataset(shapes_voc).load("train", task=TaskConfig("action"))
 
 
 def test_action_pipeline_far_above_chance_and_export(action_voc, tmp_path):
@@ -132,13 +132,13 @@ def test_a_bad_annotation_becomes_one_sample_to_skip(action_voc, tmp_path):
     """--on-error skip: an image whose XML is broken stands as one sample carrying the error,
     so the other persons keep their places and the error reaches the shard's metadata."""
     year = Path(shutil.copytree(action_voc, tmp_path / "VOC2012"))
-    clean = load_task(year, "train", TaskConfig("action"), None)
-    broken = clean.samples[0].image_id
+    clean = VocDataset(year).load("train", task=TaskConfig("action"))
+    broken = clean.samples[0].sample_id.split("/")[0]
     (year / "Annotations" / f"{broken}.xml").write_text("<annotation><size>")
     with pytest.raises(DataError, match="malformed XML"):
-        load_task(year, "train", TaskConfig("action"), None)
-    task = load_task(year, "train", TaskConfig("action"), None, skip_bad=True)
+        VocDataset(year).load("train", task=TaskConfig("action"))
+    task = VocDataset(year).load("train", task=TaskConfig("action"), skip_bad=True)
     bad = [s for s in task.samples if s.error]
     assert [s.sample_id for s in bad] == [f"{broken}/0"] and "malformed XML" in bad[0].error
     kept = [s.sample_id for s in task.samples if not s.error]
-    assert kept == [s.sample_id for s in clean.samples if s.image_id != broken]
+    assert kept == [s.sample_id for s in clean.samples if s.sample_id.split("/")[0] != broken]

@@ -16,8 +16,8 @@ import pytest
 from cli_helpers import error_lines, extract_args, invoke
 from PIL import Image
 
+from pipeline.datasets.voc import read_split
 from pipeline.images import decode_rgb
-from pipeline.voc import read_split
 
 
 def _jpeg(voc: Path, image_id: str) -> Path:

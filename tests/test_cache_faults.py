@@ -164,6 +164,7 @@ def test_file_size_limit_stops_in_one_line_then_rerun_completes(reference, shape
     ]
     assert sorted(p.name for p in split_dir.iterdir() if not p.name.startswith(".")) == [
         "fingerprint.json",
+        "images.json",
         "manifest.json",
     ]
     assert json.loads((split_dir / "manifest.json").read_text())["shards"] == {}

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline.classes import head_labels, parse_classes, select_classes
+from pipeline.classes import check_classes, head_labels, parse_classes, select_classes
+from pipeline.datasets.voc import VOC_CLASSES
 from pipeline.errors import MidlevelError
-from pipeline.voc import VOC_CLASSES
 
 NAMES = list(VOC_CLASSES)
 BG = len(NAMES)
@@ -11,25 +11,28 @@ AEROPLANE, BUS, CAR, PERSON = (NAMES.index(n) for n in ("aeroplane", "bus", "car
 
 
 def test_parse_classes():
-    assert parse_classes("bus,car", VOC_CLASSES) == ("bus", "car")
-    assert parse_classes(" car , bus ,", VOC_CLASSES) == ("car", "bus")  # order kept
-    assert parse_classes(None, VOC_CLASSES) is None
+    assert parse_classes("bus,car") == ("bus", "car")
+    assert parse_classes(" car , bus ,") == ("car", "bus")  # order kept
+    assert parse_classes("scratch,dent") == ("scratch", "dent")  # any dataset's names
+    assert parse_classes(None) is None
 
 
 def test_parse_classes_duplicates_dropped():
-    assert parse_classes("car,bus,car", VOC_CLASSES) == ("car", "bus")
+    assert parse_classes("car,bus,car") == ("car", "bus")
 
 
-def test_parse_classes_unknown():
+def test_check_classes_unknown():
     with pytest.raises(MidlevelError, match="unknown unicorn, cars;") as exc:
-        parse_classes("car,unicorn,cars", VOC_CLASSES)
+        check_classes(("car", "unicorn", "cars"), VOC_CLASSES)
     assert "aeroplane" in str(exc.value)  # lists the choices
+    check_classes(("car",), VOC_CLASSES)
+    check_classes(None, VOC_CLASSES)
 
 
 @pytest.mark.parametrize("text", ["", " ", ",", " , ,"])
 def test_parse_classes_empty(text):
     with pytest.raises(MidlevelError, match=r"\(empty\)"):
-        parse_classes(text, VOC_CLASSES)
+        parse_classes(text)
 
 
 def counts(**positives) -> np.ndarray:

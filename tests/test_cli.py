@@ -167,20 +167,30 @@ def test_nan_features_are_refused_at_write_time(shapes_voc, tmp_path):
 
 
 def test_full_disk_outside_the_shards_is_one_line(shapes_cache, tmp_path, monkeypatch):
-    """A full disk while saving a head (or any result file) ends in one line, not a traceback."""
+    """A full disk while saving a head (or any result file) ends in one line, not a traceback,
+    and leaves neither a head nor a temporary file."""
     import errno
+    import os
 
-    import joblib
+    fsync = os.fsync
 
-    def full(value, path, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(fd: int) -> None:
+        if ".joblib.tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
 
-    monkeypatch.setattr(joblib, "dump", full)
+    monkeypatch.setattr("pipeline.shards.os.fsync", full)
     cache, common = shapes_cache
     copy = tmp_path / "cache"
     shutil.copytree(cache, copy)
     common = [a if a != str(cache) else str(copy) for a in common]
+
+    def heads() -> list[str]:  # other tests' heads are there too, if they ran first
+        return sorted(str(p.relative_to(copy)) for p in copy.glob("trainval-*/heads/*"))
+
+    before = heads()
     code, out = invoke("fit", "--head", "svm", *common)
     assert code == 2 and "Traceback" not in out, out
     (line,) = error_lines(out)
-    assert "svm.joblib: cannot write (No space left on device); free space" in line, line
+    assert "svm.joblib: cannot write it (No space left on device); free space on" in line, line
+    assert heads() == before

@@ -12,9 +12,9 @@ from PIL import Image
 from synthetic_voc import SHAPE_CLASSES, SHAPE_STYLES, make_shapes_voc
 
 from pipeline import demo
+from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
 from pipeline.demo import DEMO_CLASSES, build_demo_tree
 from pipeline.errors import DataError, MidlevelError
-from pipeline.voc_writer import VocObject, VocSample, write_voc_tree
 
 SMALL = {"n_trainval": 12, "n_test": 6, "image_size": (160, 120)}
 

@@ -15,13 +15,15 @@ from cli_helpers import invoke
 from PIL import Image
 
 from pipeline.config import BackboneConfig, GridConfig, LocalizeConfig
+from pipeline.datasets.base import whole_image
+from pipeline.datasets.voc import VocObject, parse_annotation, resolve_year_dir
+from pipeline.datasets.voc_writer import VocSample, write_voc_tree
 from pipeline.errors import DataError
+from pipeline.localization import file_key, pointing_counts
 from pipeline.patches import patch_grid
 from pipeline.provenance import read_sidecar
 from pipeline.score_maps import CELL, grid_shape, map_peak, pointing_hit, score_map
-from pipeline.voc import VocObject, parse_annotation, resolve_year_dir
-from pipeline.voc_writer import VocSample, write_voc_tree
-from stages.localize import pointing_counts, run
+from stages.localize import run
 
 
 def test_single_patch_paints_its_square_and_nothing_else():
@@ -126,7 +128,8 @@ def test_hand_made_corner_object_is_found_where_the_centre_misses(tmp_path):
     for reduce in ("mean", "max"):
         maps = score_map(patches, probs, 200, 150, reduce=reduce)
         assert pointing_hit(map_peak(maps[0], 200, 150), boxes, tolerance=0), reduce
-        counts = pointing_counts(maps, annotation, ("cat", "dog"))
+        sample = whole_image("000001", Path(), 200, 150, [(0, cat.box, False)])
+        counts = pointing_counts(maps, sample, ("cat", "dog"), ("cat", "dog"))
         np.testing.assert_array_equal(counts, [[1, 0], [1, 0], [0, 0]])
 
 
@@ -137,7 +140,7 @@ def localized(shapes_cache, tmp_path_factory):
     code, out = invoke("fit", "--head", "svm", *common)
     assert code == 0, out
     config = LocalizeConfig(
-        voc_root=common[common.index("--voc-root") + 1],
+        data=common[common.index("--voc-root") + 1],
         cache_dir=str(cache),
         backbone=BackboneConfig("resnet18", "random", 64),
         grid=GridConfig(scales=3, min_scale=0.4),
@@ -170,14 +173,16 @@ def test_maps_h5_layout_and_peaks_inside_the_objects(localized):
     """Strict pointing (no tolerance) from the stored maps: measured 20 of 22 pairs against
     4 of 22 for the image centre."""
     config, summary = localized
-    annotations = resolve_year_dir(config.voc_root) / "Annotations"
+    annotations = resolve_year_dir(config.data) / "Annotations"
     hits = centre = pairs = 0
     with h5py.File(summary.maps) as h5:
         classes = json.loads(h5.attrs["classes"])
         assert classes == ["bus", "car", "cat"]
         assert h5.attrs["reduce"] == "mean" and h5.attrs["cell"] == CELL
         assert len(h5["maps"]) == summary.images == 16
-        for image_id, entry in h5["maps"].items():
+        for key, entry in h5["maps"].items():
+            image_id = entry.attrs["id"]
+            assert key == file_key(image_id) == image_id  # VOC ids are safe names as they are
             width, height = int(entry.attrs["width"]), int(entry.attrs["height"])
             scores = entry["scores"]
             assert (width, height) == (128, 96)
@@ -199,7 +204,7 @@ def test_maps_h5_layout_and_peaks_inside_the_objects(localized):
 def test_overlays_have_the_image_size_and_show_the_maps(localized):
     config, summary = localized
     overlays = sorted((Path(config.output) / "overlays").glob("*.png"))
-    images = resolve_year_dir(config.voc_root) / "JPEGImages"
+    images = resolve_year_dir(config.data) / "JPEGImages"
     assert len(overlays) == summary.overlays == 2
     for path in overlays:
         with Image.open(path) as png, Image.open(images / f"{path.stem}.jpg") as jpeg:

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from pipeline.config import ReportConfig
+from pipeline.datasets.voc_writer import VocSample, write_voc_tree
 from pipeline.errors import DataError
 from pipeline.metrics import area_ap, mean_ap, voc07_ap
 from pipeline.plots import (
@@ -21,8 +22,8 @@ from pipeline.plots import (
     plot_pr_curves,
 )
 from pipeline.provenance import write_sidecar
+from pipeline.reporting import build_report
 from pipeline.runs import load_run, unique_names
-from stages import report
 
 DIGEST = "0123456789ab"
 IMAGE_IDS = ["000001", "000002", "000003", "000004", "000005"]
@@ -75,7 +76,7 @@ def write_run(
             writer.writerow([image_id, *(f"{v:.9g}" for v in s), *t])
     if sidecar:
         config = {
-            "voc_root": str(voc_root) if voc_root else None,
+            "data": f"voc:{voc_root}" if voc_root else "",
             "cache_dir": "cache",
             "backbone": {"name": "efficientnet_lite0", "weights": None, "input_size": None},
             "grid": {"scales": 8, "min_scale": 0.15, "overlap": 0.5, "kind": "patches"},
@@ -101,13 +102,16 @@ def write_run(
 
 @pytest.fixture
 def voc(tmp_path) -> Path:
-    """A VOC-like year dir whose JPEGs are solid colours, one per image, to find them again."""
-    year_dir = tmp_path / "VOCdevkit" / "VOC2007"
-    (year_dir / "Annotations").mkdir(parents=True)
-    (year_dir / "JPEGImages").mkdir()
-    for image_id, colour in zip(IMAGE_IDS, IMAGE_COLOURS, strict=True):
-        Image.new("RGB", (200, 150), colour).save(year_dir / "JPEGImages" / f"{image_id}.jpg")
-    return year_dir
+    """A VOC year dir whose JPEGs are solid colours, one per image, to find them again."""
+    samples = [
+        VocSample(image_id, Image.new("RGB", (200, 150), colour), ())
+        for image_id, colour in zip(IMAGE_IDS, IMAGE_COLOURS, strict=True)
+    ]
+    return write_voc_tree(tmp_path / "VOCdevkit" / "VOC2007", samples, {"test": list(IMAGE_IDS)})
+
+
+def image_paths(voc: Path) -> dict[str, Path]:
+    return {i: voc / "JPEGImages" / f"{i}.jpg" for i in IMAGE_IDS}
 
 
 @pytest.fixture
@@ -222,7 +226,7 @@ def test_bad_run_files_name_the_file(tmp_path, spoil, message):
 
 def test_report_writes_figures_table_and_provenance(tmp_path, two_runs):
     out = tmp_path / "report"
-    summary = report.run(ReportConfig(runs=tuple(map(str, two_runs)), output=str(out)))
+    summary = build_report(ReportConfig(runs=tuple(map(str, two_runs)), output=str(out)))
     files = ("pr-curves.png", "ap-bars.png", "contact-mlp.png", "contact-svm.png", "results.md")
     assert summary.line() == f"report: 2 runs, 2 classes -> {out}/ ({', '.join(files)})"
     for name in files[:4]:
@@ -247,13 +251,13 @@ def test_report_writes_figures_table_and_provenance(tmp_path, two_runs):
     ]
 
 
-def test_report_skips_contact_sheets_without_a_voc_tree(tmp_path):
+def test_report_skips_contact_sheets_without_a_dataset(tmp_path):
     bare = write_run(tmp_path / "a", "mlp", SCORES["mlp"], TRUTH, sidecar=False)
     lost = write_run(tmp_path / "b", "svm", SCORES["svm"], TRUTH, voc_root=tmp_path / "gone")
     out = tmp_path / "report"
-    summary = report.run(ReportConfig(runs=(str(bare), str(lost)), output=str(out)))
+    summary = build_report(ReportConfig(runs=(str(bare), str(lost)), output=str(out)))
     assert summary.files == ("pr-curves.png", "ap-bars.png", "results.md")
-    assert summary.notes[0] == "contact sheet of ap skipped: no VOC tree known (pass --voc-root)"
+    assert summary.notes[0] == "contact sheet of ap skipped: no dataset known (pass --data)"
     assert summary.notes[1].startswith(f"contact sheet of svm skipped: {tmp_path / 'gone'}: ")
     assert "; contact sheet of ap skipped" in summary.line()
     assert not list(out.glob("contact-*.png"))
@@ -263,7 +267,7 @@ def test_report_skips_contact_sheets_without_a_voc_tree(tmp_path):
 def test_report_names_must_match_runs(two_runs, tmp_path):
     config = ReportConfig(runs=tuple(map(str, two_runs)), output=str(tmp_path), names=("one",))
     with pytest.raises(DataError, match="--names: 1 names for 2 runs"):
-        report.run(config)
+        build_report(config)
 
 
 def test_figures_grow_with_the_class_count(tmp_path):
@@ -277,7 +281,7 @@ def test_figures_grow_with_the_class_count(tmp_path):
 
 def test_contact_sheet_ranks_and_frames_images(tmp_path, two_runs, voc):
     top = 2
-    path = contact_sheet(load_run(two_runs[1]), voc, tmp_path / "sheet.png", top=top)
+    path = contact_sheet(load_run(two_runs[1]), image_paths(voc), tmp_path / "sheet.png", top=top)
     cell = THUMB + 2 * BORDER
     gap = cell // 2
     left, header = round(LABEL_INCHES * DPI), round(HEADER_INCHES * DPI)
@@ -304,4 +308,4 @@ def test_contact_sheet_names_a_missing_image(tmp_path, two_runs, voc):
     missing = voc / "JPEGImages" / "000003.jpg"
     missing.unlink()
     with pytest.raises(DataError, match=f"^{missing}: image not found"):
-        contact_sheet(load_run(two_runs[0]), voc, tmp_path / "sheet.png")
+        contact_sheet(load_run(two_runs[0]), image_paths(voc), tmp_path / "sheet.png")

@@ -271,6 +271,7 @@ def test_prepare_writes_fingerprint_and_manifest(tmp_path):
     assert cache.manifest() == {
         "n_images": 6,
         "images_per_shard": 3,
+        "limit": None,
         "shards": {},
         "complete": False,
     }
@@ -283,7 +284,14 @@ def test_record_is_done_and_shard_paths(tmp_path):
     finish(cache, 1, n_shards=2)
     assert cache.is_done(1) and not cache.is_done(0)
     assert cache.manifest()["shards"] == {
-        "shard-00001.h5": {"images": 3, "patches": 40, "seconds": 1.5, "rank": 0, "skipped": 0}
+        "shard-00001.h5": {
+            "images": 3,
+            "patches": 40,
+            "seconds": 1.5,
+            "rank": 0,
+            "skipped": 0,
+            "data": "",
+        }
     }
     assert cache.extract_seconds() == 1.5
     with pytest.raises(CacheError, match="extraction not finished"):
@@ -359,18 +367,31 @@ def test_prepare_removes_stale_temp_files(tmp_path):
     assert cache.shard_path(0).exists() and cache.is_done(0)
 
 
-@pytest.mark.parametrize("layout", [(7, 3), (6, 2)])
-def test_prepare_refuses_layout_change(tmp_path, layout):
+def test_prepare_refuses_another_shard_size(tmp_path):
     cache = new_cache(tmp_path)
     cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
     finish(cache, 0, n_shards=2)
-    n_images, per_shard = layout
-    with pytest.raises(CacheError, match="6 images, 3 per shard") as exc:
-        cache.prepare(n_images=n_images, images_per_shard=per_shard, overwrite=False)
+    with pytest.raises(CacheError, match="3 images per shard") as exc:
+        cache.prepare(n_images=6, images_per_shard=2, overwrite=False)
     assert str(cache.directory) in str(exc.value)
     assert cache.is_done(0)  # nothing was removed
-    cache.prepare(n_images=n_images, images_per_shard=per_shard, overwrite=True)
-    assert cache.manifest()["n_images"] == n_images
+    cache.prepare(n_images=6, images_per_shard=2, overwrite=True)
+    assert cache.manifest()["images_per_shard"] == 2
+
+
+def test_prepare_follows_a_split_that_shrinks_or_grows(tmp_path):
+    """Images removed: the shards past the new end go; images added: the finished shards
+    stay (extract then redoes those whose data digests changed)."""
+    cache = new_cache(tmp_path)
+    cache.prepare(n_images=9, images_per_shard=3, overwrite=False)
+    for k in range(3):
+        finish(cache, k, n_shards=3)
+    assert cache.prepare(n_images=5, images_per_shard=3, overwrite=False) == 9
+    assert sorted(cache.manifest()["shards"]) == ["shard-00000.h5", "shard-00001.h5"]
+    assert not cache.shard_path(2).exists() and cache.manifest()["complete"] is True
+    assert cache.prepare(n_images=7, images_per_shard=3, overwrite=False) == 5
+    assert cache.manifest()["complete"] is False and cache.is_done(1)
+    assert cache.prepare(n_images=7, images_per_shard=3, overwrite=False) is None
 
 
 # --- open_cache ---------------------------------------------------------------------------

@@ -8,9 +8,10 @@ import torch
 from cli_helpers import extract_splits, invoke, read_ap
 from test_backbone import CPU, photo
 
-from pipeline.backbone import REGISTRY, FrozenBackbone, fingerprint_part
+from pipeline.backbone import FrozenBackbone
 from pipeline.config import BackboneConfig, GridConfig
 from pipeline.patches import patch_grid
+from pipeline.registry import REGISTRY, fingerprint_part
 
 
 def grid_boxes(image: torch.Tensor, grid: GridConfig) -> torch.Tensor:

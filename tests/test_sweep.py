@@ -12,6 +12,7 @@ import pytest
 from cli_helpers import invoke
 
 from pipeline.config import BackboneConfig, FitConfig
+from pipeline.crossval import image_folds
 from pipeline.sweep_settings import (
     apply_setting,
     fit_options,
@@ -20,7 +21,6 @@ from pipeline.sweep_settings import (
     read_options_file,
     write_options_file,
 )
-from stages.crossval import image_folds
 
 FAST = ["--epochs", "4", "--hidden", "32", "--svm-epochs", "3"]
 
@@ -53,7 +53,7 @@ def test_grid_settings_and_apply():
         {"hidden": 64, "svm_c": 1.0, "k": 3.0},
     ]
     config = apply_setting(
-        FitConfig(voc_root=""), {"hidden": 64, "svm_c": 0.5, "background_weight": 2.0, "k": 3.0}
+        FitConfig(), {"hidden": 64, "svm_c": 0.5, "background_weight": 2.0, "k": 3.0}
     )
     assert (config.mlp.hidden, config.svm.C, config.k) == (64, 0.5, 3.0)
     assert config.mlp.background_weight == config.svm.background_weight == 2.0
@@ -79,7 +79,7 @@ def test_options_file_refuses_unknown_keys(tmp_path):
     path.write_text('head = "mlp"\nhidden = 64\noutput = "x.csv"\n')
     assert read_options_file(path, {"head", "output"}) == {"head": "mlp", "output": "x.csv"}
     # every option a best config holds is known, the optional ones included
-    config = FitConfig(voc_root="", classes=("car",), backbone=BackboneConfig(weights="w.pth"))
+    config = FitConfig(classes=("car",), backbone=BackboneConfig(weights="w.pth"))
     write_options_file(path, fit_options(config), "a comment")
     assert read_options_file(path, {"classes", "weights", "task_name"}) == {
         "classes": "car",

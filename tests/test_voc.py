@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import DataError
-from pipeline.voc import (
+from pipeline.datasets.voc import (
     VOC_CLASSES,
     VocObject,
     class_label,
@@ -15,7 +14,8 @@ from pipeline.voc import (
     read_split,
     resolve_year_dir,
 )
-from pipeline.voc_writer import VocSample, write_voc_tree
+from pipeline.datasets.voc_writer import VocSample, write_voc_tree
+from pipeline.errors import DataError
 
 SIZE = "<size><width>100</width><height>80</height><depth>3</depth></size>"
 
@@ -218,15 +218,15 @@ BAD_FILES = {
         "<ymin>",
     ),
     "box past the right edge": (
-        f"<annotation>{SIZE}{obj_xml(box=(1, 1, 101, 10))}</annotation>",
+        f"<annotation>{SIZE}{obj_xml(box=(1, 1, 102, 10))}</annotation>",
         "100x80",
     ),
     "box past the bottom edge": (
-        f"<annotation>{SIZE}{obj_xml(box=(1, 1, 10, 81))}</annotation>",
+        f"<annotation>{SIZE}{obj_xml(box=(1, 1, 10, 82))}</annotation>",
         "100x80",
     ),
     "box before the left edge": (
-        f"<annotation>{SIZE}{obj_xml(box=(0, 1, 10, 10))}</annotation>",
+        f"<annotation>{SIZE}{obj_xml(box=(-1, 1, 10, 10))}</annotation>",
         "100x80",
     ),
     "empty box": (f"<annotation>{SIZE}{obj_xml(box=(20, 1, 10, 10))}</annotation>", "empty"),
@@ -253,6 +253,15 @@ def test_parse_bad_file_names_it(tmp_path, case):
     assert str(path) in str(exc.value)
     if detail:
         assert detail in str(exc.value)
+
+
+def test_parse_float_corners_and_a_pixel_of_overshoot(tmp_path):
+    """LabelImg writes "12.0"; CVAT writes VOC corners 0-based (xmin 0 at the left edge) and
+    floats past the far edge by rounding: within a pixel, the box is clipped to the image."""
+    body = obj_xml("car", ("12.0", "20.5", "30.25", "40")) + obj_xml("dog", (0, 0.5, 100.6, 81))
+    record = parse_annotation(write_xml(tmp_path, body))
+    assert record.objects[0].box == (11.0, 19.5, 30.25, 40.0)
+    assert record.objects[1].box == (0.0, 0.0, 100.0, 80.0)
 
 
 def test_parse_missing_file(tmp_path):

@@ -2,7 +2,7 @@
 
 Folds are whole images, never patches: patches of one image overlap and share its objects,
 so a patch split would score a head on near-copies of its training rows. Held-out images
-are scored on their label-blind patch sample (see stages/score.py), so the estimate does
+are scored on their label-blind patch sample (see pipeline/scoring.py), so the estimate does
 not peek at where their objects are. The test split is never read.
 """
 
@@ -12,9 +12,9 @@ import numpy as np
 
 from pipeline.config import FitConfig
 from pipeline.metrics import mean_ap
+from pipeline.scoring import average_precisions, score_images
 from pipeline.shards import FeatureCache
-from stages.fit import open_fit_cache, train_head, training_classes
-from stages.score import average_precisions, score_images
+from pipeline.training import open_fit_cache, train_head, training_classes
 
 
 def image_folds(image_ids: list[str], n_folds: int, seed: int) -> list[frozenset[str]]:

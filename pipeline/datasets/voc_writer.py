@@ -1,6 +1,6 @@
 """Writing a PASCAL VOC year directory from images and boxes in memory.
 
-The inverse of `pipeline/voc.py`: it lays out `JPEGImages/<id>.jpg`, `Annotations/<id>.xml` and
+The inverse of `pipeline/datasets/voc.py`: it lays out `JPEGImages/<id>.jpg`, `Annotations/<id>.xml` and
 `ImageSets/Main/{<split>,<class>_<split>}.txt` exactly as the official VOC 2007 files are, so that
 the demo tree and the test fixtures go through the same reader as the real data set.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.errors import DataError
-from pipeline.voc import ACTIONS, VOC_CLASSES, VocObject, class_label
+from pipeline.datasets.voc import ACTIONS, VOC_CLASSES, VocObject, class_label
 
 JPEG_QUALITY = 90
 
@@ -31,7 +31,7 @@ class VocSample:
     objects: tuple[VocObject, ...]
 
 
-def _check_sample(sample: VocSample) -> None:
+def _check_sample(sample: VocSample, classes: tuple[str, ...]) -> None:
     image_id = sample.image_id
     if not image_id or any(c.isspace() or c in "/\\" for c in image_id):
         raise ValueError(f"image id {image_id!r}: must be non-empty, without spaces or slashes")
@@ -41,8 +41,8 @@ def _check_sample(sample: VocSample) -> None:
             raise ValueError(
                 f"{image_id}: actions {obj.actions} need a person and names from {ACTIONS}"
             )
-        if obj.name not in VOC_CLASSES:
-            raise ValueError(f"{image_id}: class {obj.name!r} is not one of the 20 VOC classes")
+        if obj.name not in classes:
+            raise ValueError(f"{image_id}: class {obj.name!r} is not one of {', '.join(classes)}")
         if len(obj.box) != 4 or not all(float(v).is_integer() for v in obj.box):
             raise ValueError(
                 f"{image_id}: box {obj.box} must be 4 integral pixel-edge coordinates x0, y0, x1, y1"
@@ -83,9 +83,12 @@ def _annotation_xml(folder: str, sample: VocSample) -> bytes:
 
 
 def write_voc_tree(
-    year_dir: Path, samples: Iterable[VocSample], splits: dict[str, list[str]]
+    year_dir: Path,
+    samples: Iterable[VocSample],
+    splits: dict[str, list[str]],
+    classes: tuple[str, ...] = VOC_CLASSES,
 ) -> Path:
-    """Write `samples` as a VOC year directory and return it.
+    """Write `samples` as a VOC year directory and return it; objects are of `classes`.
 
     splits: split name -> image ids (e.g. train, val, trainval, test); every id must be a sample.
     Per-class files `<class>_<split>.txt` are written for every class that occurs in any sample,
@@ -98,7 +101,7 @@ def write_voc_tree(
     samples = list(samples)
     by_id: dict[str, VocSample] = {}
     for sample in samples:
-        _check_sample(sample)
+        _check_sample(sample, classes)
         if sample.image_id in by_id:
             raise ValueError(f"image id {sample.image_id!r} occurs twice")
         by_id[sample.image_id] = sample
@@ -122,10 +125,10 @@ def write_voc_tree(
         xml = _annotation_xml(year_dir.name, sample)
         (xml_dir / f"{sample.image_id}.xml").write_bytes(xml)
 
-    classes = sorted({o.name for s in samples for o in s.objects}, key=VOC_CLASSES.index)
+    present = sorted({o.name for s in samples for o in s.objects}, key=classes.index)
     for split, ids in splits.items():
         (main_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-        for name in classes:
+        for name in present:
             lines = (f"{i} {class_label(by_id[i].objects, name):2d}\n" for i in ids)
             (main_dir / f"{name}_{split}.txt").write_text("".join(lines))
     if any(o.actions is not None for s in samples for o in s.objects):

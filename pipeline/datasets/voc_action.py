@@ -1,94 +1,23 @@
-"""What one cached "image" is, per task, and the boxes that label its patches.
+"""VOC 2012 Action: one sample per annotated person, its patches over the person and around it.
 
-- object (VOC classification): a whole image; its objects label the patches; truth is the
-  image-level label of each of the 20 classes.
-- action (VOC 2012 Action): one annotated person; the patches cover the person box enlarged by
-  `context` (scene around the person: a horse, a bike, a phone), the person box labels them with
-  the person's action; truth is the person's 11 action flags. The sample id is
-  `<image id>/<person index>`, the index 1-based over the image's XML objects, as in the devkit's
-  `ImageSets/Action/<action>_<split>.txt` files and the server's comp10 files.
-
-Either way the rest of the pipeline (cache, heads, sweeps, scores, reports) sees samples with
-patches and a truth row, and does not know which task made them.
+A sample is one annotated person: the patches cover the person box enlarged by `context`
+(scene around the person: a horse, a bike, a phone), the person box labels them with the
+person's action; truth is the person's 11 action flags. The sample id is
+`<image id>/<person index>`, the index 1-based over the image's XML objects, as in the devkit's
+`ImageSets/Action/<action>_<split>.txt` files and the server's comp10 files. The rest of the
+pipeline (cache, heads, sweeps, scores, reports) sees samples with patches and a truth row,
+and does not know which task made them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import TaskConfig
+from pipeline.datasets.base import Sample, SplitData, broken
+from pipeline.datasets.voc import ACTIONS, ImageRecord, VocDataset, VocObject
 from pipeline.errors import DataError
-from pipeline.voc import (
-    ACTIONS,
-    VOC_CLASSES,
-    ImageRecord,
-    VocObject,
-    image_labels,
-    load_records,
-    read_split,
-)
-
-
-@dataclass(frozen=True)
-class Sample:
-    sample_id: str
-    image_id: str
-    width: int  # of the image
-    height: int
-    region: tuple[float, float, float, float]  # the patches cover this box of the image
-    boxes: np.ndarray  # [M, 4] boxes that label the patches
-    box_classes: np.ndarray  # [M] int, index into the task's classes
-    difficult: np.ndarray  # [M] bool: never positive, never background (ignored)
-    error: str | None = None  # its files are bad (load_task with skip_bad): extract skips it
-
-
-@dataclass(frozen=True)
-class TaskData:
-    classes: tuple[str, ...]
-    samples: list[Sample]
-    truth: np.ndarray | None  # [n_samples, n_classes] 1 / -1 / 0; None: labels withheld
-
-
-def load_task(
-    year_dir: Path, split: str, task: TaskConfig, limit: int | None, *, skip_bad: bool = False
-) -> TaskData:
-    """The samples of a split for `task`; `limit` keeps the first N images. With `skip_bad`,
-    an image with bad files is a sample carrying its error (see voc.load_records)."""
-    if task.name == "object":
-        return _object_task(year_dir, split, limit, skip_bad)
-    if task.name == "action":
-        return _action_task(year_dir, split, limit, task.context, skip_bad)
-    raise DataError(f"--task {task.name!r}: unknown task; choose object or action")
-
-
-def _broken(record: ImageRecord, sample_id: str) -> Sample:
-    empty = np.empty(0)
-    return Sample(sample_id, record.image_id, 0, 0, (0.0, 0.0, 0.0, 0.0),
-                  empty.reshape(0, 4), empty, empty, error=record.error)  # fmt: skip
-
-
-def _object_task(year_dir: Path, split: str, limit: int | None, skip_bad: bool) -> TaskData:
-    records = load_records(year_dir, read_split(year_dir, split)[:limit], skip_bad=skip_bad)
-    index = {name: i for i, name in enumerate(VOC_CLASSES)}
-    samples = [
-        Sample(
-            r.image_id,
-            r.image_id,
-            r.width,
-            r.height,
-            (0.0, 0.0, float(r.width), float(r.height)),
-            r.boxes(),
-            np.array([index[o.name] for o in r.objects], dtype=np.int64),
-            np.array([o.difficult for o in r.objects], dtype=bool),
-        )
-        if r.error is None
-        else _broken(r, r.image_id)
-        for r in records
-    ]
-    return TaskData(VOC_CLASSES, samples, image_labels(year_dir, split, VOC_CLASSES, records))
 
 
 def enlarge(box, context: float, width: int, height: int) -> tuple[float, float, float, float]:
@@ -139,9 +68,10 @@ def _persons(record: ImageRecord, listed: dict) -> list[tuple[int, VocObject]]:
     return [(j, o) for j, o in enumerate(record.objects, start=1) if o.actions is not None]
 
 
-def _action_task(
-    year_dir: Path, split: str, limit: int | None, context: float, skip_bad: bool
-) -> TaskData:
+def action_split(
+    dataset: VocDataset, split: str, limit: int | None, context: float, skip_bad: bool
+) -> SplitData:
+    year_dir = dataset.year_dir
     path = year_dir / "ImageSets" / "Action" / f"{split}.txt"
     if not path.is_file():
         raise DataError(
@@ -152,9 +82,9 @@ def _action_task(
         raise DataError(f"{path}: split {split!r} is empty; check the file")
     listed = _action_lists(year_dir, split)
     samples, truth = [], []
-    for record in load_records(year_dir, ids, skip_bad=skip_bad):
+    for record in dataset.records(ids, skip_bad=skip_bad):
         if record.error is not None:  # its persons are unknown: one placeholder to skip
-            samples.append(_broken(record, f"{record.image_id}/0"))
+            samples.append(broken(f"{record.image_id}/0", year_dir / "JPEGImages", record.error))
             truth.append([0] * len(ACTIONS))
             continue
         for j, person in _persons(record, listed):
@@ -167,7 +97,7 @@ def _action_task(
             samples.append(
                 Sample(
                     f"{record.image_id}/{j}",
-                    record.image_id,
+                    record.image_path,
                     record.width,
                     record.height,
                     enlarge(person.box, context, record.width, record.height),
@@ -182,4 +112,6 @@ def _action_task(
     if not samples:
         raise DataError(f"{path}: no annotated person in split {split!r}; check ImageSets/Action")
     labelled = any(any(row) for row in truth)
-    return TaskData(ACTIONS, samples, np.array(truth, dtype=np.int8) if labelled else None)
+    return SplitData(
+        ACTIONS, samples, np.array(truth, dtype=np.int8) if labelled else None, boxes=True
+    )

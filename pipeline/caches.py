@@ -1,0 +1,94 @@
+"""Which cache serves a split, and whether it still matches its dataset.
+
+Extract keys a cache by its feature settings and its dataset (kind and class list). The
+stages that read caches need no dataset: given one (--data), they open the cache of exactly
+these settings and that dataset, and refuse features made from older images or boxes;
+given none, they take the one cache of the split with these feature settings, and ask for
+--data when several datasets have one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.config import CacheSettings
+from pipeline.data_digests import DIGESTS_FILE, ImageDigests, shard_digests
+from pipeline.datasets import Dataset, open_dataset
+from pipeline.errors import CacheError
+from pipeline.registry import feature_settings
+from pipeline.shards import FeatureCache, open_cache
+
+
+def without_data(fingerprint: dict) -> dict:
+    """The fingerprint's feature settings: what a head must share with a split it scores."""
+    return {k: v for k, v in fingerprint.items() if k not in ("data", "digest")}
+
+
+def describe_data(fingerprint: dict) -> str:
+    data = fingerprint.get("data")
+    if data is None:
+        return "PASCAL VOC classes"
+    return f"{data['kind']}: {', '.join(data['classes']) or 'no classes'}"
+
+
+def open_dataset_of(config: CacheSettings) -> Dataset | None:
+    """The dataset a stage was given (--data or --voc-root), or None."""
+    return open_dataset(config.data, image_dir=config.image_dir) if config.data else None
+
+
+def split_cache(config: CacheSettings, split: str, dataset: Dataset | None) -> FeatureCache:
+    """The finished cache of `split` for these settings (see the module docstring); with a
+    dataset, checked against it (`check_fresh`)."""
+    data = dataset.data_key(config.task) if dataset is not None else None
+    settings = feature_settings(config.backbone, config.grid, config.labels, config.task, data)
+    if dataset is not None:
+        cache = open_cache(config.cache_dir, split, settings.as_dict(), settings.digest())
+        check_fresh(cache, dataset, split, config)
+        return cache
+    wanted = json.loads(json.dumps(settings.as_dict()))
+    matches = []
+    for path in sorted(Path(config.cache_dir).glob(f"{split}-*/fingerprint.json")):
+        found = json.loads(path.read_text())
+        if without_data(found) == wanted and (path.parent / "manifest.json").is_file():
+            matches.append((path.parent, found))
+    if len(matches) > 1:
+        listed = "; ".join(f"{d.name} ({describe_data(f)})" for d, f in matches)
+        raise CacheError(
+            f"{config.cache_dir}: several datasets have {split!r} features with these settings "
+            f"({listed}); pass --data KIND:PATH to choose one"
+        )
+    if not matches:
+        return open_cache(config.cache_dir, split, settings.as_dict(), settings.digest())
+    return FeatureCache.load(matches[0][0])
+
+
+def check_fresh(cache: FeatureCache, dataset: Dataset, split: str, config: CacheSettings) -> None:
+    """Refuse a cache whose shards were extracted from other images or annotations than the
+    dataset holds now, or from fewer images than it has (a split that grew since; a cache
+    extracted with --limit holds the first `limit` on purpose)."""
+    manifest = cache.manifest()
+    n_images, per_shard = manifest.get("n_images", 0), manifest.get("images_per_shard", 1)
+    keep = cache.attrs().get("keep", "all")
+    data = dataset.load(split, task=config.task, skip_bad=True)
+    expected = len(data.samples[: manifest.get("limit")])
+    digests = ImageDigests(cache.directory / DIGESTS_FILE)
+    samples = data.samples[:n_images]
+    truth = None if data.truth is None else data.truth[:n_images]
+    current = shard_digests(samples, truth, per_shard, digests, keep)
+    stale = [
+        name
+        for k, (name, entry) in enumerate(sorted(manifest.get("shards", {}).items()))
+        if k >= len(current) or entry.get("data") != current[k]
+    ]
+    if stale:
+        raise CacheError(
+            f"{cache.directory}: {len(stale)} of its shards ({stale[0]}...) were extracted from "
+            f"other images or annotations than {dataset} holds now; rerun pipeline extract "
+            f"--split {split} to rebuild them"
+        )
+    if expected != n_images:
+        raise CacheError(
+            f"{cache.directory}: holds {n_images} images of split {split!r}, {dataset} has "
+            f"{expected} now; rerun pipeline extract --split {split} to update it"
+        )

@@ -1,0 +1,87 @@
+"""Plain image files with no labels: a folder (searched recursively), a glob, or a list.
+
+For `pipeline predict` and unlabelled scoring. It has one set of images, under whatever
+split name the caller gives; sample ids are the paths relative to the folder given (or the
+common folder of the files given), without their suffix.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from pipeline.datasets.base import (
+    IMAGE_SUFFIXES,
+    OBJECT_TASK,
+    Dataset,
+    SplitData,
+    broken,
+    find_images,
+    image_size,
+    whole_image,
+)
+from pipeline.errors import DataError
+
+MAGIC = set("*?[")
+
+
+def _expand(source: str) -> tuple[Path, list[Path]]:
+    """(base folder, image files) of one folder, glob or file."""
+    if MAGIC & set(source):
+        prefix = Path(source.split("*")[0].split("?")[0].split("[")[0])
+        base = prefix if source.endswith(os.sep) or prefix.is_dir() else prefix.parent
+        files = sorted(
+            Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True)
+            if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file()
+        )  # fmt: skip
+        return base, files
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path, find_images(path)
+    if path.is_file() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return path.parent, [path]  # a missing file is reported when it is loaded
+    raise DataError(f"{path}: no such file or folder; pass image files, folders or globs")
+
+
+class ImageFilesDataset(Dataset):
+    kind = "images"
+    has_boxes = False
+
+    def __init__(self, sources: str | Path | list):
+        sources = [str(s) for s in (sources if isinstance(sources, list | tuple) else [sources])]
+        if not sources:
+            raise DataError("no images given; pass image files, folders or globs")
+        expanded = [_expand(s) for s in sources]
+        base = Path(os.path.commonpath([b.resolve() for b, _ in expanded]))
+        super().__init__(expanded[0][0] if len(expanded) == 1 else base)
+        self.files = list(dict.fromkeys(f for _, files in expanded for f in files))
+        if not self.files:
+            raise DataError(
+                f"{', '.join(sources)}: no image file found (looked for {', '.join(IMAGE_SUFFIXES)})"
+            )
+        relative = [f.resolve().relative_to(base) for f in self.files]
+        stems = [r.with_suffix("").as_posix() for r in relative]
+        self.ids = stems if len(set(stems)) == len(stems) else [r.as_posix() for r in relative]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return ()
+
+    def splits(self) -> tuple[str, ...]:
+        return ()
+
+    def check_split(self, split: str) -> None:
+        """Any name: the images are the split."""
+
+    def load(self, split="images", *, task=OBJECT_TASK, limit=None, skip_bad=False) -> SplitData:
+        self.task_classes(task)
+        samples = []
+        for path, sample_id in list(zip(self.files, self.ids, strict=True))[:limit]:
+            try:
+                samples.append(whole_image(sample_id, path, *image_size(path)))
+            except DataError as exc:
+                if not skip_bad:
+                    raise
+                samples.append(broken(sample_id, path, str(exc)))
+        return SplitData((), samples, None, boxes=False)

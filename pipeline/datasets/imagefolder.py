@@ -1,0 +1,77 @@
+"""torchvision's ImageFolder layout, one folder per split and class: `ROOT/<split>/<class>/*.jpg`.
+
+Image-level labels only (one class per image, nested folders inside a class allowed), no
+boxes: whole-image heads train on it, patch heads refuse it. The class list is the sorted
+union of the class folders of every split, as ImageFolder sorts them; sample ids are
+`<class>/<file name without suffix>`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pipeline.datasets.base import (
+    OBJECT_TASK,
+    Dataset,
+    SplitData,
+    broken,
+    find_images,
+    image_size,
+    labels_truth,
+    whole_image,
+)
+from pipeline.errors import DataError
+
+
+def _class_folders(split_dir: Path) -> list[Path]:
+    return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+class ImageFolderDataset(Dataset):
+    kind = "imagefolder"
+    has_boxes = False
+
+    def __init__(self, root: str | Path):
+        super().__init__(Path(root).expanduser())
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: image folder not found; check --data")
+        self._splits = {
+            p.name: p
+            for p in sorted(self.root.iterdir())
+            if p.is_dir() and not p.name.startswith(".") and _class_folders(p)
+        }
+        if not self._splits:
+            raise DataError(
+                f"{self.root}: no <split>/<class>/ folders of images here; lay it out as "
+                "ROOT/train/<class>/*.jpg, ROOT/val/<class>/*.jpg"
+            )
+
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self._splits)
+
+    @cached_property
+    def classes(self) -> tuple[str, ...]:
+        names = {p.name for split in self._splits.values() for p in _class_folders(split)}
+        return tuple(sorted(names))
+
+    def load(self, split, *, task=OBJECT_TASK, limit=None, skip_bad=False) -> SplitData:
+        self.task_classes(task)
+        self.check_split(split)
+        split_dir = self._splits[split]
+        files = [
+            (folder.name, path) for folder in _class_folders(split_dir) for path in find_images(folder)
+        ][:limit]
+        if not files:
+            raise DataError(f"{split_dir}: split {split!r} holds no image; check the folders")
+        samples = []
+        for _, path in files:
+            sample_id = path.relative_to(split_dir).with_suffix("").as_posix()
+            try:
+                samples.append(whole_image(sample_id, path, *image_size(path)))
+            except DataError as exc:
+                if not skip_bad:
+                    raise
+                samples.append(broken(sample_id, path, str(exc)))
+        truth = labels_truth([{name} for name, _ in files], self.classes)
+        return SplitData(self.classes, samples, truth, boxes=False)

@@ -38,9 +38,9 @@ from torchvision import transforms
 
 from pipeline.backbone import FrozenBackbone, get_spec, resolve_device
 from pipeline.config import BackboneConfig, ExtractConfig, GridConfig
+from pipeline.datasets.voc import load_records, read_split
 from pipeline.images import decode_rgb
 from pipeline.patches import patch_grid
-from pipeline.datasets.voc import load_records, read_split
 from stages import extract
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"

@@ -197,8 +197,15 @@ def demo_data(output: str, n_trainval: int, n_test: int, seed: int, overwrite: b
     if year_dir.exists() and not overwrite:
         click.echo(f"demo-data: {year_dir} already exists, kept (--overwrite rebuilds it)")
         return
+    staging = Path(output) / ".demo-data-tmp"  # the old tree stays until the new one is whole
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        built = build_demo_tree(staging, n_trainval=n_trainval, n_test=n_test, seed=seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     shutil.rmtree(year_dir, ignore_errors=True)
-    year_dir = build_demo_tree(Path(output), n_trainval=n_trainval, n_test=n_test, seed=seed)
+    built.rename(year_dir)
+    staging.rmdir()
     click.echo(f"demo-data: {n_trainval} trainval + {n_test} test images -> {year_dir}")
 
 
@@ -410,7 +417,11 @@ def sweep(**opts) -> None:
 @features
 @click.option("--split", default="test", help="Split to score (its features must be extracted).")
 @click.option("--train-split", default="trainval", help="Split the head was fitted on.")
-@click.option("--head", default="mlp", help="Which fitted head: mlp, svm, or a head FILE (heads/<name>.joblib).")
+@click.option(
+    "--head",
+    default="mlp",
+    help="Which fitted head: mlp, svm, or a head FILE (heads/<name>.joblib).",
+)
 @click.option("-k", "--k", "k", type=float, default=None,
               help="Pooling exponent: mean of p^k [default: the head's, 5 unless fit set it].")  # fmt: skip
 @click.option("--output", default=ScoreConfig.output, help="Per-class AP table (CSV).")
@@ -581,22 +592,52 @@ def report(runs, output, names, data, voc_root, top) -> None:
 
 @cli.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--head", required=True,
-              help="A head FILE (cache/<split>-<digest>/heads/mlp.joblib) or the name of a head in --cache-dir.")
-@click.option("--cache-dir", envvar="MIDLEVEL_CACHE_DIR", default="cache", show_default=True,
-              help="Where named heads are found, and many photos' features are cached.")
-@click.option("--output", default=PredictConfig.output, show_default=True,
-              help="One row per image: its top classes and the score of every class.")
-@click.option("--maps", type=click.Path(file_okay=False), default=None,
-              help="Also write maps.h5 and heat-map overlays of every image into DIR.")
-@click.option("-k", "--k", "k", type=float, default=None, help="Pooling exponent [default: the head's].")
-@click.option("--top", type=int, default=PredictConfig.top, show_default=True, help="Classes named per image.")
+@click.option(
+    "--head",
+    required=True,
+    help="A head FILE (cache/<split>-<digest>/heads/mlp.joblib) or the name of a head in --cache-dir.",
+)
+@click.option(
+    "--cache-dir",
+    envvar="MIDLEVEL_CACHE_DIR",
+    default="cache",
+    show_default=True,
+    help="Where named heads are found, and many photos' features are cached.",
+)
+@click.option(
+    "--output",
+    default=PredictConfig.output,
+    show_default=True,
+    help="One row per image: its top classes and the score of every class.",
+)
+@click.option(
+    "--maps",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write maps.h5 and heat-map overlays of every image into DIR.",
+)
+@click.option(
+    "-k", "--k", "k", type=float, default=None, help="Pooling exponent [default: the head's]."
+)
+@click.option(
+    "--top", type=int, default=PredictConfig.top, show_default=True, help="Classes named per image."
+)
 @click.option("--weights", default=None, help="A local copy of the head's backbone weights FILE.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Compute device.")
-@click.option("--batch-size", type=int, default=PredictConfig.batch_size, help="Patches per forward pass.")
-@click.option("--workers", type=int, default=PredictConfig.workers, help="DataLoader decode workers.")
-@click.option("--cache/--no-cache", "cached", default=None,
-              help="Features through the cache (resumable) [default: for more than 200 images].")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Compute device."
+)
+@click.option(
+    "--batch-size", type=int, default=PredictConfig.batch_size, help="Patches per forward pass."
+)
+@click.option(
+    "--workers", type=int, default=PredictConfig.workers, help="DataLoader decode workers."
+)
+@click.option(
+    "--cache/--no-cache",
+    "cached",
+    default=None,
+    help="Features through the cache (resumable) [default: for more than 200 images].",
+)
 @click.option("--on-error", type=click.Choice(["skip", "stop"]), default=PredictConfig.on_error,
               show_default=True, help="A bad photo is skipped with a logged line, or stops the run.")  # fmt: skip
 def predict(sources, **opts) -> None:

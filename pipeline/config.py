@@ -275,4 +275,3 @@ class PredictConfig:
     workers: int = 1
     cached: bool | None = None
     on_error: str = "skip"  # a bad photo is skipped with a logged line, or "stop"
-

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import MidlevelError
 from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
+from pipeline.errors import MidlevelError
 
 DEMO_CLASSES = ("cat", "motorbike", "person")
 

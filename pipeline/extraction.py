@@ -46,7 +46,8 @@ class ExtractSummary:
     def line(self, split: str) -> str:
         if not self.shards_written:
             return f"extract {split}: nothing to do, all {self.shards_reused} shards already complete -> {self.cache_dir}"
-        rate = self.patches / self.seconds if self.seconds else 0.0
+        working = self.seconds - self.stages.get("setup", 0.0)
+        rate = self.patches / working if working > 0 else 0.0
         skipped = (
             f"{self.skipped} bad images skipped (listed in their shards' 'skipped' attribute; "
             "fix them and rerun without --on-error skip to add them), "
@@ -63,13 +64,13 @@ class ExtractSummary:
             f"({rate:.1f} patches/s), {skipped}{self.bytes_written / 1e9:.3f} GB written, "
             f"{self.shards_written} shards new, {self.shards_reused} reused"
             f"{rebuilt_text(self.rebuilt)}{resized}; "
-            f"read {self.stages['read']:.1f} s, compute {self.stages['compute']:.1f} s, "
-            f"write {self.stages['write']:.1f} s -> {self.cache_dir}"
+            f"setup {self.stages.get('setup', 0.0):.1f} s (the net), read {self.stages['read']:.1f} s, "
+            f"compute {self.stages['compute']:.1f} s, write {self.stages['write']:.1f} s -> {self.cache_dir}"
         )
 
 
 def rebuilt_text(rebuilt: dict[str, str]) -> str:
-    """", rebuilt shard-00002.h5 (why)" per reason; several shards of one reason as a count."""
+    """ ", rebuilt shard-00002.h5 (why)" per reason; several shards of one reason as a count."""
     by_reason: dict[str, list[str]] = {}
     for name, reason in rebuilt.items():
         by_reason.setdefault(reason, []).append(name)
@@ -172,7 +173,7 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
         bytes_written=int(totals["bytes"]),
         shards_written=len(pending),
         shards_reused=n_shards - len(pending),
-        stages={k: totals[k] for k in ("read", "compute", "write")},
+        stages={k: totals[k] for k in ("setup", "read", "compute", "write")},
         skipped=int(totals["skipped"]),
         rebuilt=rebuilt,
         resized=None if resized is None else (resized, len(samples)),
@@ -200,7 +201,7 @@ def changed_shards(cache: FeatureCache, data: list[str]) -> dict[str, str]:
     return changed
 
 
-_TOTALS = ("images", "patches", "bytes", "read", "compute", "write", "skipped")
+_TOTALS = ("images", "patches", "bytes", "setup", "read", "compute", "write", "skipped")
 
 
 def _pending(cache: FeatureCache, n_shards: int, bad: dict, *, retry_skipped: bool) -> list[int]:
@@ -302,6 +303,7 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1):
 def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
     """Extract the given pending shards of the split's samples (this process's share)."""
     config, cache, samples = job.config, job.cache, job.data.samples
+    setup = time.perf_counter()
     backbone = load_backbone(config, local_rank=ranks.local_rank, world=ranks.world)
     per_shard = config.images_per_shard
     indices = [
@@ -325,6 +327,7 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
     if truth is None:
         truth = np.zeros((len(samples), len(classes)), dtype=np.int8)
     totals = dict.fromkeys(_TOTALS, 0.0)
+    totals["setup"] = time.perf_counter() - setup
     buffer: list[dict] = []
     skipped: list[dict] = []  # {"id", "reason"} of this shard's bad images
     bar = tqdm(

@@ -69,7 +69,9 @@ def load_head_file(path: Path):
     try:
         return joblib.load(io.BytesIO(data)), record
     except Exception as exc:  # a truncated or foreign pickle: any unpickling error
-        raise CacheError(f"{path}: cannot load the head ({type(exc).__name__}); fit it again") from None
+        raise CacheError(
+            f"{path}: cannot load the head ({type(exc).__name__}); fit it again"
+        ) from None
 
 
 def check_serves(record: dict, fingerprint: dict, path: Path) -> None:

@@ -68,7 +68,12 @@ class PatchImages(torch.utils.data.Dataset):
         boxes = patch_grid(x1 - x0, y1 - y0, self.grid) + np.array([x0, y0, x0, y0], np.float32)
         if self.patch_labels:
             labels = label_patches(
-                boxes, sample.boxes, sample.box_classes, sample.difficult, self.rule, self.background
+                boxes,
+                sample.boxes,
+                sample.box_classes,
+                sample.difficult,
+                self.rule,
+                self.background,
             )
         else:
             labels = np.full(len(boxes), IGNORED, dtype=np.int16)

@@ -170,7 +170,9 @@ class Predictor:
 
 
 def _describe(part: dict) -> str:
-    return " ".join(f"{k}={part[k]}" for k in ("name", "weights", "input_size", "mode") if k in part)
+    return " ".join(
+        f"{k}={part[k]}" for k in ("name", "weights", "input_size", "mode") if k in part
+    )
 
 
 def _rule(record: dict):
@@ -241,8 +243,7 @@ def predict_files(config: PredictConfig) -> PredictSummary:
     if cached:
         results, skipped, cache_dir = _through_cache(config, predictor, dataset, k)
     else:
-        results, skipped, cache_dir = _in_memory(config, predictor, samples, k), [], None
-    results, skipped = _split_errors(results, samples, skipped, config.on_error)
+        (results, skipped), cache_dir = _in_memory(config, predictor, samples, k), None
     _write_predictions(Path(config.output), predictor.classes, results, config.top)
     if config.maps:
         _write_maps(Path(config.maps), predictor, results)
@@ -250,8 +251,13 @@ def predict_files(config: PredictConfig) -> PredictSummary:
         config.output,
         "predict",
         replace(config, k=k),
-        head={"path": str(predictor.path), **{key: predictor.record.get(key) for key in
-              ("head", "classes", "params", "k", "digest")}},  # fmt: skip
+        head={
+            "path": str(predictor.path),
+            **{
+                key: predictor.record.get(key)
+                for key in ("head", "classes", "params", "k", "digest")
+            },
+        },  # fmt: skip
         fingerprint=predictor.fingerprint,
         skipped=skipped,
         images=len(results),
@@ -264,28 +270,23 @@ def predict_files(config: PredictConfig) -> PredictSummary:
 
 
 def _in_memory(config: PredictConfig, predictor: Predictor, samples, k: float):
+    """(predictions in order, bad files skipped) of the samples; a bad file is logged, or
+    raised with --on-error stop (the bar closed first: the error gets a line of its own)."""
+    results, skipped = [], []
     bar = tqdm(total=len(samples), unit="img", desc="predict", dynamic_ncols=True)
     with bar:
         for result in predictor.predict_samples(
             samples, k=k, workers=config.workers, batch_size=config.batch_size
         ):
             bar.update()
-            yield result
-
-
-def _split_errors(results, samples, skipped: list[dict], on_error: str):
-    """Predictions in order, and the bad files skipped (logged), or the first one raised."""
-    kept = []
-    for result in results:
-        if isinstance(result, ImagePrediction):
-            kept.append(result)
-            continue
-        sample = samples[result["index"]]
-        if on_error == "stop":
-            raise DataError(result["error"])
-        skipped.append({"id": sample.sample_id, "reason": result["error"]})
-        tqdm.write(f"skipped: {result['error']}", file=sys.stderr)
-    return kept, skipped
+            if isinstance(result, ImagePrediction):
+                results.append(result)
+                continue
+            if config.on_error == "stop":
+                raise DataError(result["error"])
+            skipped.append({"id": samples[result["index"]].sample_id, "reason": result["error"]})
+            tqdm.write(f"skipped: {result['error']}", file=sys.stderr)
+    return results, skipped
 
 
 def _through_cache(config: PredictConfig, predictor: Predictor, dataset, k: float):
@@ -295,7 +296,7 @@ def _through_cache(config: PredictConfig, predictor: Predictor, dataset, k: floa
     extract = ExtractConfig(
         cache_dir=config.cache_dir, backbone=predictor.backbone_config, grid=predictor.grid,
         labels=_rule(predictor.record), split=PREDICT_SPLIT, device=config.device,
-        batch_size=config.batch_size, workers=config.workers, keep="all", on_error="skip",
+        batch_size=config.batch_size, workers=config.workers, keep="all", on_error=config.on_error,
     )  # fmt: skip
     summary = extract_split(extract, dataset=dataset)
     cache = FeatureCache.load(Path(summary.cache_dir))
@@ -318,7 +319,7 @@ def _write_predictions(path: Path, classes, results: list[ImagePrediction], top:
         for r in results:
             order = np.argsort(-r.scores, kind="stable")[:top]
             best = ";".join(classes[i] for i in order)
-            writer.writerow([r.sample_id, str(r.path), best, *(f"{v:.6f}" for v in r.scores)])
+            writer.writerow([r.sample_id, str(r.path), best, *(f"{v:.6g}" for v in r.scores)])
 
 
 def _write_maps(directory: Path, predictor: Predictor, results: list[ImagePrediction]) -> None:
@@ -336,4 +337,3 @@ def _write_maps(directory: Path, predictor: Predictor, results: list[ImagePredic
             overlay = overlay_image(r.path, maps, classes, top, (r.width, r.height))
             overlay.save(overlays / f"{file_key(r.sample_id)}.png")
     write_sidecar(directory / "maps.h5", "predict", {"head": str(predictor.path)})
-

@@ -137,7 +137,9 @@ def load_head(config: ScoredSplit, cache: FeatureCache):
     if config.head.endswith(".joblib") or "/" in config.head:
         path = find_head(config.head, config.cache_dir)
     else:
-        path = head_path(cache.directory.with_name(f"{config.train_split}-{cache.digest}"), config.head)
+        path = head_path(
+            cache.directory.with_name(f"{config.train_split}-{cache.digest}"), config.head
+        )
         if not path.is_file():
             raise CacheError(
                 f"{path}: no trained {config.head} head for these settings; run pipeline fit "

@@ -272,9 +272,7 @@ class FeatureCache:
             )
         for stale in self.directory.glob("*.tmp-*"):
             stale.unlink()  # a file in flight when a run died: a shard is redone
-        write_json(
-            self.directory / "fingerprint.json", {"digest": self.digest, **self.fingerprint}
-        )
+        write_json(self.directory / "fingerprint.json", {"digest": self.digest, **self.fingerprint})
         before = manifest.get("n_images") if manifest else None
         n_shards = -(-n_images // images_per_shard)
         shards = {

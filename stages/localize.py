@@ -81,7 +81,9 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
     _check_options(config)
     dataset = open_dataset_of(config)
     if dataset is None:
-        raise DataError("localize needs the dataset for its images and boxes: pass --data KIND:PATH")
+        raise DataError(
+            "localize needs the dataset for its images and boxes: pass --data KIND:PATH"
+        )
     opened = open_head_on_split(config)
     classes, columns, cache = opened.classes, opened.columns, opened.cache
     split = dataset.load(config.split, task=config.task, skip_bad=True)

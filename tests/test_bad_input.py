@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from cli_helpers import error_lines, extract_args, invoke
+from cli_helpers import SMALL, error_lines, extract_args, invoke
 from PIL import Image
 
 from pipeline.datasets.voc import read_split
@@ -222,3 +222,43 @@ def test_bad_tree_stops_even_when_skipping(voc, tmp_path, make, says):
     code, out = _extract(voc, tmp_path / "cache", "--on-error", "skip")
     errors = error_lines(out)
     assert code == 2 and len(errors) == 1 and says in errors[0], out
+
+
+def test_skip_on_an_unlabelled_split_skips_only_the_bad_image(voc, tmp_path):
+    for xml in (voc / "Annotations").glob("*.xml"):
+        xml.unlink()
+    for path in (voc / "ImageSets" / "Main").glob("*_*.txt"):
+        path.unlink()
+    ids = read_split(voc, "test")
+    _garble(voc, ids[5])
+    code, out = _extract(voc, tmp_path / "cache", "--on-error", "skip")
+    assert code == 0 and "1 bad images skipped" in out, out
+    assert sorted(_cached(tmp_path / "cache")) == [i for i in ids if i != ids[5]]
+
+
+def test_score_says_what_extract_skipped_and_an_export_missing_images_is_incomplete(voc, tmp_path):
+    """Images skipped at extract have no score: score counts them in its summary and sidecar,
+    and an export without them says loudly that it is incomplete, listing them."""
+    ids = read_split(voc, "test")
+    _truncate(voc, ids[2])
+    cache = tmp_path / "cache"
+    code, out = _extract(voc, cache, "--on-error", "skip")
+    assert code == 0, out
+    common = ["--voc-root", str(voc), "--cache-dir", str(cache), *SMALL]
+    code, out = invoke("fit", "--split", "test", "--head", "svm", *common)
+    assert code == 0, out
+    ap_csv, export = tmp_path / "ap.csv", tmp_path / "submission"
+    code, out = invoke("score", "--split", "test", "--train-split", "test", "--head", "svm",
+                       "--output", str(ap_csv), "--export", str(export), *common)  # fmt: skip
+    assert code == 0, out
+    assert "15 images (1 skipped at extract, not scored)" in out, out
+    assert "warning: 1 images that extract skipped (--on-error skip) are not scored" in out
+    assert "warning: the export is INCOMPLETE: 1 images of split test" in out
+    sidecar = json.loads(ap_csv.with_suffix(".json").read_text())
+    assert [s["id"] for s in sidecar["left_out"]] == [ids[2]]
+    missing = (export / "missing-images.txt").read_text().splitlines()
+    assert (
+        len(missing) == 1 and missing[0].startswith(f"{ids[2]}\t") and "cannot decode" in missing[0]
+    )
+    comp = next((export / "results").rglob("comp1_cls_test_car.txt")).read_text().split()
+    assert ids[2] not in comp and len(comp) == 2 * 15

@@ -180,12 +180,14 @@ def test_plain_images_from_folders_globs_and_files(shapes_voc):
     assert two.ids == ["000001", "000002"] and two.load("x").truth is None
 
 
+def voc_and_coco(folder: Path) -> None:
+    (folder / "Annotations").mkdir()
+    (folder / "a.json").write_text("{}")
+
+
 @pytest.mark.parametrize(
     ("make", "says"),
-    [
-        (lambda d: (d / "a.json").write_text("{}") or (d / "Annotations").mkdir(), "could be voc or coco"),
-        (lambda d: None, "no dataset found there"),
-    ],
+    [(voc_and_coco, "could be voc or coco"), (lambda d: None, "no dataset found there")],
     ids=["ambiguous", "empty"],
 )
 def test_detection_refuses_what_it_cannot_tell(tmp_path, make, says):
@@ -221,7 +223,9 @@ def predictions(path: Path) -> dict[str, dict]:
 def check_predictions_match_scores(run: dict, head_file: Path, images: list[Path], tmp_path):
     """predict on the test images gives score's pooled values (k log of the power mean)."""
     out = tmp_path / "predictions.csv"
-    code, text = invoke("predict", "--head", str(head_file), "--output", str(out), *map(str, images))
+    code, text = invoke(
+        "predict", "--head", str(head_file), "--output", str(out), *map(str, images)
+    )
     assert code == 0 and f"predict: {len(images)} images" in text, text
     rows = predictions(out)
     with open(run["scores"]) as handle:
@@ -256,10 +260,14 @@ def test_coco_end_to_end_and_localize_ids_with_folders(coco, tmp_path):
     with h5py.File(tmp_path / "loc" / "maps.h5") as h5:
         keys = {entry.attrs["id"]: key for key, entry in h5["maps"].items()}
     assert len(keys) == 16 and keys["a/000025"] == "a%2F000025"
-    assert sorted(p.name for p in (tmp_path / "loc" / "overlays").iterdir())[0].endswith("%2F000025.png")
+    assert sorted(p.name for p in (tmp_path / "loc" / "overlays").iterdir())[0].endswith(
+        "%2F000025.png"
+    )
 
 
-def test_image_labels_train_whole_image_heads_and_refuse_patch_heads(imagefolder, labels_csv, tmp_path):
+def test_image_labels_train_whole_image_heads_and_refuse_patch_heads(
+    imagefolder, labels_csv, tmp_path
+):
     run = run_chain(f"imagefolder:{imagefolder}", tmp_path / "f", "train", "val", "--grid", "whole")
     assert run["ap"]["mean"] > CHANCE_MARGIN, run["ap"]
     run = run_chain(f"csv:{labels_csv}", tmp_path / "c", "trainval", "test", "--grid", "whole")
@@ -279,15 +287,27 @@ def test_image_labels_train_whole_image_heads_and_refuse_patch_heads(imagefolder
 
 def test_a_train2017_split_keeps_a_sample_and_keep_overrides_it(coco, tmp_path):
     root = Path(shutil.copytree(coco, tmp_path / "coco"))
-    (root / "annotations" / "instances_trainval.json").rename(root / "annotations" / "instances_train2017.json")
+    (root / "annotations" / "instances_trainval.json").rename(
+        root / "annotations" / "instances_train2017.json"
+    )
     (root / "trainval").rename(root / "train2017")
-    common = ["--data", f"coco:{root}", "--cache-dir", str(tmp_path / "cache"), *SMALL, "--workers", "0"]
+    common = [
+        "--data",
+        f"coco:{root}",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *SMALL,
+        "--workers",
+        "0",
+    ]
     counts = {}
     for keep in ("auto", "all"):
         code, out = invoke("extract", "--split", "train2017", "--keep", keep, *common)
         assert code == 0, out
         (manifest,) = (tmp_path / "cache").glob("train2017-*/manifest.json")
-        counts[keep] = sum(s["patches"] for s in json.loads(manifest.read_text())["shards"].values())
+        counts[keep] = sum(
+            s["patches"] for s in json.loads(manifest.read_text())["shards"].values()
+        )
     assert counts["auto"] < 0.7 * counts["all"]  # the object patches and a 10% sample
     assert "rebuilt" in out and "changed" in out  # switching what is kept redoes the shards
 

@@ -209,7 +209,7 @@ def test_write_voc_tree_rejects_bad_boxes(tmp_path, box):
 
 
 def test_write_voc_tree_rejects_unknown_class_id_and_nonempty_dir(tmp_path):
-    with pytest.raises(ValueError, match="20 VOC classes"):
+    with pytest.raises(ValueError, match="class .lion. is not one of aeroplane"):
         write_voc_tree(
             tmp_path / "x", [VocSample("a", blank(), (VocObject("lion", (0, 0, 1, 1)),))], {}
         )

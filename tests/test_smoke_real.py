@@ -7,13 +7,20 @@ grid is exercised by the figures in README.md, not here.
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
+from cli_helpers import SMALL, assert_same_shards, invoke, read_ap
 from click.testing import CliRunner
+from conftest import VOC_SUBSET
 from PIL import Image
+from synthetic_datasets import voc_to_coco
 
 from pipeline.cli import cli
+from pipeline.datasets.voc import VOC_CLASSES, read_split
 from pipeline.demo import build_demo_tree
 
 COARSE = ["--scales", "3", "--min-scale", "0.4"]
@@ -99,3 +106,68 @@ def test_voc2007_subset_car_far_above_base_rate(voc_subset, tmp_path):
             Image.open(voc_subset / "JPEGImages" / overlay.with_suffix(".jpg").name) as photo,
         ):
             assert image.size == photo.size
+
+
+SLICE = {"trainval": 30, "test": 20}  # images of each split in the converted slice
+
+
+@pytest.fixture(scope="module")
+def real_slice(tmp_path_factory) -> dict:
+    """A slice of the real subset read two ways: as a VOC tree (truth from its XML, as a COCO
+    file has it: no per-class files) and converted to COCO JSON (categories with ids 1, 3,
+    5, ...); each extracted, fitted (SVM) and scored."""
+    if not (VOC_SUBSET / "Annotations").is_dir():
+        pytest.skip(f"real VOC subset not found at {VOC_SUBSET}")
+    root = tmp_path_factory.mktemp("slice")
+    tree = root / "VOC2007"
+    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (tree / folder).mkdir(parents=True)
+    for split, n in SLICE.items():
+        ids = read_split(VOC_SUBSET, split)[:n]
+        (tree / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        for i in ids:
+            shutil.copy(VOC_SUBSET / "Annotations" / f"{i}.xml", tree / "Annotations")
+            os.symlink(VOC_SUBSET / "JPEGImages" / f"{i}.jpg", tree / "JPEGImages" / f"{i}.jpg")
+    ids = {name: 2 * k + 1 for k, name in enumerate(VOC_CLASSES)}
+    for split in SLICE:
+        voc_to_coco(tree, split, root / "coco" / f"{split}.json", root / "coco" / split,
+                    classes=VOC_CLASSES, category_ids=ids)  # fmt: skip
+    runs = {}
+    for reader, data in (("voc", f"voc:{tree}"), ("coco", f"coco:{root / 'coco'}")):
+        cache = root / reader
+        common = ["--data", data, "--cache-dir", str(cache), *SMALL]
+        for split in SLICE:
+            code, out = invoke("extract", "--split", split, "--workers", "0", *common)
+            assert code == 0, out
+        code, out = invoke("fit", "--head", "svm", "--classes", "bus,car,cat,person,train", *common)
+        assert code == 0, out
+        code, out = invoke("score", "--head", "svm", "--output", str(cache / "ap.csv"), *common)
+        assert code == 0, out
+        runs[reader] = cache
+    return {"tree": tree, **runs}
+
+
+def test_voc_and_coco_readers_give_the_same_boxes_features_and_ap(real_slice):
+    for split in SLICE:
+        (voc,) = real_slice["voc"].glob(f"{split}-*")
+        (coco,) = real_slice["coco"].glob(f"{split}-*")
+        assert voc.name != coco.name  # the dataset keys the cache
+        assert_same_shards(voc, coco)  # ids, boxes, labels, sampled, truth, features: bit for bit
+    voc_ap = (real_slice["voc"] / "ap.csv").read_text()
+    assert voc_ap == (real_slice["coco"] / "ap.csv").read_text()
+    assert float(read_ap(real_slice["voc"] / "ap.csv")["mean"]) > 0
+
+
+def test_predict_on_real_photos_returns_the_pooled_scores_of_score(real_slice):
+    from pipeline import load_head
+
+    (head_file,) = real_slice["voc"].glob("trainval-*/heads/svm.joblib")
+    head = load_head(head_file)
+    with open(real_slice["voc"] / "ap-scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == SLICE["test"]
+    for row in rows:
+        scores = head.predict(real_slice["tree"] / "JPEGImages" / f"{row['image_id']}.jpg")
+        for name, value in scores.items():
+            # equal to float32 rounding: BLAS sums a shard and one image in another order
+            assert head.k * np.log(value) == pytest.approx(float(row[name]), rel=1e-5, abs=1e-9)

@@ -379,3 +379,16 @@ def test_writer_class_files_match_xml_labels(tmp_path):
     np.testing.assert_array_equal(
         image_labels(year, "trainval", VOC_CLASSES, load_records(year, ids)), from_files
     )
+
+
+def test_one_bad_image_of_an_unlabelled_split_is_the_only_one_skipped(tmp_path):
+    """VOC 2012 test has no XML at all: an unreadable JPEG there is that image's error, not a
+    reason to call every other image "annotation missing"."""
+    year = small_tree(tmp_path / "VOC2012")
+    for xml in (year / "Annotations").glob("*.xml"):
+        xml.unlink()
+    (year / "JPEGImages" / "000002.jpg").write_bytes(b"not a jpeg")
+    records = load_records(year, ["000001", "000002", "000003"], skip_bad=True)
+    assert [r.error is None for r in records] == [True, False, True]
+    assert "cannot read" in records[1].error and "000002.jpg" in records[1].error
+    assert [(r.width, r.height) for r in (records[0], records[2])] == [(64, 48), (64, 48)]

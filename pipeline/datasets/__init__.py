@@ -27,7 +27,9 @@ def open_dataset(spec: str, *, image_dir: str | None = None) -> Dataset:
     if not sep or kind not in KINDS:
         kind, path = detect_kind(spec), spec
     if not path:
-        raise DataError(f"--data {spec!r}: no path; write KIND:PATH, KIND one of {', '.join(KINDS)}")
+        raise DataError(
+            f"--data {spec!r}: no path; write KIND:PATH, KIND one of {', '.join(KINDS)}"
+        )
     if kind == "voc":
         from pipeline.datasets.voc import VocDataset
 
@@ -75,7 +77,10 @@ def detect_kind(spec: str) -> str:
     found = []
     if (
         (path / "Annotations").is_dir()
-        or any((p / "Annotations").is_dir() for p in (*path.glob("VOC20*"), *path.glob("VOCdevkit/VOC20*")))
+        or any(
+            (p / "Annotations").is_dir()
+            for p in (*path.glob("VOC20*"), *path.glob("VOCdevkit/VOC20*"))
+        )
         or next(path.glob("*.xml"), None) is not None
     ):
         found.append("voc")
@@ -88,9 +93,7 @@ def detect_kind(spec: str) -> str:
     if next(path.glob("*.csv"), None):
         found.append("csv")
     splits = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if not found and any(
-        c.is_dir() and _has_images(c) for s in splits for c in s.iterdir()
-    ):
+    if not found and any(c.is_dir() and _has_images(c) for s in splits for c in s.iterdir()):
         found.append("imagefolder")
     if not found and (_has_images(path) or any(_has_images(s) for s in splits)):
         found.append("images")

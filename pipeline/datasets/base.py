@@ -39,9 +39,7 @@ class Sample:
     error: str | None = None  # its files are bad (load with skip_bad): extract skips it
 
 
-def whole_image(
-    sample_id: str, path: Path, width: int, height: int, objects=()
-) -> Sample:
+def whole_image(sample_id: str, path: Path, width: int, height: int, objects=()) -> Sample:
     """A sample covering its whole image; `objects` are (class index, box, difficult)."""
     boxes = np.array([box for _, box, _ in objects], dtype=np.float32).reshape(-1, 4)
     return Sample(

@@ -57,7 +57,9 @@ def _read_json(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc}); fix or re-export the file") from None
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); re-export it") from None
+        raise DataError(
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); re-export it"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: no 'images' list; is it a COCO JSON (instances) export?")
     return data
@@ -199,7 +201,9 @@ class CocoDataset(Dataset):
             name = self._categories[cid]
             bbox = _field(entry, "bbox", path, f"annotation {entry.get('id')}")
             if not (isinstance(bbox, list) and len(bbox) == 4):
-                raise DataError(f"{path}: annotation {entry.get('id')} bbox {bbox!r} is not [x, y, w, h]")
+                raise DataError(
+                    f"{path}: annotation {entry.get('id')} bbox {bbox!r} is not [x, y, w, h]"
+                )
             x, y, w, h = (float(v) for v in bbox)
             where = f"{path}: annotation {entry.get('id')} of {file.name}"
             box = check_box((x, y, x + w, y + h), width, height, where, repr(name))

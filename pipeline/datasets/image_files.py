@@ -53,14 +53,14 @@ class ImageFilesDataset(Dataset):
         if not sources:
             raise DataError("no images given; pass image files, folders or globs")
         expanded = [_expand(s) for s in sources]
-        base = Path(os.path.commonpath([b.resolve() for b, _ in expanded]))
+        base = Path(os.path.commonpath([os.path.abspath(b) for b, _ in expanded]))
         super().__init__(expanded[0][0] if len(expanded) == 1 else base)
         self.files = list(dict.fromkeys(f for _, files in expanded for f in files))
         if not self.files:
             raise DataError(
                 f"{', '.join(sources)}: no image file found (looked for {', '.join(IMAGE_SUFFIXES)})"
             )
-        relative = [f.resolve().relative_to(base) for f in self.files]
+        relative = [Path(os.path.abspath(f)).relative_to(base) for f in self.files]
         stems = [r.with_suffix("").as_posix() for r in relative]
         self.ids = stems if len(set(stems)) == len(stems) else [r.as_posix() for r in relative]
 

@@ -60,7 +60,9 @@ class ImageFolderDataset(Dataset):
         self.check_split(split)
         split_dir = self._splits[split]
         files = [
-            (folder.name, path) for folder in _class_folders(split_dir) for path in find_images(folder)
+            (folder.name, path)
+            for folder in _class_folders(split_dir)
+            for path in find_images(folder)
         ][:limit]
         if not files:
             raise DataError(f"{split_dir}: split {split!r} holds no image; check the folders")

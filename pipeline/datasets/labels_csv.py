@@ -73,7 +73,9 @@ class LabelsCsvDataset(Dataset):
 
     @cached_property
     def classes(self) -> tuple[str, ...]:
-        names = set().union(*(_labels(row["labels"]) for rows in self._splits.values() for _, row in rows))
+        names = set().union(
+            *(_labels(row["labels"]) for rows in self._splits.values() for _, row in rows)
+        )
         if not names:
             raise DataError(f"{self.root}: no label in any row; fill the labels column")
         return tuple(sorted(names))
@@ -89,7 +91,9 @@ class LabelsCsvDataset(Dataset):
                 raise DataError(f"{path}: a row has an empty image column; fill or remove it")
             sample_id = str(PurePosixPath(name).with_suffix(""))
             if sample_id in seen:
-                raise DataError(f"{path}: image {name!r} is listed twice in split {split!r}; merge its rows")
+                raise DataError(
+                    f"{path}: image {name!r} is listed twice in split {split!r}; merge its rows"
+                )
             seen.add(sample_id)
             file = (self.image_dir or path.parent) / name
             try:

@@ -174,7 +174,9 @@ def _box(bnd: ET.Element, name: str, width: int, height: int, path: Path):
     return box
 
 
-def parse_annotation(path: Path, known_classes: tuple[str, ...] | None = VOC_CLASSES) -> ImageRecord:
+def parse_annotation(
+    path: Path, known_classes: tuple[str, ...] | None = VOC_CLASSES
+) -> ImageRecord:
     """One VOC XML file -> ImageRecord, with every box checked against the image size.
     `known_classes` None accepts any object name."""
     try:
@@ -420,4 +422,3 @@ class VocDataset(Dataset):
         ]
         truth = image_labels(self.year_dir, split, self.classes, records)
         return SplitData(self.classes, samples, truth, boxes=True)
-

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.errors import DataError
 from pipeline.datasets.voc import ACTIONS, VOC_CLASSES, VocObject, class_label
+from pipeline.errors import DataError
 
 JPEG_QUALITY = 90
 

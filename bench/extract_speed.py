@@ -36,12 +36,13 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from pipeline.backbone import FrozenBackbone, get_spec, resolve_device
+from pipeline.backbone import FrozenBackbone, build_net, resolve_device
 from pipeline.config import BackboneConfig, ExtractConfig, GridConfig
 from pipeline.datasets.voc import load_records, read_split
+from pipeline.extraction import extract_split
 from pipeline.images import decode_rgb
 from pipeline.patches import patch_grid
-from stages import extract
+from pipeline.registry import get_spec
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
 METHODS = ("limit", "crop", "shared", "naive", "bounds")
@@ -64,7 +65,7 @@ class NaivePatches(torch.utils.data.Dataset):
 
     def __init__(self, year_dir: Path, ids: list[str], grid: GridConfig, spec, size: int):
         self.items = [
-            (year_dir / "JPEGImages" / f"{r.image_id}.jpg", box)
+            (r.image_path, box)
             for r in load_records(year_dir, ids)
             for box in patch_grid(r.width, r.height, grid).tolist()
         ]
@@ -88,7 +89,7 @@ class NaivePatches(torch.utils.data.Dataset):
 def naive(options: dict, backbone: BackboneConfig, grid: GridConfig) -> tuple[float, int]:
     spec = get_spec(backbone.name)
     device = resolve_device(options["device"])
-    model = spec.build(backbone.weights).eval().to(device)
+    model = build_net(spec, backbone.weights).eval().to(device)
     year_dir = Path(options["voc_root"])
     ids = read_split(year_dir, options["split"])[: options["images"]]
     dataset = NaivePatches(year_dir, ids, grid, spec, backbone.input_size or spec.input_size)
@@ -121,7 +122,7 @@ def bounds(options: dict, backbone: BackboneConfig, grid: GridConfig) -> dict:
     seconds = dict.fromkeys(("crop", "trunk", "head"), 0.0)
     crop_pixels = shared_pixels = 0.0
     for record in load_records(year_dir, ids):
-        image = decode_rgb(year_dir / "JPEGImages" / f"{record.image_id}.jpg")
+        image = decode_rgb(record.image_path)
         boxes = torch.from_numpy(patch_grid(record.width, record.height, grid))
         sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3).unique()  # as shared mode groups
         crop_pixels += len(boxes) * size**2
@@ -167,7 +168,7 @@ def measure(method: str, options: dict) -> dict:
     else:
         with tempfile.TemporaryDirectory() as cache:
             config = ExtractConfig(
-                voc_root=options["voc_root"],
+                data=f"voc:{options['voc_root']}",
                 split=options["split"],
                 cache_dir=cache,
                 backbone=BackboneConfig(backbone.name, backbone.weights, None, method),
@@ -177,7 +178,7 @@ def measure(method: str, options: dict) -> dict:
                 workers=options["workers"],
                 limit=options["images"],
             )
-            summary = extract.run(config)
+            summary = extract_split(config)
         rate, patches = summary.patches / summary.seconds, summary.patches
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     return {"rate": rate, "patches": patches, "rss_mib": rss}

@@ -163,7 +163,8 @@ def test_imagefolder_and_csv_have_image_labels_only(imagefolder, labels_csv):
     assert (split.truth == 1).sum(axis=1).tolist() == [1] * len(split.samples)
     table = open_dataset(str(labels_csv))
     assert table.kind == "csv" and table.splits() == ("trainval", "test")
-    rows = list(csv.DictReader(open(labels_csv)))
+    with open(labels_csv) as handle:
+        rows = list(csv.DictReader(handle))
     test = table.load("test")
     for sample, row, truth in zip(test.samples, rows[24:], test.truth, strict=True):
         assert sample.sample_id == row["image"].removesuffix(".jpg")

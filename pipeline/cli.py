@@ -124,6 +124,16 @@ features = _options(
 )  # fmt: skip
 
 
+compute = _options(
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                 help="Compute device."),
+    click.option("--batch-size", type=int, default=ExtractConfig.batch_size,
+                 help="Patches per forward pass."),
+    click.option("--workers", type=int, default=ExtractConfig.workers,
+                 help="DataLoader decode workers."),
+)  # fmt: skip
+
+
 def _feature_kwargs(opts: dict) -> dict:
     """Pop the feature options into the three config objects every stage takes."""
     if opts["weights"] == RANDOM:
@@ -215,15 +225,7 @@ def demo_data(output: str, n_trainval: int, n_test: int, seed: int, overwrite: b
 @click.option(
     "--split", default="trainval", help="ImageSets/Main split: train, val, trainval, test."
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Compute device."
-)
-@click.option(
-    "--batch-size", type=int, default=ExtractConfig.batch_size, help="Patches per forward pass."
-)
-@click.option(
-    "--workers", type=int, default=ExtractConfig.workers, help="DataLoader decode workers."
-)
+@compute
 @click.option(
     "--images-per-shard",
     type=int,
@@ -623,15 +625,7 @@ def report(runs, output, names, data, voc_root, top) -> None:
     "--top", type=int, default=PredictConfig.top, show_default=True, help="Classes named per image."
 )
 @click.option("--weights", default=None, help="A local copy of the head's backbone weights FILE.")
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Compute device."
-)
-@click.option(
-    "--batch-size", type=int, default=PredictConfig.batch_size, help="Patches per forward pass."
-)
-@click.option(
-    "--workers", type=int, default=PredictConfig.workers, help="DataLoader decode workers."
-)
+@compute
 @click.option(
     "--cache/--no-cache",
     "cached",

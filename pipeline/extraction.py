@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import ExtractConfig, GridConfig, LabelRule
+from pipeline.config import ExtractConfig, GridConfig
 from pipeline.data_digests import DIGESTS_FILE, ImageDigests, shard_digests
-from pipeline.datasets import Dataset, Sample, SplitData, open_dataset
+from pipeline.datasets import Dataset, SplitData, open_dataset
 from pipeline.datasets.base import split_role_keeps_sample
 from pipeline.errors import CacheError, DataError, MidlevelError
 from pipeline.ranks import all_agree, from_environment, process_group, summed
@@ -231,30 +231,13 @@ class _Job:
 
 
 def iter_image_features(
-    backbone,
-    samples: list[Sample],
-    indices: list[int],
-    *,
-    grid: GridConfig,
-    rule: LabelRule,
-    background: int,
-    keep_all: bool,
-    patch_labels: bool,
-    workers: int,
-    batch_size: int,
-    timing: dict | None = None,
+    backbone, dataset, *, workers: int, batch_size: int, timing: dict | None = None
 ) -> Iterator[dict]:
-    """Items of the samples at `indices`, in order: {index, boxes, labels, sampled, features}
+    """Items of a PatchImages dataset, in order: {index, boxes, labels, sampled, features}
     or {index, error}. Images are decoded in DataLoader workers; `timing` (if given) adds
     the seconds spent waiting for them ("read") and in the net ("compute")."""
     import torch
 
-    from pipeline.images import PatchImages
-
-    dataset = PatchImages(
-        samples, indices, grid=grid, rule=rule, background=background,
-        keep_all=keep_all, patch_labels=patch_labels,
-    )  # fmt: skip
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
@@ -337,11 +320,15 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
         dynamic_ncols=True,
         position=ranks.rank,
     )
-    items = iter_image_features(
-        backbone, samples, indices, grid=config.grid, rule=config.labels,
-        background=len(classes), keep_all=job.keep == "all", patch_labels=job.data.boxes,
-        workers=config.workers, batch_size=config.batch_size, timing=totals,
+    from pipeline.images import PatchImages
+
+    patches = PatchImages(
+        samples, indices, grid=config.grid, rule=config.labels, background=len(classes),
+        keep_all=job.keep == "all", patch_labels=job.data.boxes,
     )  # fmt: skip
+    items = iter_image_features(
+        backbone, patches, workers=config.workers, batch_size=config.batch_size, timing=totals
+    )
     started = shard_started = time.perf_counter()
     with bar:  # closed on errors too: the error line starts on a line of its own
         for item in items:

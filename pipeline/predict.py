@@ -122,14 +122,17 @@ class Predictor:
                         batch_size=64, timing=None):  # fmt: skip
         """Yield an ImagePrediction, or an item {index, error}, per sample, in order."""
         from pipeline.extraction import iter_image_features
+        from pipeline.images import PatchImages
         from pipeline.patches import IGNORED
 
         k = self.k if k is None else k
-        items = iter_image_features(
-            self.backbone, samples, list(range(len(samples))), grid=self.grid,
-            rule=_rule(self.record), background=IGNORED, keep_all=True, patch_labels=False,
-            workers=workers, batch_size=batch_size, timing=timing,
+        patches = PatchImages(
+            samples, list(range(len(samples))), grid=self.grid, rule=_rule(self.record),
+            background=IGNORED, keep_all=True, patch_labels=False,
         )  # fmt: skip
+        items = iter_image_features(
+            self.backbone, patches, workers=workers, batch_size=batch_size, timing=timing
+        )
         for item in items:
             if "error" in item:
                 yield item

@@ -54,6 +54,17 @@ def whole_image(sample_id: str, path: Path, width: int, height: int, objects=())
     )
 
 
+def image_sample(sample_id: str, path: Path, *, skip_bad: bool) -> Sample:
+    """The whole-image sample of an image file, its size from the header; an unreadable file
+    raises, or with `skip_bad` stands in its place as a broken sample."""
+    try:
+        return whole_image(sample_id, path, *image_size(path))
+    except DataError as exc:
+        if not skip_bad:
+            raise
+        return broken(sample_id, path, str(exc))
+
+
 def broken(sample_id: str, path: Path, error: str) -> Sample:
     """The place of a sample whose files are bad: extract skips it (--on-error skip)."""
     empty = np.empty(0)

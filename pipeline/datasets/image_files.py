@@ -16,10 +16,8 @@ from pipeline.datasets.base import (
     OBJECT_TASK,
     Dataset,
     SplitData,
-    broken,
     find_images,
-    image_size,
-    whole_image,
+    image_sample,
 )
 from pipeline.errors import DataError
 
@@ -76,12 +74,6 @@ class ImageFilesDataset(Dataset):
 
     def load(self, split="images", *, task=OBJECT_TASK, limit=None, skip_bad=False) -> SplitData:
         self.task_classes(task)
-        samples = []
-        for path, sample_id in list(zip(self.files, self.ids, strict=True))[:limit]:
-            try:
-                samples.append(whole_image(sample_id, path, *image_size(path)))
-            except DataError as exc:
-                if not skip_bad:
-                    raise
-                samples.append(broken(sample_id, path, str(exc)))
+        pairs = list(zip(self.ids, self.files, strict=True))[:limit]
+        samples = [image_sample(i, path, skip_bad=skip_bad) for i, path in pairs]
         return SplitData((), samples, None, boxes=False)

@@ -15,11 +15,9 @@ from pipeline.datasets.base import (
     OBJECT_TASK,
     Dataset,
     SplitData,
-    broken,
     find_images,
-    image_size,
+    image_sample,
     labels_truth,
-    whole_image,
 )
 from pipeline.errors import DataError
 
@@ -66,14 +64,11 @@ class ImageFolderDataset(Dataset):
         ][:limit]
         if not files:
             raise DataError(f"{split_dir}: split {split!r} holds no image; check the folders")
-        samples = []
-        for _, path in files:
-            sample_id = path.relative_to(split_dir).with_suffix("").as_posix()
-            try:
-                samples.append(whole_image(sample_id, path, *image_size(path)))
-            except DataError as exc:
-                if not skip_bad:
-                    raise
-                samples.append(broken(sample_id, path, str(exc)))
+        samples = [
+            image_sample(
+                path.relative_to(split_dir).with_suffix("").as_posix(), path, skip_bad=skip_bad
+            )
+            for _, path in files
+        ]
         truth = labels_truth([{name} for name, _ in files], self.classes)
         return SplitData(self.classes, samples, truth, boxes=False)

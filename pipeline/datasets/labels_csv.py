@@ -18,10 +18,8 @@ from pipeline.datasets.base import (
     OBJECT_TASK,
     Dataset,
     SplitData,
-    broken,
-    image_size,
+    image_sample,
     labels_truth,
-    whole_image,
 )
 from pipeline.errors import DataError
 
@@ -96,11 +94,6 @@ class LabelsCsvDataset(Dataset):
                 )
             seen.add(sample_id)
             file = (self.image_dir or path.parent) / name
-            try:
-                samples.append(whole_image(sample_id, file, *image_size(file)))
-            except DataError as exc:
-                if not skip_bad:
-                    raise
-                samples.append(broken(sample_id, file, str(exc)))
+            samples.append(image_sample(sample_id, file, skip_bad=skip_bad))
             labels.append(_labels(row["labels"]))
         return SplitData(self.classes, samples, labels_truth(labels, self.classes), boxes=False)

@@ -70,8 +70,8 @@ def check_fresh(cache: FeatureCache, dataset: Dataset, split: str, config: Cache
     manifest = cache.manifest()
     n_images, per_shard = manifest.get("n_images", 0), manifest.get("images_per_shard", 1)
     keep = cache.attrs().get("keep", "all")
-    data = dataset.load(split, task=config.task, skip_bad=True)
-    expected = len(data.samples[: manifest.get("limit")])
+    data = dataset.load(split, task=config.task, limit=manifest.get("limit"), skip_bad=True)
+    expected = len(data.samples)
     digests = ImageDigests(cache.directory / DIGESTS_FILE)
     samples = data.samples[:n_images]
     truth = None if data.truth is None else data.truth[:n_images]

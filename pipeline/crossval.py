@@ -29,9 +29,12 @@ def cache_image_ids(cache: FeatureCache) -> list[str]:
     return [i for shard in cache.iter_shards(features=False) for i in shard.image_ids]
 
 
-def cross_validate(config: FitConfig, n_folds: int) -> list[float]:
-    """Mean AP (VOC07 11-point, fractions) of each held-out fold, pooled with config.k."""
-    cache = open_fit_cache(config)
+def cross_validate(
+    config: FitConfig, n_folds: int, cache: FeatureCache | None = None
+) -> list[float]:
+    """Mean AP (VOC07 11-point, fractions) of each held-out fold, pooled with config.k; on
+    `cache` when given (a sweep opens and checks it once for all its settings)."""
+    cache = cache or open_fit_cache(config)
     classes = training_classes(config, cache)
     scores = []
     for held_out in image_folds(cache_image_ids(cache), n_folds, config.seed):

@@ -105,7 +105,7 @@ class Predictor:
         return self._backbone
 
     def _pool(self, features: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarray]:
-        """([C] power means, [N, C] patch probabilities) of one image's patch features."""
+        """([C] log mean p^k, [N, C] patch probabilities) of one image's patch features."""
         log_probs = self.head.predict_log_proba(features)[:, : len(self.classes)]
         index = np.zeros(len(features), dtype=np.int64)
         log_scores = pool_patch_log_scores(log_probs, index, 1, k)[0]

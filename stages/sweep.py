@@ -69,13 +69,13 @@ def setting_names(rows: list[dict]) -> list[str]:
     return [n for n in rows[0] if n not in FIXED_COLUMNS] if rows else []
 
 
-def _evaluate(base: FitConfig, setting: dict, key: str, folds: int, threads: int):
+def _evaluate(base: FitConfig, setting: dict, key: str, folds: int, threads: int, cache):
     """(setting, key, fold mAPs, seconds) of one setting; runs in a worker process."""
     import torch
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    scores = cross_validate(apply_setting(base, setting), folds)
+    scores = cross_validate(apply_setting(base, setting), folds, cache)
     return setting, key, scores, time.perf_counter() - started
 
 
@@ -134,7 +134,7 @@ def run(config: SweepConfig) -> SweepSummary:
     jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     results = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        joblib.delayed(_evaluate)(config.base, s, k, config.folds, threads) for s, k in todo
+        joblib.delayed(_evaluate)(config.base, s, k, config.folds, threads, cache) for s, k in todo
     )
     for setting, key, scores, seconds in tqdm(
         results, total=len(todo), desc="sweep", unit="setting"

@@ -353,3 +353,24 @@ def test_non_ascii_ids_round_trip(tmp_path, shapes_voc):
     assert (tmp_path / "loc" / "overlays" / "été%2F000025.png").is_file()
     with Image.open(tmp_path / "loc" / "overlays" / "été%2F000025.png") as image:
         assert image.size == (128, 96)
+
+
+def test_plain_images_are_scored_without_labels_by_another_datasets_head(shapes_cache, tmp_path):
+    cache, common = shapes_cache
+    voc = Path(common[common.index("--voc-root") + 1])
+    code, out = invoke("fit", "--head", "svm", *common)
+    assert code == 0, out
+    (head,) = cache.glob("trainval-*/heads/svm.joblib")
+    photos = ["--data", f"images:{voc / 'JPEGImages'}", "--cache-dir", str(tmp_path), *SMALL]
+    code, out = invoke("extract", "--split", "photos", "--workers", "0", *photos)
+    assert code == 0 and "40 images" in out, out
+    out_csv = tmp_path / "photos.csv"
+    code, out = invoke("score", "--split", "photos", "--head", str(head), "--output",
+                       str(out_csv), *photos)  # fmt: skip
+    assert code == 0 and "40 images, no labels in this split (no AP)" in out, out
+    with open(tmp_path / "photos-scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 40 and set(rows[0]) >= {"image_id", "bus", "car", "cat"}
+    code, out = invoke("fit", "--split", "photos", "--head", "svm", *photos)
+    (line,) = error_lines(out)
+    assert code == 2 and "has no labels to train on" in line

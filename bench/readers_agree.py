@@ -10,8 +10,6 @@ tables are printed with whether they are identical.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import tempfile
 from dataclasses import replace
@@ -20,7 +18,7 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synthetic_datasets import voc_to_coco  # noqa: E402
+from synthetic_datasets import voc_and_coco_slice  # noqa: E402
 
 from pipeline.config import (  # noqa: E402
     BackboneConfig,
@@ -29,33 +27,12 @@ from pipeline.config import (  # noqa: E402
     GridConfig,
     ScoreConfig,
 )
-from pipeline.datasets.voc import VOC_CLASSES, read_split  # noqa: E402
 from pipeline.extraction import extract_split  # noqa: E402
 from pipeline.scoring import score_split  # noqa: E402
 from pipeline.training import fit_head  # noqa: E402
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
 BOXED = ("bus", "car", "cat", "person", "train")
-
-
-def write_slice(source: Path, root: Path, sizes: dict[str, int]) -> tuple[str, str]:
-    """(voc spec, coco spec) of the slice written under root."""
-    tree = root / "VOC2007"
-    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (tree / folder).mkdir(parents=True)
-    for split, n in sizes.items():
-        ids = read_split(source, split)[:n]
-        (tree / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-        for i in ids:
-            shutil.copy(source / "Annotations" / f"{i}.xml", tree / "Annotations")
-            os.symlink(
-                (source / "JPEGImages" / f"{i}.jpg").resolve(), tree / "JPEGImages" / f"{i}.jpg"
-            )
-    ids = {name: 2 * k + 1 for k, name in enumerate(VOC_CLASSES)}  # non-contiguous category ids
-    for split in sizes:
-        voc_to_coco(tree, split, root / "coco" / f"{split}.json", root / "coco" / split,
-                    classes=VOC_CLASSES, category_ids=ids)  # fmt: skip
-    return f"voc:{tree}", f"coco:{root / 'coco'}"
 
 
 @click.command()
@@ -69,7 +46,8 @@ def main(voc_root, trainval, test, mode, scales, min_scale) -> None:
     backbone = BackboneConfig(mode=mode)
     grid = GridConfig(scales=scales, min_scale=min_scale)
     with tempfile.TemporaryDirectory() as root:
-        specs = write_slice(Path(voc_root), Path(root), {"trainval": trainval, "test": test})
+        sizes = {"trainval": trainval, "test": test}
+        specs = voc_and_coco_slice(Path(voc_root), Path(root), sizes)
         tables = {}
         for spec in specs:
             cache = str(Path(root) / f"cache-{spec.split(':')[0]}")

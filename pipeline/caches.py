@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from pipeline.config import CacheSettings
-from pipeline.data_digests import DIGESTS_FILE, ImageDigests, shard_digests
+from pipeline.data_digests import split_digests
 from pipeline.datasets import Dataset, open_dataset
 from pipeline.errors import CacheError
 from pipeline.registry import feature_settings
@@ -72,15 +72,8 @@ def check_fresh(cache: FeatureCache, dataset: Dataset, split: str, config: Cache
     keep = cache.attrs().get("keep", "all")
     data = dataset.load(split, task=config.task, limit=manifest.get("limit"), skip_bad=True)
     expected = len(data.samples)
-    digests = ImageDigests(cache.directory / DIGESTS_FILE)
-    samples = data.samples[:n_images]
-    truth = None if data.truth is None else data.truth[:n_images]
-    current = shard_digests(samples, truth, per_shard, digests, keep)
-    stale = [
-        name
-        for k, (name, entry) in enumerate(sorted(manifest.get("shards", {}).items()))
-        if k >= len(current) or entry.get("data") != current[k]
-    ]
+    current = split_digests(cache.directory, data, per_shard, keep, limit=n_images)
+    stale = list(cache.changed_shards(current))
     if stale:
         raise CacheError(
             f"{cache.directory}: {len(stale)} of its shards ({stale[0]}...) were extracted from "

@@ -587,7 +587,7 @@ def report(runs, output, names, data, voc_root, top) -> None:
         raise UserError(
             f"--names has {len(split_names)} names for {len(runs)} runs; give one per run"
         )
-    data = data or (f"voc:{voc_root}" if voc_root else None)
+    data = _data({"data": data, "voc_root": voc_root}) or None
     config = ReportConfig(tuple(runs), output, split_names, data, top)
     click.echo(stage.run(config).line())
 

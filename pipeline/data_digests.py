@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets.base import Sample
+from pipeline.datasets.base import Sample, SplitData
 
 DIGESTS_FILE = "images.json"
 CHUNK = 1 << 20
@@ -108,4 +108,18 @@ def shard_digests(
         for i in range(start, min(start + per_shard, len(samples))):
             digest.update(sample_digest(samples[i], None if truth is None else truth[i], digests))
         out.append(digest.hexdigest()[:16])
+    return out
+
+
+def split_digests(
+    directory: Path, data: SplitData, per_shard: int, keep: str, *, limit: int | None = None,
+    save: bool = False,
+) -> list[str]:  # fmt: skip
+    """The shard digests of a split's first `limit` samples, with the image memo of the cache
+    `directory` (learnt hashes written back when `save`: extract's rank 0 only)."""
+    digests = ImageDigests(directory / DIGESTS_FILE)
+    truth = None if data.truth is None else data.truth[:limit]
+    out = shard_digests(data.samples[:limit], truth, per_shard, digests, keep)
+    if save:
+        digests.save()
     return out

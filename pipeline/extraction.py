@@ -17,16 +17,13 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import ExtractConfig, GridConfig
-from pipeline.data_digests import DIGESTS_FILE, ImageDigests, shard_digests
+from pipeline.data_digests import split_digests
 from pipeline.datasets import Dataset, SplitData, open_dataset
 from pipeline.datasets.base import split_role_keeps_sample
 from pipeline.errors import CacheError, DataError, MidlevelError
 from pipeline.ranks import all_agree, from_environment, process_group, summed
 from pipeline.registry import feature_settings
 from pipeline.shards import FeatureCache, Shard, WriterLock, cache_path, write_shard
-
-CHANGED = "its images or annotations changed"
-UNDIGESTED = "no data digest recorded (extracted by an older midlevel)"
 
 
 @dataclass(frozen=True)
@@ -144,7 +141,7 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
                     overwrite=config.overwrite,
                     limit=config.limit,
                 )
-                data = _data_digests(cache, split_data, per_shard, keep, save=True)
+                data = split_digests(cache.directory, split_data, per_shard, keep, save=True)
             except MidlevelError as exc:
                 failure = exc
         if not all_agree(ranks, failure is None):
@@ -152,8 +149,8 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
                 f"{cache.directory}: rank 0 could not open the cache; see its message"
             )
         if not ranks.main:  # rank 0 hashed the images: the others only stat them
-            data = _data_digests(cache, split_data, per_shard, keep, save=False)
-        rebuilt = {**changed_shards(cache, data), **cache.bad_shards()}
+            data = split_digests(cache.directory, split_data, per_shard, keep)
+        rebuilt = {**cache.changed_shards(data), **cache.bad_shards()}
         if rebuilt and ranks.main:
             tqdm.write(
                 f"extract {config.split}: {rebuilt_text(rebuilt).removeprefix(', ')}",
@@ -178,27 +175,6 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
         rebuilt=rebuilt,
         resized=None if resized is None else (resized, len(samples)),
     )
-
-
-def _data_digests(
-    cache: FeatureCache, data: SplitData, per_shard: int, keep: str, *, save: bool
-) -> list[str]:
-    digests = ImageDigests(cache.directory / DIGESTS_FILE)
-    out = shard_digests(data.samples, data.truth, per_shard, digests, keep)
-    if save:
-        digests.save()
-    return out
-
-
-def changed_shards(cache: FeatureCache, data: list[str]) -> dict[str, str]:
-    """Recorded shards whose data digest is not that of the split's samples now: name -> why."""
-    recorded = cache.manifest().get("shards", {})
-    changed = {}
-    for k, digest in enumerate(data):
-        entry = recorded.get(cache.shard_path(k).name)
-        if entry is not None and entry.get("data") != digest:
-            changed[cache.shard_path(k).name] = CHANGED if entry.get("data") else UNDIGESTED
-    return changed
 
 
 _TOTALS = ("images", "patches", "bytes", "setup", "read", "compute", "write", "skipped")
@@ -285,6 +261,8 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1):
 
 def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
     """Extract the given pending shards of the split's samples (this process's share)."""
+    from pipeline.images import PatchImages
+
     config, cache, samples = job.config, job.cache, job.data.samples
     setup = time.perf_counter()
     backbone = load_backbone(config, local_rank=ranks.local_rank, world=ranks.world)
@@ -320,8 +298,6 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
         dynamic_ncols=True,
         position=ranks.rank,
     )
-    from pipeline.images import PatchImages
-
     patches = PatchImages(
         samples, indices, grid=config.grid, rule=config.labels, background=len(classes),
         keep_all=job.keep == "all", patch_labels=job.data.boxes,

@@ -15,7 +15,7 @@ import io
 import json
 from pathlib import Path
 
-from pipeline.caches import describe_data, without_data
+from pipeline.caches import without_data
 from pipeline.errors import CacheError
 from pipeline.shards import describe_fingerprint, write_atomically
 
@@ -92,12 +92,16 @@ def check_serves(record: dict, fingerprint: dict, path: Path) -> None:
         )
 
 
+def names_a_file(name_or_path: str) -> bool:
+    """Whether --head names a head file (a path) rather than a head name (mlp, svm)."""
+    return name_or_path.endswith(SUFFIX) or "/" in name_or_path or Path(name_or_path).is_file()
+
+
 def find_head(name_or_path: str, cache_dir: str | Path) -> Path:
     """A head file given by path, or by name: the one `heads/<name>.joblib` in the cache
     (several: refused, listing them, since only a path says which)."""
-    path = Path(name_or_path).expanduser()
-    if path.suffix == SUFFIX or path.is_file() or "/" in name_or_path:
-        return path
+    if names_a_file(name_or_path):
+        return Path(name_or_path).expanduser()
     found = sorted(Path(cache_dir).glob(f"*/{HEADS_DIR}/{name_or_path}{SUFFIX}"))
     if not found:
         raise CacheError(
@@ -112,7 +116,6 @@ def find_head(name_or_path: str, cache_dir: str | Path) -> Path:
     return found[0]
 
 
-def head_summary(record: dict) -> str:
-    """One line naming what a head was trained on, for messages and sidecars."""
-    fingerprint = record.get("fingerprint") or {}
-    return f"{record.get('head')} on {describe_data(fingerprint)}"
+def head_sidecar(record: dict) -> dict:
+    """The head's part of a result's provenance sidecar (score, localize, predict)."""
+    return {key: record.get(key) for key in ("head", "classes", "params", "k", "digest")}

@@ -27,7 +27,7 @@ from pipeline.datasets import Sample
 from pipeline.datasets.base import whole_image
 from pipeline.datasets.image_files import ImageFilesDataset
 from pipeline.errors import BackboneUnavailable, CacheError, DataError
-from pipeline.head_store import find_head, load_head_file
+from pipeline.head_store import find_head, head_sidecar, load_head_file
 from pipeline.metrics import pool_patch_log_scores
 from pipeline.provenance import write_sidecar
 from pipeline.registry import fingerprint_part
@@ -244,7 +244,7 @@ def predict_files(config: PredictConfig) -> PredictSummary:
     samples = dataset.load(PREDICT_SPLIT, skip_bad=True).samples
     cached = config.cached if config.cached is not None else len(samples) > CACHE_ABOVE
     if cached:
-        results, skipped, cache_dir = _through_cache(config, predictor, dataset, k)
+        results, skipped, cache_dir = _through_cache(config, predictor, dataset, samples, k)
     else:
         (results, skipped), cache_dir = _in_memory(config, predictor, samples, k), None
     _write_predictions(Path(config.output), predictor.classes, results, config.top)
@@ -254,13 +254,7 @@ def predict_files(config: PredictConfig) -> PredictSummary:
         config.output,
         "predict",
         replace(config, k=k),
-        head={
-            "path": str(predictor.path),
-            **{
-                key: predictor.record.get(key)
-                for key in ("head", "classes", "params", "k", "digest")
-            },
-        },  # fmt: skip
+        head={"path": str(predictor.path), **head_sidecar(predictor.record)},
         fingerprint=predictor.fingerprint,
         skipped=skipped,
         images=len(results),
@@ -292,7 +286,7 @@ def _in_memory(config: PredictConfig, predictor: Predictor, samples, k: float):
     return results, skipped
 
 
-def _through_cache(config: PredictConfig, predictor: Predictor, dataset, k: float):
+def _through_cache(config: PredictConfig, predictor: Predictor, dataset, samples, k: float):
     """Extract the photos into the cache (resumable), then pool each image from its shard."""
     from pipeline.extraction import extract_split
 
@@ -303,7 +297,7 @@ def _through_cache(config: PredictConfig, predictor: Predictor, dataset, k: floa
     )  # fmt: skip
     summary = extract_split(extract, dataset=dataset)
     cache = FeatureCache.load(Path(summary.cache_dir))
-    by_id = {s.sample_id: s for s in dataset.load(PREDICT_SPLIT, skip_bad=True).samples}
+    by_id = {s.sample_id: s for s in samples}
     results = []
     for shard in cache.iter_shards():
         for m, image_id in enumerate(shard.image_ids):

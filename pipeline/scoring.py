@@ -20,7 +20,14 @@ import numpy as np
 from pipeline.caches import open_dataset_of, split_cache
 from pipeline.config import ScoreConfig, ScoredSplit
 from pipeline.errors import CacheError
-from pipeline.head_store import check_serves, find_head, head_path, load_head_file
+from pipeline.head_store import (
+    check_serves,
+    find_head,
+    head_path,
+    head_sidecar,
+    load_head_file,
+    names_a_file,
+)
 from pipeline.metrics import area_ap, mean_ap, pool_patch_log_scores, voc07_ap
 from pipeline.provenance import SCORES_SUFFIX, beside, write_sidecar
 from pipeline.shards import FeatureCache
@@ -134,7 +141,7 @@ def load_head(config: ScoredSplit, cache: FeatureCache):
     """The head `config.head` names (a head file, or a name: the head of that name trained
     on `config.train_split` with the scored split's settings and dataset), with its record;
     refuses one trained on other features, naming both settings."""
-    if config.head.endswith(".joblib") or "/" in config.head:
+    if names_a_file(config.head):
         path = find_head(config.head, config.cache_dir)
     else:
         path = head_path(
@@ -175,7 +182,7 @@ class HeadOnSplit:
 
     def sidecar(self) -> dict:
         """The head's part of a result's provenance sidecar."""
-        return {key: self.record[key] for key in ("head", "classes", "params", "k", "digest")}
+        return head_sidecar(self.record)
 
 
 def open_head_on_split(config: ScoredSplit) -> HeadOnSplit:

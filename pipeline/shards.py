@@ -37,6 +37,8 @@ FEATURE_CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB of rows: whole-row r
 PATCH_DATASETS = ("features", "boxes", "labels", "sampled", "image_index")  # one row per patch
 IMAGE_DATASETS = ("image_ids", "sizes", "image_labels")  # one row per image
 REBUILD = "rerun pipeline extract with the same options to rebuild it"
+CHANGED = "its images or annotations changed"  # a shard's data digest is not its samples'
+UNDIGESTED = "no data digest recorded (extracted by an older midlevel)"
 
 
 def cache_path(cache_root: str | Path, split: str, digest: str) -> Path:
@@ -311,6 +313,17 @@ class FeatureCache:
         """Recorded shards that are bad, name -> reason: those a rerun of extract rebuilds."""
         recorded = sorted(self.manifest().get("shards", {}))
         return {n: p for n in recorded if (p := self.problem(self.directory / n)) is not None}
+
+    def changed_shards(self, data: list[str]) -> dict[str, str]:
+        """Recorded shards whose data digest is not `data[k]` (the split's samples now, see
+        pipeline/data_digests.py): name -> why."""
+        recorded = self.manifest().get("shards", {})
+        out = {}
+        for k, digest in enumerate(data):
+            entry = recorded.get(self.shard_path(k).name)
+            if entry is not None and entry.get("data") != digest:
+                out[self.shard_path(k).name] = CHANGED if entry.get("data") else UNDIGESTED
+        return out
 
     def record(
         self,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 from synthetic_voc import make_shapes_voc
 
-from pipeline.datasets.voc import load_records, read_split
+from pipeline.datasets.voc import VOC_CLASSES, load_records, read_split
 
 CUSTOM_CLASSES = ("scratch", "dent", "ok")
 
@@ -84,6 +85,27 @@ def voc_to_coco(
         json.dumps({"images": images, "annotations": annotations, "categories": categories})
     )
     return json_path
+
+
+def voc_and_coco_slice(source: Path, root: Path, sizes: dict[str, int]) -> tuple[str, str]:
+    """(voc spec, coco spec) of the first `sizes[split]` images of each split of a VOC tree,
+    written under root twice: as a VOC tree without per-class files (truth from the XML, as
+    a COCO file has it; images linked) and converted to COCO JSON (categories 1, 3, 5...)."""
+    tree = root / "VOC2007"
+    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (tree / folder).mkdir(parents=True)
+    for split, n in sizes.items():
+        ids = read_split(source, split)[:n]
+        (tree / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        for i in ids:
+            shutil.copy(source / "Annotations" / f"{i}.xml", tree / "Annotations")
+            image = (source / "JPEGImages" / f"{i}.jpg").resolve()
+            os.symlink(image, tree / "JPEGImages" / f"{i}.jpg")
+    ids = {name: 2 * k + 1 for k, name in enumerate(VOC_CLASSES)}
+    for split in sizes:
+        voc_to_coco(tree, split, root / "coco" / f"{split}.json", root / "coco" / split,
+                    classes=VOC_CLASSES, category_ids=ids)  # fmt: skip
+    return f"voc:{tree}", f"coco:{root / 'coco'}"
 
 
 def make_coco(root: Path, shapes: Path) -> Path:

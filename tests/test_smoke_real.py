@@ -7,8 +7,6 @@ grid is exercised by the figures in README.md, not here.
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +15,9 @@ from cli_helpers import SMALL, assert_same_shards, invoke, read_ap
 from click.testing import CliRunner
 from conftest import VOC_SUBSET
 from PIL import Image
-from synthetic_datasets import voc_to_coco
+from synthetic_datasets import voc_and_coco_slice
 
 from pipeline.cli import cli
-from pipeline.datasets.voc import VOC_CLASSES, read_split
 from pipeline.demo import build_demo_tree
 
 COARSE = ["--scales", "3", "--min-scale", "0.4"]
@@ -119,21 +116,9 @@ def real_slice(tmp_path_factory) -> dict:
     if not (VOC_SUBSET / "Annotations").is_dir():
         pytest.skip(f"real VOC subset not found at {VOC_SUBSET}")
     root = tmp_path_factory.mktemp("slice")
-    tree = root / "VOC2007"
-    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (tree / folder).mkdir(parents=True)
-    for split, n in SLICE.items():
-        ids = read_split(VOC_SUBSET, split)[:n]
-        (tree / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-        for i in ids:
-            shutil.copy(VOC_SUBSET / "Annotations" / f"{i}.xml", tree / "Annotations")
-            os.symlink(VOC_SUBSET / "JPEGImages" / f"{i}.jpg", tree / "JPEGImages" / f"{i}.jpg")
-    ids = {name: 2 * k + 1 for k, name in enumerate(VOC_CLASSES)}
-    for split in SLICE:
-        voc_to_coco(tree, split, root / "coco" / f"{split}.json", root / "coco" / split,
-                    classes=VOC_CLASSES, category_ids=ids)  # fmt: skip
+    specs = voc_and_coco_slice(VOC_SUBSET, root, SLICE)
     runs = {}
-    for reader, data in (("voc", f"voc:{tree}"), ("coco", f"coco:{root / 'coco'}")):
+    for reader, data in zip(("voc", "coco"), specs, strict=True):
         cache = root / reader
         common = ["--data", data, "--cache-dir", str(cache), *SMALL]
         for split in SLICE:
@@ -144,7 +129,7 @@ def real_slice(tmp_path_factory) -> dict:
         code, out = invoke("score", "--head", "svm", "--output", str(cache / "ap.csv"), *common)
         assert code == 0, out
         runs[reader] = cache
-    return {"tree": tree, **runs}
+    return {"tree": root / "VOC2007", **runs}
 
 
 def test_voc_and_coco_readers_give_the_same_boxes_features_and_ap(real_slice):

@@ -12,9 +12,9 @@ The Python API for new photos (see README, "Predictions on new photos"):
 __version__ = "0.2.0"
 
 
-def load_head(head, *, cache_dir="cache", device="auto", weights=None):
+def load_head(head, *, cache_dir="cache", device="auto", weights=None, runtime="auto"):
     """A fitted head ready to predict (pipeline/predict.py): a heads/<name>.joblib file, or
     the name of the one head of that name in `cache_dir`."""
     from pipeline.predict import load_head as load
 
-    return load(head, cache_dir=cache_dir, device=device, weights=weights)
+    return load(head, cache_dir=cache_dir, device=device, weights=weights, runtime=runtime)

@@ -1,11 +1,13 @@
 """Frozen ImageNet backbones, built from the registry (pipeline/registry.py): the net with its
-feature layer, cut in two for --mode shared, normalising uint8 pixels on the device."""
+feature layer, cut in two for --mode shared, normalising uint8 pixels on the device. The
+torchvision and timm nets are cut by pipeline/generic_nets.py, with no per-net table."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -13,12 +15,17 @@ from torchvision.ops import roi_align
 
 from pipeline.config import BackboneConfig
 from pipeline.errors import BackboneUnavailable
+from pipeline.generic_nets import fx_shared_parts, output_shape, penultimate_net, timm_shared_parts
+from pipeline.onnx_runtime import onnx_part, resolve_runtime
 from pipeline.registry import (
     RANDOM,
     BackboneInfo,
+    default_batch,
     get_spec,
     lite_weights_file,
+    mode_used,
     torchvision_weights,
+    weights_id,
 )
 
 
@@ -49,7 +56,9 @@ class _LiteTrunk(nn.Module):
         return self.net.extract_features(x)
 
 
-def _load_state_dict(module: nn.Module, path: str) -> None:
+def _load_state_dict(module: nn.Module, path: str, cut: tuple[str, ...] = ()) -> None:
+    """Strictly: a mismatch is an error, never a half-loaded net. Keys under the prefixes
+    `cut` (the classifier the feature net has dropped) are left out, so a full model fits."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError) as exc:
@@ -58,6 +67,8 @@ def _load_state_dict(module: nn.Module, path: str) -> None:
         ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if cut and isinstance(state, dict):
+        state = {key: value for key, value in state.items() if not key.startswith(cut)}
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
@@ -111,50 +122,139 @@ def _build_torchvision(spec: BackboneInfo, weights: str | None) -> nn.Module:
         model = torchvision.models.get_model(arch, weights=None)
         if weights != RANDOM:
             _load_state_dict(model, weights)
-    if spec.layer == "fc7":  # the classifier up to FC7's ReLU: AlexNet 6 modules, VGG 5
-        model.classifier = model.classifier[: 6 if arch == "alexnet" else 5]
-    else:
-        model.fc = nn.Identity()
+    # what feeds the classifier: FC7 after its ReLU (AlexNet, VGG), the pooled trunk (ResNet)
+    return penultimate_net(model, arch)
+
+
+def _build_timm(spec: BackboneInfo, weights: str | None) -> nn.Module:
+    import timm
+
+    if weights is None:
+        try:
+            return timm.create_model(spec.arch, pretrained=True, num_classes=0)
+        except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError, a URLError
+            raise BackboneUnavailable(
+                f"timm:{spec.arch}: pretrained weights could not be downloaded "
+                f"({type(exc).__name__}); run once with internet (timm caches {spec.pretrained}), "
+                "pass --weights FILE, or use --backbone efficientnet_lite0 (offline)"
+            ) from None
+    torch.manual_seed(0)  # an untrained net is still the same net on every run
+    model = timm.create_model(spec.arch, pretrained=False, num_classes=0)  # pre-logits features
+    if weights != RANDOM:
+        classifier = model.pretrained_cfg["classifier"]
+        names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+        _load_state_dict(model, weights, cut=tuple(f"{name}." for name in names))
     return model
 
 
-def _shared_parts(spec: BackboneInfo, net: nn.Module) -> SharedParts:
-    """The built net cut for --mode shared: pool5 map -> roi cells at the size the FC layers
-    were trained on (6 AlexNet, 7 VGG), or the pooled trunk's cells averaged (ResNet, Lite)."""
-    if spec.source == "lite":
-        return SharedParts(_LiteTrunk(net.net), 7, _SpatialMean())
-    if spec.layer == "fc7":
-        pool = 6 if spec.arch == "alexnet" else 7
-        return SharedParts(net.features, pool, nn.Sequential(nn.Flatten(1), net.classifier))
-    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-    return SharedParts(nn.Sequential(*(getattr(net, n) for n in names)), 7, _SpatialMean())
+BUILDERS = {"lite": _build_lite, "torchvision": _build_torchvision, "timm": _build_timm}
 
 
 def build_net(spec: BackboneInfo, weights: str | None) -> nn.Module:
     """The module mapping [B, 3, S, S] normalised patches to [B, D] features."""
-    return (_build_lite if spec.source == "lite" else _build_torchvision)(spec, weights)
+    return BUILDERS[spec.source](spec, weights)
+
+
+def _feature_dim(name: str, spec: BackboneInfo, net: nn.Module, size: int) -> int:
+    """The table's feature width, or the built net's on one blank input."""
+    if spec.feature_dim:
+        return spec.feature_dim
+    try:
+        return output_shape(net, size)[-1]
+    except (AssertionError, RuntimeError) as exc:  # a ViT's fixed input size, say
+        detail = " ".join(str(exc).split())[:200]
+        raise BackboneUnavailable(
+            f"{name} does not run on {size} px patches ({detail}); leave --input-size out "
+            f"(its own is {spec.input_size})"
+        ) from None
+
+
+def _mode_used(config: BackboneConfig) -> str:
+    """--mode shared of a transformer falls back to crop, saying why (the cache fingerprint
+    says crop too: registry.mode_used)."""
+    mode = mode_used(config)
+    if mode != config.mode:
+        print(
+            f"{config.name} is a transformer: its tokens attend across the whole image, so a "
+            "shared map is not each patch's own feature; using --mode crop",
+            file=sys.stderr,
+        )
+    return mode
+
+
+def _shared_parts(spec: BackboneInfo, net: nn.Module, size: int) -> SharedParts:
+    """The built net cut for --mode shared at its global pooling: each patch's region of the
+    map is pooled to the cells its head was trained on (AlexNet 6, VGG 7: their FC layers),
+    or, before a global average, to the map's own side at the input size (7 at 224 px for
+    a stride of 32). Lite keeps its own cut."""
+    if spec.source == "lite":
+        return SharedParts(_LiteTrunk(net.net), 7, _SpatialMean())
+    if spec.source == "timm":
+        trunk, pool, head = timm_shared_parts(net)
+    else:
+        trunk, pool, head = fx_shared_parts(net, spec.arch)
+    if pool == 1:
+        pool = output_shape(trunk, size)[-1]
+    return SharedParts(trunk, pool, head)
 
 
 class FrozenBackbone(nn.Module):
     """uint8 patches in, features out: normalisation happens here, on the device."""
 
-    def __init__(self, config: BackboneConfig, device: torch.device):
+    def __init__(
+        self,
+        config: BackboneConfig,
+        device: torch.device,
+        *,
+        runtime: str = "auto",
+        batch_size: int | None = None,
+    ):
         super().__init__()
         spec = get_spec(config.name)
         self.name = config.name
-        self.feature_dim = spec.feature_dim
         self.input_size = config.input_size or spec.input_size
         self.device = device
         self.net = build_net(spec, config.weights).eval().requires_grad_(False)
         self.net = self.net.to(device, memory_format=torch.channels_last)
-        self.mode = config.mode
-        if config.mode == "shared":
-            self.parts = _shared_parts(spec, self.net)
-        elif config.mode != "crop":
+        self.feature_dim = _feature_dim(config.name, spec, self.net, self.input_size)
+        self.mode = _mode_used(config)
+        if self.mode == "shared":
+            self.parts = _shared_parts(spec, self.net, self.input_size)
+        elif self.mode != "crop":
             raise BackboneUnavailable(f"--mode {config.mode!r}: choose crop or shared")
         shape = (1, 3, 1, 1)
         self.register_buffer("mean", torch.tensor(spec.mean).view(shape).to(device) * 255)
         self.register_buffer("std", torch.tensor(spec.std).view(shape).to(device) * 255)
+        self.runtime = resolve_runtime(runtime, device)
+        if self.runtime == "onnxruntime":
+            self._to_onnxruntime(config)
+        self.runtime_version = _runtime_version(self.runtime)
+        self.batch_size = batch_size or default_batch(config.name, self.runtime)
+        if self.mode == "shared":  # map cells per pixel of the resized image (the stride)
+            self.cell = self.input_size / self._trunk_map(self.input_size, self.input_size)[-1]
+
+    def _to_onnxruntime(self, config: BackboneConfig) -> None:
+        """The frozen part (whole net for crop, trunk for shared) under ONNX Runtime; a part
+        that does not export stays torch, and the backbone says so (runtime "torch")."""
+        size = self.input_size
+        key = {"name": config.name, "weights": weights_id(config), "input_size": size}
+        if self.mode == "crop":
+            part = onnx_part(self.net, {**key, "part": "crop"}, torch.zeros(2, 3, size, size),
+                             {0: "batch"})  # fmt: skip
+            self.net = part or self.net
+        else:
+            example = torch.zeros(1, 3, size, size + size // 2)
+            part = onnx_part(self.parts.trunk, {**key, "part": "trunk"}, example,
+                             {2: "height", 3: "width"})  # fmt: skip
+            self.parts = replace(self.parts, trunk=part or self.parts.trunk)
+        if part is None:
+            self.runtime = "torch"
+
+    def _trunk_map(self, height: int, width: int) -> tuple[int, ...]:
+        """The trunk's map shape on a blank normalised image of this size."""
+        with torch.inference_mode():
+            blank = torch.zeros(1, 3, height, width, device=self.device)
+            return tuple(self._run(self.parts.trunk, blank).shape)
 
     def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
@@ -164,6 +264,8 @@ class FrozenBackbone(nn.Module):
 
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         x = (pixels.to(self.device, torch.float32) - self.mean) / self.std
+        if self.runtime == "onnxruntime":
+            return x.contiguous()  # ONNX Runtime takes plain NCHW
         return x.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
@@ -192,14 +294,21 @@ class FrozenBackbone(nn.Module):
                 source, size=size, mode="bilinear", antialias=factor < 1, align_corners=False
             )
             fmap = self._run(self.parts.trunk, self._normalise(resized))
-            scale = fmap.shape[-1] / image.shape[2]  # map cells per original pixel
-            picked = boxes[rows].to(self.device, torch.float32)
-            rois = torch.cat([picked.new_zeros(len(rows), 1), picked], dim=1)
             cells = roi_align(
-                fmap, rois, self.parts.pool, spatial_scale=scale, sampling_ratio=2, aligned=True
-            )
+                fmap, self._map_rois(boxes[rows], image, size), self.parts.pool,
+                spatial_scale=1 / self.cell, sampling_ratio=2, aligned=True,
+            )  # fmt: skip
             out[rows.to(self.device)] = self._run(self.parts.head, cells)
         return out
+
+    def _map_rois(self, boxes: torch.Tensor, image: torch.Tensor, size: tuple[int, int]):
+        """roi_align's rois: the boxes in the resized image's pixels, x and y scaled apart
+        (its height and width are rounded apart), which the trunk's cell size (its stride,
+        `self.cell`) then maps to cells, as a crop of the same pixels would see them."""
+        sx, sy = size[1] / image.shape[2], size[0] / image.shape[1]
+        scaled = boxes.to(self.device, torch.float32)
+        scaled = scaled * scaled.new_tensor([sx, sy, sx, sy])
+        return torch.cat([scaled.new_zeros(len(boxes), 1), scaled], dim=1)
 
     @torch.inference_mode()
     def crop(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -223,3 +332,12 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise BackboneUnavailable("--device cuda: no CUDA device here; use --device cpu or auto")
     return torch.device(name)
+
+
+def _runtime_version(runtime: str) -> str:
+    """What each shard records of the runtime that made it ("onnxruntime 1.x", "torch 2.x")."""
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__}"
+    return f"torch {torch.__version__}"

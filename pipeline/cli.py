@@ -32,7 +32,7 @@ from pipeline.config import (
     TaskConfig,
 )
 from pipeline.errors import MidlevelError
-from pipeline.registry import RANDOM, REGISTRY
+from pipeline.registry import RANDOM, REGISTRY, RUNTIMES, get_spec
 
 DATA_HELP = (
     "Dataset: KIND:PATH, KIND one of voc, coco, imagefolder, csv, images; or a PATH whose "
@@ -94,9 +94,24 @@ common = _options(
                  help="Comma-separated classes (or actions) to train/score (default: all with labels)."),
 )  # fmt: skip
 
+
+def _check_backbone(ctx: click.Context, param: click.Parameter, name: str) -> str:
+    """A typo is one line before any work; the table's names are checked without torch."""
+    try:
+        get_spec(name)
+    except MidlevelError as exc:
+        raise UserError(str(exc)) from None
+    return name
+
+
+BACKBONE_HELP = (
+    f"Frozen net: {', '.join(REGISTRY)}, any torchvision classification model (convnext_tiny, "
+    "vit_b_16...), or timm:NAME (pip install 'midlevel[timm]')."
+)
+
 features = _options(
-    click.option("--backbone", type=click.Choice(sorted(REGISTRY)), default=BackboneConfig.name, show_default=True,
-                 help="Frozen feature extractor."),
+    click.option("--backbone", default=BackboneConfig.name, show_default=True, callback=_check_backbone,
+                 help=BACKBONE_HELP),
     click.option("--weights", default=None,
                  help=f"Local state-dict FILE, or '{RANDOM}' (untrained, plumbing only). Default: ImageNet."),
     click.option("--input-size", type=int, default=None, help="Patch side fed to the net [default: the net's]."),
@@ -127,8 +142,11 @@ features = _options(
 compute = _options(
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                  help="Compute device."),
-    click.option("--batch-size", type=int, default=ExtractConfig.batch_size,
-                 help="Patches per forward pass."),
+    click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+                 envvar="MIDLEVEL_RUNTIME",
+                 help="Frozen net's runtime: auto is ONNX Runtime on a CPU, torch on CUDA."),
+    click.option("--batch-size", type=int, default=None,
+                 help="Patches per forward pass [default: the backbone's fastest for the runtime]."),
     click.option("--workers", type=int, default=ExtractConfig.workers,
                  help="DataLoader decode workers."),
 )  # fmt: skip

@@ -141,7 +141,10 @@ class ExtractConfig(CacheSettings):
     # of all), "all" (evaluation), "auto": by the split's role, a name starting with "train"
     keep: str = "auto"
     device: str = "auto"
-    batch_size: int = 64
+    # the frozen net's runtime: "auto" is ONNX Runtime on a CPU, torch (fp16) on CUDA; not
+    # part of the cache key (pipeline/onnx_runtime.py says why)
+    runtime: str = "auto"
+    batch_size: int | None = None  # patches per forward; None: the backbone's fastest
     workers: int = 1
     images_per_shard: int = 64
     limit: int | None = None  # first N images of the split, for quick looks
@@ -271,7 +274,8 @@ class PredictConfig:
     top: int = 3  # classes named per image in the `top` column
     weights: str | None = None  # a local copy of the head's weights file, checked by digest
     device: str = "auto"
-    batch_size: int = 64
+    runtime: str = "auto"
+    batch_size: int | None = None
     workers: int = 1
     cached: bool | None = None
     on_error: str = "skip"  # a bad photo is skipped with a logged line, or "stop"

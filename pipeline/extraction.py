@@ -81,16 +81,16 @@ def rebuilt_text(rebuilt: dict[str, str]) -> str:
     return "".join(parts)
 
 
-def image_features(backbone, item: dict, batch_size: int) -> np.ndarray:
+def image_features(backbone, item: dict) -> np.ndarray:
     """[N, D] float16 features of one image's patches: pooled from one trunk pass per scale
-    (--mode shared), or cropped and run batch by batch (--mode crop)."""
+    (--mode shared), or cropped and run `backbone.batch_size` at a time (--mode crop)."""
     if backbone.mode == "shared":
         if not len(item["boxes"]):
             return np.empty((0, backbone.feature_dim), np.float16)
         return (
             backbone.shared_features(item["image"], item["boxes"]).cpu().numpy().astype(np.float16)
         )
-    out = []
+    out, batch_size = [], backbone.batch_size
     for start in range(0, len(item["boxes"]), batch_size):
         crops = backbone.crop(item["image"], item["boxes"][start : start + batch_size])
         out.append(backbone(crops).cpu().numpy().astype(np.float16))
@@ -207,7 +207,7 @@ class _Job:
 
 
 def iter_image_features(
-    backbone, dataset, *, workers: int, batch_size: int, timing: dict | None = None
+    backbone, dataset, *, workers: int, timing: dict | None = None
 ) -> Iterator[dict]:
     """Items of a PatchImages dataset, in order: {index, boxes, labels, sampled, features}
     or {index, error}. Images are decoded in DataLoader workers; `timing` (if given) adds
@@ -228,14 +228,14 @@ def iter_image_features(
         timing["read"] = timing.get("read", 0.0) + computing - mark
         if "error" not in item:
             _to_tensors(item, pin=backbone.device.type == "cuda")
-            item["features"] = image_features(backbone, item, batch_size)
+            item["features"] = image_features(backbone, item)
             del item["image"]
             timing["compute"] = timing.get("compute", 0.0) + time.perf_counter() - computing
         yield item
         mark = time.perf_counter()
 
 
-def array_features(backbone, pixels: np.ndarray, grid: GridConfig, batch_size: int = 64):
+def array_features(backbone, pixels: np.ndarray, grid: GridConfig):
     """(boxes [N, 4], features [N, D] float16) of every patch of an [H, W, 3] uint8 image in
     memory, as extract computes them for a decoded file."""
     from pipeline.patches import patch_grid
@@ -244,11 +244,12 @@ def array_features(backbone, pixels: np.ndarray, grid: GridConfig, batch_size: i
     boxes = patch_grid(width, height, grid)
     item = {"image": np.ascontiguousarray(pixels.transpose(2, 0, 1)), "boxes": boxes}
     _to_tensors(item, pin=False)
-    return boxes, image_features(backbone, item, batch_size)
+    return boxes, image_features(backbone, item)
 
 
 def load_backbone(config, *, local_rank: int = 0, world: int = 1):
-    """The frozen backbone of `config.backbone` on `config.device` (a torchrun rank's GPU)."""
+    """The frozen backbone of `config.backbone` on `config.device` (a torchrun rank's GPU),
+    under `config.runtime`, `config.batch_size` patches a forward (None: the fastest)."""
     import torch
 
     from pipeline.backbone import FrozenBackbone, resolve_device
@@ -256,7 +257,9 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1):
     device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
-    return FrozenBackbone(config.backbone, device)
+    return FrozenBackbone(
+        config.backbone, device, runtime=config.runtime, batch_size=config.batch_size
+    )
 
 
 def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
@@ -282,6 +285,7 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
         "data": job.dataset.kind,
         "boxes": job.data.boxes,
         "keep": job.keep,
+        "runtime": backbone.runtime_version,
         **job.dataset.attrs(),
     }
     truth = job.data.truth
@@ -302,9 +306,7 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
         samples, indices, grid=config.grid, rule=config.labels, background=len(classes),
         keep_all=job.keep == "all", patch_labels=job.data.boxes,
     )  # fmt: skip
-    items = iter_image_features(
-        backbone, patches, workers=config.workers, batch_size=config.batch_size, timing=totals
-    )
+    items = iter_image_features(backbone, patches, workers=config.workers, timing=totals)
     started = shard_started = time.perf_counter()
     with bar:  # closed on errors too: the error line starts on a line of its own
         for item in items:

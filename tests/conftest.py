@@ -13,6 +13,15 @@ SHARED = Path(os.environ.get("MIDLEVEL_SHARED", REPO.parent / "shared"))
 VOC_SUBSET = SHARED / "voc2007-subset" / "VOC2007"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """Exported ONNX models in one directory per test session (never the user's own cache):
+    each backbone, weights and part is exported once however many tests build it."""
+    directory = tmp_path_factory.mktemp("onnx")
+    os.environ["MIDLEVEL_MODEL_CACHE"] = str(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def shapes_voc(tmp_path_factory) -> Path:
     """A tiny synthetic VOC tree (coloured shapes: bus, car, cat), read-only for tests."""

@@ -37,10 +37,10 @@ def install(shard: int, event: str) -> None:
     real_fsync, real_replace = os.fsync, os.replace
     real_features, real_record = extraction.image_features, FeatureCache.record
 
-    def image_features(backbone, item, batch_size):
+    def image_features(backbone, item):
         if event == "forward" and item["index"] == shard:
             stop()
-        return real_features(backbone, item, batch_size)
+        return real_features(backbone, item)
 
     def fsync(fd: int) -> None:
         if event == "fsync" and os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(

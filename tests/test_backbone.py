@@ -66,7 +66,7 @@ def test_imagenet_weights_are_real_cat_features_cluster_across_scales():
 
 def test_pretrained_lite0_recognises_the_cat():
     """The offline weights are ImageNet's: the 1000-way head calls chelsea a cat."""
-    backbone = FrozenBackbone(BackboneConfig(), CPU)
+    backbone = FrozenBackbone(BackboneConfig(), CPU, runtime="torch")  # its 1000-way head
     net = backbone.net.net
     cat = photo("chelsea")
     x = backbone.crop(cat, square(cat, 245, 150, 290))
@@ -97,7 +97,9 @@ def test_weights_file_round_trip_and_digest(tmp_path):
     path = tmp_path / "r18.pth"  # a full torchvision state dict, as a user would save one
     state = torchvision.models.resnet18().state_dict()
     torch.save(state, path)
-    loaded = FrozenBackbone(BackboneConfig(name="resnet18", weights=str(path), input_size=64), CPU)
+    loaded = FrozenBackbone(
+        BackboneConfig(name="resnet18", weights=str(path), input_size=64), CPU, runtime="torch"
+    )
     assert torch.equal(loaded.net.conv1.weight, state["conv1.weight"])
     part = fingerprint_part(BackboneConfig(name="resnet18", weights=str(path)))
     assert part["weights"].startswith("sha256:") and part["layer"] == "avgpool"

@@ -61,3 +61,56 @@ def test_shared_mode_pipeline_far_above_chance(shapes_voc, tmp_path):
     crop = [a for a in common if a not in ("--mode", "shared")]
     code, out = invoke("fit", "--head", "svm", *crop)
     assert code == 2 and "no 'trainval' features with these settings" in out
+
+
+def cosines(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.cosine_similarity(a, b, dim=1).numpy()
+
+
+def one_scale_for_both_axes(backbone: FrozenBackbone, image: torch.Tensor, boxes: torch.Tensor):
+    """Shared features as before the exact geometry: one spatial scale, the x ratio of map
+    to image, for both axes (rows and columns of the map are rounded apart)."""
+    from torchvision.ops import roi_align
+
+    out = torch.empty(len(boxes), backbone.feature_dim)
+    sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3)
+    for side in sides.unique():
+        rows = torch.nonzero(sides == side).flatten()
+        factor = backbone.input_size / float(side)
+        size = (round(image.shape[1] * factor), round(image.shape[2] * factor))
+        resized = torch.nn.functional.interpolate(
+            image.float()[None], size=size, mode="bilinear", antialias=factor < 1
+        )
+        with torch.inference_mode():
+            fmap = backbone.parts.trunk(backbone._normalise(resized))
+            rois = torch.cat([torch.zeros(len(rows), 1), boxes[rows].float()], dim=1)
+            cells = roi_align(fmap, rois, backbone.parts.pool, fmap.shape[-1] / image.shape[2],
+                              sampling_ratio=2, aligned=True)  # fmt: skip
+            out[rows] = backbone.parts.head(cells)
+    return out
+
+
+def test_exact_geometry_brings_each_scale_closer_to_its_own_crops():
+    """Boxes mapped into the resized image with x and y scaled apart, then by the trunk's
+    stride: at each scale of the paper's grid, over real photos, the shared features are
+    nearer their own crops than with one x-derived scale for both axes."""
+    crop = FrozenBackbone(BackboneConfig(), CPU)
+    shared = FrozenBackbone(BackboneConfig(mode="shared"), CPU)
+    assert shared.cell == 32  # Lite0's stride: 224 px give a 7 x 7 map
+    exact, before = np.zeros(8), np.zeros(8)  # mean cosine to the own crop, per scale
+    for name in ("chelsea", "coffee", "astronaut"):
+        image = photo(name)
+        boxes = grid_boxes(image, GridConfig())
+        reference = torch.cat(
+            [crop(crop.crop(image, boxes[i : i + 64])) for i in range(0, len(boxes), 64)]
+        )
+        now = cosines(shared.shared_features(image, boxes), reference)
+        then = cosines(one_scale_for_both_axes(shared, image, boxes), reference)
+        sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3).numpy()
+        for scale, side in enumerate(np.unique(sides)):
+            exact[scale] += now[sides == side].mean() / 3
+            before[scale] += then[sides == side].mean() / 3
+    # measured: 0.0012 nearer on average, 0.003 at the two smallest scales, the largest
+    # two within 0.0007 (context, not geometry, is what keeps them apart: see the note)
+    assert (exact >= before - 0.001).all(), (exact, before)
+    assert (exact - before).mean() > 0.0005, (exact, before)

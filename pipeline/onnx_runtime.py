@@ -1,0 +1,197 @@
+"""ONNX Runtime for the frozen net on a CPU: the same features, several times faster.
+
+torch's eager CPU kernels run EfficientNet-Lite0 at a fifth of what ONNX Runtime gets from
+the same cores (bench/extract_speed.py). So on a CPU the frozen part of the net (the whole
+net in --mode crop, the convolutional trunk in --mode shared) is exported to ONNX once per
+backbone, weights and part, kept in a model cache (`MIDLEVEL_MODEL_CACHE`, default
+~/.cache/midlevel/onnx), checked against its recorded SHA-256 on every load, and exported
+again when missing or damaged. Nothing is ever downloaded: the export is made from the
+torch net already built here.
+
+The runtime is not part of the cache fingerprint: its features differ from torch's by
+about 1e-5, far below the float16 rounding of the stored features (about 1e-3 of each
+value), as the tests check; each shard records which runtime made it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from pipeline.errors import BackboneUnavailable
+from pipeline.registry import RUNTIMES
+
+MODEL_CACHE_ENV = "MIDLEVEL_MODEL_CACHE"
+EXPORT_FORMAT = 1  # bump when the exported graphs change meaning: old files are not reused
+
+
+def model_cache_dir() -> Path:
+    """Where exported models live: shared by every feature cache of this user."""
+    if os.environ.get(MODEL_CACHE_ENV):
+        return Path(os.environ[MODEL_CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "midlevel" / "onnx"
+
+
+def cpu_threads() -> int:
+    """The cores this process may use (a container's or taskset's share, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _onnxruntime():
+    """The onnxruntime module, or the reason it does not load here."""
+    try:
+        import onnxruntime
+    except Exception as exc:  # ImportError, or a broken native library (OSError)
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    return onnxruntime
+
+
+def resolve_runtime(name: str, device: torch.device) -> str:
+    """ "torch" or "onnxruntime" for `--runtime name` on `device`: auto is ONNX Runtime on a
+    CPU (torch, with one warning line, where it does not load) and torch on CUDA (fp16)."""
+    if name not in RUNTIMES:
+        raise BackboneUnavailable(f"--runtime {name!r}: choose one of {', '.join(RUNTIMES)}")
+    if device.type != "cpu":
+        if name == "onnxruntime":
+            raise BackboneUnavailable(
+                f"--runtime onnxruntime runs the net on the CPU; on {device.type} use "
+                "--runtime torch (or auto)"
+            )
+        return "torch"
+    if name == "torch":
+        return "torch"
+    loaded = _onnxruntime()
+    if isinstance(loaded, str):
+        if name == "onnxruntime":
+            raise BackboneUnavailable(
+                f"--runtime onnxruntime: onnxruntime does not load here ({loaded}); "
+                "pip install onnxruntime, or use --runtime torch"
+            )
+        print(
+            f"warning: onnxruntime does not load here ({loaded}); the net runs with torch, "
+            "several times slower on a CPU",
+            file=sys.stderr,
+        )
+        return "torch"
+    return "onnxruntime"
+
+
+class OrtPart(torch.nn.Module):
+    """An exported part of the net under ONNX Runtime, in place of the torch module it was
+    exported from: a float32 tensor in, a float32 tensor out."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = cpu_threads()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().contiguous().numpy()  # NCHW, as exported
+        return torch.from_numpy(self.session.run(None, {self.input: array})[0])
+
+
+def onnx_part(module: torch.nn.Module, key: dict, example: torch.Tensor, dynamic: dict):
+    """The ONNX Runtime twin of `module` (exported now if the model cache lacks a sound
+    copy), or None with one warning line when this net does not export."""
+    path = model_cache_dir() / f"{key['name']}-{key['part']}-{_key_digest(key)}.onnx"
+    problem = _damage(path)
+    if problem is None:
+        try:
+            return OrtPart(path)
+        except Exception as exc:  # a file that hashes right but ORT refuses: export again
+            problem = f"ONNX Runtime cannot load it ({type(exc).__name__})"
+    if problem != "missing":
+        print(f"{path}: {problem}; exporting it again", file=sys.stderr)
+    try:
+        _export(module, path, key, example, dynamic)
+        return OrtPart(path)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:160]
+        print(
+            f"warning: {key['name']} {key['part']} does not run under ONNX Runtime "
+            f"({type(exc).__name__}: {detail}); using torch for it",
+            file=sys.stderr,
+        )
+        return None
+
+
+def _key_digest(key: dict) -> str:
+    text = json.dumps({**key, "format": EXPORT_FORMAT}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _damage(path: Path) -> str | None:
+    """Why the exported file cannot be used as it is, or None when it is sound."""
+    record = path.with_suffix(".json")
+    if not path.is_file() or not record.is_file():
+        return "missing"
+    try:
+        expected = json.loads(record.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its record is unreadable"
+    if _sha256(path) != expected:
+        return "its bytes differ from the SHA-256 recorded at export (damaged)"
+    return None
+
+
+def _export(module, path: Path, key: dict, example: torch.Tensor, dynamic: dict) -> None:
+    """Export `module` to `path` atomically, then its record (SHA-256, torch version) beside
+    it. The TorchScript exporter is tried first (about a second; one file with its
+    weights), the torch.export-based one where it fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    modes = {sub: sub.training for sub in module.modules()}
+    try:
+        exporter = _run_exporter(module.eval(), partial, example, dynamic)
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:  # the exporter restores the top module's mode to all of them: undo that
+        for sub, training in modes.items():
+            sub.training = training
+        partial.unlink(missing_ok=True)
+    record = {**key, "sha256": _sha256(path), "torch": torch.__version__, "exporter": exporter}
+    partial_record = path.with_name(f".{path.stem}.{os.getpid()}.json.partial")
+    partial_record.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(partial_record, path.with_suffix(".json"))
+
+
+def _run_exporter(module, path: Path, example: torch.Tensor, dynamic: dict) -> str:
+    axes = {"x": dynamic, "features": {0: "batch"} if 0 in dynamic else {}}
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    with warnings.catch_warnings(), quiet, torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module, (example,), str(path), input_names=["x"], output_names=["features"],
+                dynamic_axes=axes, dynamo=False,
+            )  # fmt: skip
+            return "torchscript"
+        except Exception:
+            shapes = ({axis: torch.export.Dim(name, min=2) for axis, name in dynamic.items()},)
+            torch.onnx.export(
+                module, (example,), str(path), input_names=["x"], output_names=["features"],
+                dynamic_shapes=shapes, dynamo=True, external_data=False,
+            )  # fmt: skip
+            return "dynamo"

@@ -9,7 +9,7 @@ The Python API for new photos (see README, "Predictions on new photos"):
     head.score_maps("photo.jpg")   # {"cat": [h, w] map, ...}
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def load_head(head, *, cache_dir="cache", device="auto", weights=None, runtime="auto"):

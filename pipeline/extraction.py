@@ -39,6 +39,7 @@ class ExtractSummary:
     skipped: int = 0  # bad images left out (--on-error skip)
     rebuilt: dict = field(default_factory=dict)  # shard name -> what was wrong with it
     resized: tuple[int, int] | None = None  # (images before, now) when the split changed size
+    runtime: str = ""  # what ran the frozen net ("onnxruntime 1.x", "torch 2.x")
 
     def line(self, split: str) -> str:
         if not self.shards_written:
@@ -61,7 +62,7 @@ class ExtractSummary:
             f"({rate:.1f} patches/s), {skipped}{self.bytes_written / 1e9:.3f} GB written, "
             f"{self.shards_written} shards new, {self.shards_reused} reused"
             f"{rebuilt_text(self.rebuilt)}{resized}; "
-            f"setup {self.stages.get('setup', 0.0):.1f} s (the net), read {self.stages['read']:.1f} s, "
+            f"setup {self.stages.get('setup', 0.0):.1f} s (the net, {self.runtime}), read {self.stages['read']:.1f} s, "
             f"compute {self.stages['compute']:.1f} s, write {self.stages['write']:.1f} s -> {self.cache_dir}"
         )
 
@@ -157,10 +158,10 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
                 file=sys.stderr,
             )
         pending = _pending(cache, n_shards, rebuilt, retry_skipped=config.on_error == "stop")
-        totals = dict.fromkeys(_TOTALS, 0.0)
+        totals, runtime = dict.fromkeys(_TOTALS, 0.0), ""
         if ranks.share(pending):
             job = _Job(config, cache, dataset, split_data, keep, data, n_shards)
-            totals = _extract_shards(job, ranks.share(pending), ranks)
+            totals, runtime = _extract_shards(job, ranks.share(pending), ranks)
         totals = summed(ranks, totals)
     return ExtractSummary(
         cache_dir=str(cache.directory),
@@ -174,6 +175,7 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
         skipped=int(totals["skipped"]),
         rebuilt=rebuilt,
         resized=None if resized is None else (resized, len(samples)),
+        runtime=runtime,
     )
 
 
@@ -262,8 +264,9 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1):
     )
 
 
-def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
-    """Extract the given pending shards of the split's samples (this process's share)."""
+def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
+    """Extract the given pending shards of the split's samples (this process's share):
+    its totals, and the runtime that ran the net."""
     from pipeline.images import PatchImages
 
     config, cache, samples = job.config, job.cache, job.data.samples
@@ -346,7 +349,7 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> dict:
                 )
                 totals["skipped"] += len(skipped)
                 buffer, skipped, shard_started = [], [], now
-    return totals
+    return totals, backbone.runtime_version
 
 
 def _as_is(item: dict) -> dict:

@@ -27,17 +27,23 @@ from pipeline.registry import (
     torchvision_weights,
     weights_id,
 )
+from pipeline.roi_mean import roi_mean
+
+SAMPLES = 2  # roi_align's bilinear samples per cell and axis in shared mode
 
 
 @dataclass(frozen=True)
 class SharedParts:
     """A net cut for shared-conv extraction (SPPnet / Fast R-CNN): `trunk` maps a normalised
     image of any size to a feature map, each patch's region of the map is pooled to
-    `pool` x `pool` cells (roi_align), and `head` maps those cells to the feature."""
+    `pool` x `pool` cells (roi_align), and `head` maps those cells to the feature.
+    `averaged`: the head starts with a plain mean of the cells (a global average pool), so
+    the cells can go straight to their mean (pipeline/roi_mean.py, one matmul)."""
 
     trunk: nn.Module
     pool: int
     head: nn.Module
+    averaged: bool = False
 
 
 class _SpatialMean(nn.Module):
@@ -188,14 +194,14 @@ def _shared_parts(spec: BackboneInfo, net: nn.Module, size: int) -> SharedParts:
     or, before a global average, to the map's own side at the input size (7 at 224 px for
     a stride of 32). Lite keeps its own cut."""
     if spec.source == "lite":
-        return SharedParts(_LiteTrunk(net.net), 7, _SpatialMean())
+        return SharedParts(_LiteTrunk(net.net), 7, _SpatialMean(), averaged=True)
     if spec.source == "timm":
-        trunk, pool, head = timm_shared_parts(net)
+        trunk, pool, head, averaged = timm_shared_parts(net)
     else:
-        trunk, pool, head = fx_shared_parts(net, spec.arch)
+        trunk, pool, head, averaged = fx_shared_parts(net, spec.arch)
     if pool == 1:
         pool = output_shape(trunk, size)[-1]
-    return SharedParts(trunk, pool, head)
+    return SharedParts(trunk, pool, head, averaged)
 
 
 class FrozenBackbone(nn.Module):
@@ -294,10 +300,12 @@ class FrozenBackbone(nn.Module):
                 source, size=size, mode="bilinear", antialias=factor < 1, align_corners=False
             )
             fmap = self._run(self.parts.trunk, self._normalise(resized))
-            cells = roi_align(
-                fmap, self._map_rois(boxes[rows], image, size), self.parts.pool,
-                spatial_scale=1 / self.cell, sampling_ratio=2, aligned=True,
-            )  # fmt: skip
+            rois = self._map_rois(boxes[rows], image, size)
+            if self.parts.averaged:  # the same samples as roi_align's, averaged at once
+                cells = roi_mean(fmap, rois, self.parts.pool, 1 / self.cell, SAMPLES)
+            else:
+                cells = roi_align(fmap, rois, self.parts.pool, spatial_scale=1 / self.cell,
+                                  sampling_ratio=SAMPLES, aligned=True)  # fmt: skip
             out[rows.to(self.device)] = self._run(self.parts.head, cells)
         return out
 

@@ -66,11 +66,14 @@ def penultimate_net(model: nn.Module, name: str) -> fx.GraphModule:
     return _pruned(fx.GraphModule(traced, _copy(traced.graph, classifier.args[0])[0]))
 
 
-def fx_shared_parts(net: fx.GraphModule, name: str) -> tuple[fx.GraphModule, int, fx.GraphModule]:
-    """(trunk, pool, head) of a `penultimate_net`, split at its last global pooling: the trunk
-    ends with the map that pooling takes, the head takes [N, C, pool, pool] cells instead.
-    pool is the pooling's own output side (AlexNet 6, VGG 7: what their FC layers expect),
-    1 for a global average (the caller then pools to the map's side)."""
+def fx_shared_parts(
+    net: fx.GraphModule, name: str
+) -> tuple[fx.GraphModule, int, fx.GraphModule, bool]:
+    """(trunk, pool, head, averaged) of a `penultimate_net`, split at its last global
+    pooling: the trunk ends with the map that pooling takes, the head takes [N, C, pool,
+    pool] cells instead. pool is the pooling's own output side (AlexNet 6, VGG 7: what their
+    FC layers expect), 1 for a global pooling (the caller then pools to the map's side);
+    averaged: that pooling is a plain mean of the cells."""
     feature = _output(net.graph).args[0]
     pool = _last_pool(net, feature, name)
     trunk = _pruned(fx.GraphModule(net, _copy(net.graph, pool.args[0])[0]))
@@ -87,7 +90,8 @@ def fx_shared_parts(net: fx.GraphModule, name: str) -> tuple[fx.GraphModule, int
             "cannot be split for --mode shared; use --mode crop"
         )
     graph.erase_node(image)
-    return trunk, _pool_side(net, pool, name), _pruned(head)
+    side = _pool_side(net, pool, name)
+    return trunk, side, _pruned(head), side == 1 and _is_average(net, pool)
 
 
 class _TimmTrunk(nn.Module):
@@ -108,10 +112,13 @@ class _TimmHead(nn.Module):
         return self.model.forward_head(cells, pre_logits=True)
 
 
-def timm_shared_parts(model: nn.Module) -> tuple[nn.Module, int, nn.Module]:
-    """(trunk, pool, head) of a timm CNN: its own halves, the head's global pooling on the
-    roi cells (pool 1: pooled to the map's side by the caller)."""
-    return _TimmTrunk(model), 1, _TimmHead(model)
+def timm_shared_parts(model: nn.Module) -> tuple[nn.Module, int, nn.Module, bool]:
+    """(trunk, pool, head, averaged) of a timm CNN: its own halves, the head's global pooling
+    on the roi cells (pool 1: pooled to the map's side by the caller); averaged when that
+    pooling is timm's plain "avg"."""
+    pools = [m for m in model.modules() if type(m).__name__ == "SelectAdaptivePool2d"]
+    averaged = bool(pools) and getattr(pools[-1], "pool_type", "") == "avg"
+    return _TimmTrunk(model), 1, _TimmHead(model), averaged
 
 
 def _submodule(model: nn.Module, name: str) -> nn.Module | None:
@@ -166,6 +173,12 @@ def _is_pool(net: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_function":
         return node.target in POOL_FUNCTIONS
     return node.op == "call_method" and node.target == "mean" and _mean_dims(node) in SPATIAL_DIMS
+
+
+def _is_average(net: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(net.get_submodule(node.target), nn.AdaptiveAvgPool2d)
+    return node.target in (nn.functional.adaptive_avg_pool2d, "mean")
 
 
 def _mean_dims(node: fx.Node) -> set | None:

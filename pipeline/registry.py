@@ -30,6 +30,10 @@ from pipeline.config import BackboneConfig, FeatureSettings, GridConfig, LabelRu
 from pipeline.errors import BackboneUnavailable
 
 RANDOM = "random"
+# Shared mode's pooling geometry, in its fingerprint: 2 maps boxes with x and y scaled apart
+# and the trunk's stride, and pools torchvision nets to their map's side (1 had one x-derived
+# scale for both axes), so shared caches of 1 are extracted again, never mixed.
+SHARED_GEOMETRY = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TIMM = "timm:"
@@ -209,6 +213,7 @@ def fingerprint_part(config: BackboneConfig) -> dict:
     mode = mode_used(config)
     if mode != "crop":  # crop caches keep the digest they had before modes
         part["mode"] = mode
+        part["geometry"] = SHARED_GEOMETRY
     return part
 
 
@@ -235,7 +240,22 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 # Patches per forward pass that measured fastest, per backbone and runtime, on a 2-core CPU
 # (python bench/batch_sizes.py); a net not listed takes DEFAULT_BATCH. Larger batches only
 # add memory on a CPU once the cores are busy; on CUDA torch takes DEFAULT_BATCH.
-FASTEST_BATCH: dict[tuple[str, str], int] = {}
+# Measured 2026-12-01 with --seconds 1.5 (vgg16 not measured: it takes DEFAULT_BATCH); points
+# within a few percent of each other are noise on a shared 2-core machine.
+FASTEST_BATCH: dict[tuple[str, str], int] = {
+    ("efficientnet_lite0", "torch"): 8,
+    ("efficientnet_lite0", "onnxruntime"): 32,
+    ("efficientnet_lite1", "torch"): 8,
+    ("efficientnet_lite1", "onnxruntime"): 16,
+    ("efficientnet_lite2", "torch"): 8,
+    ("efficientnet_lite2", "onnxruntime"): 16,
+    ("alexnet", "torch"): 32,
+    ("alexnet", "onnxruntime"): 64,
+    ("resnet18", "torch"): 8,
+    ("resnet18", "onnxruntime"): 32,
+    ("resnet50", "torch"): 8,
+    ("resnet50", "onnxruntime"): 8,
+}
 DEFAULT_BATCH = 32
 
 

@@ -46,6 +46,8 @@ def test_every_backbone_has_a_shared_mode(name):
     assert features.shape == (len(boxes), backbone.feature_dim)
     assert torch.isfinite(features).all() and features.abs().sum() > 0
     assert fingerprint_part(config)["mode"] == "shared"
+    # the exact geometry changed shared features: caches made before it are not reused
+    assert fingerprint_part(config)["geometry"] == 2
     assert "mode" not in fingerprint_part(BackboneConfig(name, "random", 64))  # crop keys kept
 
 

@@ -2,8 +2,10 @@
 
 Every setting runs K-fold cross-validation over the training split's images (pipeline/crossval.py)
 in a joblib worker process. Rows are written to sweep.csv as settings finish, so an interrupted
-sweep resumes: a setting whose key (its values, the cache digest, the folds and seed) is already
-in sweep.csv is not run again. The best setting is written as a config file for `pipeline fit`.
+sweep resumes: a setting whose key (the whole fit config it makes: head, settings, seed,
+classes; the cache digest and the folds) is already in sweep.csv is not run again. Rows of
+earlier sweeps stay in the file. The best setting of this sweep is written as a config file
+for `pipeline fit`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from pipeline.provenance import beside, write_sidecar
 from pipeline.sweep_settings import apply_setting, fit_options, write_options_file
 from pipeline.training import open_fit_cache
 
-# After the setting's own columns; `key` (the setting, cache, folds and seed as JSON) is what
-# a resumed sweep matches finished rows by.
+# After the setting's own columns; `key` (the fit config, cache and folds as JSON) is what a
+# resumed sweep matches finished rows by.
 FIXED_COLUMNS = ["head", "map_mean", "map_std", "map_folds", "fit_seconds", "digest", "key"]
 
 
@@ -59,9 +61,11 @@ class SweepSummary:
         )
 
 
-def setting_key(setting: dict, digest: str, folds: int, seed: int) -> str:
+def setting_key(config: FitConfig, digest: str, folds: int) -> str:
+    """What a row measured: the whole fit config (head, its settings, seed, classes), the
+    cache and the folds; a setting's values alone would let an SVM sweep reuse MLP rows."""
     return json.dumps(
-        {"setting": setting, "digest": digest, "folds": folds, "seed": seed}, sort_keys=True
+        {"fit": fit_options(config), "digest": digest, "folds": folds}, sort_keys=True
     )
 
 
@@ -124,12 +128,18 @@ def run(config: SweepConfig) -> SweepSummary:
     cache = open_fit_cache(config.base)
     digest, output = cache.digest, Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    names = sorted({n for s in config.settings for n in s})
-    keys = [setting_key(s, digest, config.folds, config.base.seed) for s in config.settings]
-    done = {r["key"]: r for r in _read_rows(output) if r["key"] in keys}
+    earlier = _read_rows(output)
+    names = sorted({n for s in config.settings for n in s} | set(setting_names(earlier)))
+    keys = [
+        setting_key(apply_setting(config.base, s), digest, config.folds) for s in config.settings
+    ]
+    done = {r["key"]: r for r in earlier if r["key"] in keys}
     rows = [done[k] for k in keys if k in done]
-    if rows and setting_names(rows) != names:
-        rows = [{n: r.get(n, "") for n in [*names, *FIXED_COLUMNS]} for r in rows]
+    others = [r for r in earlier if r["key"] not in done]  # other sweeps' rows stay in the file
+    if rows or others:
+        columns = [*names, *FIXED_COLUMNS]
+        rows = [{n: r.get(n, "") for n in columns} for r in rows]
+        others = [{n: r.get(n, "") for n in columns} for r in others]
     todo = [(s, k) for s, k in zip(config.settings, keys, strict=True) if k not in done]
     jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -142,8 +152,9 @@ def run(config: SweepConfig) -> SweepSummary:
         rows.append(
             _row(setting, names, key, apply_setting(config.base, setting), scores, seconds, digest)
         )
-        _write_rows(output, rows)
-    _write_rows(output, rows)
+        _write_rows(output, rows + others)
+    _write_rows(output, rows + others)
+    rows.sort(key=lambda r: (-float(r["map_mean"]), float(r["map_std"])))  # this sweep's best
     best = next(s for s, k in zip(config.settings, keys, strict=True) if k == rows[0]["key"])
     best_config = apply_setting(config.base, best)
     best_file = best_path(config)

@@ -160,3 +160,36 @@ def test_resumed_sweep_does_not_redo_finished_settings(swept):
     assert len(again) == 4
     for row in kept:  # finished rows are kept as they were, not recomputed
         assert again[row["key"]]["fit_seconds"] == row["fit_seconds"]
+
+
+def test_an_svm_sweep_after_an_mlp_sweep_of_the_same_grid_runs_its_own_rows(shapes_cache, tmp_path):
+    """The resume key holds the whole head config: the MLP rows of a grid are not reused as
+    SVM rows, sweep-best.toml names the head it measured, and both sweeps' rows stay."""
+    _, common = shapes_cache
+    out = tmp_path / "sweep.csv"
+    base = ["sweep", *common, *FAST, "--param", "k=1,5", "--folds", "2", "--jobs", "1",
+            "--output", str(out)]  # fmt: skip
+    code, text = invoke(*base, "--head", "mlp")
+    assert code == 0 and "(2 run, 0 kept)" in text, text
+    code, text = invoke(*base, "--head", "svm")
+    assert code == 0 and "(2 run, 0 kept)" in text, text
+    rows = read_rows(out)
+    assert sorted(r["head"] for r in rows) == ["mlp", "mlp", "svm", "svm"]
+    assert tomllib.loads(out.with_name("sweep-best.toml").read_text())["head"] == "svm"
+
+
+def test_a_new_sweep_keeps_the_rows_of_earlier_ones(shapes_cache, tmp_path):
+    """Rows of another grid stay; a setting that makes the same fit config as an earlier row
+    (k=5 is the default the hidden sweep ran with) is that row, kept, not run again."""
+    _, common = shapes_cache
+    out = tmp_path / "sweep.csv"
+    base = ["sweep", *common, *FAST, "--folds", "2", "--jobs", "1", "--output", str(out)]
+    code, text = invoke(*base, "--param", "hidden=16,32")
+    assert code == 0, text
+    code, text = invoke(*base, "--param", "k=1,5")
+    assert code == 0 and "2 settings x 2 folds (1 run, 1 kept)" in text, text
+    rows = read_rows(out)
+    assert len(rows) == 3
+    assert sorted((r["hidden"], r["k"]) for r in rows) == [("", "1.0"), ("16", ""), ("32", "")]
+    means = [float(r["map_mean"]) for r in rows]
+    assert means == sorted(means, reverse=True)

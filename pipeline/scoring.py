@@ -235,11 +235,14 @@ def scores_path(config: ScoreConfig) -> Path:
 
 
 def write_outputs(config: ScoreConfig, result: ScoreResult) -> None:
-    """ap.csv (per class + mean; labelled splits only) and the per-image scores with their
-    truth, for re-evaluation elsewhere and for `pipeline report`."""
+    """ap.csv (per class + mean; labelled splits only: an unlabelled one removes an older
+    table there, which its new ap.json would otherwise seem to describe) and the per-image
+    scores with their truth, for re-evaluation elsewhere and for `pipeline report`."""
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    if result.labelled:
+    if not result.labelled:
+        output.unlink(missing_ok=True)
+    else:
         rows = result.table()
         with open(output, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

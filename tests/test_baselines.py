@@ -64,6 +64,11 @@ def test_voc2012_val_ap_and_test_export(voc2012, tmp_path):
                        "--output", str(test_csv), "--export", str(export), *common)  # fmt: skip
     assert code == 0 and "no labels in this split" in out, out
     assert not test_csv.exists()  # no AP table for an unlabelled split
+    # scored into val's file: val's AP table goes, never left beside test's new ap.json
+    code, out = invoke("score", "--split", "test", "--train-split", "train", "--head", "svm",
+                       "--output", str(val_csv), *common)  # fmt: skip
+    assert code == 0 and not val_csv.exists(), out
+    assert '"split": "test"' in val_csv.with_suffix(".json").read_text()
     with open(tmp_path / "test-scores.csv") as handle:
         scores = list(csv.DictReader(handle))
     main = export / "results" / "VOC2012" / "Main"

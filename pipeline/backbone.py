@@ -15,7 +15,13 @@ from torchvision.ops import roi_align
 
 from pipeline.config import BackboneConfig
 from pipeline.errors import BackboneUnavailable
-from pipeline.generic_nets import fx_shared_parts, output_shape, penultimate_net, timm_shared_parts
+from pipeline.generic_nets import (
+    MethodOf,
+    fx_shared_parts,
+    output_shape,
+    penultimate_net,
+    timm_shared_parts,
+)
 from pipeline.onnx_runtime import onnx_part, resolve_runtime
 from pipeline.registry import (
     RANDOM,
@@ -51,15 +57,6 @@ class _SpatialMean(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
-
-
-class _LiteTrunk(nn.Module):
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x)
 
 
 def _load_state_dict(module: nn.Module, path: str, cut: tuple[str, ...] = ()) -> None:
@@ -194,7 +191,7 @@ def _shared_parts(spec: BackboneInfo, net: nn.Module, size: int) -> SharedParts:
     or, before a global average, to the map's own side at the input size (7 at 224 px for
     a stride of 32). Lite keeps its own cut."""
     if spec.source == "lite":
-        return SharedParts(_LiteTrunk(net.net), 7, _SpatialMean(), averaged=True)
+        return SharedParts(MethodOf(net.net, "extract_features"), 7, _SpatialMean(), averaged=True)
     if spec.source == "timm":
         trunk, pool, head, averaged = timm_shared_parts(net)
     else:

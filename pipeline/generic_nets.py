@@ -94,22 +94,16 @@ def fx_shared_parts(
     return trunk, side, _pruned(head), side == 1 and _is_average(net, pool)
 
 
-class _TimmTrunk(nn.Module):
-    def __init__(self, model: nn.Module):
+class MethodOf(nn.Module):
+    """One method of a net as a module of its own (a trunk or a head that the net exposes as
+    a method, not as a layer): `forward(x)` is `model.<method>(x, **options)`."""
+
+    def __init__(self, model: nn.Module, method: str, **options):
         super().__init__()
-        self.model = model
+        self.model, self.method, self.options = model, method, options
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
-
-
-class _TimmHead(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, cells: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(cells, pre_logits=True)
+        return getattr(self.model, self.method)(x, **self.options)
 
 
 def timm_shared_parts(model: nn.Module) -> tuple[nn.Module, int, nn.Module, bool]:
@@ -118,7 +112,11 @@ def timm_shared_parts(model: nn.Module) -> tuple[nn.Module, int, nn.Module, bool
     pooling is timm's plain "avg"."""
     pools = [m for m in model.modules() if type(m).__name__ == "SelectAdaptivePool2d"]
     averaged = bool(pools) and getattr(pools[-1], "pool_type", "") == "avg"
-    return _TimmTrunk(model), 1, _TimmHead(model), averaged
+    trunk, head = (
+        MethodOf(model, "forward_features"),
+        MethodOf(model, "forward_head", pre_logits=True),
+    )
+    return trunk, 1, head, averaged
 
 
 def _submodule(model: nn.Module, name: str) -> nn.Module | None:

@@ -106,9 +106,17 @@ def _read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def _with_columns(rows: list[dict], columns: list[str]) -> list[dict]:
+    return [{n: r.get(n, "") for n in columns} for r in rows]
+
+
+def _best_first(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (-float(r["map_mean"]), float(r["map_std"])))
+
+
 def _write_rows(path: Path, rows: list[dict]) -> None:
     """Best first; atomic, so a kill mid-write leaves the previous table."""
-    rows.sort(key=lambda r: (-float(r["map_mean"]), float(r["map_std"])))
+    rows = _best_first(rows)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -136,10 +144,8 @@ def run(config: SweepConfig) -> SweepSummary:
     done = {r["key"]: r for r in earlier if r["key"] in keys}
     rows = [done[k] for k in keys if k in done]
     others = [r for r in earlier if r["key"] not in done]  # other sweeps' rows stay in the file
-    if rows or others:
-        columns = [*names, *FIXED_COLUMNS]
-        rows = [{n: r.get(n, "") for n in columns} for r in rows]
-        others = [{n: r.get(n, "") for n in columns} for r in others]
+    columns = [*names, *FIXED_COLUMNS]  # every sweep's setting columns, blank where unset
+    rows, others = _with_columns(rows, columns), _with_columns(others, columns)
     todo = [(s, k) for s, k in zip(config.settings, keys, strict=True) if k not in done]
     jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -154,7 +160,7 @@ def run(config: SweepConfig) -> SweepSummary:
         )
         _write_rows(output, rows + others)
     _write_rows(output, rows + others)
-    rows.sort(key=lambda r: (-float(r["map_mean"]), float(r["map_std"])))  # this sweep's best
+    rows = _best_first(rows)  # this sweep's own rows: its best is its first
     best = next(s for s, k in zip(config.settings, keys, strict=True) if k == rows[0]["key"])
     best_config = apply_setting(config.base, best)
     best_file = best_path(config)

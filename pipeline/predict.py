@@ -28,7 +28,7 @@ from pipeline.datasets.base import whole_image
 from pipeline.datasets.image_files import ImageFilesDataset
 from pipeline.errors import BackboneUnavailable, CacheError, DataError
 from pipeline.head_store import find_head, head_sidecar, load_head_file
-from pipeline.metrics import pool_patch_log_scores
+from pipeline.pooling import image_log_scores, score_power
 from pipeline.provenance import write_sidecar
 from pipeline.registry import fingerprint_part
 from pipeline.score_maps import REDUCES, score_map
@@ -112,15 +112,15 @@ class Predictor:
 
     def _pool(self, features: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarray]:
         """([C] log mean p^k, [N, C] patch probabilities) of one image's patch features."""
-        log_probs = self.head.predict_log_proba(features)[:, : len(self.classes)]
+        n = len(self.classes)
         index = np.zeros(len(features), dtype=np.int64)
-        log_scores = pool_patch_log_scores(log_probs, index, 1, k)[0]
-        return log_scores, np.exp(log_probs)
+        log_scores = image_log_scores(self.head, features, index, 1, k)[0, :n]
+        return log_scores, np.exp(self.head.predict_log_proba(features)[:, :n])
 
     def _result(self, sample: Sample, boxes, features, k: float) -> ImagePrediction:
         log_scores, probs = self._pool(features, k)
         return ImagePrediction(
-            sample.sample_id, sample.image_path, np.exp(log_scores / k), log_scores,
+            sample.sample_id, sample.image_path, np.exp(log_scores / score_power(self.head, k)), log_scores,
             boxes, probs, sample.width, sample.height,
         )  # fmt: skip
 

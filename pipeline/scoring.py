@@ -28,7 +28,8 @@ from pipeline.head_store import (
     load_head_file,
     names_a_file,
 )
-from pipeline.metrics import area_ap, mean_ap, pool_patch_log_scores, voc07_ap
+from pipeline.metrics import area_ap, mean_ap, voc07_ap
+from pipeline.pooling import image_log_scores
 from pipeline.provenance import SCORES_SUFFIX, beside, write_sidecar
 from pipeline.shards import FeatureCache
 from pipeline.training import cache_classes
@@ -59,10 +60,9 @@ def score_images(
         if only is not None:
             images = np.isin(shard.image_ids, list(only))
         patches = shard.sampled & images[shard.image_index]
-        log_probs = head.predict_log_proba(shard.features[patches])[:, columns]
-        scores = pool_patch_log_scores(
-            log_probs, shard.image_index[patches], len(shard.image_ids), k
-        )
+        scores = image_log_scores(
+            head, shard.features[patches], shard.image_index[patches], len(shard.image_ids), k
+        )[:, columns]
         pooled.append(scores[images])
         labels = np.zeros((len(shard.image_ids), len(classes)), dtype=np.int8)
         if truth_columns is not None:

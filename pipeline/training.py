@@ -21,7 +21,8 @@ from pipeline.errors import CacheError
 from pipeline.head_store import head_path, save_head
 from pipeline.shards import FeatureCache, read_shard
 
-HEADS = ("mlp", "svm")
+HEADS = ("mlp", "svm", "weak")
+IMAGE_LABEL_HEADS = ("weak",)  # patch heads that learn from image labels, never from boxes
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,19 @@ def open_fit_cache(config: FitConfig) -> FeatureCache:
     return cache
 
 
+def learns_from_image_labels(config: FitConfig) -> bool:
+    """Whether the head trains on image labels (the whole-image SVM, the weak head) rather
+    than on the patch labels that boxes give."""
+    return config.grid.kind == "whole" or config.head in IMAGE_LABEL_HEADS
+
+
 def training_classes(config: FitConfig, cache: FeatureCache) -> tuple[str, ...]:
-    """--classes, or every class with a positive: patches for patch grids, images for whole."""
+    """--classes, or every class with a positive: patches for patch heads, images for heads
+    that learn from image labels."""
     names = cache_classes(cache)
     positives = np.zeros(len(names), dtype=np.int64)
     for shard in cache.iter_shards(features=False):
-        if config.grid.kind == "whole":
+        if learns_from_image_labels(config):
             positives += (shard.image_labels == 1).sum(axis=0)
         else:
             valid = shard.labels[(shard.labels >= 0) & (shard.labels < len(names))]

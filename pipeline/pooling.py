@@ -1,0 +1,33 @@
+"""Image scores from a head's patch scores: what score, cross-validation, localize and predict
+share, whatever the head.
+
+A box-supervised head scores patches and the paper's pooling (mean of p^k, in log space:
+pipeline/metrics.py) makes the image score. A weakly supervised head was trained through its
+own pooling (max, log-sum-exp, top-k, mean of p^k: pipeline/weak_head.py), so it pools its
+patches itself, the way it learned; it says so by having `pool_log_scores`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.metrics import pool_patch_log_scores
+
+
+def image_log_scores(
+    head, features: np.ndarray, image_index: np.ndarray, n_images: int, k: float
+) -> np.ndarray:
+    """[n_images, n_head_columns] float64 log image scores of the patches `features` [N, D],
+    `image_index` [N] into the images; nan for an image without a patch. k is the power of
+    mean-of-p^k pooling (heads with another pooling ignore it)."""
+    pool = getattr(head, "pool_log_scores", None)
+    if pool is not None:
+        return pool(features, image_index, n_images, k)
+    return pool_patch_log_scores(head.predict_log_proba(features), image_index, n_images, k)
+
+
+def score_power(head, k: float) -> float:
+    """The power p was raised to in the image's log score: exp(log score / power) is a score
+    in (0, 1] on p's own scale (the `score` columns of predictions.csv)."""
+    power = getattr(head, "pool_power", None)
+    return power(k) if power is not None else k

@@ -30,6 +30,7 @@ from pipeline.config import (
     SVMConfig,
     SweepConfig,
     TaskConfig,
+    WeakConfig,
 )
 from pipeline.errors import MidlevelError
 from pipeline.registry import RANDOM, REGISTRY, RUNTIMES, get_spec
@@ -305,7 +306,8 @@ config_file = click.option(
 
 head_options = _options(
     click.option("--split", default="trainval", help="Split whose cached features train the head."),
-    click.option("--head", type=click.Choice(["mlp", "svm"]), default="mlp", help="Adaptation layers or SVM baseline."),
+    click.option("--head", type=click.Choice(["mlp", "svm", "weak"]), default="mlp",
+                 help="Adaptation layers on box labels (mlp), the SVM baseline, or the adaptation layers on image labels alone (weak)."),
     click.option("--hidden", type=int, default=MLPConfig.hidden, help="MLP: FCa units."),
     click.option("--dropout", type=float, default=MLPConfig.dropout, help="MLP: dropout after FCa."),
     click.option("--lr", type=float, default=MLPConfig.lr, help="MLP: SGD learning rate (cosine decay)."),
@@ -316,7 +318,14 @@ head_options = _options(
     click.option("--background-weight", type=float, default=1.0, help="Loss weight of the background class."),
     click.option("--svm-c", type=float, default=SVMConfig.C, help="SVM: regularisation C."),
     click.option("--svm-epochs", type=int, default=SVMConfig.epochs, help="SVM: SGD epochs over the shards (patch grid)."),
-    click.option("-k", "--k", "k", type=float, default=FitConfig.k, help="Pooling exponent recorded with the head (score's default)."),
+    click.option("--pool", type=click.Choice(["max", "lse", "topk", "mean-pk"]), default=WeakConfig.pool,
+                 help="Weak: how patch scores pool into the image score it learns from."),
+    click.option("--lse-r", type=float, default=WeakConfig.r, help="Weak, lse: sharpness r."),
+    click.option("--top-fraction", type=float, default=WeakConfig.top_fraction, help="Weak, topk: share of patches averaged at the top."),
+    click.option("--bottom-fraction", type=float, default=WeakConfig.bottom_fraction, help="Weak, topk: share averaged at the bottom (0: none)."),
+    click.option("--bottom-weight", type=float, default=WeakConfig.bottom_weight, help="Weak, topk: weight of the bottom term."),
+    click.option("--batch-images", type=int, default=WeakConfig.batch_images, help="Weak: images per SGD step."),
+    click.option("-k", "--k", "k", type=float, default=FitConfig.k, help="Pooling exponent recorded with the head (score's default; weak mean-pk's power)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="MLP training device."),
 )  # fmt: skip
 
@@ -336,6 +345,12 @@ def _fit_config(opts: dict) -> FitConfig:
         epochs=opts.pop("svm_epochs"),
         background_weight=opts.pop("background_weight"),
     )
+    weak = WeakConfig(
+        pool=opts.pop("pool"),
+        r=opts.pop("lse_r"),
+        **{k: opts.pop(k) for k in ("top_fraction", "bottom_fraction", "bottom_weight")},
+        batch_images=opts.pop("batch_images"),
+    )
     head = {k: opts.pop(k) for k in ("split", "head", "k", "device", "seed")}
     return FitConfig(
         data=_data(opts),
@@ -344,6 +359,7 @@ def _fit_config(opts: dict) -> FitConfig:
         classes=parse_classes(opts.pop("classes")),
         mlp=mlp,
         svm=svm,
+        weak=weak,
         **head,
         **feature,
     )
@@ -440,7 +456,7 @@ def sweep(**opts) -> None:
 @click.option(
     "--head",
     default="mlp",
-    help="Which fitted head: mlp, svm, or a head FILE (heads/<name>.joblib).",
+    help="Which fitted head: mlp, svm, weak, or a head FILE (heads/<name>.joblib).",
 )
 @click.option("-k", "--k", "k", type=float, default=None,
               help="Pooling exponent: mean of p^k [default: the head's, 5 unless fit set it].")  # fmt: skip
@@ -510,10 +526,11 @@ def score(**opts) -> None:
     "--output", default=CompareConfig.output, help="Directory for the runs and the report."
 )
 @click.option("--method-config", "method_configs", multiple=True,
-              help="METHOD=FILE: head settings of one method (whole-svm, patches-svm, patches-mlp) "
+              help="METHOD=FILE: head settings of one method (whole-svm, patches-svm, patches-mlp, patches-weak) "
               "from a config file such as a sweep's best; repeatable.")  # fmt: skip
 def compare(**opts) -> None:
-    """Whole-image SVM vs patches + SVM vs patches + MLP (the paper's comparison), one report.
+    """Whole-image SVM vs patches + SVM vs patches + MLP (the paper's comparison) vs the weak
+    head (patches, image labels only), one report.
 
     Extract --grid whole and the patch grid of both splits first; --head is ignored.
     """
@@ -549,7 +566,7 @@ def compare(**opts) -> None:
 @click.option(
     "--train-split", default=LocalizeConfig.train_split, help="Split the head was fitted on."
 )
-@click.option("--head", default="mlp", help="Which fitted head: mlp, svm, or a head FILE.")
+@click.option("--head", default="mlp", help="Which fitted head: mlp, svm, weak, or a head FILE.")
 @click.option(
     "--output", default=LocalizeConfig.output, help="Directory: maps.h5, overlays/, pointing.csv."
 )

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pipeline import __version__
 
 GRID_KINDS = ("patches", "whole")
+POOLS = ("max", "lse", "topk", "mean-pk")  # the weak head's poolings (pipeline/weak_head.py)
 # Shard layout version, part of the cache digest: 2 added `sampled` and `image_labels`.
 CACHE_FORMAT = 2
 
@@ -176,12 +177,31 @@ class SVMConfig:
 
 
 @dataclass(frozen=True)
+class WeakConfig:
+    """The weak head (pipeline/weak_head.py): the MLP's adaptation layers (hidden, dropout,
+    lr, ... of MLPConfig) trained from image labels through a pooling of patch scores.
+
+    max is Oquab et al., CVPR 2015 (global max pooling). r 5 is a middle sharpness for
+    log-sum-exp; top_fraction 0.1 and bottom_weight 0.7 follow the shape of WILDCAT (Durand
+    et al., CVPR 2017), whose negative evidence is off by default here (bottom_fraction 0).
+    """
+
+    pool: str = "max"  # one of POOLS
+    r: float = 5.0  # lse sharpness
+    top_fraction: float = 0.1  # topk: share of an image's patches averaged at the top
+    bottom_fraction: float = 0.0  # topk: share averaged at the bottom (0: no bottom term)
+    bottom_weight: float = 0.7  # topk: weight of the bottom term
+    batch_images: int = 16  # images per SGD step (all their patches)
+
+
+@dataclass(frozen=True)
 class FitConfig(CacheSettings):
     split: str = "trainval"
     head: str = "mlp"
     classes: tuple[str, ...] | None = None  # None: every class with labelled patches
     mlp: MLPConfig = field(default_factory=MLPConfig)
     svm: SVMConfig = field(default_factory=SVMConfig)
+    weak: WeakConfig = field(default_factory=WeakConfig)
     device: str = "auto"
     seed: int = 0
     k: float = 5.0  # pooling exponent recorded with the head: score's default (sweeps tune it)
@@ -235,8 +255,9 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """`pipeline compare`: whole-image SVM, patches + SVM and patches + MLP, one backbone,
-    trained on `base.split` and scored on `test_split`, into one report."""
+    """`pipeline compare`: whole-image SVM, patches + SVM, patches + MLP and the weak head
+    (patches, image labels only), one backbone, trained on `base.split` and scored on
+    `test_split`, into one report."""
 
     base: FitConfig  # its grid is the patch grid; the whole-image run swaps in kind "whole"
     test_split: str = "test"

@@ -19,6 +19,7 @@ are common SGD defaults, not values from the paper.
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +35,42 @@ from sklearn.utils.validation import check_is_fitted
 Chunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]
 Progress = Callable[[int, float], None]
 ClassWeight = None | str | dict
+
+
+def torch_device(name: str) -> torch.device:
+    """The torch device of a --device value: cpu, cuda, or auto (cuda when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch draws seeded by `seed` inside, the global generators left as they were."""
+    forked = []
+    if device.type == "cuda":
+        forked = [torch.cuda.current_device() if device.index is None else device.index]
+    with torch.random.fork_rng(devices=forked):
+        torch.manual_seed(seed)
+        yield
+
+
+def adaptation_layers(n_features: int, hidden: int, dropout: float, n_outputs: int):
+    """The paper's FCa (Linear, ReLU, dropout) then FCb (one output per class)."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(n_features, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(dropout),
+        torch.nn.Linear(hidden, n_outputs),
+    )
+
+
+def cosine_sgd(model, *, lr: float, momentum: float, weight_decay: float, epochs: int):
+    """SGD with momentum and weight decay, its learning rate decayed along a cosine."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
 
 
 class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
@@ -248,35 +285,23 @@ class MLPHead(_StreamingHead):
         self.device = device
 
     def fit_stream(self, chunks: Chunks, *, progress: Progress | None = None) -> MLPHead:
-        device = self._device()
-        forked = []
-        if device.type == "cuda":
-            forked = [torch.cuda.current_device() if device.index is None else device.index]
-        with torch.random.fork_rng(devices=forked):
-            torch.manual_seed(self.seed)
+        with seeded_torch(self.seed, self._device()):
             return super().fit_stream(chunks, progress=progress)
 
     def _device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return torch_device(self.device)
 
     def _start(self) -> None:
         device = self._device()
-        self.model_ = torch.nn.Sequential(
-            torch.nn.Linear(self.n_features_in_, self.hidden),
-            torch.nn.ReLU(),
-            torch.nn.Dropout(self.dropout),
-            torch.nn.Linear(self.hidden, len(self.classes_)),
+        self.model_ = adaptation_layers(
+            self.n_features_in_, self.hidden, self.dropout, len(self.classes_)
         ).to(device)
-        self._optimizer = torch.optim.SGD(
-            self.model_.parameters(),
+        self._optimizer, self._schedule = cosine_sgd(
+            self.model_,
             lr=self.lr,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
-        )
-        self._schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self._optimizer, T_max=max(self.epochs, 1)
+            epochs=self.epochs,
         )
         weights = torch.as_tensor(self._class_weights(), dtype=torch.float32, device=device)
         self._criterion = torch.nn.CrossEntropyLoss(weight=weights)

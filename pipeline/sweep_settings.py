@@ -2,7 +2,8 @@
 a FitConfig, and write the best one back as a file `pipeline fit --config` accepts.
 
 Names are the `pipeline fit` option names with underscores (hidden, dropout, lr, momentum,
-weight_decay, epochs, batch_size, background_weight, svm_c, svm_epochs, k, head), so a
+weight_decay, epochs, batch_size, background_weight, svm_c, svm_epochs, k, head, and the
+weak head's pool, lse_r, top_fraction, bottom_fraction, bottom_weight, batch_images), so a
 setting reads the same on the command line, in sweep.csv and in the best-config file.
 """
 
@@ -13,8 +14,9 @@ import tomllib
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.config import BackboneConfig, FitConfig
+from pipeline.config import POOLS, BackboneConfig, FitConfig
 from pipeline.errors import MidlevelError
+from pipeline.training import HEADS
 
 MLP_FIELDS = {
     "hidden": "hidden",
@@ -26,15 +28,26 @@ MLP_FIELDS = {
     "batch_size": "batch_size",
 }
 SVM_FIELDS = {"svm_c": "C", "svm_epochs": "epochs"}
+WEAK_FIELDS = {
+    "pool": "pool",
+    "lse_r": "r",
+    "top_fraction": "top_fraction",
+    "bottom_fraction": "bottom_fraction",
+    "bottom_weight": "bottom_weight",
+    "batch_images": "batch_images",
+}
 TYPES = {
     "hidden": int,
     "epochs": int,
     "batch_size": int,
     "svm_epochs": int,
+    "batch_images": int,
     "head": str,
+    "pool": str,
     **dict.fromkeys(
         ("dropout", "lr", "momentum", "weight_decay", "background_weight", "svm_c", "k"), float
     ),
+    **dict.fromkeys(("lse_r", "top_fraction", "bottom_fraction", "bottom_weight"), float),
 }
 ALIASES = {"c": "svm_c", "C": "svm_c"}
 
@@ -51,8 +64,10 @@ def _value(name: str, raw, where: str):
         value = TYPES[name](raw)
     except (TypeError, ValueError):
         raise MidlevelError(f"{where}: {name} = {raw!r} is not a {TYPES[name].__name__}") from None
-    if name == "head" and value not in ("mlp", "svm"):
-        raise MidlevelError(f"{where}: head = {value!r}; choose mlp or svm")
+    if name == "head" and value not in HEADS:
+        raise MidlevelError(f"{where}: head = {value!r}; choose one of {', '.join(HEADS)}")
+    if name == "pool" and value not in POOLS:
+        raise MidlevelError(f"{where}: pool = {value!r}; choose one of {', '.join(POOLS)}")
     return value
 
 
@@ -104,8 +119,15 @@ def apply_setting(config: FitConfig, setting: dict) -> FitConfig:
     svm = {SVM_FIELDS[n]: v for n, v in setting.items() if n in SVM_FIELDS}
     if "background_weight" in setting:
         mlp["background_weight"] = svm["background_weight"] = setting["background_weight"]
+    weak = {WEAK_FIELDS[n]: v for n, v in setting.items() if n in WEAK_FIELDS}
     top = {n: setting[n] for n in ("head", "k") if n in setting}
-    return replace(config, mlp=replace(config.mlp, **mlp), svm=replace(config.svm, **svm), **top)
+    return replace(
+        config,
+        mlp=replace(config.mlp, **mlp),
+        svm=replace(config.svm, **svm),
+        weak=replace(config.weak, **weak),
+        **top,
+    )
 
 
 def fit_options(config: FitConfig) -> dict:
@@ -116,6 +138,8 @@ def fit_options(config: FitConfig) -> dict:
     head["background_weight"] = (
         config.mlp if config.head == "mlp" else config.svm
     ).background_weight
+    if config.head == "weak":  # other heads' keys stay as they were before the weak head
+        head |= {n: getattr(config.weak, f) for n, f in WEAK_FIELDS.items()}
     features = {
         "backbone": config.backbone.name,
         "weights": config.backbone.weights,

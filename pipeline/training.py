@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.caches import open_dataset_of, split_cache
 from pipeline.classes import check_classes, head_labels, select_classes
-from pipeline.config import FitConfig
+from pipeline.config import POOLS, FitConfig
 from pipeline.errors import CacheError
 from pipeline.head_store import head_path, save_head
 from pipeline.shards import FeatureCache, read_shard
@@ -33,8 +33,16 @@ class FitSummary:
     epochs: int
     final_loss: float
     seconds: float
+    images: int = 0  # images learned from (a head on image labels)
+    pool: str | None = None  # the weak head's pooling
 
     def line(self, head: str) -> str:
+        if self.pool is not None:
+            return (
+                f"fit {head}: {len(self.classes)} classes from image labels ({self.pool} "
+                f"pooling), {self.patches} patches of {self.images} images, {self.epochs} epochs "
+                f"in {self.seconds:.1f} s, final loss {self.final_loss:.4f} -> {self.head_path}"
+            )
         if not self.epochs:  # the whole-image SVM: solved exactly, one row per image
             return (
                 f"fit {head}: {len(self.classes)} classes, one SVM each on {self.patches} images "
@@ -51,8 +59,19 @@ def cache_classes(cache: FeatureCache) -> list[str]:
     return json.loads(cache.attrs()["class_names"])
 
 
+def check_head_grid(config: FitConfig) -> None:
+    """Refuse a head the grid cannot train, before any cache is looked for."""
+    if config.grid.kind == "whole" and config.head != "svm":
+        raise CacheError(
+            f"--head {config.head}: whole-image features are one row per image, no patches to "
+            f"score and pool; use --head svm with --grid whole, or fit --head {config.head} on "
+            "the patch grid"
+        )
+
+
 def open_fit_cache(config: FitConfig) -> FeatureCache:
     """The training split's cache; refuses one whose patches have no labels to learn from."""
+    check_head_grid(config)
     dataset = open_dataset_of(config)
     if dataset is not None:
         check_classes(config.classes, dataset.task_classes(config.task))
@@ -63,11 +82,12 @@ def open_fit_cache(config: FitConfig) -> FeatureCache:
             f"{cache.directory}: split {config.split!r} has no labels to train on; fit on a "
             "labelled split (--split)"
         )
-    if config.grid.kind == "patches" and not attrs.get("boxes", True):
+    if not learns_from_image_labels(config) and not attrs.get("boxes", True):
         raise CacheError(
             f"{cache.directory}: this {attrs.get('data', 'image-label')} dataset has image-level "
-            "labels only, no boxes, so no patch has a label to train a patch head on; extract "
-            "and fit with --grid whole --head svm (the whole-image baseline)"
+            f"labels only, no boxes, so no patch has a label to train --head {config.head} on; "
+            "fit --head weak (patch scores learned from image labels) or, on --grid whole "
+            "features, --head svm (the whole-image baseline)"
         )
     return cache
 
@@ -106,18 +126,17 @@ def build_head(config: FitConfig, n_classes: int, *, background: bool = True):
     from pipeline.heads import LinearSVMHead, MLPHead
     from pipeline.image_head import ImageSVMHead
 
+    check_head_grid(config)
     if config.grid.kind == "whole":
-        if config.head != "svm":
-            raise CacheError(
-                f"--head {config.head}: whole-image features have image labels only, no patch "
-                "labels to train the adaptation layers; use --head svm with --grid whole"
-            )
         return ImageSVMHead(C=config.svm.C, seed=config.seed)
-    if config.head == "mlp":
+    if config.head in ("mlp", "weak"):
         import torch
 
         if config.device == "cuda" and not torch.cuda.is_available():
             raise CacheError("--device cuda: no CUDA device here; use --device cpu or auto")
+    if config.head == "weak":
+        return build_weak_head(config)
+    if config.head == "mlp":
         m = config.mlp
         return MLPHead(
             hidden=m.hidden,
@@ -142,6 +161,49 @@ def build_head(config: FitConfig, n_classes: int, *, background: bool = True):
     raise CacheError(f"--head {config.head!r}: unknown head; choose one of {', '.join(HEADS)}")
 
 
+def build_weak_head(config: FitConfig):
+    """The weak head of `config`: the MLP's layer and optimiser settings, its own pooling."""
+    from pipeline.weak_head import WeakPatchHead
+
+    w, m = config.weak, config.mlp
+    if w.pool not in POOLS:
+        raise CacheError(f"--pool {w.pool!r}: choose one of {', '.join(POOLS)}")
+    if not 0 < w.top_fraction <= 1 or not 0 <= w.bottom_fraction <= 1:
+        raise CacheError(
+            f"--top-fraction {w.top_fraction} / --bottom-fraction {w.bottom_fraction}: give "
+            "shares of an image's patches, top in (0, 1], bottom in [0, 1]"
+        )
+    if w.r <= 0 or w.batch_images < 1:
+        raise CacheError(f"--lse-r {w.r} must be > 0 and --batch-images {w.batch_images} >= 1")
+    return WeakPatchHead(
+        pool=w.pool, r=w.r, top_fraction=w.top_fraction, bottom_fraction=w.bottom_fraction,
+        bottom_weight=w.bottom_weight, k=config.k, hidden=m.hidden, dropout=m.dropout,
+        lr=m.lr, momentum=m.momentum, weight_decay=m.weight_decay, epochs=m.epochs,
+        batch_images=w.batch_images, seed=config.seed, device=config.device,
+    )  # fmt: skip
+
+
+def shard_order(config: FitConfig, n_shards: int, epoch: int) -> np.ndarray:
+    """The seeded order the shards are read in at `epoch`."""
+    return np.random.default_rng([config.seed, epoch]).permutation(n_shards)
+
+
+def weak_chunks(config: FitConfig, paths: list, names: list[str], classes, exclude):
+    """chunks(epoch) of the weak head: per shard, the patches of its label-blind sample (every
+    patch in a split that keeps them all; never the patches a box selected) of the images not
+    in `exclude`, their image index, and the image labels of `classes`."""
+    columns = [names.index(c) for c in classes]
+
+    def chunks(epoch: int):
+        for k in shard_order(config, len(paths), epoch):
+            shard = read_shard(paths[k])
+            images = ~np.isin(shard.image_ids, list(exclude))
+            keep = shard.sampled & images[shard.image_index]
+            yield shard.features[keep], shard.image_index[keep], shard.image_labels[:, columns]
+
+    return chunks
+
+
 def train_head(
     config: FitConfig,
     cache: FeatureCache,
@@ -151,10 +213,13 @@ def train_head(
     progress=None,
 ):
     """A head trained on the cache, leaving out the images in `exclude` (cross-validation)."""
-    background = config.grid.kind == "whole" or has_background(cache, classes)
+    background = learns_from_image_labels(config) or has_background(cache, classes)
     head = build_head(config, len(classes), background=background)
     paths = cache.shard_paths()
     names = cache_classes(cache)
+    if config.head == "weak":
+        chunks = weak_chunks(config, paths, names, classes, exclude)
+        return head.fit_stream(chunks, progress=progress)
     if config.grid.kind == "whole":
         columns = [names.index(c) for c in classes]
         X, Y = [], []
@@ -165,8 +230,7 @@ def train_head(
         return head.fit(np.concatenate(X), np.concatenate(Y))
 
     def chunks(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(paths))
-        for k in order:
+        for k in shard_order(config, len(paths), epoch):
             shard = read_shard(paths[k])
             y = head_labels(shard.labels, names, classes)
             keep = y >= 0
@@ -193,6 +257,7 @@ def fit_head(config: FitConfig, *, progress=None) -> FitSummary:
         "fingerprint": cache.fingerprint,
         "config": asdict(config),
         "patches": int(head.n_samples_seen_),
+        "images": int(getattr(head, "n_images_seen_", 0)),
         "loss_curve": [float(v) for v in head.loss_curve_],
     }
     save_head(path, head, record)
@@ -203,4 +268,6 @@ def fit_head(config: FitConfig, *, progress=None) -> FitSummary:
         epochs=len(head.loss_curve_),
         final_loss=float(head.loss_curve_[-1]) if len(head.loss_curve_) else float("nan"),
         seconds=time.perf_counter() - started,
+        images=record["images"],
+        pool=config.weak.pool if config.head == "weak" else None,
     )

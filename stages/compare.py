@@ -1,6 +1,6 @@
 """`pipeline compare`: the paper's comparison in one command, on one backbone and split.
 
-Fits and scores the three methods from their caches (extract both grids first: the caches
+Fits and scores the four methods from their caches (extract both grids first: the caches
 are the costly part and are reused by every comparison after the first), then writes one
 report. Each run's ap.csv and sidecar land in the output directory beside the figures.
 """
@@ -20,6 +20,7 @@ METHODS = (
     ("whole-svm", "whole", "svm"),
     ("patches-svm", "patches", "svm"),
     ("patches-mlp", "patches", "mlp"),
+    ("patches-weak", "patches", "weak"),  # image labels alone (Oquab et al., CVPR 2015)
 )
 
 

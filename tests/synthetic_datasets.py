@@ -9,6 +9,8 @@ holds the same kind of images, and rewrites it the way a tool would lay it out:
 - `make_coco`: COCO layout, non-contiguous category ids, images in subfolders, a crowd box
   and Roboflow's grouping category.
 - `make_imagefolder`, `make_labels_csv`: image-level labels only.
+- `make_corner_labels_csv`: image-level labels only, each shape in a known corner (the weak
+  head's localization test).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from PIL import Image
-from synthetic_voc import make_shapes_voc
+import numpy as np
+from PIL import Image, ImageDraw
+from synthetic_voc import SHAPE_CLASSES, SHAPE_STYLES, draw_shape, make_shapes_voc
 
 from pipeline.datasets.voc import VOC_CLASSES, load_records, read_split
 
@@ -157,3 +160,37 @@ def make_labels_csv(root: Path, shapes: Path) -> Path:
                 shutil.copy(image, root / "photos" / image.name)
                 writer.writerow([f"photos/{image.name}", ";".join(sorted(names)), split])
     return root / "labels.csv"
+
+
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def make_corner_labels_csv(
+    root: Path, *, n_trainval: int = 36, n_test: int = 18, size=(128, 96), side: int = 44
+) -> tuple[Path, dict[str, tuple[str, tuple[int, int, int, int]]]]:
+    """labels.csv of images with one shape each, in one corner, known at image level only.
+
+    The i-th image holds a SHAPE_CLASSES[i % 3] shape of `side` pixels in CORNERS[(i // 3) % 4]
+    (so every class shows in every corner); the CSV has no boxes. Returns the CSV and, for
+    the tests only, each sample id's (class, box) where the shape was drawn."""
+    rng = np.random.default_rng(0)
+    (root / "photos").mkdir(parents=True)
+    width, height = size
+    truth = {}
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "labels", "split"])
+        for i in range(n_trainval + n_test):
+            name = SHAPE_CLASSES[i % 3]
+            corner = CORNERS[(i // 3) % 4]
+            x0 = 0 if "left" in corner else width - side
+            y0 = 0 if "top" in corner else height - side
+            noise = rng.normal(128, 20, (height, width, 3)).clip(0, 255).astype(np.uint8)
+            image = Image.fromarray(noise)
+            box = (x0, y0, x0 + side, y0 + side)
+            draw_shape(ImageDraw.Draw(image), SHAPE_STYLES[name], box)
+            image.save(root / "photos" / f"{i:06d}.jpg", quality=95)
+            split = "trainval" if i < n_trainval else "test"
+            writer.writerow([f"photos/{i:06d}.jpg", name, split])
+            truth[f"photos/{i:06d}"] = (name, box)
+    return root / "labels.csv", truth

@@ -104,7 +104,7 @@ def test_report_from_two_runs(shapes_cache, tmp_path):
         assert f"{read_ap(Path(run))['mean']:.1f}" in table
 
 
-def test_compare_runs_the_three_methods_into_one_report(shapes_voc, shapes_cache, tmp_path):
+def test_compare_runs_the_four_methods_into_one_report(shapes_voc, shapes_cache, tmp_path):
     cache, common = shapes_cache
     extract_splits(shapes_voc, cache, "--grid", "whole")
     output = tmp_path / "compare"
@@ -117,7 +117,8 @@ def test_compare_runs_the_three_methods_into_one_report(shapes_voc, shapes_cache
     assert sidecar["head"]["params"]["C"] == 0.001 and sidecar["config"]["k"] == 2.0
     assert json.loads((output / "patches-svm.json").read_text())["head"]["params"]["C"] == 1.0
     table = (output / "results.md").read_text()
-    for name in ("whole-svm", "patches-svm", "patches-mlp"):
+    assert json.loads((output / "patches-weak.json").read_text())["head"]["head"] == "weak"
+    for name in ("whole-svm", "patches-svm", "patches-mlp", "patches-weak"):
         mean = read_ap(output / f"{name}.csv")["mean"]
         assert f"{name} {mean:.2f}" in out and name in table
         assert mean > 70

@@ -57,10 +57,46 @@ def area_ap(scores: np.ndarray, truth: np.ndarray) -> float:
     pr = precision_recall(scores, truth)
     if pr is None:
         return float("nan")
-    prec, rec = pr
+    return _envelope_area(*pr)
+
+
+def _envelope_area(prec: np.ndarray, rec: np.ndarray) -> float:
+    """Area under the precision envelope (the devkit's VOCap) of one ranking's curve."""
     envelope = np.maximum.accumulate(prec[::-1])[::-1]
     steps = np.diff(rec, prepend=0.0)
     return float(np.sum(steps * envelope))
+
+
+def location_ap(scores: np.ndarray, hits: np.ndarray, present: np.ndarray) -> float:
+    """Location AP of one class (Oquab, Bottou, Laptev, Sivic, "Is object localization for
+    free?", CVPR 2015): every image predicts one location of the class with its image score
+    as confidence; the area AP (as `area_ap`) of that ranking of predictions.
+
+    scores [M]: the class score of each image; hits [M] bool: its predicted location is on
+    an object of the class (pipeline/score_maps.py: within LOCATION_TOLERANCE of a
+    non-difficult box); present [M]: 1 the image has a non-difficult box of the class, 0
+    only difficult ones, -1 none. A true positive is a hit in an image with the class; every
+    other prediction is a false positive, images without the class included, so a confident
+    image without the object costs as much as a miss. Images with only difficult boxes are
+    left out of the ranking. Recall divides by the images with the class (a miss is never
+    recovered), so AP is at most the hit rate. nan when no image has the class.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    hits, present = np.asarray(hits, dtype=bool), np.asarray(present)
+    if scores.ndim != 1 or not scores.shape == hits.shape == present.shape:
+        raise ValueError(
+            f"scores {scores.shape}, hits {hits.shape} and present {present.shape} must be "
+            "equal 1-D shapes"
+        )
+    if not np.isin(present, (-1, 0, 1)).all():
+        raise ValueError("present must hold only 1 (has the class), 0 (difficult) or -1 (none)")
+    kept = present != 0
+    scores, positive = scores[kept], (hits & (present == 1))[kept]
+    n_present = int((present == 1).sum())
+    if n_present == 0:
+        return float("nan")
+    tp = np.cumsum(positive[np.argsort(-scores, kind="stable")])
+    return _envelope_area(tp / np.arange(1, len(tp) + 1), tp / n_present)
 
 
 def pool_patch_log_scores(

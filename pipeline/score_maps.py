@@ -1,4 +1,5 @@
-"""Per-class score maps from patch probabilities, their peaks, and the pointing game.
+"""Per-class score maps from patch probabilities, their peaks, the pointing game and the
+tolerance of location AP (pipeline/metrics.py: location_ap).
 
 The paper shows rough localization by scoring every patch of the multi-scale grid and
 letting each pixel collect the scores of the patches that cover it. Here a pixel's
@@ -29,6 +30,10 @@ REDUCES = ("mean", "max")
 # game counts a hit when the peak is within 15 px of the object, forgiving a few pixels of
 # annotation slack.
 POINTING_TOLERANCE = 15.0
+# Oquab, Bottou, Laptev, Sivic, "Is object localization for free?" (CVPR 2015): location
+# AP counts an image's predicted location (the peak of its class map) as correct when it
+# lies within 18 px of a box of the class (their 18 px tolerance; inside the box is 0).
+LOCATION_TOLERANCE = 18.0
 
 
 def grid_shape(width: int, height: int, cell: int = CELL) -> tuple[int, int]:

@@ -5,17 +5,31 @@ patches (test, val); pipeline/score_maps.py turns each image's patches into one 
 class. Written into `config.output` (layout of maps.h5 in pipeline/localization.py):
 
     maps.h5             one [C, h, w] map per image, under maps/<key of its id>/scores
-    pointing.csv        class, pairs, hits, accuracy, centre_accuracy (percent) + a mean row
-    overlays/<key>.png  the first `overlays` images with the maps of their `top` classes
+    pointing.csv        class, pairs, hits, accuracy, centre_accuracy, location_ap,
+                        centre_location_ap (percent) + a mean row (docs/localize.md)
+    overlays/<key>.png  the first `overlays` images, a panel per `top` class: its map, peak
+                        and truth boxes (layout in pipeline/localization.py)
     maps.json, pointing.json   provenance sidecars
 
 Pointing (the weakly supervised localization "pointing game"): for each image and each
 class with a non-difficult box in it, a hit when the peak of the class's map is within
-POINTING_TOLERANCE (15 px) of one of its boxes. The baseline points at the image centre for
-every class: VOC objects are often large and centred, so only beating it shows that the
-maps localize. Pointing uses the float32 maps: float16 storage adds ties near 1, so peaks
-recomputed from maps.h5 can differ in a few pairs. Splits without labels get maps and
-overlays, no pointing. The boxes and images come from the dataset (--data).
+POINTING_TOLERANCE (15 px) of one of its boxes.
+
+Location AP (Oquab et al., "Is object localization for free?", CVPR 2015;
+pipeline/metrics.py: location_ap): for each class every image predicts one location, its
+map's peak, with the image's class score (the head's pooled score, as `score` ranks) as
+confidence; down that ranking a prediction is right when the image has a non-difficult box
+of the class within LOCATION_TOLERANCE (18 px) of the peak, and wrong otherwise, images
+without the class included. Unlike pointing, it also charges a confident score on an image
+without the object. Images whose boxes of the class are all difficult are left out; a class
+no image has a box of gets nan, and the means skip it.
+
+The baseline of both points at the image centre for every class (location AP: the same
+ranking): VOC objects are often large and centred, so only beating it shows that the maps
+localize. Both use the float32 maps: float16 storage adds ties near 1, so peaks recomputed
+from maps.h5 can differ in a few pairs. Splits without labels get maps and overlays, no
+pointing. The boxes and images come from the dataset (--data); localize streams the shards
+and keeps per image only its class scores and flags, never all maps.
 """
 
 from __future__ import annotations
@@ -33,13 +47,23 @@ from pipeline.config import LocalizeConfig, TaskConfig
 from pipeline.errors import DataError
 from pipeline.localization import (
     MapsFile,
+    class_boxes,
     file_key,
+    location_aps,
+    location_flags,
     overlay_image,
     pointing_counts,
     pointing_table,
 )
+from pipeline.pooling import image_log_scores
 from pipeline.provenance import write_sidecar
-from pipeline.score_maps import CELL, POINTING_TOLERANCE, REDUCES, score_map
+from pipeline.score_maps import (
+    CELL,
+    LOCATION_TOLERANCE,
+    POINTING_TOLERANCE,
+    REDUCES,
+    score_map,
+)
 from pipeline.scoring import open_head_on_split, split_is_labelled
 
 
@@ -50,7 +74,8 @@ class LocalizeSummary:
     classes: tuple[str, ...]
     rows: tuple[dict, ...]  # pointing.csv rows, the mean last; () for a split without labels
     reduce: str
-    tolerance: float
+    tolerance: float  # pointing's
+    location_tolerance: float  # location AP's
     overlays: int
     seconds: float
     maps: str
@@ -65,8 +90,10 @@ class LocalizeSummary:
             mean = self.rows[-1]
             scores = (
                 f"{mean['pairs']} image-class pairs, pointing {mean['accuracy']:.2f}% vs centre "
-                f"{mean['centre_accuracy']:.2f}% (mean over classes; {self.reduce} map, peak "
-                f"within {self.tolerance:g} px of a box)"
+                f"{mean['centre_accuracy']:.2f}% (peak within {self.tolerance:g} px of a box), "
+                f"location AP {mean['location_ap']:.2f}% vs centre "
+                f"{mean['centre_location_ap']:.2f}% (images ranked by class score, peak within "
+                f"{self.location_tolerance:g} px); means over classes, {self.reduce} map,"
             )
             files = f"{self.maps}, {self.pointing}"
         overlays = f", {self.overlays} overlays in {Path(self.maps).parent / 'overlays'}/"
@@ -86,6 +113,7 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
         )
     opened = open_head_on_split(config)
     classes, columns, cache = opened.classes, opened.columns, opened.cache
+    k = opened.record.get("k", 5.0)
     split = dataset.load(config.split, task=config.task, skip_bad=True)
     samples = {s.sample_id: s for s in split.samples}
     labelled = split_is_labelled(cache)
@@ -97,6 +125,9 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
         (output / "overlays").mkdir(exist_ok=True)
     maps_path = output / "maps.h5"
     tally = np.zeros((3, len(classes)), dtype=np.int64)  # pairs, hits, centre hits per class
+    # Location AP's per-image data: class scores (log), and present / peak hit / centre hit.
+    class_scores = np.full((n_images, len(classes)), np.nan)
+    flags = np.zeros((n_images, 3, len(classes)), dtype=np.int8)
     done = 0
     bar = tqdm(total=n_images, unit="img", desc=f"localize {config.split}", dynamic_ncols=True)
     attrs = {"split": config.split, "digest": cache.digest, "head": config.head}
@@ -109,6 +140,11 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
                     "are; localize a split that keeps every patch (--split test or val)"
                 )
             probs = np.exp(opened.head.predict_log_proba(shard.features)[:, columns])
+            if labelled:  # every patch of the shard is kept: the image score pools them all
+                n_shard = len(shard.image_ids)
+                log_scores = image_log_scores(
+                    opened.head, shard.features, shard.image_index, n_shard, k
+                )[:, columns]
             for m, image_id in enumerate(shard.image_ids):
                 width, height = (int(v) for v in shard.sizes[m])
                 rows = shard.image_index == m
@@ -119,9 +155,14 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
                 sample = samples[image_id]
                 if labelled:
                     tally += pointing_counts(maps, sample, classes, split.classes)
+                    class_scores[done] = log_scores[m]
+                    flags[done] = location_flags(maps, sample, classes, split.classes)
                 if done < n_overlays:
+                    truth = None  # no labels: no boxes drawn, no hit or miss
+                    if labelled:
+                        truth = {c: class_boxes(sample, c, split.classes) for c in classes}
                     overlay = overlay_image(
-                        sample.image_path, maps, classes, config.top, (width, height)
+                        sample.image_path, maps, classes, config.top, (width, height), truth
                     )
                     overlay.save(output / "overlays" / f"{file_key(image_id)}.png")
                 done += 1
@@ -131,13 +172,16 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
         "digest": cache.digest,
         "fingerprint": cache.fingerprint,
         "head": opened.sidecar(),
-        "tolerance": POINTING_TOLERANCE,
+        "pointing_tolerance": POINTING_TOLERANCE,
+        "location_tolerance": LOCATION_TOLERANCE,
+        "k": k,
         "cell": CELL,
     }
     write_sidecar(maps_path, "localize", resolved, **provenance)
     rows, pointing_path = (), None
     if labelled:
-        rows = tuple(pointing_table(classes, tally))
+        location = location_aps(class_scores[:done], flags[:done])
+        rows = tuple(pointing_table(classes, tally, location))
         pointing_path = output / "pointing.csv"
         with open(pointing_path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -151,6 +195,7 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
         rows=rows,
         reduce=config.reduce,
         tolerance=POINTING_TOLERANCE,
+        location_tolerance=LOCATION_TOLERANCE,
         overlays=n_overlays,
         seconds=time.perf_counter() - started,
         maps=str(maps_path),

@@ -15,6 +15,7 @@ from cli_helpers import error_lines, extract_splits, invoke
 from PIL import Image
 
 from pipeline import load_head
+from pipeline.localization import overlay_layout
 from pipeline.score_maps import grid_shape
 
 
@@ -115,7 +116,7 @@ def test_maps_and_overlays_of_new_photos(fitted, tmp_path):
             assert entry["scores"].shape == (3, *grid_shape(128, 96))
     for image in images:
         with Image.open(maps / "overlays" / f"{image.stem}.png") as overlay:
-            assert overlay.size == (128, 96)
+            assert overlay.size == overlay_layout(128, 96, 2).size  # two panels, side by side
 
 
 def test_python_api_on_paths_arrays_and_pil_images(fitted):

@@ -19,6 +19,7 @@ from synthetic_datasets import voc_and_coco_slice
 
 from pipeline.cli import cli
 from pipeline.demo import build_demo_tree
+from pipeline.localization import overlay_layout
 
 COARSE = ["--scales", "3", "--min-scale", "0.4"]
 
@@ -102,7 +103,7 @@ def test_voc2007_subset_car_far_above_base_rate(voc_subset, tmp_path):
             Image.open(overlay) as image,
             Image.open(voc_subset / "JPEGImages" / overlay.with_suffix(".jpg").name) as photo,
         ):
-            assert image.size == photo.size
+            assert image.size == overlay_layout(*photo.size, 2).size  # a panel per --top class
 
 
 SLICE = {"trainval": 30, "test": 20}  # images of each split in the converted slice

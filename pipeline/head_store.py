@@ -1,15 +1,23 @@
-"""Fitted heads on disk: beside the features they were trained on, saved as a pair that is
-whole or untouched, and loaded with a check that they serve the features they score.
+"""Fitted heads on disk: beside the features they were trained on, saved so that an
+interrupted save leaves the previous head or the new one, whole, and loaded with a check
+that they serve the features they score.
 
-`<cache>/<split>-<digest>/heads/<name>.joblib` holds the estimator, `<name>.json` its record
-(classes, parameters, pooling k, the fingerprint of its training features, the SHA-256 of
-the .joblib). Both are written under temporary names, then renamed; a kill between the two
-renames leaves a record whose SHA-256 is not the estimator's, which `load_head_file` refuses
-instead of pairing a head with another fit's classes.
+`<cache>/<split>-<digest>/heads/<name>.joblib` holds the estimator and its record together
+(classes, parameters, pooling k, the fingerprint of its training features, config, loss
+curve); `<name>.json` is a human-readable copy of the record with the SHA-256 of the
+.joblib, written after it. Each is written under a temporary name, then renamed, so the
+.joblib is always one fit's estimator with that fit's own record: a Ctrl-C, a kill or a full
+disk before its rename leaves the previous head, after it the new one. `load_head_file`
+reads the record from the .json when the pair agrees (its SHA-256 is the .joblib's), else
+from the .joblib, writing the .json again from it (a stale copy left by a save
+interrupted between the two writes, or a missing one; skipped in a read-only cache).
+Heads saved as a bare estimator (before the record went into the .joblib) load with their
+.json as the record, refused when its SHA-256 is not the estimator's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -21,6 +29,7 @@ from pipeline.shards import describe_fingerprint, write_atomically
 
 HEADS_DIR = "heads"
 SUFFIX = ".joblib"
+FORMAT = "midlevel-head/2"  # the .joblib is {"format", "estimator", "record"}
 
 
 def head_path(cache_dir: Path, head: str) -> Path:
@@ -33,45 +42,74 @@ def record_path(path: Path) -> Path:
 
 
 def save_head(path: Path, head, record: dict) -> None:
-    """The estimator and its record, each written atomically, the record last."""
+    """The estimator with its record in one file, written atomically; then the record's
+    readable copy, with the SHA-256 of that file."""
     import joblib
 
+    record = json.loads(json.dumps(record, default=str))  # as the .json copy reads back
     buffer = io.BytesIO()
-    joblib.dump(head, buffer)
+    joblib.dump({"format": FORMAT, "estimator": head, "record": record}, buffer)
     data = buffer.getvalue()
-    record = {**record, "joblib_sha256": hashlib.sha256(data).hexdigest()}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, data)
+    _write_record(path, {**record, "joblib_sha256": hashlib.sha256(data).hexdigest()})
+
+
+def _write_record(path: Path, record: dict) -> None:
     text = json.dumps(record, indent=2, default=str) + "\n"
     write_atomically(record_path(path), text.encode())
 
 
+def _read_record(path: Path) -> dict | None:
+    """The .json beside a head file, or None when it is missing or unreadable."""
+    try:
+        record = json.loads(record_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _is_bundle(payload) -> bool:
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
 def load_head_file(path: Path):
-    """(estimator, record) of a head file; refuses a missing, unreadable or mismatched pair."""
+    """(estimator, record) of a head file; refuses a missing or unreadable one (and an
+    old-format head whose .json is missing or another fit's)."""
     import joblib
 
     path = Path(path)
     if not path.is_file():
         raise CacheError(f"{path}: no such head file; pass a heads/<name>.joblib that fit wrote")
-    try:
-        record = json.loads(record_path(path).read_text())
-    except (OSError, ValueError):
-        raise CacheError(
-            f"{record_path(path)}: the head's record is missing or unreadable; fit the head again"
-        ) from None
     data = path.read_bytes()
-    expected = record.get("joblib_sha256")
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise CacheError(
-            f"{path}: the head and its record {record_path(path).name} come from different fits "
-            "(a fit interrupted between its two writes); fit the head again"
-        )
+    sha = hashlib.sha256(data).hexdigest()
     try:
-        return joblib.load(io.BytesIO(data)), record
+        payload = joblib.load(io.BytesIO(data))
     except Exception as exc:  # a truncated or foreign pickle: any unpickling error
         raise CacheError(
             f"{path}: cannot load the head ({type(exc).__name__}); fit it again"
         ) from None
+    written = _read_record(path)
+    if _is_bundle(payload):
+        if written is not None and written.get("joblib_sha256") == sha:
+            return payload["estimator"], written  # the pair agrees: the copy as written
+        record = {**payload["record"], "joblib_sha256": sha}
+        # a save interrupted after the .joblib: the copy made to agree again (not in a
+        # read-only cache, where the .joblib's own record serves all the same)
+        with contextlib.suppress(CacheError, OSError):
+            _write_record(path, record)
+        return payload["estimator"], record
+    if written is None:
+        raise CacheError(
+            f"{record_path(path)}: the head's record is missing or unreadable; fit the head again"
+        )
+    expected = written.get("joblib_sha256")
+    if expected is not None and sha != expected:
+        raise CacheError(
+            f"{path}: the head and its record {record_path(path).name} come from different fits "
+            "(a fit interrupted between its two writes); fit the head again"
+        )
+    return payload, written
 
 
 def check_serves(record: dict, fingerprint: dict, path: Path) -> None:

@@ -15,15 +15,24 @@ from pipeline.metrics import pool_patch_log_scores
 
 
 def image_log_scores(
-    head, features: np.ndarray, image_index: np.ndarray, n_images: int, k: float
+    head,
+    features: np.ndarray,
+    image_index: np.ndarray,
+    n_images: int,
+    k: float,
+    *,
+    log_probs: np.ndarray | None = None,
 ) -> np.ndarray:
     """[n_images, n_head_columns] float64 log image scores of the patches `features` [N, D],
     `image_index` [N] into the images; nan for an image without a patch. k is the power of
-    mean-of-p^k pooling (heads with another pooling ignore it)."""
+    mean-of-p^k pooling (heads with another pooling ignore it). `log_probs`: the head's
+    predict_log_proba of `features` where the caller has it already (localize's maps)."""
     pool = getattr(head, "pool_log_scores", None)
     if pool is not None:
         return pool(features, image_index, n_images, k)
-    return pool_patch_log_scores(head.predict_log_proba(features), image_index, n_images, k)
+    if log_probs is None:
+        log_probs = head.predict_log_proba(features)
+    return pool_patch_log_scores(log_probs, image_index, n_images, k)
 
 
 def score_power(head, k: float) -> float:

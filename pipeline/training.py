@@ -227,7 +227,14 @@ def train_head(
             kept = ~np.isin(shard.image_ids, list(exclude))
             X.append(shard.features[kept])
             Y.append(shard.image_labels[kept][:, columns])
-        return head.fit(np.concatenate(X), np.concatenate(Y))
+        X, Y = np.concatenate(X), np.concatenate(Y)
+        lacking = [c for j, c in enumerate(classes) if not (Y[:, j] == -1).any()]
+        if lacking:
+            raise CacheError(
+                f"{cache.directory}: the whole-image SVM of {', '.join(lacking)} needs training "
+                "images without it too, and every image has it; drop it with --classes"
+            )
+        return head.fit(X, Y)
 
     def chunks(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for k in shard_order(config, len(paths), epoch):

@@ -100,3 +100,31 @@ def make_shapes_voc(
     splits = {"train": trainval[0::2], "val": trainval[1::2], "trainval": trainval, "test": test}
     known = classes if set(classes) - set(VOC_CLASSES) else VOC_CLASSES
     return write_voc_tree(Path(root) / year, samples, splits, known)
+
+
+def make_one_image_voc(
+    root: Path,
+    *,
+    name: str = "cat",
+    missing: bool = False,
+    n_trainval: int = 12,
+    image_size: tuple[int, int] = (128, 96),
+    seed: int = 0,
+) -> Path:
+    """Write `root/VOC2007` with one split, trainval, where class `name` is in the first image
+    alone: no cross-validation fold can train it once that image is held out. The others
+    alternate the other two shapes (half with a second one of those). With `missing`, `name`
+    is instead in every image but the first (a shape of another class): its one negative."""
+    rng = np.random.default_rng(seed)
+    others = {n: style for n, style in SHAPE_STYLES.items() if n != name}
+    ids = [f"{i:06d}" for i in range(1, n_trainval + 1)]
+    if missing:
+        samples = [_sample(ids[0], list(others)[0], image_size, rng, others)]
+        samples += [_sample(i, name, image_size, rng, SHAPE_STYLES) for i in ids[1:]]
+    else:
+        samples = [_sample(ids[0], name, image_size, rng, {name: SHAPE_STYLES[name]})]
+        samples += [
+            _sample(image_id, list(others)[i % len(others)], image_size, rng, others)
+            for i, image_id in enumerate(ids[1:])
+        ]
+    return write_voc_tree(Path(root) / "VOC2007", samples, {"trainval": ids}, VOC_CLASSES)

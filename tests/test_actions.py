@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import SMALL, invoke, read_ap
+from PIL import Image
 from synthetic_action import SYNTHETIC_ACTIONS, make_action_voc
 
 from pipeline.config import TaskConfig
 from pipeline.datasets.voc import ACTIONS, VocDataset, parse_annotation
 from pipeline.datasets.voc_action import enlarge
 from pipeline.errors import DataError
+from pipeline.plots import BORDER, DPI, HEADER_INCHES, LABEL_INCHES, THUMB
+from stages.compare import METHODS
 
 PERSON = """<object><name>person</name>
   <bndbox><xmin>11</xmin><ymin>21</ymin><xmax>50</xmax><ymax>80</ymax></bndbox>{actions}</object>"""
@@ -142,3 +145,50 @@ def test_a_bad_annotation_becomes_one_sample_to_skip(action_voc, tmp_path):
     assert [s.sample_id for s in bad] == [f"{broken}/0"] and "malformed XML" in bad[0].error
     kept = [s.sample_id for s in task.samples if not s.error]
     assert kept == [s.sample_id for s in clean.samples if s.sample_id.split("/")[0] != broken]
+
+
+def sheet_size(n_classes: int, top: int = 6) -> tuple[int, int]:
+    """(width, height) in pixels of a contact sheet of `n_classes` rows, `top` images an end."""
+    cell = THUMB + 2 * BORDER
+    return (2 * top * cell + cell // 2 + round(LABEL_INCHES * DPI),
+            n_classes * cell + round(HEADER_INCHES * DPI))  # fmt: skip
+
+
+def test_compare_and_report_on_an_action_run(action_voc, tmp_path):
+    """compare --task action fits every method on the action caches and scores them there
+    (not under the object task's digest); report reads a run's person ids (<image>/<person>)
+    back to their images from its sidecar alone."""
+    common = ["--voc-root", str(action_voc), "--cache-dir", str(tmp_path / "c"), "--task",
+              "action", *SMALL]  # fmt: skip
+    for grid in ("patches", "whole"):
+        for split in ("train", "val"):
+            code, out = invoke("extract", "--split", split, "--grid", grid, "--workers", "0",
+                               *common)  # fmt: skip
+            assert code == 0, out
+    output = tmp_path / "compare"
+    code, out = invoke("compare", "--split", "train", "--test-split", "val", "--epochs", "6",
+                       "--hidden", "32", "--output", str(output), *common)  # fmt: skip
+    assert code == 0, out
+    persons = len(VocDataset(action_voc).load("val", task=TaskConfig("action")).samples)
+    for name, _, _ in METHODS:
+        ap = read_ap(output / f"{name}.csv")
+        assert set(ap) == {*SYNTHETIC_ACTIONS, "mean"}, (name, ap)
+        # each action is on about a third of the persons: chance AP is about 33
+        assert min(ap[a] for a in SYNTHETIC_ACTIONS) > 60 and ap["mean"] > 75, (name, ap)
+        assert f"{name} {ap['mean']:.2f}" in out
+        with open(output / f"{name}-scores.csv") as handle:
+            ids = [row["image_id"] for row in csv.DictReader(handle)]
+        assert len(ids) == persons and all(i.count("/") == 1 for i in ids), name
+        with Image.open(output / f"contact-{name}.png") as sheet:
+            assert sheet.size == sheet_size(len(SYNTHETIC_ACTIONS)), name
+    table = (output / "results.md").read_text()
+    assert all(name in table for name, _, _ in METHODS)
+    assert "skipped" not in out, out  # every run's contact sheet was drawn
+
+    run = output / "patches-svm.csv"
+    report = tmp_path / "report"
+    code, out = invoke("report", str(run), "--output", str(report), "--top", "3")
+    assert code == 0 and "skipped" not in out, out
+    with Image.open(report / "contact-svm.png") as sheet:
+        assert sheet.size == sheet_size(len(SYNTHETIC_ACTIONS), top=3)
+    assert f"{read_ap(run)['mean']:.1f}" in (report / "results.md").read_text()

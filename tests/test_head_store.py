@@ -1,8 +1,12 @@
-"""Heads on disk: a pair (estimator, record) that is whole or refused, found by name or path."""
+"""Heads on disk: the estimator and its record in one file (a readable .json copy beside
+it), whole after any interruption, found by name or path."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -29,9 +33,102 @@ def test_save_then_load_round_trips_with_its_record(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["svm.joblib", "svm.json"]
 
 
-def test_a_fit_killed_between_its_two_writes_is_refused_not_mixed(tmp_path, monkeypatch):
-    """Ctrl-C after the new estimator is renamed, before its record is: the old record would
-    pair the new head with another fit's classes; loading refuses the pair instead."""
+X = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
+
+
+def assert_is(loaded, record, head: LinearSVMHead, classes: list[str]) -> None:
+    """`loaded` and `record` are exactly `head` and its classes: never one fit's estimator
+    with another's record."""
+    assert record["classes"] == classes
+    np.testing.assert_array_equal(loaded.decision_function(X), head.decision_function(X))
+
+
+def assert_pair_on_disk_agrees(path) -> dict:
+    """The .json beside the .joblib is the record of that .joblib (its SHA-256)."""
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["joblib_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    return record
+
+
+def full_disk() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# (file interrupted, when, what stops the save, which head must load afterwards)
+POINTS = [
+    (".joblib", "before", KeyboardInterrupt, "old"),
+    (".joblib", "before", full_disk, "old"),
+    (".joblib", "during", KeyboardInterrupt, "old"),
+    (".joblib", "during", full_disk, "old"),
+    (".joblib", "killed", KeyboardInterrupt, "old"),
+    (".json", "before", KeyboardInterrupt, "new"),  # between the two writes
+    (".json", "before", full_disk, "new"),
+    (".json", "during", KeyboardInterrupt, "new"),
+    (".json", "during", full_disk, "new"),
+    (".json", "killed", KeyboardInterrupt, "new"),
+]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "when", "stop", "expected"),
+    POINTS,
+    ids=[f"{s[1:]}-{w}-{getattr(e, '__name__', 'x')}" for s, w, e, _ in POINTS],
+)
+def test_an_interrupted_save_leaves_the_old_head_or_the_new_one_whole(
+    tmp_path, monkeypatch, suffix, when, stop, expected
+):
+    """Ctrl-C or a full disk before, during or after either write (a SIGKILL leaving a
+    temporary file behind, too): loading gives exactly the previous head or exactly the new
+    one, with its own classes, never a refusal and never a mix; the .json is made to agree."""
+    import pipeline.head_store as store
+    import pipeline.shards as shards
+
+    path = head_path(tmp_path / "trainval-abc", "svm")
+    old, new = fitted(0), fitted(1)
+    save_head(path, old, {"head": "svm", "classes": ["old"]})
+    real_write, real_fsync = store.write_atomically, shards.os.fsync
+
+    def write(target, data):
+        if target.suffix != suffix:
+            return real_write(target, data)
+        if when == "before":
+            raise stop()
+        if when == "killed":  # its temporary file half written, never renamed
+            target.with_name(f"{target.name}.tmp-99999").write_bytes(bytes(data)[: len(data) // 2])
+            raise stop()
+
+        def fsync(fd: int) -> None:  # "during": the bytes are out, the fsync fails
+            if f"{suffix}.tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
+                raise stop()
+            real_fsync(fd)
+
+        monkeypatch.setattr(shards.os, "fsync", fsync)
+        try:
+            real_write(target, data)
+        finally:
+            monkeypatch.setattr(shards.os, "fsync", real_fsync)
+
+    monkeypatch.setattr(store, "write_atomically", write)
+    with pytest.raises((KeyboardInterrupt, OSError, CacheError)):
+        save_head(path, new, {"head": "svm", "classes": ["new"]})
+    monkeypatch.setattr(store, "write_atomically", real_write)
+    loaded, record = load_head_file(path)
+    if expected == "old":
+        assert_is(loaded, record, old, ["old"])
+    else:
+        assert_is(loaded, record, new, ["new"])
+    assert assert_pair_on_disk_agrees(path) == record
+    again, record_again = load_head_file(path)  # and it stays so
+    assert record_again == record
+    np.testing.assert_array_equal(again.decision_function(X), loaded.decision_function(X))
+
+
+def test_a_fit_killed_between_its_two_writes_loads_the_new_head_and_mends_its_record(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C after the new .joblib is renamed, before its .json is: the .joblib carries its
+    own record, so the new head loads with the new classes, and the stale .json (the old
+    fit's) is rewritten from it."""
     path = head_path(tmp_path / "trainval-abc", "svm")
     save_head(path, fitted(0), {"head": "svm", "classes": ["old"]})
     import pipeline.head_store as store
@@ -46,8 +143,65 @@ def test_a_fit_killed_between_its_two_writes_is_refused_not_mixed(tmp_path, monk
     monkeypatch.setattr(store, "write_atomically", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_head(path, fitted(1), {"head": "svm", "classes": ["new"]})
+    monkeypatch.setattr(store, "write_atomically", real)
     assert json.loads(path.with_suffix(".json").read_text())["classes"] == ["old"]
+    head, record = load_head_file(path)
+    assert_is(head, record, fitted(1), ["new"])
+    assert assert_pair_on_disk_agrees(path)["classes"] == ["new"]
+
+
+def test_a_missing_record_is_rebuilt_and_a_read_only_folder_still_loads(tmp_path, monkeypatch):
+    """No .json at all (deleted, or the first fit killed before it): rebuilt from the .joblib.
+    Where it cannot be written (a read-only cache), the head loads all the same."""
+    import pipeline.head_store as store
+
+    path = head_path(tmp_path / "trainval-abc", "svm")
+    head = fitted(2)
+    save_head(path, head, {"head": "svm", "classes": ["a", "b"], "k": 3.0})
+    written = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").unlink()
+
+    def read_only(target, data):
+        raise CacheError(f"{target}: cannot write it (Read-only file system)")
+
+    monkeypatch.setattr(store, "write_atomically", read_only)
+    loaded, record = load_head_file(path)
+    assert_is(loaded, record, head, ["a", "b"])
+    assert record == written and not path.with_suffix(".json").exists()
+    monkeypatch.undo()
+    loaded, record = load_head_file(path)
+    assert record == written and assert_pair_on_disk_agrees(path) == written
+
+
+def test_a_json_that_agrees_with_its_joblib_is_the_record_read(tmp_path):
+    """A .json whose SHA-256 is its .joblib's is that head's record as it is on disk (what
+    predict's and score's settings checks read; a copied heads/ folder keeps it)."""
+    path = head_path(tmp_path / "trainval-abc", "svm")
+    save_head(path, fitted(0), {"head": "svm", "classes": ["a"], "fingerprint": {"w": "x"}})
+    record = json.loads(path.with_suffix(".json").read_text())
+    record["fingerprint"]["w"] = "edited"
+    path.with_suffix(".json").write_text(json.dumps(record))
+    assert load_head_file(path)[1]["fingerprint"] == {"w": "edited"}
+
+
+def test_a_head_of_the_old_format_loads_and_a_mismatched_old_pair_is_refused(tmp_path):
+    """Heads saved before the record went into the .joblib (a bare estimator): the .json is
+    their only record, checked by its SHA-256 as before."""
+    import joblib
+
+    path = head_path(tmp_path / "trainval-abc", "svm")
+    path.parent.mkdir(parents=True)
+    head = fitted(3)
+    joblib.dump(head, path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps({"classes": ["x"], "joblib_sha256": sha}))
+    loaded, record = load_head_file(path)
+    assert_is(loaded, record, head, ["x"])
+    joblib.dump(fitted(4), path)
     with pytest.raises(CacheError, match="come from different fits"):
+        load_head_file(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(CacheError, match="record is missing or unreadable"):
         load_head_file(path)
 
 

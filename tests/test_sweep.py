@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import invoke
+from cli_helpers import SMALL, error_lines, invoke
+from synthetic_voc import make_one_image_voc
 
-from pipeline.config import BackboneConfig, FitConfig
-from pipeline.crossval import image_folds
+from pipeline.config import BackboneConfig, FitConfig, GridConfig, SVMConfig
+from pipeline.crossval import SplitLabels, check_fold, cross_validate, image_folds
+from pipeline.errors import CacheError
 from pipeline.sweep_settings import (
     apply_setting,
     fit_options,
@@ -193,3 +195,127 @@ def test_a_new_sweep_keeps_the_rows_of_earlier_ones(shapes_cache, tmp_path):
     assert sorted((r["hidden"], r["k"]) for r in rows) == [("", "1.0"), ("16", ""), ("32", "")]
     means = [float(r["map_mean"]) for r in rows]
     assert means == sorted(means, reverse=True)
+
+
+ONE_IMAGE_IDS = [f"{i:06d}" for i in range(1, 13)]  # make_one_image_voc's trainval
+# the fold (1-based, of 3, seed 0) that holds image 000001, the only image of cat
+CAT_FOLD = next(f for f, ids in enumerate(image_folds(ONE_IMAGE_IDS, 3, 0), 1) if "000001" in ids)
+
+
+@pytest.fixture(scope="module")
+def one_cat(tmp_path_factory) -> list[str]:
+    """Common options of a trainval split with cat in one image alone (000001), extracted on
+    the patch grid and on --grid whole."""
+    voc = make_one_image_voc(tmp_path_factory.mktemp("one-cat"))
+    cache = tmp_path_factory.mktemp("one-cat-cache")
+    common = ["--voc-root", str(voc), "--cache-dir", str(cache), *SMALL]
+    for grid in ("patches", "whole"):
+        code, out = invoke("extract", "--split", "trainval", "--workers", "0", "--grid", grid,
+                           *common)  # fmt: skip
+        assert code == 0, out
+    return common
+
+
+@pytest.mark.parametrize(
+    ("grid", "head"), [("patches", "svm"), ("patches", "mlp"), ("whole", "svm")]
+)
+def test_cv_refuses_a_fold_whose_training_images_have_no_positive_of_a_class(one_cat, grid, head):
+    """Holding out the one cat image leaves its fold's head nothing to learn cat from: a patch
+    head would lack cat's column (and the next class would be scored with another's), the
+    whole-image SVM would fail. One line names the class, the fold, the count, and the fix."""
+    args = ["fit", "--grid", grid, "--head", head, "--cv", "3", *FAST, *one_cat]
+    code, out = invoke(*args)
+    assert code == 2 and "Traceback" not in out, out
+    (line,) = error_lines(out)
+    assert f"cross-validation fold {CAT_FOLD} of 3 holds every positive image of cat" in line, line
+    assert "cat (1 positive image in split 'trainval')" in line, line
+    assert line.endswith("drop it with --classes bus,car, or label more images"), line
+    assert not re.search(r"^(cv|fit) ", out, re.M), out  # refused before any mAP or fit
+    code, out = invoke(*args, "--classes", "bus,car")
+    assert code == 0 and re.search(r"cv \w+: mAP [\d.]+ ± [\d.]+ over 3 folds", out), out
+
+
+def test_a_sweep_on_too_many_folds_for_a_class_is_one_line(one_cat, tmp_path):
+    code, out = invoke("sweep", "--grid", "whole", "--head", "svm", "--param", "C=0.1,1",
+                       "--folds", "3", "--jobs", "1", "--output", str(tmp_path / "s.csv"),
+                       *one_cat)  # fmt: skip
+    assert code == 2 and "Traceback" not in out, out
+    (line,) = error_lines(out)
+    assert f"fold {CAT_FOLD} of 3 holds every positive image of cat" in line, line
+
+
+def test_cv_refuses_a_fold_whose_training_images_have_no_negative_for_the_whole_image_svm(
+    tmp_path,
+):
+    """cat in every image but one: the fold holding that one leaves the SVM of cat no
+    negative image to learn from."""
+    voc = make_one_image_voc(tmp_path / "voc", missing=True)
+    common = ["--voc-root", str(voc), "--cache-dir", str(tmp_path / "c"), "--grid", "whole", *SMALL]
+    code, out = invoke("extract", "--split", "trainval", "--workers", "0", *common)
+    assert code == 0, out
+    code, out = invoke("fit", "--head", "svm", "--cv", "3", "--classes", "cat", *common)
+    assert code == 2 and "Traceback" not in out, out
+    (line,) = error_lines(out)
+    assert f"cross-validation fold {CAT_FOLD} of 3 holds every negative image of cat" in line, line
+    assert "cat (1 negative image in split 'trainval')" in line, line
+    assert line.endswith("choose other --classes, or label more images"), line
+
+
+@pytest.mark.parametrize("folds", ["1", "13"])
+def test_cv_refuses_folds_the_images_cannot_fill(one_cat, folds):
+    code, out = invoke("fit", "--head", "svm", "--cv", folds, *FAST, *one_cat)
+    assert code == 2 and "Traceback" not in out, out
+    (line,) = error_lines(out)
+    assert f"{folds} cross-validation folds" in line and "between 2 and the 12 images" in line
+
+
+def test_cross_validate_refuses_a_head_without_a_column_of_a_class(shapes_cache, monkeypatch):
+    """Whatever the reason a fold's head lacks a class (here a stand-in trained without cat),
+    its columns are not scored by position: the third would be background's."""
+    import pipeline.crossval as crossval
+    from pipeline.heads import LinearSVMHead
+
+    cache, common = shapes_cache
+
+    def without_cat(config, cache, classes, *, exclude):
+        shard = next(cache.iter_shards())
+        y = np.arange(len(shard.features)) % 3
+        y[y == 2] = len(classes)  # bus, car and background: no label 2 (cat)
+        return LinearSVMHead(epochs=1).fit(shard.features, y)
+
+    monkeypatch.setattr(crossval, "train_head", without_cat)
+    config = FitConfig(
+        data=f"voc:{common[1]}",
+        cache_dir=str(cache),
+        backbone=BackboneConfig("resnet18", "random", 64),
+        grid=GridConfig(3, 0.4),
+        head="svm",
+        svm=SVMConfig(epochs=3),
+    )
+    with pytest.raises(CacheError, match="fold 1 of 2: its head has no output for cat"):
+        cross_validate(config, 2)
+
+
+def test_a_class_in_a_few_images_all_held_out_together_asks_for_fewer_folds(tmp_path):
+    """With more than one positive image, fewer folds can spread them: the fix says so."""
+
+    class Cache:
+        directory = tmp_path / "trainval-abc"
+
+    ids = [f"{i:06d}" for i in range(6)]
+    positives = np.zeros((6, 3), dtype=np.int64)
+    positives[:, 0] = 5  # bus everywhere
+    positives[[1, 3], 1] = 2  # car in 000001 and 000003
+    positives[[2, 4], 2] = 1  # cat in 000002 and 000004
+    labels = SplitLabels(ids, positives, None)
+    config = FitConfig(split="trainval")
+    classes = ("bus", "car", "cat")
+    check_fold(config, Cache(), classes, labels, frozenset(ids[1:3]), 1, 3)  # one of each left
+    with pytest.raises(CacheError) as refused:
+        check_fold(config, Cache(), classes, labels, frozenset(ids[1:5]), 2, 3)
+    assert str(refused.value) == (
+        f"{Cache.directory}: cross-validation fold 2 of 3 holds every positive image of car, cat, "
+        "so its training images have none to learn from: car (2 positive images in split "
+        "'trainval'), cat (2 positive images in split 'trainval'); use fewer folds (fit --cv K, "
+        "sweep --folds K) or drop them with --classes bus"
+    )

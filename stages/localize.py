@@ -139,11 +139,12 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
                     "patches plus the object patches, so its maps would show where the labels "
                     "are; localize a split that keeps every patch (--split test or val)"
                 )
-            probs = np.exp(opened.head.predict_log_proba(shard.features)[:, columns])
+            log_probs = opened.head.predict_log_proba(shard.features)
+            probs = np.exp(log_probs[:, columns])
             if labelled:  # every patch of the shard is kept: the image score pools them all
                 n_shard = len(shard.image_ids)
                 log_scores = image_log_scores(
-                    opened.head, shard.features, shard.image_index, n_shard, k
+                    opened.head, shard.features, shard.image_index, n_shard, k, log_probs=log_probs
                 )[:, columns]
             for m, image_id in enumerate(shard.image_ids):
                 width, height = (int(v) for v in shard.sizes[m])

@@ -511,7 +511,7 @@ def score(**opts) -> None:
     skipped = f" ({left_out} skipped at extract, not scored)" if left_out else ""
     click.echo(
         f"score {config.split}: {len(result.images.image_ids)} images{skipped}, {len(result.classes)} classes, "
-        f"k {result.k:g}, mAP {rows[-1]['ap_voc07']:.2f} (VOC07 11-point), {rows[-1]['ap_area']:.2f} (area) "
+        f"{result.pooling}, mAP {rows[-1]['ap_voc07']:.2f} (VOC07 11-point), {rows[-1]['ap_area']:.2f} (area) "
         f"in {result.seconds:.1f} s -> {config.output}, {scores_path(config)}"
     )
 

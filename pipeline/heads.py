@@ -73,7 +73,41 @@ def cosine_sgd(model, *, lr: float, momentum: float, weight_decay: float, epochs
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
 
 
-class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
+class StandardisedRows:
+    """What heads on cached features share: the feature check and standardised rows, from
+    the `mean_`, `scale_` and `n_features_in_` of their statistics pass."""
+
+    mean_: np.ndarray
+    scale_: np.ndarray
+    n_features_in_: int
+
+    def _checked_features(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "classes_")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has shape {X.shape}; this head was fitted on {self.n_features_in_} "
+                "features: score features from the same backbone and layer"
+            )
+        return X
+
+    def _standardise(self, X: np.ndarray) -> np.ndarray:
+        out = np.subtract(X, self.mean_, dtype=np.float32)
+        out /= self.scale_
+        return out
+
+
+class TorchModelState:
+    """A pickled head holds a CPU copy of its network `model_`, so that it loads anywhere."""
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        if "model_" in state:
+            state["model_"] = copy.deepcopy(state["model_"]).cpu()
+        return state
+
+
+class _StreamingHead(StandardisedRows, ClassifierMixin, BaseEstimator, abc.ABC):
     """What both heads share: the statistics pass, the epoch loop and batched prediction.
 
     A subclass sets up its model in `_start`, trains one epoch in `_fit_epoch` and returns
@@ -113,13 +147,7 @@ class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Scores [N, n_classes] float32 before the link, columns in the order of `classes_`."""
-        check_is_fitted(self, "classes_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has shape {X.shape}; this head was fitted on {self.n_features_in_} "
-                "features: score features from the same backbone and layer"
-            )
+        X = self._checked_features(X)
         out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
         for start in range(0, len(X), self._predict_rows):
             stop = start + self._predict_rows
@@ -190,11 +218,6 @@ class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
             order = rng.permutation(len(y))
             yield self._standardise(X[order]), self._encode(y[order])
 
-    def _standardise(self, X: np.ndarray) -> np.ndarray:
-        out = np.subtract(X, self.mean_, dtype=np.float32)
-        out /= self.scale_
-        return out
-
     def _encode(self, y: np.ndarray) -> np.ndarray:
         index = np.searchsorted(self.classes_, y).clip(0, len(self.classes_) - 1)
         unseen = self.classes_[index] != y
@@ -246,7 +269,7 @@ class _StreamingHead(ClassifierMixin, BaseEstimator, abc.ABC):
         """Map scores [N, n_classes] to log probabilities."""
 
 
-class MLPHead(_StreamingHead):
+class MLPHead(TorchModelState, _StreamingHead):
     """FCa Linear(D, hidden) -> ReLU -> Dropout -> FCb Linear(hidden, n_classes) -> softmax.
 
     Trained with SGD (momentum, weight decay) on the class-weighted cross-entropy, the
@@ -332,12 +355,6 @@ class MLPHead(_StreamingHead):
         device = self._device()
         # Module.to moves in place and is free when the network is already there.
         return self.model_.to(device)(torch.from_numpy(X).to(device)).float().cpu().numpy()
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        if "model_" in state:
-            state["model_"] = copy.deepcopy(self.model_).cpu()
-        return state
 
     def _log_link(self, margins: np.ndarray) -> np.ndarray:
         return log_softmax(margins, axis=1)

@@ -40,3 +40,9 @@ def score_power(head, k: float) -> float:
     in (0, 1] on p's own scale (the `score` columns of predictions.csv)."""
     power = getattr(head, "pool_power", None)
     return power(k) if power is not None else k
+
+
+def describe_pooling(head, k: float) -> str:
+    """How the head's image scores are pooled, for summary lines: "k 5" (mean of p^k)."""
+    describe = getattr(head, "describe_pool", None)
+    return describe(k) if describe is not None else f"k {k:g}"

@@ -29,7 +29,7 @@ from pipeline.head_store import (
     names_a_file,
 )
 from pipeline.metrics import area_ap, mean_ap, voc07_ap
-from pipeline.pooling import image_log_scores
+from pipeline.pooling import describe_pooling, image_log_scores
 from pipeline.provenance import SCORES_SUFFIX, beside, write_sidecar
 from pipeline.shards import FeatureCache
 from pipeline.training import cache_classes
@@ -109,6 +109,7 @@ class ScoreResult:
     k: float
     seconds: float
     left_out: tuple[dict, ...] = ()  # images extract skipped (--on-error skip): not scored
+    pooling: str = ""  # how the image scores were pooled, in words ("k 5", "max pooling")
 
     def table(self) -> list[dict]:
         """Rows of ap.csv: one per class, then the mean; AP in percent."""
@@ -211,7 +212,7 @@ def score_split(config: ScoreConfig) -> ScoreResult:
     )
     result = ScoreResult(
         classes, images, labelled, ap_voc07, ap_area, k, time.perf_counter() - started,
-        tuple(cache.skipped()),
+        tuple(cache.skipped()), describe_pooling(opened.head, k),
     )  # fmt: skip
     resolved = replace(config, k=k, classes=classes)
     write_outputs(resolved, result)

@@ -26,7 +26,6 @@ image_index [n] into Y, Y [m, C] in {1, -1, 0}); an image's patches stay togethe
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -34,10 +33,16 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
 
 from pipeline.config import POOLS
-from pipeline.heads import adaptation_layers, cosine_sgd, seeded_torch, torch_device
+from pipeline.heads import (
+    StandardisedRows,
+    TorchModelState,
+    adaptation_layers,
+    cosine_sgd,
+    seeded_torch,
+    torch_device,
+)
 
 ImageChunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]]
 
@@ -109,7 +114,7 @@ def _log_one_minus_exp(log_p: torch.Tensor) -> torch.Tensor:
     )
 
 
-class WeakPatchHead(BaseEstimator):
+class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
     """Adaptation layers trained from image labels through a pooling of patch scores.
 
     fit_stream(chunks) / fit(X, image_index, Y) learn; `pool_log_scores` gives log image
@@ -281,20 +286,9 @@ class WeakPatchHead(BaseEstimator):
             entry = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
         return (entry * known).sum(), int(known.sum())
 
-    def _standardise(self, X: np.ndarray) -> np.ndarray:
-        out = np.subtract(X, self.mean_, dtype=np.float32)
-        out /= self.scale_
-        return out
-
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Patch logits [N, C] float32, columns in the order of `classes_`."""
-        check_is_fitted(self, "classes_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has shape {X.shape}; this head was fitted on {self.n_features_in_} "
-                "features: score features from the same backbone and layer"
-            )
+        X = self._checked_features(X)
         device = torch_device(self.device)
         model = self.model_.to(device)
         out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
@@ -323,12 +317,21 @@ class WeakPatchHead(BaseEstimator):
         out[np.bincount(index.numpy(), minlength=n_images) == 0] = np.nan
         return out
 
+    def describe_pool(self, k: float) -> str:
+        """The pooling in a few words (score's summary line)."""
+        detail = {
+            "max": "",
+            "lse": f" r {self.r:g}",
+            "topk": f" top {self.top_fraction:g}"
+            + (
+                f" bottom {self.bottom_fraction:g} x {self.bottom_weight:g}"
+                if self.bottom_fraction
+                else ""
+            ),
+            "mean-pk": f" k {k:g}",
+        }[self.pool]
+        return f"{self.pool} pooling{detail}"
+
     def pool_power(self, k: float) -> float:
         """The power p is raised to in the image score (pipeline/pooling.py)."""
         return k if self.pool == "mean-pk" else 1.0
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        if "model_" in state:
-            state["model_"] = copy.deepcopy(self.model_).cpu()
-        return state

@@ -127,7 +127,7 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
     def __init__(
         self,
         *,
-        pool: str = "max",
+        pool: str = "mean-pk",
         r: float = 5.0,
         top_fraction: float = 0.1,
         bottom_fraction: float = 0.0,

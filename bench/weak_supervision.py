@@ -63,8 +63,6 @@ def main(voc_root: str, output: str, folds: int, jobs: int) -> None:
     for grid in ([], ["--grid", "whole"]):
         for split in ("trainval", "test"):
             pipeline("extract", "--split", split, *grid, *common)
-    pipeline("extract", "--split", "trainval", "--keep", "all",
-             *common[:2], "--cache-dir", str(every), "--mode", "shared")  # fmt: skip
     trained = [c for c, n in positives(cache, "trainval").items() if n >= MIN_POSITIVES]
     many = ["--classes", ",".join(trained)]
     sweep = out / "sweep-pool.csv"
@@ -92,6 +90,8 @@ def main(voc_root: str, output: str, folds: int, jobs: int) -> None:
     ap_whole = run("whole-svm", "svm", [], [*whole, *five])
     ap_mlp = run("mlp", "mlp", [], five)
     ap_weak = run("weak", "weak", best, five)  # replaces the head of many classes
+    pipeline("extract", "--split", "trainval", "--keep", "all",
+             *common[:2], "--cache-dir", str(every), "--mode", "shared")  # fmt: skip
     ap_weak_every = run("weak-every-patch", "weak", best, five, every)
     pointing = {
         "MLP (boxes)": localize("mlp", "mlp"),

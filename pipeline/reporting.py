@@ -149,6 +149,14 @@ def _cells(values: list[float]) -> list[str]:
     return ["–" if s is None else f"**{s}**" if float(s) == best else s for s in shown]
 
 
+def _pooling(params: dict, k) -> str:
+    """The weak head's own pooling, or the paper's mean of p^k."""
+    pool = params.get("pool")
+    if pool is None or pool == "mean-pk":
+        return f"mean of p^k, k = {k}"
+    return f"{pool} (the weak head's; k unused)"
+
+
 def _settings(run: Run) -> list[str]:
     """Bullet list of what produced the run; `unknown` where the sidecar is silent."""
     side = run.sidecar
@@ -173,7 +181,7 @@ def _settings(run: Run) -> list[str]:
         f"{'ImageNet' if weights is None else weights}",
         f"- grid: {grid_text}",
         f"- head: {head.get('head', config.get('head', UNKNOWN))} ({params_text})",
-        f"- pooling: k = {config.get('k', UNKNOWN)}",
+        f"- pooling: {_pooling(params, config.get('k', UNKNOWN))}",
         f"- splits: {config.get('train_split', UNKNOWN)} -> {config.get('split', UNKNOWN)}",
         f"- cache digest: `{side.get('digest', UNKNOWN)}`",
         f"- code version: {side.get('code_version', UNKNOWN)}",

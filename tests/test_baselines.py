@@ -110,14 +110,19 @@ def test_compare_runs_the_four_methods_into_one_report(shapes_voc, shapes_cache,
     output = tmp_path / "compare"
     whole = tmp_path / "whole-best.toml"
     whole.write_text('head = "svm"\nsvm_c = 0.001\nk = 2.0\nscales = 3\n')
+    weak = tmp_path / "weak-best.toml"
+    weak.write_text('head = "weak"\npool = "max"\n')
     code, out = invoke("compare", *common, "--epochs", "6", "--hidden", "32", "--output", str(output),
-                       "--method-config", f"whole-svm={whole}")  # fmt: skip
+                       "--method-config", f"whole-svm={whole}",
+                       "--method-config", f"patches-weak={weak}")  # fmt: skip
     assert code == 0, out
     sidecar = json.loads((output / "whole-svm.json").read_text())
     assert sidecar["head"]["params"]["C"] == 0.001 and sidecar["config"]["k"] == 2.0
     assert json.loads((output / "patches-svm.json").read_text())["head"]["params"]["C"] == 1.0
     table = (output / "results.md").read_text()
-    assert json.loads((output / "patches-weak.json").read_text())["head"]["head"] == "weak"
+    assert json.loads((output / "patches-weak.json").read_text())["head"]["params"]["pool"] == "max"
+    assert "pooling: mean of p^k, k = 2.0" in table  # the whole-image SVM's
+    assert "pooling: max (the weak head's; k unused)" in table
     for name in ("whole-svm", "patches-svm", "patches-mlp", "patches-weak"):
         mean = read_ap(output / f"{name}.csv")["mean"]
         assert f"{name} {mean:.2f}" in out and name in table

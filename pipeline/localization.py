@@ -43,7 +43,13 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.datasets import Sample
 from pipeline.errors import DataError
 from pipeline.metrics import location_ap, mean_ap
-from pipeline.score_maps import CELL, LOCATION_TOLERANCE, map_peak, pointing_hit
+from pipeline.score_maps import (
+    CELL,
+    LOCATION_TOLERANCE,
+    POINTING_TOLERANCE,
+    map_peak,
+    pointing_hit,
+)
 
 OVERLAY_COLORMAP = "inferno"  # perceptual, dark to bright: no cyan or green in it
 OVERLAY_ALPHA = (0.3, 0.85)  # opacity of a map where p = 0 and p = 1 (linear between)
@@ -97,31 +103,17 @@ def class_boxes(sample: Sample, name: str, names: tuple[str, ...]) -> tuple[np.n
     return sample.boxes[chosen], sample.difficult[chosen]
 
 
-def pointing_counts(
-    maps: np.ndarray, sample: Sample, classes: tuple[str, ...], names: tuple[str, ...]
+def peak_flags(
+    maps: np.ndarray,
+    sample: Sample,
+    classes: tuple[str, ...],
+    names: tuple[str, ...],
+    tolerance: float,
 ) -> np.ndarray:
-    """[3, C] int: per class of `classes`, 1 pair if it has a non-difficult box in the sample
-    (box classes index `names`, the dataset's classes), whether the map's peak hits one of
-    them, whether the image centre does."""
-    width, height = sample.width, sample.height
-    counts = np.zeros((3, len(classes)), dtype=np.int64)
-    for c, name in enumerate(classes):
-        boxes, difficult = class_boxes(sample, name, names)
-        boxes = boxes[~difficult]
-        if len(boxes):
-            peak = map_peak(maps[c], width, height)
-            centre = (width / 2, height / 2)
-            counts[:, c] = 1, pointing_hit(peak, boxes), pointing_hit(centre, boxes)
-    return counts
-
-
-def location_flags(
-    maps: np.ndarray, sample: Sample, classes: tuple[str, ...], names: tuple[str, ...]
-) -> np.ndarray:
-    """[3, C] int8, location AP's per-image data (pipeline/metrics.py: location_ap): per
-    class, present (1 a non-difficult box of it, 0 only difficult ones, -1 none), whether
-    the map's peak is within LOCATION_TOLERANCE of a non-difficult box, whether the image
-    centre is."""
+    """[3, C] int8: per class of `classes`, present (1 a non-difficult box of it in the
+    sample, 0 only difficult ones, -1 none; box classes index `names`, the dataset's
+    classes), whether the map's peak is within `tolerance` pixels of a non-difficult box,
+    whether the image centre is (both 0 unless present)."""
     width, height = sample.width, sample.height
     flags = np.zeros((3, len(classes)), dtype=np.int8)
     flags[0] = -1
@@ -137,10 +129,27 @@ def location_flags(
         centre = (width / 2, height / 2)
         flags[:, c] = (
             1,
-            pointing_hit(peak, boxes, LOCATION_TOLERANCE),
-            pointing_hit(centre, boxes, LOCATION_TOLERANCE),
+            pointing_hit(peak, boxes, tolerance),
+            pointing_hit(centre, boxes, tolerance),
         )
     return flags
+
+
+def pointing_counts(
+    maps: np.ndarray, sample: Sample, classes: tuple[str, ...], names: tuple[str, ...]
+) -> np.ndarray:
+    """[3, C] int: per class, 1 pair if it has a non-difficult box in the sample, whether the
+    map's peak is within POINTING_TOLERANCE of one, whether the image centre is."""
+    present, peak, centre = peak_flags(maps, sample, classes, names, POINTING_TOLERANCE)
+    return np.stack([present == 1, peak, centre]).astype(np.int64)
+
+
+def location_flags(
+    maps: np.ndarray, sample: Sample, classes: tuple[str, ...], names: tuple[str, ...]
+) -> np.ndarray:
+    """[3, C] int8, location AP's per-image data (pipeline/metrics.py: location_ap):
+    `peak_flags` at LOCATION_TOLERANCE."""
+    return peak_flags(maps, sample, classes, names, LOCATION_TOLERANCE)
 
 
 def location_aps(scores: np.ndarray, flags: np.ndarray) -> np.ndarray:

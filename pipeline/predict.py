@@ -114,8 +114,9 @@ class Predictor:
         """([C] log mean p^k, [N, C] patch probabilities) of one image's patch features."""
         n = len(self.classes)
         index = np.zeros(len(features), dtype=np.int64)
-        log_scores = image_log_scores(self.head, features, index, 1, k)[0, :n]
-        return log_scores, np.exp(self.head.predict_log_proba(features)[:, :n])
+        log_probs = self.head.predict_log_proba(features)
+        log_scores = image_log_scores(self.head, features, index, 1, k, log_probs=log_probs)
+        return log_scores[0, :n], np.exp(log_probs[:, :n])
 
     def _result(self, sample: Sample, boxes, features, k: float) -> ImagePrediction:
         log_scores, probs = self._pool(features, k)

@@ -252,10 +252,10 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
             X, image_index, Y = self._check_chunk(X, image_index, Y, len(self.classes_))
             images = rng.permutation(np.unique(image_index))
             for start in range(0, len(images), self.batch_images):
-                batch = images[start : start + self.batch_images]
+                batch = np.sort(images[start : start + self.batch_images])
                 rows = np.flatnonzero(np.isin(image_index, batch))
-                local = np.searchsorted(np.sort(batch), image_index[rows])
-                truth = torch.from_numpy(Y[np.sort(batch)].astype(np.float32)).to(device)
+                local = np.searchsorted(batch, image_index[rows])
+                truth = torch.from_numpy(Y[batch].astype(np.float32)).to(device)
                 xb = torch.from_numpy(self._standardise(X[rows])).to(device)
                 scores = self._pool(self.model_(xb), torch.from_numpy(local).to(device), len(batch))
                 loss_sum, count = self._loss(scores, truth)

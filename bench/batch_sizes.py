@@ -29,10 +29,10 @@ import click
 import torch
 from extract_speed import forward_rate
 
-from pipeline.backbone import FrozenBackbone
 from pipeline.config import BackboneConfig
-from pipeline.onnx_runtime import cpu_threads
-from pipeline.registry import RANDOM, REGISTRY, RUNTIMES
+from pipeline.features.backbone import FrozenBackbone
+from pipeline.features.onnx_runtime import cpu_threads
+from pipeline.features.registry import RANDOM, REGISTRY, RUNTIMES
 
 BATCHES = (8, 16, 32, 64)
 MEASURED = tuple(runtime for runtime in RUNTIMES if runtime != "auto")

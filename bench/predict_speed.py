@@ -19,10 +19,10 @@ import click
 
 from pipeline.config import BackboneConfig, ExtractConfig, FitConfig, GridConfig, PredictConfig
 from pipeline.datasets.voc import read_split, resolve_year_dir
-from pipeline.extraction import extract_split
-from pipeline.patches import patch_grid
+from pipeline.features.engine import extract_split
+from pipeline.features.patches import patch_grid
 from pipeline.predict import load_head, predict_files
-from pipeline.training import fit_head
+from pipeline.training.fit import fit_head
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
 

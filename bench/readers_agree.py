@@ -27,9 +27,9 @@ from pipeline.config import (  # noqa: E402
     GridConfig,
     ScoreConfig,
 )
-from pipeline.extraction import extract_split  # noqa: E402
-from pipeline.scoring import score_split  # noqa: E402
-from pipeline.training import fit_head  # noqa: E402
+from pipeline.evaluation.scoring import score_split  # noqa: E402
+from pipeline.features.engine import extract_split  # noqa: E402
+from pipeline.training.fit import fit_head  # noqa: E402
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
 BOXED = ("bus", "car", "cat", "person", "train")

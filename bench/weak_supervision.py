@@ -26,8 +26,8 @@ import click
 import numpy as np
 from paper_grid import CLASSES, pipeline, read_ap
 
-from pipeline.shards import FeatureCache
-from pipeline.training import cache_classes
+from pipeline.store.shards import FeatureCache
+from pipeline.training.fit import cache_classes
 
 MIN_POSITIVES = 15  # fewer positive images than this: AP too noisy to compare or to train on
 POOLS = "max,lse,topk,mean-pk"

@@ -27,12 +27,12 @@ from pipeline.datasets import Sample
 from pipeline.datasets.base import whole_image
 from pipeline.datasets.image_files import ImageFilesDataset
 from pipeline.errors import BackboneUnavailable, CacheError, DataError
-from pipeline.head_store import find_head, head_sidecar, load_head_file
-from pipeline.pooling import image_log_scores, score_power
-from pipeline.provenance import write_sidecar
-from pipeline.registry import fingerprint_part
-from pipeline.score_maps import REDUCES, score_map
-from pipeline.shards import FeatureCache
+from pipeline.evaluation.pooling import image_log_scores, score_power
+from pipeline.evaluation.score_maps import REDUCES, score_map
+from pipeline.features.registry import fingerprint_part
+from pipeline.reporting.provenance import write_sidecar
+from pipeline.store.head_files import find_head, head_sidecar, load_head_file
+from pipeline.store.shards import FeatureCache
 
 CACHE_ABOVE = 200  # images: more go through the feature cache, so that a killed run resumes
 PREDICT_SPLIT = "predict"  # the cache split of photos predicted through the cache
@@ -98,7 +98,7 @@ class Predictor:
     def backbone(self):
         """The frozen backbone, built on first use."""
         if self._backbone is None:
-            from pipeline.extraction import load_backbone
+            from pipeline.features.engine import load_backbone
 
             self._backbone = load_backbone(
                 ExtractConfig(
@@ -128,9 +128,9 @@ class Predictor:
     def predict_samples(self, samples: list[Sample], *, k: float | None = None, workers=0,
                         timing=None):  # fmt: skip
         """Yield an ImagePrediction, or an item {index, error}, per sample, in order."""
-        from pipeline.extraction import iter_image_features
-        from pipeline.images import PatchImages
-        from pipeline.patches import IGNORED
+        from pipeline.features.engine import iter_image_features
+        from pipeline.features.images import PatchImages
+        from pipeline.features.patches import IGNORED
 
         k = self.k if k is None else k
         patches = PatchImages(
@@ -152,7 +152,7 @@ class Predictor:
             if isinstance(result, dict):
                 raise DataError(result["error"])
             return result
-        from pipeline.extraction import array_features
+        from pipeline.features.engine import array_features
 
         pixels = _as_array(image)
         height, width = pixels.shape[:2]
@@ -296,7 +296,7 @@ def _in_memory(config: PredictConfig, predictor: Predictor, samples, k: float):
 
 def _through_cache(config: PredictConfig, predictor: Predictor, dataset, samples, k: float):
     """Extract the photos into the cache (resumable), then pool each image from its shard."""
-    from pipeline.extraction import extract_split
+    from pipeline.features.engine import extract_split
 
     extract = ExtractConfig(
         cache_dir=config.cache_dir, backbone=predictor.backbone_config, grid=predictor.grid,
@@ -330,7 +330,7 @@ def _write_predictions(path: Path, classes, results: list[ImagePrediction], top:
 
 def _write_maps(directory: Path, predictor: Predictor, results: list[ImagePrediction]) -> None:
     """maps.h5 and an overlay per image, as pipeline localize writes them."""
-    from pipeline.localization import MapsFile, file_key, overlay_image
+    from pipeline.evaluation.localization import MapsFile, file_key, overlay_image
 
     overlays = directory / "overlays"
     overlays.mkdir(parents=True, exist_ok=True)

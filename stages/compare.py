@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.config import CompareConfig, ReportConfig, ScoreConfig
-from pipeline.reporting import build_report
-from pipeline.scoring import score_split
-from pipeline.sweep_settings import apply_setting
-from pipeline.training import fit_head
+from pipeline.evaluation.scoring import score_split
+from pipeline.reporting.report import build_report
+from pipeline.training.fit import fit_head
+from pipeline.training.settings import apply_setting
 
 METHODS = (
     ("whole-svm", "whole", "svm"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import ExtractConfig
-from pipeline.extraction import ExtractSummary, extract_split
+from pipeline.features.engine import ExtractSummary, extract_split
 
 
 def run(config: ExtractConfig) -> ExtractSummary:

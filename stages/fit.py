@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import FitConfig
-from pipeline.training import FitSummary, fit_head
+from pipeline.training.fit import FitSummary, fit_head
 
 
 def run(config: FitConfig, *, progress=None) -> FitSummary:

@@ -42,10 +42,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.caches import open_dataset_of
 from pipeline.config import LocalizeConfig, TaskConfig
 from pipeline.errors import DataError
-from pipeline.localization import (
+from pipeline.evaluation.localization import (
     MapsFile,
     class_boxes,
     file_key,
@@ -55,16 +54,17 @@ from pipeline.localization import (
     pointing_counts,
     pointing_table,
 )
-from pipeline.pooling import image_log_scores
-from pipeline.provenance import write_sidecar
-from pipeline.score_maps import (
+from pipeline.evaluation.pooling import image_log_scores
+from pipeline.evaluation.score_maps import (
     CELL,
     LOCATION_TOLERANCE,
     POINTING_TOLERANCE,
     REDUCES,
     score_map,
 )
-from pipeline.scoring import open_head_on_split, split_is_labelled
+from pipeline.evaluation.scoring import open_head_on_split, split_is_labelled
+from pipeline.reporting.provenance import write_sidecar
+from pipeline.store.freshness import open_dataset_of
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import ReportConfig
-from pipeline.reporting import ReportSummary, build_report
+from pipeline.reporting.report import ReportSummary, build_report
 
 
 def run(config: ReportConfig) -> ReportSummary:

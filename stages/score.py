@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import ScoreConfig
-from pipeline.scoring import ScoreResult, score_split
+from pipeline.evaluation.scoring import ScoreResult, score_split
 
 
 def run(config: ScoreConfig) -> ScoreResult:

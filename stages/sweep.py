@@ -22,11 +22,11 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import FitConfig, SweepConfig
-from pipeline.crossval import cross_validate
 from pipeline.errors import MidlevelError
-from pipeline.provenance import beside, write_sidecar
-from pipeline.sweep_settings import apply_setting, fit_options, write_options_file
-from pipeline.training import open_fit_cache
+from pipeline.reporting.provenance import beside, write_sidecar
+from pipeline.training.crossval import cross_validate
+from pipeline.training.fit import open_fit_cache
+from pipeline.training.settings import apply_setting, fit_options, write_options_file
 
 # After the setting's own columns; `key` (the fit config, cache and folds as JSON) is what a
 # resumed sweep matches finished rows by.

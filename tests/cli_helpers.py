@@ -9,7 +9,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.shards import read_shard
+from pipeline.store.shards import read_shard
 
 # A real torchvision ResNet-18 with untrained weights (`--weights random`, loudly labelled as
 # such) at 64 px: small enough for CPU, and coloured shapes are separable even by random

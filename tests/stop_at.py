@@ -29,8 +29,8 @@ def stop() -> None:
 
 
 def install(shard: int, event: str) -> None:
-    import pipeline.extraction as extraction
-    from pipeline.shards import SHARD_NAME, FeatureCache
+    import pipeline.features.engine as extraction
+    from pipeline.store.shards import SHARD_NAME, FeatureCache
 
     name = SHARD_NAME.format(shard)
     recording = {"now": False}

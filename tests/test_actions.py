@@ -16,7 +16,7 @@ from pipeline.config import TaskConfig
 from pipeline.datasets.voc import ACTIONS, VocDataset, parse_annotation
 from pipeline.datasets.voc_action import enlarge
 from pipeline.errors import DataError
-from pipeline.plots import BORDER, DPI, HEADER_INCHES, LABEL_INCHES, THUMB
+from pipeline.reporting.plots import BORDER, DPI, HEADER_INCHES, LABEL_INCHES, THUMB
 from stages.compare import METHODS
 
 PERSON = """<object><name>person</name>

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backbone import FrozenBackbone
 from pipeline.config import BackboneConfig
 from pipeline.errors import BackboneUnavailable
-from pipeline.registry import REGISTRY, fingerprint_part, get_spec
+from pipeline.features.backbone import FrozenBackbone
+from pipeline.features.registry import REGISTRY, fingerprint_part, get_spec
 
 CPU = torch.device("cpu")
 

@@ -17,7 +17,7 @@ from cli_helpers import SMALL, error_lines, extract_args, invoke
 from PIL import Image
 
 from pipeline.datasets.voc import read_split
-from pipeline.images import decode_rgb
+from pipeline.features.images import decode_rgb
 
 
 def _jpeg(voc: Path, image_id: str) -> Path:

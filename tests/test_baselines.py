@@ -134,7 +134,7 @@ def test_compare_runs_the_four_methods_into_one_report(shapes_voc, shapes_cache,
 
 def test_whole_image_cache_key_ignores_the_patch_grid_and_label_rule():
     from pipeline.config import BackboneConfig, GridConfig, LabelRule
-    from pipeline.registry import feature_settings
+    from pipeline.features.registry import feature_settings
 
     backbone = BackboneConfig("resnet18", "random", 64)
     whole = feature_settings(backbone, GridConfig(kind="whole"), LabelRule()).digest()

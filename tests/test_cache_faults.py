@@ -22,7 +22,7 @@ import h5py
 import pytest
 from cli_helpers import SMALL, assert_same_shards, error_lines, extract_args, invoke
 
-from pipeline.shards import shard_problem
+from pipeline.store.shards import shard_problem
 
 REBUILD = "rerun pipeline extract with the same options to rebuild it"
 KEPT = "and rerun the same command: finished shards are kept"
@@ -185,7 +185,7 @@ def test_full_disk_keeps_finished_shards_then_rerun_writes_the_rest(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         fsync(fd)
 
-    monkeypatch.setattr("pipeline.shards.os.fsync", disk_full_on_third_shard)
+    monkeypatch.setattr("pipeline.store.shards.os.fsync", disk_full_on_third_shard)
     args = extract_args(shapes_voc, tmp_path, "--workers", "0")
     code, out = invoke(*args)
     split_dir = tmp_path / reference.name

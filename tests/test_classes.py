@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline.classes import check_classes, head_labels, parse_classes, select_classes
 from pipeline.datasets.voc import VOC_CLASSES
 from pipeline.errors import MidlevelError
+from pipeline.training.classes import check_classes, head_labels, parse_classes, select_classes
 
 NAMES = list(VOC_CLASSES)
 BG = len(NAMES)

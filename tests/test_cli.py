@@ -80,7 +80,7 @@ def test_cache_layout_and_summary(run):
         assert len(h5["image_ids"]) == 16
         # test keeps every patch: 3 scales on 128x96 -> 1 + 2x1... counted from the grid itself
         from pipeline.config import GridConfig
-        from pipeline.patches import patch_grid
+        from pipeline.features.patches import patch_grid
 
         per_image = len(patch_grid(128, 96, GridConfig(scales=3, min_scale=0.4)))
         assert len(h5["labels"]) == 16 * per_image
@@ -179,7 +179,7 @@ def test_full_disk_outside_the_shards_is_one_line(shapes_cache, tmp_path, monkey
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         fsync(fd)
 
-    monkeypatch.setattr("pipeline.shards.os.fsync", full)
+    monkeypatch.setattr("pipeline.store.shards.os.fsync", full)
     cache, common = shapes_cache
     copy = tmp_path / "cache"
     shutil.copytree(cache, copy)

@@ -25,7 +25,7 @@ from pipeline.datasets.coco import CocoDataset
 from pipeline.datasets.image_files import ImageFilesDataset
 from pipeline.datasets.voc import VOC_CLASSES, VocDataset
 from pipeline.errors import DataError
-from pipeline.localization import overlay_layout
+from pipeline.evaluation.localization import overlay_layout
 
 CHANCE_MARGIN = 80  # each class is in about half of the test images: chance AP is about 50
 

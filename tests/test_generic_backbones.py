@@ -12,10 +12,10 @@ import torchvision
 from cli_helpers import error_lines, extract_splits, invoke, read_ap
 from torch import nn
 
-from pipeline.backbone import FrozenBackbone
 from pipeline.config import BackboneConfig, GridConfig, LabelRule
 from pipeline.errors import BackboneUnavailable
-from pipeline.registry import (
+from pipeline.features.backbone import FrozenBackbone
+from pipeline.features.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     REGISTRY,
@@ -24,7 +24,7 @@ from pipeline.registry import (
     get_spec,
     mode_used,
 )
-from pipeline.shards import read_shard
+from pipeline.store.shards import read_shard
 
 timm = pytest.importorskip("timm")
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import CacheError
-from pipeline.head_store import find_head, head_path, load_head_file, save_head
-from pipeline.heads import LinearSVMHead
+from pipeline.heads.patch_heads import LinearSVMHead
+from pipeline.store.head_files import find_head, head_path, load_head_file, save_head
 
 
 def fitted(seed: int) -> LinearSVMHead:
@@ -80,8 +80,8 @@ def test_an_interrupted_save_leaves_the_old_head_or_the_new_one_whole(
     """Ctrl-C or a full disk before, during or after either write (a SIGKILL leaving a
     temporary file behind, too): loading gives exactly the previous head or exactly the new
     one, with its own classes, never a refusal and never a mix; the .json is made to agree."""
-    import pipeline.head_store as store
-    import pipeline.shards as shards
+    import pipeline.store.head_files as store
+    import pipeline.store.shards as shards
 
     path = head_path(tmp_path / "trainval-abc", "svm")
     old, new = fitted(0), fitted(1)
@@ -131,7 +131,7 @@ def test_a_fit_killed_between_its_two_writes_loads_the_new_head_and_mends_its_re
     fit's) is rewritten from it."""
     path = head_path(tmp_path / "trainval-abc", "svm")
     save_head(path, fitted(0), {"head": "svm", "classes": ["old"]})
-    import pipeline.head_store as store
+    import pipeline.store.head_files as store
 
     real = store.write_atomically
 
@@ -153,7 +153,7 @@ def test_a_fit_killed_between_its_two_writes_loads_the_new_head_and_mends_its_re
 def test_a_missing_record_is_rebuilt_and_a_read_only_folder_still_loads(tmp_path, monkeypatch):
     """No .json at all (deleted, or the first fit killed before it): rebuilt from the .joblib.
     Where it cannot be written (a read-only cache), the head loads all the same."""
-    import pipeline.head_store as store
+    import pipeline.store.head_files as store
 
     path = head_path(tmp_path / "trainval-abc", "svm")
     head = fitted(2)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from pipeline.heads import LinearSVMHead, MLPHead
+from pipeline.heads.patch_heads import LinearSVMHead, MLPHead
 
 D = 32
 N_PER_CLASS = 250

@@ -19,7 +19,7 @@ import numpy as np
 from cli_helpers import SMALL, assert_same_shards
 from stop_at import EVENTS
 
-from pipeline.shards import read_shard
+from pipeline.store.shards import read_shard
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same float sums in every process
 STOP_AT = Path(__file__).with_name("stop_at.py")

@@ -21,7 +21,7 @@ from pipeline.datasets.base import whole_image
 from pipeline.datasets.voc import VocObject, parse_annotation, resolve_year_dir
 from pipeline.datasets.voc_writer import VocSample, write_voc_tree
 from pipeline.errors import DataError
-from pipeline.localization import (
+from pipeline.evaluation.localization import (
     BOX_COLOUR,
     PEAK_COLOUR,
     file_key,
@@ -33,10 +33,8 @@ from pipeline.localization import (
     pointing_counts,
     pointing_table,
 )
-from pipeline.metrics import location_ap
-from pipeline.patches import patch_grid
-from pipeline.provenance import read_sidecar
-from pipeline.score_maps import (
+from pipeline.evaluation.metrics import location_ap
+from pipeline.evaluation.score_maps import (
     CELL,
     LOCATION_TOLERANCE,
     grid_shape,
@@ -44,6 +42,8 @@ from pipeline.score_maps import (
     pointing_hit,
     score_map,
 )
+from pipeline.features.patches import patch_grid
+from pipeline.reporting.provenance import read_sidecar
 from stages.localize import run
 
 

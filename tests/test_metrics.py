@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from pipeline.metrics import area_ap, mean_ap, pool_patch_log_scores, voc07_ap
+from pipeline.evaluation.metrics import area_ap, mean_ap, pool_patch_log_scores, voc07_ap
 
 
 def ranked(labels: list[int]) -> tuple[np.ndarray, np.ndarray]:

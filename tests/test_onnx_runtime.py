@@ -13,13 +13,13 @@ import torch
 from cli_helpers import extract_args, invoke
 from test_backbone import CPU, photo
 
-from pipeline import onnx_runtime
-from pipeline.backbone import FrozenBackbone
 from pipeline.config import BackboneConfig, GridConfig
 from pipeline.errors import BackboneUnavailable
-from pipeline.onnx_runtime import model_cache_dir, resolve_runtime
-from pipeline.patches import patch_grid
-from pipeline.registry import REGISTRY
+from pipeline.features import onnx_runtime
+from pipeline.features.backbone import FrozenBackbone
+from pipeline.features.onnx_runtime import model_cache_dir, resolve_runtime
+from pipeline.features.patches import patch_grid
+from pipeline.features.registry import REGISTRY
 
 
 def grid_of(image: torch.Tensor, scales: int = 2) -> torch.Tensor:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import GridConfig, LabelRule
-from pipeline.patches import (
+from pipeline.features.patches import (
     IGNORED,
     keep_mask,
     label_patches,

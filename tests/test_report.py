@@ -9,8 +9,8 @@ from PIL import Image
 from pipeline.config import ReportConfig
 from pipeline.datasets.voc_writer import VocSample, write_voc_tree
 from pipeline.errors import DataError
-from pipeline.metrics import area_ap, mean_ap, voc07_ap
-from pipeline.plots import (
+from pipeline.evaluation.metrics import area_ap, mean_ap, voc07_ap
+from pipeline.reporting.plots import (
     BORDER,
     DPI,
     HEADER_INCHES,
@@ -21,9 +21,9 @@ from pipeline.plots import (
     plot_ap_bars,
     plot_pr_curves,
 )
-from pipeline.provenance import write_sidecar
-from pipeline.reporting import build_report
-from pipeline.runs import load_run, unique_names
+from pipeline.reporting.provenance import write_sidecar
+from pipeline.reporting.report import build_report
+from pipeline.reporting.runs import load_run, unique_names
 
 DIGEST = "0123456789ab"
 IMAGE_IDS = ["000001", "000002", "000003", "000004", "000005"]

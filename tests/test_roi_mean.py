@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from pipeline.roi_mean import roi_mean
+from pipeline.features.roi_mean import roi_mean
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_roi_mean_is_roi_align_averaged_over_its_cells(pool, samples, scale):
 
 
 def test_roi_mean_chunks_many_rois_to_the_same_numbers(monkeypatch):
-    from pipeline import roi_mean as module
+    from pipeline.features import roi_mean as module
 
     fmap = torch.randn(1, 8, 9, 9)
     boxes = torch.rand(50, 2) * 200

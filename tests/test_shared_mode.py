@@ -8,10 +8,10 @@ import torch
 from cli_helpers import extract_splits, invoke, read_ap
 from test_backbone import CPU, photo
 
-from pipeline.backbone import FrozenBackbone
 from pipeline.config import BackboneConfig, GridConfig
-from pipeline.patches import patch_grid
-from pipeline.registry import REGISTRY, fingerprint_part
+from pipeline.features.backbone import FrozenBackbone
+from pipeline.features.patches import patch_grid
+from pipeline.features.registry import REGISTRY, fingerprint_part
 
 
 def grid_boxes(image: torch.Tensor, grid: GridConfig) -> torch.Tensor:

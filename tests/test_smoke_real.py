@@ -18,8 +18,8 @@ from PIL import Image
 from synthetic_datasets import voc_and_coco_slice
 
 from pipeline.cli import cli
-from pipeline.demo import build_demo_tree
-from pipeline.localization import overlay_layout
+from pipeline.datasets.demo import build_demo_tree
+from pipeline.evaluation.localization import overlay_layout
 
 COARSE = ["--scales", "3", "--min-scale", "0.4"]
 

@@ -13,9 +13,9 @@ from cli_helpers import SMALL, error_lines, invoke
 from synthetic_voc import make_one_image_voc
 
 from pipeline.config import BackboneConfig, FitConfig, GridConfig, SVMConfig
-from pipeline.crossval import SplitLabels, check_fold, cross_validate, image_folds
 from pipeline.errors import CacheError
-from pipeline.sweep_settings import (
+from pipeline.training.crossval import SplitLabels, check_fold, cross_validate, image_folds
+from pipeline.training.settings import (
     apply_setting,
     fit_options,
     grid_settings,
@@ -272,8 +272,8 @@ def test_cv_refuses_folds_the_images_cannot_fill(one_cat, folds):
 def test_cross_validate_refuses_a_head_without_a_column_of_a_class(shapes_cache, monkeypatch):
     """Whatever the reason a fold's head lacks a class (here a stand-in trained without cat),
     its columns are not scored by position: the third would be background's."""
-    import pipeline.crossval as crossval
-    from pipeline.heads import LinearSVMHead
+    import pipeline.training.crossval as crossval
+    from pipeline.heads.patch_heads import LinearSVMHead
 
     cache, common = shapes_cache
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 from cli_helpers import SMALL, invoke
 
-from pipeline.shards import read_shard
+from pipeline.store.shards import read_shard
 
 
 def test_two_processes_fill_one_cache_like_one_process(shapes_voc, tmp_path):

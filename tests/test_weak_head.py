@@ -17,10 +17,10 @@ from cli_helpers import SMALL, error_lines, invoke, read_ap
 from sklearn.base import clone
 from synthetic_datasets import make_corner_labels_csv
 
-from pipeline.head_store import head_path, load_head_file
-from pipeline.score_maps import map_peak, pointing_hit
-from pipeline.shards import read_shard
-from pipeline.weak_head import WeakPatchHead, pooled
+from pipeline.evaluation.score_maps import map_peak, pointing_hit
+from pipeline.heads.weak import WeakPatchHead, pooled
+from pipeline.store.head_files import head_path, load_head_file
+from pipeline.store.shards import read_shard
 
 # image 0: patches 0-2, image 1: patches 3-4, image 2: none; two classes
 SCORES = [[1.0, -2.0], [3.0, 0.0], [-1.0, 4.0], [0.5, 0.5], [2.0, 1.0]]
@@ -90,7 +90,7 @@ def fitted():
 
 
 def test_learns_image_labels_and_pools_as_trained(fitted):
-    from pipeline.metrics import area_ap
+    from pipeline.evaluation.metrics import area_ap
 
     X, index, Y = blobs(seed=1)
     scores = fitted.pool_log_scores(X, index, 60, 5.0)

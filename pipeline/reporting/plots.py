@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from pipeline.errors import DataError  # noqa: E402
-from pipeline.metrics import precision_recall  # noqa: E402
-from pipeline.runs import MEAN, Run  # noqa: E402
+from pipeline.evaluation.metrics import precision_recall  # noqa: E402
+from pipeline.reporting.runs import MEAN, Run  # noqa: E402
 
 COLUMNS = 4  # PR-curve subplots per row
 CELL_INCHES = 3.2  # side of one PR-curve subplot

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.classes import head_labels
 from pipeline.config import FitConfig
 from pipeline.errors import CacheError
-from pipeline.metrics import mean_ap
-from pipeline.scoring import average_precisions, score_images
-from pipeline.shards import FeatureCache
-from pipeline.training import (
+from pipeline.evaluation.metrics import mean_ap
+from pipeline.evaluation.scoring import average_precisions, score_images
+from pipeline.store.shards import FeatureCache
+from pipeline.training.classes import head_labels
+from pipeline.training.fit import (
     cache_classes,
     learns_from_image_labels,
     open_fit_cache,

@@ -17,13 +17,13 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import ExtractConfig, GridConfig
-from pipeline.data_digests import split_digests
 from pipeline.datasets import Dataset, SplitData, open_dataset
 from pipeline.datasets.base import split_role_keeps_sample
 from pipeline.errors import CacheError, DataError, MidlevelError
-from pipeline.ranks import all_agree, from_environment, process_group, summed
-from pipeline.registry import feature_settings
-from pipeline.shards import FeatureCache, Shard, WriterLock, cache_path, write_shard
+from pipeline.features.ranks import all_agree, from_environment, process_group, summed
+from pipeline.features.registry import feature_settings
+from pipeline.store.data_digests import split_digests
+from pipeline.store.shards import FeatureCache, Shard, WriterLock, cache_path, write_shard
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ def iter_image_features(
 def array_features(backbone, pixels: np.ndarray, grid: GridConfig):
     """(boxes [N, 4], features [N, D] float16) of every patch of an [H, W, 3] uint8 image in
     memory, as extract computes them for a decoded file."""
-    from pipeline.patches import patch_grid
+    from pipeline.features.patches import patch_grid
 
     height, width = pixels.shape[:2]
     boxes = patch_grid(width, height, grid)
@@ -254,7 +254,7 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1):
     under `config.runtime`, `config.batch_size` patches a forward (None: the fastest)."""
     import torch
 
-    from pipeline.backbone import FrozenBackbone, resolve_device
+    from pipeline.features.backbone import FrozenBackbone, resolve_device
 
     device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:
@@ -267,7 +267,7 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1):
 def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
     """Extract the given pending shards of the split's samples (this process's share):
     its totals, and the runtime that ran the net."""
-    from pipeline.images import PatchImages
+    from pipeline.features.images import PatchImages
 
     config, cache, samples = job.config, job.cache, job.data.samples
     setup = time.perf_counter()

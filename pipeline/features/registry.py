@@ -95,7 +95,7 @@ def _torchvision_spec(name: str) -> BackboneInfo:
         raise BackboneUnavailable(
             f"unknown backbone {name!r}; choose one of {', '.join(REGISTRY)}, {GENERIC}"
         )
-    from pipeline.generic_nets import is_transformer, on_meta
+    from pipeline.features.generic_nets import is_transformer, on_meta
 
     model = on_meta(lambda: torchvision.models.get_model(name, weights=None))
     preprocess = torchvision_weights(name).transforms()  # its settings; downloads nothing
@@ -122,7 +122,7 @@ def _timm_spec(arch: str) -> BackboneInfo:
         raise BackboneUnavailable(
             f"unknown backbone 'timm:{arch}': timm has no model {arch!r} (see timm.list_models())"
         )
-    from pipeline.generic_nets import is_transformer, on_meta
+    from pipeline.features.generic_nets import is_transformer, on_meta
 
     try:
         model = on_meta(lambda: timm.create_model(arch, pretrained=False))

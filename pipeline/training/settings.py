@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.config import POOLS, BackboneConfig, FitConfig
 from pipeline.errors import MidlevelError
-from pipeline.training import HEADS
+from pipeline.training.fit import HEADS
 
 MLP_FIELDS = {
     "hidden": "hidden",

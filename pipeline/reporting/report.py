@@ -16,9 +16,9 @@ from pathlib import Path
 from pipeline.config import ReportConfig, TaskConfig
 from pipeline.datasets import open_dataset
 from pipeline.errors import DataError
-from pipeline.plots import contact_sheet, plot_ap_bars, plot_pr_curves, union_classes
-from pipeline.provenance import write_sidecar
-from pipeline.runs import MEAN, Run, load_run, unique_names
+from pipeline.reporting.plots import contact_sheet, plot_ap_bars, plot_pr_curves, union_classes
+from pipeline.reporting.provenance import write_sidecar
+from pipeline.reporting.runs import MEAN, Run, load_run, unique_names
 
 UNKNOWN = "unknown"
 

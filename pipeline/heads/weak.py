@@ -35,7 +35,7 @@ from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.config import POOLS
-from pipeline.heads import (
+from pipeline.heads.patch_heads import (
     StandardisedRows,
     TorchModelState,
     adaptation_layers,

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import GridConfig, LabelRule
 from pipeline.datasets import Sample
-from pipeline.patches import IGNORED, keep_mask, label_patches, patch_grid, sample_mask
+from pipeline.features.patches import IGNORED, keep_mask, label_patches, patch_grid, sample_mask
 
 
 def decode_rgb(path: Path) -> torch.Tensor:

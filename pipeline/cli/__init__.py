@@ -12,7 +12,6 @@ import sys
 
 import click
 
-from pipeline.classes import parse_classes
 from pipeline.config import (
     GRID_KINDS,
     KEEP_CHOICES,
@@ -33,7 +32,8 @@ from pipeline.config import (
     WeakConfig,
 )
 from pipeline.errors import MidlevelError
-from pipeline.registry import RANDOM, REGISTRY, RUNTIMES, get_spec
+from pipeline.features.registry import RANDOM, REGISTRY, RUNTIMES, get_spec
+from pipeline.training.classes import parse_classes
 
 DATA_HELP = (
     "Dataset: KIND:PATH, KIND one of voc, coco, imagefolder, csv, images; or a PATH whose "
@@ -220,7 +220,7 @@ def demo_data(output: str, n_trainval: int, n_test: int, seed: int, overwrite: b
     import shutil
     from pathlib import Path
 
-    from pipeline.demo import build_demo_tree
+    from pipeline.datasets.demo import build_demo_tree
 
     year_dir = Path(output) / "VOC2007"
     if year_dir.exists() and not overwrite:
@@ -273,7 +273,7 @@ def demo_data(output: str, n_trainval: int, n_test: int, seed: int, overwrite: b
 )
 def extract(**opts) -> None:
     """Stage one: run the frozen backbone over every patch; write HDF5 shards."""
-    from pipeline.ranks import from_environment
+    from pipeline.features.ranks import from_environment
     from stages import extract as stage
 
     opts.pop("classes")
@@ -290,7 +290,7 @@ def _load_config_file(ctx: click.Context, param, value) -> None:
     if value:
         from pathlib import Path
 
-        from pipeline.sweep_settings import read_options_file
+        from pipeline.training.settings import read_options_file
 
         known = {p.name for p in ctx.command.params}
         try:
@@ -381,7 +381,7 @@ def fit(**opts) -> None:
     if cv_folds:
         import numpy as np
 
-        from pipeline.crossval import cross_validate
+        from pipeline.training.crossval import cross_validate
 
         scores = 100 * np.asarray(cross_validate(config, cv_folds))
         click.echo(
@@ -427,7 +427,7 @@ def sweep(**opts) -> None:
     """Score head settings by K-fold cross-validation on the cached training split, in parallel."""
     from pathlib import Path
 
-    from pipeline.sweep_settings import grid_settings, parse_params, read_sweep_file
+    from pipeline.training.settings import grid_settings, parse_params, read_sweep_file
     from stages import sweep as stage
 
     params, sweep_file = opts.pop("params"), opts.pop("sweep_file")
@@ -468,8 +468,8 @@ def sweep(**opts) -> None:
               help="Write the VOC evaluation server's comp1_cls_<split>_<class>.txt files under DIR/results/.")  # fmt: skip
 def score(**opts) -> None:
     """Pool patch scores per image and write per-class AP (VOC07 11-point and area)."""
-    from pipeline.provenance import sidecar_path
-    from pipeline.scoring import scores_path
+    from pipeline.evaluation.scoring import scores_path
+    from pipeline.reporting.provenance import sidecar_path
     from stages import score as stage
 
     feature = _feature_kwargs(opts)
@@ -536,7 +536,7 @@ def compare(**opts) -> None:
     """
     from pathlib import Path
 
-    from pipeline.sweep_settings import read_head_setting
+    from pipeline.training.settings import read_head_setting
     from stages import compare as stage
 
     methods = [name for name, _, _ in stage.METHODS]

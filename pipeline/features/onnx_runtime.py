@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import BackboneUnavailable
-from pipeline.registry import RUNTIMES
+from pipeline.features.registry import RUNTIMES
 
 MODEL_CACHE_ENV = "MIDLEVEL_MODEL_CACHE"
 EXPORT_FORMAT = 1  # bump when the exported graphs change meaning: old files are not reused

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.caches import open_dataset_of, split_cache
 from pipeline.config import ScoreConfig, ScoredSplit
 from pipeline.errors import CacheError
-from pipeline.head_store import (
+from pipeline.evaluation.metrics import area_ap, mean_ap, voc07_ap
+from pipeline.evaluation.pooling import describe_pooling, image_log_scores
+from pipeline.reporting.provenance import SCORES_SUFFIX, beside, write_sidecar
+from pipeline.store.freshness import open_dataset_of, split_cache
+from pipeline.store.head_files import (
     check_serves,
     find_head,
     head_path,
@@ -28,11 +31,8 @@ from pipeline.head_store import (
     load_head_file,
     names_a_file,
 )
-from pipeline.metrics import area_ap, mean_ap, voc07_ap
-from pipeline.pooling import describe_pooling, image_log_scores
-from pipeline.provenance import SCORES_SUFFIX, beside, write_sidecar
-from pipeline.shards import FeatureCache
-from pipeline.training import cache_classes
+from pipeline.store.shards import FeatureCache
+from pipeline.training.fit import cache_classes
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ class ImageDigests:
         """Write the memo (atomically) when it learnt something."""
         if self.store is None or not self.changed:
             return
-        from pipeline.shards import write_json
+        from pipeline.store.shards import write_json
 
         write_json(self.store, self._known)
         self.changed = False

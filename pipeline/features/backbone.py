@@ -15,15 +15,15 @@ from torchvision.ops import roi_align
 
 from pipeline.config import BackboneConfig
 from pipeline.errors import BackboneUnavailable
-from pipeline.generic_nets import (
+from pipeline.features.generic_nets import (
     MethodOf,
     fx_shared_parts,
     output_shape,
     penultimate_net,
     timm_shared_parts,
 )
-from pipeline.onnx_runtime import onnx_part, resolve_runtime
-from pipeline.registry import (
+from pipeline.features.onnx_runtime import onnx_part, resolve_runtime
+from pipeline.features.registry import (
     RANDOM,
     BackboneInfo,
     default_batch,
@@ -33,7 +33,7 @@ from pipeline.registry import (
     torchvision_weights,
     weights_id,
 )
-from pipeline.roi_mean import roi_mean
+from pipeline.features.roi_mean import roi_mean
 
 SAMPLES = 2  # roi_align's bilinear samples per cell and axis in shared mode
 

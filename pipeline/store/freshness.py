@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 
 from pipeline.config import CacheSettings
-from pipeline.data_digests import split_digests
 from pipeline.datasets import Dataset, open_dataset
 from pipeline.errors import CacheError
-from pipeline.registry import feature_settings
-from pipeline.shards import FeatureCache, open_cache
+from pipeline.features.registry import feature_settings
+from pipeline.store.data_digests import split_digests
+from pipeline.store.shards import FeatureCache, open_cache
 
 
 def without_data(fingerprint: dict) -> dict:

@@ -23,9 +23,9 @@ import io
 import json
 from pathlib import Path
 
-from pipeline.caches import without_data
 from pipeline.errors import CacheError
-from pipeline.shards import describe_fingerprint, write_atomically
+from pipeline.store.freshness import without_data
+from pipeline.store.shards import describe_fingerprint, write_atomically
 
 HEADS_DIR = "heads"
 SUFFIX = ".joblib"

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.metrics import mean_ap
-from pipeline.provenance import SCORES_SUFFIX, beside, read_sidecar, sidecar_path
+from pipeline.evaluation.metrics import mean_ap
+from pipeline.reporting.provenance import SCORES_SUFFIX, beside, read_sidecar, sidecar_path
 
 AP_COLUMNS = ("class", "ap_voc07", "ap_area", "positives", "images")
 MEAN = "mean"

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.caches import open_dataset_of, split_cache
-from pipeline.classes import check_classes, head_labels, select_classes
 from pipeline.config import POOLS, FitConfig
 from pipeline.errors import CacheError
-from pipeline.head_store import head_path, save_head
-from pipeline.shards import FeatureCache, read_shard
+from pipeline.store.freshness import open_dataset_of, split_cache
+from pipeline.store.head_files import head_path, save_head
+from pipeline.store.shards import FeatureCache, read_shard
+from pipeline.training.classes import check_classes, head_labels, select_classes
 
 HEADS = ("mlp", "svm", "weak")
 IMAGE_LABEL_HEADS = ("weak",)  # patch heads that learn from image labels, never from boxes
@@ -123,8 +123,8 @@ def has_background(cache: FeatureCache, classes: tuple[str, ...]) -> bool:
 
 def build_head(config: FitConfig, n_classes: int, *, background: bool = True):
     """The estimator for --head, with the background weight as a class weight."""
-    from pipeline.heads import LinearSVMHead, MLPHead
-    from pipeline.image_head import ImageSVMHead
+    from pipeline.heads.image_svm import ImageSVMHead
+    from pipeline.heads.patch_heads import LinearSVMHead, MLPHead
 
     check_head_grid(config)
     if config.grid.kind == "whole":
@@ -163,7 +163,7 @@ def build_head(config: FitConfig, n_classes: int, *, background: bool = True):
 
 def build_weak_head(config: FitConfig):
     """The weak head of `config`: the MLP's layer and optimiser settings, its own pooling."""
-    from pipeline.weak_head import WeakPatchHead
+    from pipeline.heads.weak import WeakPatchHead
 
     w, m = config.weak, config.mlp
     if w.pool not in POOLS:

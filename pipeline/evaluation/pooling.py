@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.metrics import pool_patch_log_scores
+from pipeline.evaluation.metrics import pool_patch_log_scores
 
 
 def image_log_scores(

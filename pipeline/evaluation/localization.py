@@ -42,8 +42,8 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.datasets import Sample
 from pipeline.errors import DataError
-from pipeline.metrics import location_ap, mean_ap
-from pipeline.score_maps import (
+from pipeline.evaluation.metrics import location_ap, mean_ap
+from pipeline.evaluation.score_maps import (
     CELL,
     LOCATION_TOLERANCE,
     POINTING_TOLERANCE,

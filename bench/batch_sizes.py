@@ -1,7 +1,7 @@
 """The batch size each table backbone runs fastest at, under torch and ONNX Runtime.
 
 Why: on a CPU a larger batch stops paying once the cores are busy and only adds memory, and
-where that happens depends on the net and the runtime; pipeline/registry.py's FASTEST_BATCH
+where that happens depends on the net and the runtime; pipeline/features/registry.py's FASTEST_BATCH
 records what this measures, and extract and predict take it by default.
 
 For each backbone of the registry's table (or --backbones) and each runtime, in a process of
@@ -29,10 +29,10 @@ import click
 import torch
 from extract_speed import forward_rate
 
-from pipeline.config import BackboneConfig
+from pipeline.config import RUNTIMES, BackboneConfig
 from pipeline.features.backbone import FrozenBackbone
 from pipeline.features.onnx_runtime import cpu_threads
-from pipeline.features.registry import RANDOM, REGISTRY, RUNTIMES
+from pipeline.features.registry import RANDOM, REGISTRY
 
 BATCHES = (8, 16, 32, 64)
 MEASURED = tuple(runtime for runtime in RUNTIMES if runtime != "auto")
@@ -91,7 +91,7 @@ def main(backbones: str, seconds: float, child) -> None:
                 best[(name, runtime)] = batch
             print(f"{name:<20}{ran:<13}" + "".join(f"{rates[b]:>9.1f}" for b in BATCHES)
                   + f"  {batch}", flush=True)  # fmt: skip
-    print("\nFASTEST_BATCH (pipeline/registry.py):")
+    print("\nFASTEST_BATCH (pipeline/features/registry.py):")
     print("{" + ", ".join(f"({n!r}, {r!r}): {b}" for (n, r), b in best.items()) + "}")
 
 

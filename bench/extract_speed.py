@@ -62,16 +62,17 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-from pipeline.config import BackboneConfig, ExtractConfig, GridConfig
+from pipeline.config import RUNTIMES, BackboneConfig, ExtractConfig, GridConfig
 from pipeline.datasets.voc import load_records, read_split, resolve_year_dir
 from pipeline.errors import BackboneUnavailable
-from pipeline.features.backbone import FrozenBackbone, build_net, resolve_device
+from pipeline.features.backbone import FrozenBackbone, build_net
 from pipeline.features.engine import extract_split
 from pipeline.features.images import decode_rgb
 from pipeline.features.onnx_runtime import cpu_threads
 from pipeline.features.patches import patch_grid
-from pipeline.features.registry import RUNTIMES, default_batch, get_spec
-from pipeline.store.shards import FeatureCache
+from pipeline.features.registry import default_batch, get_spec
+from pipeline.heads.device import resolve_device
+from pipeline.store.cache import FeatureCache
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
 METHODS = ("machine", "forward", "crop", "shared", "naive", "bounds")

@@ -1,7 +1,7 @@
 """Seconds per photo of `pipeline predict`, in crop and shared mode, on real VOC photos.
 
 For each mode: a head is fitted on the patches of a few trainval images (its accuracy does
-not matter here, only that its settings are the mode's), then `predict_files` runs in memory
+not matter here, only that its settings are the mode's), then `pipeline predict`'s stage runs in memory
 over `--images` test photos, as `pipeline predict photo.jpg ...` does, at the paper's grid by
 default. Printed per mode: seconds per photo and patches/s of the prediction alone, and the
 first-call cost (building the net) apart, so that a few photos and many compare.
@@ -21,8 +21,9 @@ from pipeline.config import BackboneConfig, ExtractConfig, FitConfig, GridConfig
 from pipeline.datasets.voc import read_split, resolve_year_dir
 from pipeline.features.engine import extract_split
 from pipeline.features.patches import patch_grid
-from pipeline.predict import load_head, predict_files
+from pipeline.predict import load_head
 from pipeline.training.fit import fit_head
+from stages import predict
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
 
@@ -46,7 +47,7 @@ def measure(mode: str, options: dict, photos: list[Path], cache: str) -> dict:
         output=str(Path(cache) / f"predictions-{mode}.csv"), cached=False,
         workers=options["workers"],
     )  # fmt: skip
-    result = predict_files(config)
+    result = predict.run(config)
     return {"seconds": result.seconds, "images": result.images, "setup": setup}
 
 

@@ -26,8 +26,7 @@ import click
 import numpy as np
 from paper_grid import CLASSES, pipeline, read_ap
 
-from pipeline.store.shards import FeatureCache
-from pipeline.training.fit import cache_classes
+from pipeline.store.cache import FeatureCache
 
 MIN_POSITIVES = 15  # fewer positive images than this: AP too noisy to compare or to train on
 POOLS = "max,lse,topk,mean-pk"
@@ -43,7 +42,7 @@ def positives(cache: Path, split: str) -> dict[str, int]:
     directory = next(d for d in cache.glob(f"{split}-*") if (d / "manifest.json").is_file())
     features = FeatureCache.load(directory)
     labels = np.concatenate([s.image_labels for s in features.iter_shards(features=False)])
-    return dict(zip(cache_classes(features), (labels == 1).sum(axis=0).tolist(), strict=True))
+    return dict(zip(features.class_names(), (labels == 1).sum(axis=0).tolist(), strict=True))
 
 
 def head_file(cache: Path, head: str) -> str:

@@ -1,20 +1,21 @@
 """midlevel: frozen-CNN mid-level patch features, cached, transferred to new recognition tasks.
 
-The Python API for new photos (see README, "Predictions on new photos"):
-
-    from pipeline import load_head
-
-    head = load_head("cache/trainval-1a2b3c4d5e6f/heads/mlp.joblib")
-    head.predict("photo.jpg")      # {"cat": 0.93, "dog": 0.02, ...}
-    head.score_maps("photo.jpg")   # {"cat": [h, w] map, ...}
+The public API (docs/predict.md): `load_head` (a fitted head ready to predict on new
+photos), `open_dataset` (a dataset by KIND:PATH) and `__version__`. Both load on first
+use, so that `import pipeline` stays light for the command line.
 """
 
 __version__ = "0.3.0"
+__all__ = ["__version__", "load_head", "open_dataset"]
 
 
-def load_head(head, *, cache_dir="cache", device="auto", weights=None, runtime="auto"):
-    """A fitted head ready to predict (pipeline/predict.py): a heads/<name>.joblib file, or
-    the name of the one head of that name in `cache_dir`."""
-    from pipeline.predict import load_head as load
+def __getattr__(name: str):
+    if name == "load_head":
+        from pipeline.predict import load_head
 
-    return load(head, cache_dir=cache_dir, device=device, weights=weights, runtime=runtime)
+        return load_head
+    if name == "open_dataset":
+        from pipeline.datasets import open_dataset
+
+        return open_dataset
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -1,57 +1,63 @@
-"""Settings of every stage as frozen dataclasses, with the paper's values as defaults.
+"""Every stage's settings as frozen dataclasses, with the paper's values as defaults, each
+checked where it is declared (a ConfigError names the setting at fault).
 
-Defaults cite Oquab, Bottou, Laptev, Sivic, "Learning and Transferring Mid-Level Image
-Representations using Convolutional Neural Networks", CVPR 2014 (section 3.1 for the patch
-grid and labels, 3.2 for the adaptation layers, 4 for the pooling exponent). The CLI builds
-these objects; the library only receives them.
+Defaults cite Oquab, Bottou, Laptev, Sivic, CVPR 2014: section 3.1 the patch grid and labels,
+3.2 the adaptation layers, 4 the pooling exponent. A setting has one name everywhere (a flag
+without its dashes, a sweep parameter, a key of a config file); `PLACES` says where it goes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
-from pipeline import __version__
+from pipeline.errors import ConfigError
+from pipeline.heads.pools import check_pooling
 
 GRID_KINDS = ("patches", "whole")
-POOLS = ("max", "lse", "topk", "mean-pk")  # the weak head's poolings (pipeline/weak_head.py)
-# Shard layout version, part of the cache digest: 2 added `sampled` and `image_labels`.
-CACHE_FORMAT = 2
+TASKS = ("object", "action")
+MODES = ("crop", "shared")
+KEEP_CHOICES = ("auto", "sample", "all")
+RUNTIMES = ("auto", "torch", "onnxruntime")  # the frozen net's: auto is ONNX Runtime on a CPU
+DEVICES = ("auto", "cpu", "cuda")
+ON_ERROR = ("stop", "skip")
+HEADS = ("mlp", "svm", "weak")
+REDUCES = ("mean", "max")  # how the patches covering a pixel make its score
+
+
+def _check(ok: bool, setting: str, value, problem: str) -> None:
+    if not ok:
+        raise ConfigError(setting, value, problem)
+
+
+def _choice(setting: str, value, choices: tuple) -> None:
+    _check(value in choices, setting, value, f"choose one of {', '.join(map(str, choices))}")
 
 
 @dataclass(frozen=True)
 class GridConfig:
-    """Multi-scale square patch grid.
-
-    The paper uses about 500 square patches per image at 8 scales with 50% overlap. Patch
-    side = min(W, H) * s, s geometric from 1 down to `min_scale`; the stride is
-    side * (1 - overlap), and the positions per axis are spread evenly from border to
-    border so that every pixel is covered at every scale. Because of that border cover,
-    min_scale 0.15 (not the 0.13 of a floor-count grid) gives the paper's count: exactly
-    500 patches on a 500x375 VOC image.
-
-    kind "whole" is the whole-image baseline the paper compares against (DeCAF; Razavian et
-    al. 2014): one "patch" per image, the whole image squashed to the net's input square,
-    trained on image-level labels. The other fields are then unused.
-    """
+    """Square patches at `scales` sizes, side = min(W, H) * s with s geometric from 1 down to
+    `min_scale`, neighbours overlapping by at least `overlap`, spread from border to border.
+    The paper's ~500 patches, 8 scales, 50% overlap: min_scale 0.15 (not a floor-count grid's
+    0.13, since the border is always covered) gives exactly 500 on a 500x375 VOC image.
+    kind "whole": one feature per image, squashed to the net's input (the DeCAF baseline)."""
 
     scales: int = 8
     min_scale: float = 0.15
     overlap: float = 0.5
-    kind: str = "patches"  # "patches" (the paper's grid) or "whole" (one feature per image)
+    kind: str = "patches"
+
+    def __post_init__(self):
+        _choice("grid_kind", self.kind, GRID_KINDS)
+        _check(self.scales >= 1, "scales", self.scales, "give at least 1")
+        _check(0 < self.min_scale <= 1, "min_scale", self.min_scale, "give a share in (0, 1]")
+        _check(0 <= self.overlap < 1, "overlap", self.overlap, "give a share in [0, 1)")
 
 
 @dataclass(frozen=True)
 class LabelRule:
-    """The paper's patch labelling rule and the background subsampling of training splits.
-
-    A patch P is labelled with class o when, for a box B of o, |P∩B| >= min_patch_cover*|P|
-    and |P∩B| >= min_box_cover*|B| (paper: 0.2 and 0.6), and no box of another class meets
-    the rule. Patches touching no box are background; about 10% of them are kept in
-    training splits (paper), chosen with a seed per image so that the choice does not
-    depend on the order or the machine that processes the image.
-    """
+    """The paper's label rule: P is class o when a box B of o has |P∩B| >= min_patch_cover*|P|
+    and >= min_box_cover*|B| (0.2, 0.6) and no box of another class does. Training splits
+    keep a seeded, label-blind `background_ratio` share of all patches (paper: about 10%)."""
 
     min_patch_cover: float = 0.2
     min_box_cover: float = 0.6
@@ -61,67 +67,36 @@ class LabelRule:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Which recognition task the cache serves (pipeline/datasets/voc_action.py: action)."""
+    """Which task the cache serves: VOC classification, or VOC 2012 Action persons, whose
+    box grows by `context` times its size (half per side) for its patches."""
 
-    name: str = "object"  # "object": VOC classification; "action": VOC 2012 Action persons
-    context: float = 0.5  # action: the person box grows by this times its size (half per side)
+    name: str = "object"
+    context: float = 0.5
+
+    def __post_init__(self):
+        _choice("task_name", self.name, TASKS)
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """Which frozen network produces the features, and from which weights."""
+    """The frozen net and its weights (None: the registry's ImageNet weights; a file; or
+    "random", untrained). mode "crop" runs every patch through the whole net (the paper);
+    "shared" runs the trunk once per image and scale and pools each patch from its map."""
 
     name: str = "efficientnet_lite0"
-    weights: str | None = None  # None: the registry's ImageNet weights; a path; or "random"
-    input_size: int | None = None  # None: the backbone's own input size
-    # "crop": every patch cropped and run through the whole net (the paper; the reference);
-    # "shared": the convolutional trunk once per image and scale, patches pooled from its map
+    weights: str | None = None
+    input_size: int | None = None  # None: the net's own
     mode: str = "crop"
 
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """Everything that changes the cached features and labels: its digest keys the cache.
-
-    `data` is the dataset's kind and class list (None for PASCAL VOC's own classes, whose
-    caches keep the digests they had before datasets were keyed): two datasets never share
-    a cache, while a head serves any split whose settings other than `data` are its own.
-    """
-
-    backbone: dict
-    grid: GridConfig = field(default_factory=GridConfig)
-    labels: LabelRule = field(default_factory=LabelRule)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    data: dict | None = None
-
-    def as_dict(self) -> dict:
-        settings = {
-            "format": CACHE_FORMAT,
-            "backbone": self.backbone,
-            "grid": asdict(self.grid),
-            "labels": asdict(self.labels),
-        }
-        if self.task != TaskConfig():  # object caches keep the keys they had before tasks
-            settings["task"] = asdict(self.task)
-        if self.data is not None:
-            settings["data"] = self.data
-        return settings
-
-    def digest(self) -> str:
-        """Short, stable hash of the settings; the code version is kept beside it, not in it."""
-        text = json.dumps(self.as_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+    def __post_init__(self):
+        _choice("mode", self.mode, MODES)
 
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """Where the dataset and the cache are, and the feature settings that key the cache:
-    every stage takes these, so fit and score find exactly what extract wrote.
-
-    `data` is "KIND:PATH" or a path whose kind is detected (pipeline/datasets); "" where the
-    stage reads the cache alone (fit and score then take the one dataset cached with these
-    settings). `image_dir` is where a COCO JSON's or a CSV's images are, when not beside it.
-    """
+    """Where the dataset and the cache are, and the feature settings that key the cache, so
+    that fit and score find exactly what extract wrote. `data` is KIND:PATH or a path ("":
+    read the cache alone); `image_dir` where a COCO JSON's or a CSV's images are."""
 
     data: str = ""
     cache_dir: str = "cache"
@@ -132,30 +107,33 @@ class CacheSettings:
     image_dir: str | None = None
 
 
-KEEP_CHOICES = ("auto", "sample", "all")
-
-
 @dataclass(frozen=True)
 class ExtractConfig(CacheSettings):
+    """`keep`: "sample" (training: object patches and a label-blind sample), "all", or
+    "auto" by the split's name. The runtime is not part of the cache key (docs/cache.md)."""
+
     split: str = "trainval"
-    # which patches a split stores: "sample" (training: object patches + a label-blind sample
-    # of all), "all" (evaluation), "auto": by the split's role, a name starting with "train"
     keep: str = "auto"
     device: str = "auto"
-    # the frozen net's runtime: "auto" is ONNX Runtime on a CPU, torch (fp16) on CUDA; not
-    # part of the cache key (pipeline/onnx_runtime.py says why)
     runtime: str = "auto"
     batch_size: int | None = None  # patches per forward; None: the backbone's fastest
     workers: int = 1
     images_per_shard: int = 64
-    limit: int | None = None  # first N images of the split, for quick looks
+    limit: int | None = None  # the split's first N images, for quick looks
     overwrite: bool = False
-    on_error: str = "stop"  # a bad image stops the run (one line), or "skip": logged, recorded
+    on_error: str = "stop"  # a bad image stops the run, or is skipped, logged and recorded
+
+    def __post_init__(self):
+        _choice("keep", self.keep, KEEP_CHOICES)
+        _choice("device", self.device, DEVICES)
+        _choice("runtime", self.runtime, RUNTIMES)
+        _choice("on_error", self.on_error, ON_ERROR)
 
 
 @dataclass(frozen=True)
 class MLPConfig:
-    """FCa (hidden units, ReLU, dropout) and FCb (classes + background, softmax): paper 3.2."""
+    """FCa (hidden units, ReLU, dropout) and FCb (classes + background, softmax): paper 3.2.
+    The optimiser's settings are common SGD defaults, not the paper's."""
 
     hidden: int = 2048
     dropout: float = 0.5
@@ -169,7 +147,7 @@ class MLPConfig:
 
 @dataclass(frozen=True)
 class SVMConfig:
-    """Linear one-vs-rest SVM baseline on the same patch features."""
+    """The linear one-vs-rest SVM baseline on the same features."""
 
     C: float = 1.0
     epochs: int = 10
@@ -178,117 +156,139 @@ class SVMConfig:
 
 @dataclass(frozen=True)
 class WeakConfig:
-    """The weak head (pipeline/weak_head.py): the MLP's adaptation layers (hidden, dropout,
-    lr, ... of MLPConfig) trained from image labels through a pooling of patch scores.
+    """The weak head: the MLP's layers trained from image labels through a pooling of patch
+    scores. mean-pk won a cross-validated sweep of the four (docs/weak-supervision.md); lse r
+    5 is a middle sharpness; topk's 0.1 and 0.7 follow WILDCAT, its bottom term off (0)."""
 
-    Oquab et al., CVPR 2015 pool with the global max. The default is mean-pk (the 2014
-    paper's scoring, with the fit's k) because it won a 4-fold cross-validated sweep of the
-    four poolings on the real VOC subset's trainval by 11 points (README, "Learning from
-    image labels"): trained from a training split's label-blind patch sample, the mean of
-    p^k sees every sampled patch where the max learns from one. r 5 is a middle sharpness
-    for log-sum-exp; top_fraction 0.1 and bottom_weight 0.7 follow the shape of WILDCAT
-    (Durand et al., CVPR 2017), whose negative evidence is off by default (bottom_fraction 0).
-    """
+    pool: str = "mean-pk"
+    r: float = 5.0
+    top_fraction: float = 0.1
+    bottom_fraction: float = 0.0
+    bottom_weight: float = 0.7
+    batch_images: int = 16  # images per SGD step, all their patches
 
-    pool: str = "mean-pk"  # one of POOLS
-    r: float = 5.0  # lse sharpness
-    top_fraction: float = 0.1  # topk: share of an image's patches averaged at the top
-    bottom_fraction: float = 0.0  # topk: share averaged at the bottom (0: no bottom term)
-    bottom_weight: float = 0.7  # topk: weight of the bottom term
-    batch_images: int = 16  # images per SGD step (all their patches)
+    def __post_init__(self):
+        check_pooling(
+            self.pool, r=self.r, top_fraction=self.top_fraction,
+            bottom_fraction=self.bottom_fraction,
+        )  # fmt: skip
+        _check(self.batch_images >= 1, "batch_images", self.batch_images, "give at least 1")
 
 
 @dataclass(frozen=True)
 class FitConfig(CacheSettings):
+    """A head trained on `split`'s cache; `k` is recorded with it as score's pooling power."""
+
     split: str = "trainval"
     head: str = "mlp"
-    classes: tuple[str, ...] | None = None  # None: every class with labelled patches
+    classes: tuple[str, ...] | None = None  # None: every class with a labelled patch
     mlp: MLPConfig = field(default_factory=MLPConfig)
     svm: SVMConfig = field(default_factory=SVMConfig)
     weak: WeakConfig = field(default_factory=WeakConfig)
     device: str = "auto"
     seed: int = 0
-    k: float = 5.0  # pooling exponent recorded with the head: score's default (sweeps tune it)
+    k: float = 5.0
+
+    def __post_init__(self):
+        _choice("head", self.head, HEADS)
+        _choice("device", self.device, DEVICES)
+        _check(self.k > 0, "k", self.k, "must be > 0")
+        _check(
+            self.grid.kind == "patches" or self.head == "svm", "head", self.head,
+            "whole-image features are one row per image, no patches to score and pool; use "
+            "{head} svm with {grid_kind} whole, or fit {head} " + self.head + " on the patch grid",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ScoredSplit(CacheSettings):
-    """A split seen through a fitted head: what score and localize share, and what finds
-    the head (it lives beside the train split's features)."""
+    """A split seen through a fitted head (named, or a file), which lives beside the
+    features of `train_split`: what score and localize share."""
 
     split: str = "test"
     train_split: str = "trainval"
     head: str = "mlp"
-    classes: tuple[str, ...] | None = None  # None: the classes the head was fitted on
+    classes: tuple[str, ...] | None = None  # None: the head's
 
 
 @dataclass(frozen=True)
 class ScoreConfig(ScoredSplit):
-    k: float | None = None  # None: the head's (paper section 4: mean of p(class|patch)^k, k = 5)
+    k: float | None = None  # None: the head's
     output: str = "ap.csv"
     scores_output: str | None = None  # None: <output stem>-scores.csv beside it
-    export: str | None = None  # a directory for the VOC evaluation server's comp1 files
+    export: str | None = None  # a directory for the VOC evaluation server's files
 
-
-def code_version() -> str:
-    return __version__
+    def __post_init__(self):
+        _check(self.k is None or self.k > 0, "k", self.k, "must be > 0")
 
 
 @dataclass(frozen=True)
 class LocalizeConfig(ScoredSplit):
-    """`pipeline localize`: per-class score maps from patch scores, and how well they point."""
+    """Score maps of a split that keeps every patch, overlays of the first `overlays` images
+    (None: all), `top` classes each, and pointing."""
 
-    output: str = "localize"  # directory: maps.h5, overlays/, pointing.csv
-    reduce: str = "mean"  # how the patches covering a pixel combine: "mean" or "max"
-    top: int = 2  # classes overlaid per image (highest map peaks)
-    overlays: int | None = 50  # overlay PNGs written (first N images); None: all
+    output: str = "localize"
+    reduce: str = "mean"
+    top: int = 2
+    overlays: int | None = 50
+
+    def __post_init__(self):
+        _choice("reduce", self.reduce, REDUCES)
+        _check(self.top >= 1, "top", self.top, "overlay at least 1 class per image")
+        overlays = self.overlays
+        _check(overlays is None or overlays >= 0, "overlays", overlays, "give a count >= 0 (0: no overlays)")  # fmt: skip
+        kind, task = self.grid.kind, self.task.name
+        _check(kind == "patches", "grid_kind", kind, "maps need the patch grid; use {grid_kind} patches")  # fmt: skip
+        _check(task == "object", "task_name", task, "maps are made of the object task's patches")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """`pipeline sweep`: each setting (overrides of `base`) scored by K-fold cross-validation
-    over the images of the training split, in parallel processes."""
+    """Each setting (overrides of `base`) scored by K-fold cross-validation over the training
+    split's images, `jobs` processes at once (-1: one per core)."""
 
     base: FitConfig
     settings: tuple[dict, ...]
     folds: int = 4
-    jobs: int = -1  # joblib n_jobs: -1 is one process per core
+    jobs: int = -1
     output: str = "sweep.csv"
     best_output: str | None = None  # None: <output stem>-best.toml beside it
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """`pipeline compare`: whole-image SVM, patches + SVM, patches + MLP and the weak head
-    (patches, image labels only), one backbone, trained on `base.split` and scored on
-    `test_split`, into one report."""
+    """The paper's comparison on one backbone: whole-image SVM, patches + SVM, + MLP, and the
+    weak head, trained on `base.split`, scored on `test_split`, into one report.
+    `method_settings`: method -> head settings replacing the base ones (a sweep's best)."""
 
-    base: FitConfig  # its grid is the patch grid; the whole-image run swaps in kind "whole"
+    base: FitConfig
     test_split: str = "test"
     output: str = "compare"
-    # method -> head settings that replace the base ones for it (e.g. a sweep's best config)
     method_settings: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """`pipeline report`: figures and a results table from one or more scored runs."""
+    """Figures and a results table from scored runs (the ap.csv files of score)."""
 
-    runs: tuple[str, ...]  # ap.csv files written by `pipeline score`, their sidecars beside them
-    output: str = "report"  # directory for the PNGs and results.md
+    runs: tuple[str, ...]
+    output: str = "report"
     names: tuple[str, ...] | None = None  # None: each run's head and file stem
-    data: str | None = None  # None: the dataset recorded in each run's sidecar
+    data: str | None = None  # None: the dataset each run's sidecar recorded
     top: int = 6  # images per end of each class's ranking in the contact sheets
+
+    def __post_init__(self):
+        given = len(self.names or self.runs)
+        _check(
+            given == len(self.runs), "names", self.names,
+            f"{given} names for {len(self.runs)} runs; give one name per run",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """`pipeline predict`: a fitted head on new photos, with the head's own feature settings.
-
-    `head` is a head file (`.../heads/mlp.joblib`) or the name of a head in `cache_dir`;
-    `sources` image files, folders or globs. `cached` None goes through the feature cache
-    (resumable) for more than CACHE_ABOVE images, in memory otherwise.
-    """
+    """A fitted head (a file, or a name in `cache_dir`) on image files, folders or globs.
+    `cached` None: through the feature cache (resumable) for many images, else in memory."""
 
     head: str
     sources: tuple[str, ...]
@@ -296,11 +296,86 @@ class PredictConfig:
     output: str = "predictions.csv"
     maps: str | None = None  # a directory for maps.h5 and overlays (patch heads)
     k: float | None = None  # None: the head's
-    top: int = 3  # classes named per image in the `top` column
+    top: int = 3  # classes named per image
     weights: str | None = None  # a local copy of the head's weights file, checked by digest
     device: str = "auto"
     runtime: str = "auto"
     batch_size: int | None = None
     workers: int = 1
     cached: bool | None = None
-    on_error: str = "skip"  # a bad photo is skipped with a logged line, or "stop"
+    on_error: str = "skip"
+
+    def __post_init__(self):
+        _choice("device", self.device, DEVICES)
+        _choice("runtime", self.runtime, RUNTIMES)
+        _choice("on_error", self.on_error, ON_ERROR)
+        _check(self.k is None or self.k > 0, "k", self.k, "must be > 0")
+
+
+NESTED = {
+    "backbone": BackboneConfig, "grid": GridConfig, "labels": LabelRule, "task": TaskConfig,
+    "mlp": MLPConfig, "svm": SVMConfig, "weak": WeakConfig,
+}  # fmt: skip
+# Where a setting goes, for the names that are not a field of their own: the first place
+# that a config has is where its value is read; a value is written to every such place.
+PLACES = {
+    "backbone": ("backbone.name",),
+    "weights": ("backbone.weights",),
+    "input_size": ("backbone.input_size",),
+    "mode": ("backbone.mode",),
+    "grid_kind": ("grid.kind",),
+    "scales": ("grid.scales",),
+    "min_scale": ("grid.min_scale",),
+    "overlap": ("grid.overlap",),
+    "min_patch_cover": ("labels.min_patch_cover",),
+    "min_box_cover": ("labels.min_box_cover",),
+    "background_ratio": ("labels.background_ratio",),
+    "seed": ("seed", "labels.seed"),
+    "task_name": ("task.name",),
+    "context": ("task.context",),
+    "hidden": ("mlp.hidden",),
+    "dropout": ("mlp.dropout",),
+    "lr": ("mlp.lr",),
+    "momentum": ("mlp.momentum",),
+    "weight_decay": ("mlp.weight_decay",),
+    "epochs": ("mlp.epochs",),
+    "batch_size": ("batch_size", "mlp.batch_size"),
+    "background_weight": ("mlp.background_weight", "svm.background_weight"),
+    "svm_c": ("svm.C",),
+    "svm_epochs": ("svm.epochs",),
+    "pool": ("weak.pool",),
+    "lse_r": ("weak.r",),
+    "top_fraction": ("weak.top_fraction",),
+    "bottom_fraction": ("weak.bottom_fraction",),
+    "bottom_weight": ("weak.bottom_weight",),
+    "batch_images": ("weak.batch_images",),
+}
+
+
+def places(config_type: type, name: str) -> list[tuple[str, str]]:
+    """(field, nested field or "") of each place of setting `name` in `config_type`."""
+    own = {f.name for f in fields(config_type)}
+    found = [p.partition(".")[::2] for p in PLACES.get(name, (name,))]
+    return [(root, leaf) for root, leaf in found if root in own]
+
+
+def setting(config, name: str):
+    """The value of setting `name` in `config` (its first place)."""
+    root, leaf = places(type(config), name)[0]
+    return getattr(getattr(config, root), leaf) if leaf else getattr(config, root)
+
+
+def with_settings(config, settings: dict):
+    """`config` with each setting (name -> value) in its places, checked all at once."""
+    top, nested = {}, {}
+    for name, value in settings.items():
+        found = places(type(config), name)
+        if not found:
+            raise TypeError(f"{type(config).__name__} has no setting {name!r}")
+        for root, leaf in found:
+            if leaf:
+                nested.setdefault(root, {})[leaf] = value
+            else:
+                top[root] = value
+    top |= {root: replace(getattr(config, root), **leaves) for root, leaves in nested.items()}
+    return replace(config, **top)

@@ -1,9 +1,6 @@
-"""`pipeline compare`: the paper's comparison in one command, on one backbone and split.
-
-Fits and scores the four methods from their caches (extract both grids first: the caches
-are the costly part and are reused by every comparison after the first), then writes one
-report. Each run's ap.csv and sidecar land in the output directory beside the figures.
-"""
+"""`pipeline compare`: the paper's comparison in one command: the four methods fitted and
+scored from their caches (extract both grids first), each run's files and one report in the
+output directory."""
 
 from __future__ import annotations
 
@@ -12,7 +9,8 @@ from pathlib import Path
 
 from pipeline.config import CompareConfig, ReportConfig, ScoreConfig
 from pipeline.evaluation.scoring import score_split
-from pipeline.reporting.report import build_report
+from pipeline.reporting.report import Report, build_report
+from pipeline.reporting.runs import write_run
 from pipeline.training.fit import fit_head
 from pipeline.training.settings import apply_setting
 
@@ -27,11 +25,17 @@ METHODS = (
 @dataclass(frozen=True)
 class CompareSummary:
     means: dict[str, float]  # method -> mAP (VOC07 11-point, percent)
-    report_line: str
+    report: Report
 
     def line(self) -> str:
         table = ", ".join(f"{name} {value:.2f}" for name, value in self.means.items())
-        return f"compare: mAP {table}\n{self.report_line}"
+        files = ", ".join(self.report.files)
+        return "; ".join(
+            [
+                f"compare: mAP {table} -> {self.report.output.rstrip('/')}/ ({files})",
+                *self.report.notes,
+            ]
+        )
 
 
 def run(config: CompareConfig, *, progress=None) -> CompareSummary:
@@ -60,9 +64,10 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
             output=str(output / f"{name}.csv"),
         )
         result = score_split(score_config)
+        write_run(result)
         means[name] = float(result.table()[-1]["ap_voc07"])
         runs.append(score_config.output)
-    summary = build_report(
+    report = build_report(
         ReportConfig(tuple(runs), str(output), tuple(n for n, _, _ in METHODS), config.base.data)
     )
-    return CompareSummary(means, summary.line())
+    return CompareSummary(means, report)

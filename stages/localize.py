@@ -1,36 +1,6 @@
-"""`pipeline localize`: per-class score maps from the patch scores, and how well they point.
-
-The fitted head gives p(class|patch) for every cached patch of a split that keeps all its
-patches (test, val); pipeline/score_maps.py turns each image's patches into one map per
-class. Written into `config.output` (layout of maps.h5 in pipeline/localization.py):
-
-    maps.h5             one [C, h, w] map per image, under maps/<key of its id>/scores
-    pointing.csv        class, pairs, hits, accuracy, centre_accuracy, location_ap,
-                        centre_location_ap (percent) + a mean row (docs/localize.md)
-    overlays/<key>.png  the first `overlays` images, a panel per `top` class: its map, peak
-                        and truth boxes (layout in pipeline/localization.py)
-    maps.json, pointing.json   provenance sidecars
-
-Pointing (the weakly supervised localization "pointing game"): for each image and each
-class with a non-difficult box in it, a hit when the peak of the class's map is within
-POINTING_TOLERANCE (15 px) of one of its boxes.
-
-Location AP (Oquab et al., "Is object localization for free?", CVPR 2015;
-pipeline/metrics.py: location_ap): for each class every image predicts one location, its
-map's peak, with the image's class score (the head's pooled score, as `score` ranks) as
-confidence; down that ranking a prediction is right when the image has a non-difficult box
-of the class within LOCATION_TOLERANCE (18 px) of the peak, and wrong otherwise, images
-without the class included. Unlike pointing, it also charges a confident score on an image
-without the object. Images whose boxes of the class are all difficult are left out; a class
-no image has a box of gets nan, and the means skip it.
-
-The baseline of both points at the image centre for every class (location AP: the same
-ranking): VOC objects are often large and centred, so only beating it shows that the maps
-localize. Both use the float32 maps: float16 storage adds ties near 1, so peaks recomputed
-from maps.h5 can differ in a few pairs. Splits without labels get maps and overlays, no
-pointing. The boxes and images come from the dataset (--data); localize streams the shards
-and keeps per image only its class scores and flags, never all maps.
-"""
+"""`pipeline localize`: per-class score maps from the patch scores of a split that keeps every
+patch, overlays, and how well the maps point: the pointing game and location AP, each beside
+a guess at the image centre (columns and rules in docs/localize.md)."""
 
 from __future__ import annotations
 
@@ -42,15 +12,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import LocalizeConfig, TaskConfig
+from pipeline.config import LocalizeConfig
 from pipeline.errors import DataError
-from pipeline.evaluation.localization import (
-    MapsFile,
+from pipeline.evaluation.pointing import (
     class_boxes,
-    file_key,
     location_aps,
     location_flags,
-    overlay_image,
     pointing_counts,
     pointing_table,
 )
@@ -59,10 +26,11 @@ from pipeline.evaluation.score_maps import (
     CELL,
     LOCATION_TOLERANCE,
     POINTING_TOLERANCE,
-    REDUCES,
     score_map,
 )
-from pipeline.evaluation.scoring import open_head_on_split, split_is_labelled
+from pipeline.evaluation.scoring import open_head_on_split
+from pipeline.reporting.maps import MapsFile, file_key
+from pipeline.reporting.overlays import overlay_image
 from pipeline.reporting.provenance import write_sidecar
 from pipeline.store.freshness import open_dataset_of
 
@@ -105,7 +73,6 @@ class LocalizeSummary:
 
 def run(config: LocalizeConfig) -> LocalizeSummary:
     started = time.perf_counter()
-    _check_options(config)
     dataset = open_dataset_of(config)
     if dataset is None:
         raise DataError(
@@ -113,10 +80,10 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
         )
     opened = open_head_on_split(config)
     classes, columns, cache = opened.classes, opened.columns, opened.cache
-    k = opened.record.get("k", 5.0)
+    k = opened.record.k
     split = dataset.load(config.split, task=config.task, skip_bad=True)
     samples = {s.sample_id: s for s in split.samples}
-    labelled = split_is_labelled(cache)
+    labelled = cache.labelled
     n_images = cache.manifest()["n_images"]
     n_overlays = n_images if config.overlays is None else min(config.overlays, n_images)
     output = Path(config.output)
@@ -202,18 +169,3 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
         maps=str(maps_path),
         pointing=None if pointing_path is None else str(pointing_path),
     )
-
-
-def _check_options(config: LocalizeConfig) -> None:
-    """Refuse settings that have no maps, before any work."""
-    if config.reduce not in REDUCES:
-        raise DataError(f"--reduce {config.reduce!r}: use one of {', '.join(REDUCES)}")
-    if config.top < 1:
-        raise DataError(f"--top {config.top}: overlay at least 1 class per image")
-    if config.overlays is not None and config.overlays < 0:
-        raise DataError(f"--overlays {config.overlays}: give a count >= 0 (0: no overlays)")
-    if config.grid.kind != "patches" or config.task != TaskConfig():
-        raise DataError(
-            f"--grid {config.grid.kind} --task {config.task.name}: maps need the patch grid "
-            "of the object task; extract and fit with --grid patches"
-        )

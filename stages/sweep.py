@@ -1,16 +1,11 @@
-"""`pipeline sweep`: many head settings scored from one cache by cross-validation, in parallel.
-
-Every setting runs K-fold cross-validation over the training split's images (pipeline/crossval.py)
-in a joblib worker process. Rows are written to sweep.csv as settings finish, so an interrupted
-sweep resumes: a setting whose key (the whole fit config it makes: head, settings, seed,
-classes; the cache digest and the folds) is already in sweep.csv is not run again. Rows of
-earlier sweeps stay in the file. The best setting of this sweep is written as a config file
-for `pipeline fit`.
-"""
+"""`pipeline sweep`: head settings scored from one cache by cross-validation, in parallel
+processes; rows are written as settings finish, so an interrupted sweep resumes (a row is
+keyed by its whole fit config, the cache digest and the folds), and the best is a config file."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -23,6 +18,7 @@ from tqdm import tqdm
 
 from pipeline.config import FitConfig, SweepConfig
 from pipeline.errors import MidlevelError
+from pipeline.io import write_atomically
 from pipeline.reporting.provenance import beside, write_sidecar
 from pipeline.training.crossval import cross_validate
 from pipeline.training.fit import open_fit_cache
@@ -42,8 +38,10 @@ class SweepSummary:
     jobs: int
     output: str
     best_output: str
+    folds: int
 
-    def line(self, folds: int) -> str:
+    def line(self) -> str:
+        folds = self.folds
         best = self.rows[0]
         values = " ".join(f"{n}={best[n]}" for n in setting_names(self.rows) if best[n] != "")
         serial = sum(float(r["fit_seconds"]) for r in self.rows)
@@ -117,12 +115,11 @@ def _best_first(rows: list[dict]) -> list[dict]:
 def _write_rows(path: Path, rows: list[dict]) -> None:
     """Best first; atomic, so a kill mid-write leaves the previous table."""
     rows = _best_first(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, text.getvalue().encode())
 
 
 def best_path(config: SweepConfig) -> Path:
@@ -180,4 +177,5 @@ def run(config: SweepConfig) -> SweepSummary:
         jobs=jobs,
         output=str(output),
         best_output=str(best_file),
+        folds=config.folds,
     )

@@ -30,7 +30,8 @@ def stop() -> None:
 
 def install(shard: int, event: str) -> None:
     import pipeline.features.engine as extraction
-    from pipeline.store.shards import SHARD_NAME, FeatureCache
+    from pipeline.store.cache import FeatureCache
+    from pipeline.store.shards import SHARD_NAME
 
     name = SHARD_NAME.format(shard)
     recording = {"now": False}

@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from synthetic_voc import SHAPE_STYLES, draw_shape
 
-from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
+from pipeline.datasets.voc_writer import VocSample, write_voc_tree
+from pipeline.datasets.voc_xml import VocObject
 
 # action -> (shape, RGB fill): the object tree's three styles
 ACTION_STYLES = dict(zip(("jumping", "phoning", "reading"), SHAPE_STYLES.values(), strict=True))

@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from synthetic_voc import SHAPE_CLASSES, SHAPE_STYLES, draw_shape, make_shapes_voc
 
-from pipeline.datasets.voc import VOC_CLASSES, load_records, read_split
+from pipeline.datasets.voc import load_records, read_split
+from pipeline.datasets.voc_xml import VOC_CLASSES
 
 CUSTOM_CLASSES = ("scratch", "dent", "ok")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.datasets.voc import VOC_CLASSES
-from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
+from pipeline.datasets.voc_writer import VocSample, write_voc_tree
+from pipeline.datasets.voc_xml import VOC_CLASSES, VocObject
 
 # class -> (shape, RGB fill)
 SHAPE_STYLES = {

@@ -13,8 +13,9 @@ from PIL import Image
 from synthetic_action import SYNTHETIC_ACTIONS, make_action_voc
 
 from pipeline.config import TaskConfig
-from pipeline.datasets.voc import ACTIONS, VocDataset, parse_annotation
+from pipeline.datasets.voc import VocDataset
 from pipeline.datasets.voc_action import enlarge
+from pipeline.datasets.voc_xml import ACTIONS, parse_annotation
 from pipeline.errors import DataError
 from pipeline.reporting.plots import BORDER, DPI, HEADER_INCHES, LABEL_INCHES, THUMB
 from stages.compare import METHODS

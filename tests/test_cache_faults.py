@@ -185,7 +185,7 @@ def test_full_disk_keeps_finished_shards_then_rerun_writes_the_rest(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         fsync(fd)
 
-    monkeypatch.setattr("pipeline.store.shards.os.fsync", disk_full_on_third_shard)
+    monkeypatch.setattr("pipeline.io.os.fsync", disk_full_on_third_shard)
     args = extract_args(shapes_voc, tmp_path, "--workers", "0")
     code, out = invoke(*args)
     split_dir = tmp_path / reference.name

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from pipeline.datasets.voc import VOC_CLASSES
+from pipeline.cli.options import parse_classes
+from pipeline.datasets.voc_xml import VOC_CLASSES
 from pipeline.errors import MidlevelError
-from pipeline.training.classes import check_classes, head_labels, parse_classes, select_classes
+from pipeline.training.classes import check_classes, head_labels, select_classes
 
 NAMES = list(VOC_CLASSES)
 BG = len(NAMES)

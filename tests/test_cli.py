@@ -179,7 +179,7 @@ def test_full_disk_outside_the_shards_is_one_line(shapes_cache, tmp_path, monkey
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         fsync(fd)
 
-    monkeypatch.setattr("pipeline.store.shards.os.fsync", full)
+    monkeypatch.setattr("pipeline.io.os.fsync", full)
     cache, common = shapes_cache
     copy = tmp_path / "cache"
     shutil.copytree(cache, copy)
@@ -194,3 +194,21 @@ def test_full_disk_outside_the_shards_is_one_line(shapes_cache, tmp_path, monkey
     (line,) = error_lines(out)
     assert "svm.joblib: cannot write it (No space left on device); free space on" in line, line
     assert heads() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["fit", "--lse-r", "0"], "error: --lse-r 0.0: must be > 0"),
+        (["fit", "--grid", "whole", "--head", "mlp"], "error: --head 'mlp': whole-image features"),
+        (["localize", "--voc-root", ".", "--top", "0"], "error: --top 0: overlay at least 1"),
+        (["score", "-k", "-1"], "error: --k -1.0: must be > 0"),
+    ],
+)
+def test_a_setting_out_of_range_is_one_line_naming_its_flag(args, line):
+    """The library names the setting (lse_r, grid_kind); the command line says its flag."""
+    code, out = invoke(*args)
+    assert code == 2 and "Traceback" not in out, out
+    (error,) = error_lines(out)
+    assert error.startswith(line), error
+    assert "use --head svm with --grid whole" in out or args[1] != "--grid"

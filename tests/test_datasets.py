@@ -23,9 +23,10 @@ from synthetic_datasets import (
 from pipeline.datasets import detect_kind, open_dataset
 from pipeline.datasets.coco import CocoDataset
 from pipeline.datasets.image_files import ImageFilesDataset
-from pipeline.datasets.voc import VOC_CLASSES, VocDataset
+from pipeline.datasets.voc import VocDataset
+from pipeline.datasets.voc_xml import VOC_CLASSES
 from pipeline.errors import DataError
-from pipeline.evaluation.localization import overlay_layout
+from pipeline.reporting.overlays import overlay_layout
 
 CHANCE_MARGIN = 80  # each class is in about half of the test images: chance AP is about 50
 

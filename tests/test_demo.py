@@ -13,7 +13,8 @@ from synthetic_voc import SHAPE_CLASSES, SHAPE_STYLES, make_shapes_voc
 
 from pipeline.datasets import demo
 from pipeline.datasets.demo import DEMO_CLASSES, build_demo_tree
-from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
+from pipeline.datasets.voc_writer import VocSample, write_voc_tree
+from pipeline.datasets.voc_xml import VocObject
 from pipeline.errors import DataError, MidlevelError
 
 SMALL = {"n_trainval": 12, "n_test": 6, "image_size": (160, 120)}

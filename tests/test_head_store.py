@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 
 from pipeline.errors import CacheError
-from pipeline.heads.patch_heads import LinearSVMHead
-from pipeline.store.head_files import find_head, head_path, load_head_file, save_head
+from pipeline.heads.linear_svm import LinearSVMHead
+from pipeline.store.head_files import (
+    HeadRecord,
+    find_head,
+    head_path,
+    load_head_file,
+    save_head,
+)
 
 
 def fitted(seed: int) -> LinearSVMHead:
@@ -25,9 +31,9 @@ def fitted(seed: int) -> LinearSVMHead:
 def test_save_then_load_round_trips_with_its_record(tmp_path):
     path = head_path(tmp_path / "trainval-abc", "svm")
     head = fitted(0)
-    save_head(path, head, {"head": "svm", "classes": ["a"]})
+    save_head(path, head, HeadRecord(head="svm", classes=("a",)))
     back, record = load_head_file(path)
-    assert record["classes"] == ["a"] and len(record["joblib_sha256"]) == 64
+    assert record.classes == ("a",) and len(record.joblib_sha256) == 64
     X = np.ones((3, 4), np.float32)
     np.testing.assert_array_equal(back.decision_function(X), head.decision_function(X))
     assert sorted(p.name for p in path.parent.iterdir()) == ["svm.joblib", "svm.json"]
@@ -39,7 +45,7 @@ X = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
 def assert_is(loaded, record, head: LinearSVMHead, classes: list[str]) -> None:
     """`loaded` and `record` are exactly `head` and its classes: never one fit's estimator
     with another's record."""
-    assert record["classes"] == classes
+    assert record.classes == tuple(classes)
     np.testing.assert_array_equal(loaded.decision_function(X), head.decision_function(X))
 
 
@@ -80,12 +86,12 @@ def test_an_interrupted_save_leaves_the_old_head_or_the_new_one_whole(
     """Ctrl-C or a full disk before, during or after either write (a SIGKILL leaving a
     temporary file behind, too): loading gives exactly the previous head or exactly the new
     one, with its own classes, never a refusal and never a mix; the .json is made to agree."""
+    import pipeline.io as shards
     import pipeline.store.head_files as store
-    import pipeline.store.shards as shards
 
     path = head_path(tmp_path / "trainval-abc", "svm")
     old, new = fitted(0), fitted(1)
-    save_head(path, old, {"head": "svm", "classes": ["old"]})
+    save_head(path, old, HeadRecord(head="svm", classes=("old",)))
     real_write, real_fsync = store.write_atomically, shards.os.fsync
 
     def write(target, data):
@@ -110,14 +116,14 @@ def test_an_interrupted_save_leaves_the_old_head_or_the_new_one_whole(
 
     monkeypatch.setattr(store, "write_atomically", write)
     with pytest.raises((KeyboardInterrupt, OSError, CacheError)):
-        save_head(path, new, {"head": "svm", "classes": ["new"]})
+        save_head(path, new, HeadRecord(head="svm", classes=("new",)))
     monkeypatch.setattr(store, "write_atomically", real_write)
     loaded, record = load_head_file(path)
     if expected == "old":
         assert_is(loaded, record, old, ["old"])
     else:
         assert_is(loaded, record, new, ["new"])
-    assert assert_pair_on_disk_agrees(path) == record
+    assert HeadRecord.from_dict(assert_pair_on_disk_agrees(path)) == record
     again, record_again = load_head_file(path)  # and it stays so
     assert record_again == record
     np.testing.assert_array_equal(again.decision_function(X), loaded.decision_function(X))
@@ -130,7 +136,7 @@ def test_a_fit_killed_between_its_two_writes_loads_the_new_head_and_mends_its_re
     own record, so the new head loads with the new classes, and the stale .json (the old
     fit's) is rewritten from it."""
     path = head_path(tmp_path / "trainval-abc", "svm")
-    save_head(path, fitted(0), {"head": "svm", "classes": ["old"]})
+    save_head(path, fitted(0), HeadRecord(head="svm", classes=("old",)))
     import pipeline.store.head_files as store
 
     real = store.write_atomically
@@ -142,7 +148,7 @@ def test_a_fit_killed_between_its_two_writes_loads_the_new_head_and_mends_its_re
 
     monkeypatch.setattr(store, "write_atomically", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        save_head(path, fitted(1), {"head": "svm", "classes": ["new"]})
+        save_head(path, fitted(1), HeadRecord(head="svm", classes=("new",)))
     monkeypatch.setattr(store, "write_atomically", real)
     assert json.loads(path.with_suffix(".json").read_text())["classes"] == ["old"]
     head, record = load_head_file(path)
@@ -157,7 +163,7 @@ def test_a_missing_record_is_rebuilt_and_a_read_only_folder_still_loads(tmp_path
 
     path = head_path(tmp_path / "trainval-abc", "svm")
     head = fitted(2)
-    save_head(path, head, {"head": "svm", "classes": ["a", "b"], "k": 3.0})
+    save_head(path, head, HeadRecord(head="svm", classes=("a", "b"), k=3.0))
     written = json.loads(path.with_suffix(".json").read_text())
     path.with_suffix(".json").unlink()
 
@@ -167,21 +173,21 @@ def test_a_missing_record_is_rebuilt_and_a_read_only_folder_still_loads(tmp_path
     monkeypatch.setattr(store, "write_atomically", read_only)
     loaded, record = load_head_file(path)
     assert_is(loaded, record, head, ["a", "b"])
-    assert record == written and not path.with_suffix(".json").exists()
+    assert record == HeadRecord.from_dict(written) and not path.with_suffix(".json").exists()
     monkeypatch.undo()
     loaded, record = load_head_file(path)
-    assert record == written and assert_pair_on_disk_agrees(path) == written
+    assert record == HeadRecord.from_dict(written) and assert_pair_on_disk_agrees(path) == written
 
 
 def test_a_json_that_agrees_with_its_joblib_is_the_record_read(tmp_path):
     """A .json whose SHA-256 is its .joblib's is that head's record as it is on disk (what
     predict's and score's settings checks read; a copied heads/ folder keeps it)."""
     path = head_path(tmp_path / "trainval-abc", "svm")
-    save_head(path, fitted(0), {"head": "svm", "classes": ["a"], "fingerprint": {"w": "x"}})
+    save_head(path, fitted(0), HeadRecord(head="svm", classes=("a",), fingerprint={"w": "x"}))
     record = json.loads(path.with_suffix(".json").read_text())
     record["fingerprint"]["w"] = "edited"
     path.with_suffix(".json").write_text(json.dumps(record))
-    assert load_head_file(path)[1]["fingerprint"] == {"w": "edited"}
+    assert load_head_file(path)[1].fingerprint == {"w": "edited"}
 
 
 def test_a_head_of_the_old_format_loads_and_a_mismatched_old_pair_is_refused(tmp_path):
@@ -207,8 +213,8 @@ def test_a_head_of_the_old_format_loads_and_a_mismatched_old_pair_is_refused(tmp
 
 def test_find_head_by_name_path_or_refusal(tmp_path):
     for split in ("trainval-abc", "train-def"):
-        save_head(head_path(tmp_path / split, "svm"), fitted(0), {"head": "svm"})
-    save_head(head_path(tmp_path / "trainval-abc", "mlp"), fitted(0), {"head": "mlp"})
+        save_head(head_path(tmp_path / split, "svm"), fitted(0), HeadRecord(head="svm"))
+    save_head(head_path(tmp_path / "trainval-abc", "mlp"), fitted(0), HeadRecord(head="mlp"))
     assert find_head("mlp", tmp_path) == head_path(tmp_path / "trainval-abc", "mlp")
     given = head_path(tmp_path / "train-def", "svm")
     assert find_head(str(given), tmp_path) == given

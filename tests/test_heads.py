@@ -4,7 +4,8 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from pipeline.heads.patch_heads import LinearSVMHead, MLPHead
+from pipeline.heads.linear_svm import LinearSVMHead
+from pipeline.heads.mlp import MLPHead
 
 D = 32
 N_PER_CLASS = 250

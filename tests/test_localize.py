@@ -1,4 +1,4 @@
-"""Score maps (pipeline/score_maps.py) and `stages.localize`: exact map values on hand-made
+"""Score maps (pipeline/evaluation/score_maps.py) and `stages.localize`: exact map values on hand-made
 patches, peaks, the pointing rule, location AP by hand, the overlay figure's pixels, and an
 end-to-end run on the synthetic shapes tree."""
 
@@ -18,22 +18,17 @@ from PIL import Image
 import stages.localize
 from pipeline.config import BackboneConfig, GridConfig, LocalizeConfig
 from pipeline.datasets.base import whole_image
-from pipeline.datasets.voc import VocObject, parse_annotation, resolve_year_dir
+from pipeline.datasets.voc import resolve_year_dir
 from pipeline.datasets.voc_writer import VocSample, write_voc_tree
-from pipeline.errors import DataError
-from pipeline.evaluation.localization import (
-    BOX_COLOUR,
-    PEAK_COLOUR,
-    file_key,
+from pipeline.datasets.voc_xml import VocObject, parse_annotation
+from pipeline.errors import ConfigError, DataError
+from pipeline.evaluation.metrics import location_ap
+from pipeline.evaluation.pointing import (
     location_aps,
     location_flags,
-    overlay_image,
-    overlay_layout,
-    overlay_panels,
     pointing_counts,
     pointing_table,
 )
-from pipeline.evaluation.metrics import location_ap
 from pipeline.evaluation.score_maps import (
     CELL,
     LOCATION_TOLERANCE,
@@ -43,6 +38,14 @@ from pipeline.evaluation.score_maps import (
     score_map,
 )
 from pipeline.features.patches import patch_grid
+from pipeline.reporting.maps import file_key
+from pipeline.reporting.overlays import (
+    BOX_COLOUR,
+    PEAK_COLOUR,
+    overlay_image,
+    overlay_layout,
+    overlay_panels,
+)
 from pipeline.reporting.provenance import read_sidecar
 from stages.localize import run
 
@@ -432,5 +435,5 @@ def test_training_split_and_bad_options_are_refused(localized):
     config, _ = localized
     with pytest.raises(DataError, match="--split test or val"):
         run(replace(config, split="trainval"))
-    with pytest.raises(DataError, match="--reduce 'sum'"):
-        run(replace(config, reduce="sum"))
+    with pytest.raises(ConfigError, match="^reduce 'sum': choose one of mean, max$"):
+        run(replace(config, reduce="sum"))  # the config refuses it, before any work

@@ -13,8 +13,8 @@ import torch
 from cli_helpers import extract_args, invoke
 from test_backbone import CPU, photo
 
-from pipeline.config import BackboneConfig, GridConfig
-from pipeline.errors import BackboneUnavailable
+from pipeline.config import BackboneConfig, ExtractConfig, GridConfig
+from pipeline.errors import BackboneUnavailable, ConfigError
 from pipeline.features import onnx_runtime
 from pipeline.features.backbone import FrozenBackbone
 from pipeline.features.onnx_runtime import model_cache_dir, resolve_runtime
@@ -116,8 +116,10 @@ def test_cuda_runs_torch_and_refuses_onnxruntime():
     assert resolve_runtime("torch", cuda) == "torch"
     with pytest.raises(BackboneUnavailable, match="on cuda use --runtime torch"):
         resolve_runtime("onnxruntime", cuda)
-    with pytest.raises(BackboneUnavailable, match="choose one of auto, torch, onnxruntime"):
-        resolve_runtime("tensorrt", CPU)
+    with pytest.raises(
+        ConfigError, match="^runtime 'tensorrt': choose one of auto, torch, onnxruntime$"
+    ):
+        ExtractConfig(runtime="tensorrt")  # refused with the settings, before any net
 
 
 def test_a_net_that_does_not_export_runs_with_torch_and_says_so(monkeypatch, capfd, tmp_path):

@@ -112,22 +112,21 @@ def test_scale_factors_geometric():
 
 
 @pytest.mark.parametrize(
-    "grid",
+    ("setting", "value"),
     [
-        GridConfig(scales=0),
-        GridConfig(scales=-1),
-        GridConfig(min_scale=0.0),
-        GridConfig(min_scale=-0.1),
-        GridConfig(min_scale=1.5),
-        GridConfig(overlap=1.0),
-        GridConfig(overlap=-0.1),
+        ("scales", 0),
+        ("scales", -1),
+        ("min_scale", 0.0),
+        ("min_scale", -0.1),
+        ("min_scale", 1.5),
+        ("overlap", 1.0),
+        ("overlap", -0.1),
     ],
 )
-def test_invalid_grid_raises(grid):
-    with pytest.raises(ValueError, match="invalid patch grid"):
-        scale_factors(grid)
-    with pytest.raises(ValueError, match="invalid patch grid"):
-        patch_grid(100, 100, grid)
+def test_invalid_grid_raises(setting, value):
+    """An invalid grid cannot even be built: the config refuses it, naming the setting."""
+    with pytest.raises(ValueError, match=rf"^{setting} {value!r}: give "):
+        GridConfig(**{setting: value})
 
 
 # --- label_patches ------------------------------------------------------------------------
@@ -291,5 +290,5 @@ def test_whole_grid_is_one_box_of_the_image():
     np.testing.assert_array_equal(
         patch_grid(500, 375, GridConfig(kind="whole")), [[0, 0, 500, 375]]
     )
-    with pytest.raises(ValueError, match="grid kind"):
-        patch_grid(500, 375, GridConfig(kind="tiles"))
+    with pytest.raises(ValueError, match="^grid_kind 'tiles': choose one of patches, whole$"):
+        patch_grid(500, 375, GridConfig(kind="tiles"))  # the config refuses it

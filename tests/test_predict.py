@@ -15,8 +15,8 @@ from cli_helpers import error_lines, extract_splits, invoke
 from PIL import Image
 
 from pipeline import load_head
-from pipeline.evaluation.localization import overlay_layout
 from pipeline.evaluation.score_maps import grid_shape
+from pipeline.reporting.overlays import overlay_layout
 
 
 @pytest.fixture(scope="module", params=["crop", "shared"])

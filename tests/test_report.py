@@ -8,7 +8,7 @@ from PIL import Image
 
 from pipeline.config import ReportConfig
 from pipeline.datasets.voc_writer import VocSample, write_voc_tree
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation.metrics import area_ap, mean_ap, voc07_ap
 from pipeline.reporting.plots import (
     BORDER,
@@ -22,8 +22,8 @@ from pipeline.reporting.plots import (
     plot_pr_curves,
 )
 from pipeline.reporting.provenance import write_sidecar
-from pipeline.reporting.report import build_report
 from pipeline.reporting.runs import load_run, unique_names
+from stages import report
 
 DIGEST = "0123456789ab"
 IMAGE_IDS = ["000001", "000002", "000003", "000004", "000005"]
@@ -226,7 +226,7 @@ def test_bad_run_files_name_the_file(tmp_path, spoil, message):
 
 def test_report_writes_figures_table_and_provenance(tmp_path, two_runs):
     out = tmp_path / "report"
-    summary = build_report(ReportConfig(runs=tuple(map(str, two_runs)), output=str(out)))
+    summary = report.run(ReportConfig(runs=tuple(map(str, two_runs)), output=str(out)))
     files = ("pr-curves.png", "ap-bars.png", "contact-mlp.png", "contact-svm.png", "results.md")
     assert summary.line() == f"report: 2 runs, 2 classes -> {out}/ ({', '.join(files)})"
     for name in files[:4]:
@@ -255,19 +255,20 @@ def test_report_skips_contact_sheets_without_a_dataset(tmp_path):
     bare = write_run(tmp_path / "a", "mlp", SCORES["mlp"], TRUTH, sidecar=False)
     lost = write_run(tmp_path / "b", "svm", SCORES["svm"], TRUTH, voc_root=tmp_path / "gone")
     out = tmp_path / "report"
-    summary = build_report(ReportConfig(runs=(str(bare), str(lost)), output=str(out)))
-    assert summary.files == ("pr-curves.png", "ap-bars.png", "results.md")
-    assert summary.notes[0] == "contact sheet of ap skipped: no dataset known (pass --data)"
-    assert summary.notes[1].startswith(f"contact sheet of svm skipped: {tmp_path / 'gone'}: ")
+    summary = report.run(ReportConfig(runs=(str(bare), str(lost)), output=str(out)))
+    assert summary.report.files == ("pr-curves.png", "ap-bars.png", "results.md")
+    assert summary.report.notes[0] == "contact sheet of ap skipped: no dataset known (pass --data)"
+    assert summary.report.notes[1].startswith(
+        f"contact sheet of svm skipped: {tmp_path / 'gone'}: "
+    )
     assert "; contact sheet of ap skipped" in summary.line()
     assert not list(out.glob("contact-*.png"))
     assert "- settings: unknown (no provenance sidecar)" in (out / "results.md").read_text()
 
 
 def test_report_names_must_match_runs(two_runs, tmp_path):
-    config = ReportConfig(runs=tuple(map(str, two_runs)), output=str(tmp_path), names=("one",))
-    with pytest.raises(DataError, match="--names: 1 names for 2 runs"):
-        build_report(config)
+    with pytest.raises(ConfigError, match=r"^names \('one',\): 1 names for 2 runs; give one"):
+        ReportConfig(runs=tuple(map(str, two_runs)), output=str(tmp_path), names=("one",))
 
 
 def test_figures_grow_with_the_class_count(tmp_path):

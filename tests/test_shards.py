@@ -12,15 +12,12 @@ import numpy as np
 import pytest
 
 from pipeline import __version__
-from pipeline.config import FeatureSettings
 from pipeline.errors import CacheError
+from pipeline.store.cache import FeatureCache, WriterLock, open_cache
+from pipeline.store.keys import FeatureSettings, cache_path
 from pipeline.store.shards import (
     FEATURE_CHUNK_BYTES,
-    FeatureCache,
     Shard,
-    WriterLock,
-    cache_path,
-    open_cache,
     read_shard,
     shard_problem,
     write_shard,
@@ -139,7 +136,7 @@ def test_interrupted_write_leaves_no_shard_nor_temp_file(tmp_path, monkeypatch):
     def interrupt(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.store.shards.os.replace", interrupt)
+    monkeypatch.setattr("pipeline.io.os.replace", interrupt)
     with pytest.raises(KeyboardInterrupt):
         write_shard(tmp_path / "shard-00000.h5", make_shard(), {"digest": DIGEST})
     assert list(tmp_path.iterdir()) == []
@@ -159,7 +156,7 @@ def test_failed_write_is_one_line_naming_the_shard(tmp_path, monkeypatch, code, 
     def fail(fd):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr("pipeline.store.shards.os.fsync", fail)
+    monkeypatch.setattr("pipeline.io.os.fsync", fail)
     path = tmp_path / "shard-00000.h5"
     with pytest.raises(CacheError) as exc:
         write_shard(path, make_shard(), {"digest": DIGEST})
@@ -459,7 +456,7 @@ def test_lock_of_killed_process_is_released(tmp_path):
         f"""
         import sys, time
         from pathlib import Path
-        from pipeline.store.shards import WriterLock
+        from pipeline.store.cache import WriterLock
         lock = WriterLock(Path({str(tmp_path / "c")!r})).__enter__()
         print("locked", flush=True)
         time.sleep(120)
@@ -485,7 +482,7 @@ def test_lock_held_by_child_of_exited_writer_says_so(tmp_path):
         f"""
         import os, time
         from pathlib import Path
-        from pipeline.store.shards import WriterLock
+        from pipeline.store.cache import WriterLock
         lock = WriterLock(Path({str(tmp_path / "c")!r})).__enter__()
         child = os.fork()
         if child:

@@ -19,7 +19,7 @@ from synthetic_datasets import voc_and_coco_slice
 
 from pipeline.cli import cli
 from pipeline.datasets.demo import build_demo_tree
-from pipeline.evaluation.localization import overlay_layout
+from pipeline.reporting.overlays import overlay_layout
 
 COARSE = ["--scales", "3", "--min-scale", "0.4"]
 

@@ -1,5 +1,6 @@
-"""The layout the design promises: no stage imports another, and the command line answers
-help, refusals and a finished extract without loading torch (nor building a net)."""
+"""The layout the design promises (docs/architecture.md): the import graph between the
+library's subpackages, no stage importing another, and a command line that answers help,
+refusals and a finished extract without loading torch (nor building a net)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from cli_helpers import SMALL, extract_args, invoke
 
-STAGES = Path(__file__).resolve().parents[1] / "stages"
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ROOT / "stages"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -24,6 +26,76 @@ def imported_modules(path: Path) -> set[str]:
             if node.module == "stages":
                 names |= {f"stages.{alias.name}" for alias in node.names}
     return names
+
+
+def unit(module: str) -> str:
+    """The part of the code a module belongs to: a subpackage of pipeline (features, store...),
+    a top-level module (config, errors, io, predict), the package root, or stages."""
+    parts = module.split(".")
+    if parts[0] == "stages":
+        return "stages"
+    return parts[1] if len(parts) > 1 else "pipeline"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """unit -> the other units it imports (at module level or inside a function)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted([*(ROOT / "pipeline").rglob("*.py"), *STAGES.glob("*.py")]):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        imported = {m for m in imported_modules(path) if m.split(".")[0] in ("pipeline", "stages")}
+        graph.setdefault(unit(module), set()).update(unit(m) for m in imported)
+    return {name: targets - {name} for name, targets in graph.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected groups of more than one unit (Tarjan)."""
+    index, low, stack, found, counter = {}, {}, [], [], [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = set()
+            while not group or node not in group:
+                group.add(stack.pop())
+            if len(group) > 1:
+                found.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_import_graph_between_subpackages_has_the_promised_shape():
+    graph = import_graph()
+    # The package root is the public API: it loads predict and datasets lazily, and the rest
+    # read only __version__ from it, so its edges are left out of the cycle check.
+    assert graph["pipeline"] == {"predict", "datasets"}, graph["pipeline"]
+    without_root = {n: t - {"pipeline"} for n, t in graph.items() if n != "pipeline"}
+    assert not cycles(without_root), cycles(without_root)
+    assert graph["heads"] <= {"errors"}, graph["heads"]
+    for name in ("datasets", "features"):
+        assert not graph[name] & {"training", "evaluation"}, (name, graph[name])
+    importers = {n for n, targets in graph.items() if "cli" in targets}
+    assert importers == {"__main__"}, importers  # only `python -m pipeline`
+    assert {"features", "store", "heads", "training", "evaluation", "reporting", "cli"} <= set(
+        graph
+    )
+
+
+def test_only_the_root_is_imported_for_its_version():
+    for path in sorted([*(ROOT / "pipeline").rglob("*.py"), *STAGES.glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
+                assert [a.name for a in node.names] == ["__version__"], path
 
 
 def test_no_stage_imports_another():

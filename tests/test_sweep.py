@@ -273,7 +273,7 @@ def test_cross_validate_refuses_a_head_without_a_column_of_a_class(shapes_cache,
     """Whatever the reason a fold's head lacks a class (here a stand-in trained without cat),
     its columns are not scored by position: the third would be background's."""
     import pipeline.training.crossval as crossval
-    from pipeline.heads.patch_heads import LinearSVMHead
+    from pipeline.heads.linear_svm import LinearSVMHead
 
     cache, common = shapes_cache
 

@@ -4,17 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.datasets.voc import (
-    VOC_CLASSES,
-    VocObject,
-    class_label,
-    image_labels,
-    load_records,
-    parse_annotation,
-    read_split,
-    resolve_year_dir,
-)
+from pipeline.datasets.voc import image_labels, load_records, read_split, resolve_year_dir
 from pipeline.datasets.voc_writer import VocSample, write_voc_tree
+from pipeline.datasets.voc_xml import VOC_CLASSES, VocObject, class_label, parse_annotation
 from pipeline.errors import DataError
 
 SIZE = "<size><width>100</width><height>80</height><depth>3</depth></size>"

@@ -1,4 +1,4 @@
-"""The weak head (pipeline/weak_head.py): each pooling by hand, the estimator contract, and the
+"""The weak head (pipeline/heads/weak.py): each pooling by hand, the estimator contract, and the
 pipeline from image labels alone on a tree whose objects sit in corners."""
 
 from __future__ import annotations
@@ -206,11 +206,9 @@ def test_weak_head_on_a_voc_cache_learns_from_the_label_blind_sample_only(shapes
     shards = [read_shard(p) for p in sorted(path.parents[1].glob("shard-*.h5"))]
     sampled = sum(int(s.sampled.sum()) for s in shards)
     stored = sum(len(s.sampled) for s in shards)
-    assert head.n_samples_seen_ == record["patches"] == sampled < stored
-    assert f"{sampled} patches of {record['images']} images" in out
-    assert (
-        record["config"]["weak"]["pool"] == "mean-pk" and head_path(path.parents[1], "weak") == path
-    )
+    assert head.n_samples_seen_ == record.patches == sampled < stored
+    assert f"{sampled} patches of {record.images} images" in out
+    assert record.config["weak"]["pool"] == "mean-pk" and head_path(path.parents[1], "weak") == path
 
 
 def test_weak_head_cross_validates_and_sweeps_its_poolings(shapes_cache, tmp_path):

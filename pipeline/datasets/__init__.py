@@ -2,7 +2,7 @@
 
 | KIND | what | module |
 |---|---|---|
-| `voc` | VOC XML trees: PASCAL VOC, CVAT, LabelImg, Label Studio exports | voc.py (+ voc_action.py) |
+| `voc` | VOC XML: PASCAL VOC, CVAT, LabelImg, Label Studio exports | voc.py, voc_xml.py, voc_action.py |
 | `coco` | COCO JSON, one file per split (COCO, Roboflow, Label Studio) | coco.py |
 | `imagefolder` | `ROOT/<split>/<class>/*.jpg`, image-level labels | imagefolder.py |
 | `csv` | `image,labels` CSV, image-level labels | labels_csv.py |

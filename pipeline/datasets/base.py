@@ -1,11 +1,7 @@
-"""What every dataset reader gives the pipeline: samples, the class list and the truth.
+"""What every dataset reader gives the pipeline: a `Dataset` (one class list, its splits)
+and per split a `SplitData` (samples, image-level truth), plus the helpers readers share.
 
-A reader (one module per format) turns a labelling tool's export into a `Dataset`: a fixed
-class list for the whole dataset (never per split: a head trained on one split scores the
-others column for column), the names of its splits, and for each split a `SplitData` of
-samples (an image, or a region of one, with the boxes that label its patches) and the
-image-level truth per class. Everything after this point (patch grid, cache, heads,
-scores) sees only these, whatever the format was.
+Everything after the readers (patch grid, cache, heads, scores) sees only these.
 """
 
 from __future__ import annotations
@@ -98,7 +94,8 @@ class Dataset(abc.ABC):
     @property
     @abc.abstractmethod
     def classes(self) -> tuple[str, ...]:
-        """The class list of the whole dataset, the same for every split."""
+        """The class list of the whole dataset, the same for every split (a head trained on
+        one split scores the others column for column)."""
 
     @abc.abstractmethod
     def splits(self) -> tuple[str, ...]:
@@ -159,10 +156,16 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def check_box(
-    box: tuple[float, float, float, float], width: int, height: int, where: str, what: str
+    box: tuple[float, float, float, float],
+    width: int,
+    height: int,
+    where: str,
+    what: str,
+    *,
+    fix: str = "fix it",
 ) -> tuple[float, float, float, float]:
-    """The box clipped to the image when it overshoots by at most BOX_SLACK pixels; DataError
-    naming `where` for an empty box or one further outside."""
+    """A 0-based box clipped to the image when it overshoots by at most BOX_SLACK pixels;
+    DataError `<where>: box of <what> is empty or outside the WxH image; <fix>` otherwise."""
     x0, y0, x1, y1 = box
     inside = (
         -BOX_SLACK <= x0 < x1 <= width + BOX_SLACK and -BOX_SLACK <= y0 < y1 <= height + BOX_SLACK
@@ -170,7 +173,7 @@ def check_box(
     clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
     if not inside or clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
         raise DataError(
-            f"{where}: box of {what} is empty or outside the {width}x{height} image; fix it"
+            f"{where}: box of {what} is empty or outside the {width}x{height} image; {fix}"
         )
     return clipped
 

@@ -1,22 +1,8 @@
-"""COCO JSON: one file per split, as COCO, Roboflow and Label Studio export it.
+"""COCO JSON, one file per split, as COCO, Roboflow and Label Studio export it (where splits,
+images and the class list come from: docs/datasets.md).
 
-A file holds `images` (id, file_name, width, height), `annotations` (image_id, category_id,
-bbox [x, y, w, h] in pixels, iscrowd) and `categories` (id, name; ids need not be
-contiguous). A crowd annotation counts as difficult: it labels no patch and, alone in an
-image, makes its class difficult there (left out of that class's AP).
-
-Where the splits are, for `--data coco:PATH`:
-- PATH a JSON file: one split, named after the file (`result.json` -> split `result`);
-- PATH a directory: `annotations/instances_<split>.json` or `annotations/<split>.json`
-  (COCO), `<split>/_annotations.coco.json` (Roboflow), or `<split>.json`.
-The images are found under the directory given (--image-dir), else beside the JSON, in
-`<root>/<split>/`, `<root>/images/<split>/` or `<root>/images/` (the first that holds the
-split's first image). Sample ids are file names without their suffix, folders kept
-(`sub/0001`), or whole file names where two would share an id.
-
-The class list is the categories of every split, by id; a category that only groups others
-(Roboflow's first category, the supercategory of all the others) and has no annotation
-anywhere is left out.
+A crowd annotation counts as difficult: it labels no patch and, alone in an image, makes its
+class difficult there (left out of that class's AP).
 """
 
 from __future__ import annotations
@@ -40,7 +26,8 @@ ROBOFLOW_FILE = "_annotations.coco.json"
 
 
 def _split_files(root: Path) -> dict[str, Path]:
-    """split -> JSON file of a COCO directory (see the module docstring)."""
+    """split -> JSON file of a COCO directory: `annotations/[instances_]<split>.json` (COCO),
+    `<split>/_annotations.coco.json` (Roboflow) or `<split>.json`, the first found."""
     found: dict[str, Path] = {}
     for path in sorted((root / "annotations").glob("*.json")):
         found.setdefault(path.stem.removeprefix("instances_"), path)
@@ -100,7 +87,8 @@ class CocoDataset(Dataset):
 
     @cached_property
     def _categories(self) -> dict[int, str]:
-        """category id -> name over every split, in id order, groups without objects left out."""
+        """category id -> name over every split, in id order; a category that only groups
+        others (Roboflow's first) and has no annotation anywhere is left out."""
         names: dict[int, str] = {}
         parents, used = set(), set()
         for split, path in self.files.items():
@@ -136,6 +124,8 @@ class CocoDataset(Dataset):
         return {name: c for c, name in enumerate(self.classes)}
 
     def _images_folder(self, split: str, first: str) -> Path:
+        """The first of --image-dir, the JSON's folder, `<root>/<split>/`, `<root>/images/<split>/`,
+        `<root>/images/`, `<root>` that holds the split's first image (else the first)."""
         path = self.files[split]
         base = self.root if self.root.is_dir() else path.parent
         folders = [self.image_dir] if self.image_dir else []

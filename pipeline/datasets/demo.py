@@ -1,20 +1,6 @@
-"""A small VOC-format tree made from real photos that installed packages ship; nothing downloaded.
-
-Objects are cut from photos with hand-chosen crop boxes (each checked by eye to frame the whole
-object) and pasted, at several scales, positions and horizontal flips, onto random crops of real
-backgrounds; the box of an object is exactly the pasted rectangle. It lets the whole pipeline run
-end to end on any machine, on photos a pretrained network recognises.
-
-Where each photo comes from:
-- cat: `skimage.data.chelsea()`, Chelsea the cat (CC0, photo by Stefan van der Walt).
-- person: `skimage.data.astronaut()`, Eileen Collins (NASA, public domain), and matplotlib's
-  sample `grace_hopper.jpg` (`matplotlib.cbook.get_sample_data`), Grace Hopper (US Navy photo,
-  public domain).
-- motorbike: `skimage.data.stereo_motorcycle()`, left and right views of the Middlebury 2014
-  stereo benchmark pair.
-- backgrounds: `skimage.data.brick()`, `grass()`, `gravel()` (CC0 textures, grey), `coffee()`
-  (CC0, Rachel Michetti), `rocket()` (SpaceX, public domain), and scikit-learn's
-  `load_sample_image("china.jpg")` / `("flower.jpg")` (CC BY 2.0, Flickr).
+"""The demo VOC tree: objects cut from photos that installed packages ship (nothing downloaded)
+and pasted onto real backgrounds, so the whole pipeline runs end to end on any machine, on
+photos a pretrained network recognises. An object's box is exactly its pasted rectangle.
 """
 
 from __future__ import annotations
@@ -24,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
+from pipeline.datasets.voc_writer import VocSample, write_voc_tree
+from pipeline.datasets.voc_xml import VocObject
 from pipeline.errors import MidlevelError
 
 DEMO_CLASSES = ("cat", "motorbike", "person")
@@ -50,6 +37,16 @@ SECOND_OBJECT_P = 0.5
 PLACEMENT_TRIES = 50
 
 
+# Where each photo comes from:
+# - cat: `skimage.data.chelsea()`, Chelsea the cat (CC0, photo by Stefan van der Walt).
+# - person: `skimage.data.astronaut()`, Eileen Collins (NASA, public domain), and matplotlib's
+#   sample `grace_hopper.jpg` (`matplotlib.cbook.get_sample_data`), Grace Hopper (US Navy photo,
+#   public domain).
+# - motorbike: `skimage.data.stereo_motorcycle()`, left and right views of the Middlebury 2014
+#   stereo benchmark pair.
+# - backgrounds: `skimage.data.brick()`, `grass()`, `gravel()` (CC0 textures, grey), `coffee()`
+#   (CC0, Rachel Michetti), `rocket()` (SpaceX, public domain), and scikit-learn's
+#   `load_sample_image("china.jpg")` / `("flower.jpg")` (CC BY 2.0, Flickr).
 def _load_photos() -> dict[str, np.ndarray]:
     """Every source photo as an [H, W, 3] uint8 RGB array, by name."""
     try:
@@ -157,13 +154,11 @@ def build_demo_tree(
     image_size: tuple[int, int] = (320, 240),
     seed: int = 0,
 ) -> Path:
-    """Write the demo VOC tree under `output/VOC2007` and return that year directory.
+    """Write the demo VOC tree under `output/VOC2007` and return it; same seed, same bytes.
 
-    image_size is (width, height). The first object of the i-th image of a split is of class
-    DEMO_CLASSES[i % 3], so every class is in train, val (the even / odd halves of trainval),
-    trainval and test; with at most two objects, every image lacks some class.
-    Same seed, same bytes.
-    """
+    image_size is (width, height). The i-th image of a split has a DEMO_CLASSES[i % 3] object
+    first, so every class is in every split (train, val: the even / odd halves of trainval);
+    with at most two objects, every image lacks some class."""
     n_classes = len(DEMO_CLASSES)
     if n_trainval < 2 * n_classes or n_test < n_classes:
         raise ValueError(

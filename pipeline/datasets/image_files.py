@@ -1,8 +1,6 @@
-"""Plain image files with no labels: a folder (searched recursively), a glob, or a list.
-
-For `pipeline predict` and unlabelled scoring. It has one set of images, under whatever
-split name the caller gives; sample ids are the paths relative to the folder given (or the
-common folder of the files given), without their suffix.
+"""Plain image files with no labels, for `pipeline predict` and unlabelled scoring: a folder
+(searched recursively), a glob, or a list. Any split name loads them all; sample ids are the
+paths relative to the folder given (or the files' common folder), without their suffix.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""torchvision's ImageFolder layout, one folder per split and class: `ROOT/<split>/<class>/*.jpg`.
-
-Image-level labels only (one class per image, nested folders inside a class allowed), no
-boxes: whole-image heads train on it, patch heads refuse it. The class list is the sorted
-union of the class folders of every split, as ImageFolder sorts them; sample ids are
-`<class>/<file name without suffix>`.
+"""torchvision's ImageFolder layout, `ROOT/<split>/<class>/*.jpg` (nested folders allowed):
+image-level labels, one class per image, no boxes. Classes are the sorted class folders of
+every split, as ImageFolder sorts them; sample ids `<class>/<file name without suffix>`.
 """
 
 from __future__ import annotations

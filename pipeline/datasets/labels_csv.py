@@ -1,11 +1,6 @@
-"""A CSV of image-level labels: `image,labels`, several labels separated by `;`.
-
-`image` is a path relative to the CSV's folder (or to --image-dir); `labels` may be empty
-(an image of none of the classes). An optional `split` column names each row's split;
-without it the split is the file's name (`train.csv` -> `train`), and a folder of such
-files is a dataset of several splits. Image-level labels only, no boxes: whole-image heads
-train on it, patch heads refuse it. The class list is the sorted union of the labels of
-every row of every split; sample ids are the image paths without their suffix.
+"""A CSV of image-level labels, no boxes: `image,labels` (labels `;`-separated, may be empty),
+images relative to the CSV's folder or --image-dir. The split is a `split` column, else the
+file's name (a folder of `<split>.csv` is several splits); classes are all labels, sorted.
 """
 
 from __future__ import annotations

@@ -1,33 +1,20 @@
 """PASCAL VOC XML trees: the genuine VOC, and exports of CVAT, LabelImg and Label Studio.
 
-Works on the layout torchvision's VOCDetection downloads (`<root>/VOCdevkit/VOC2007/...`),
-on its year directory directly, on trees that have only Annotations/ + JPEGImages/ (or
-images/), and on a flat folder of XML files beside their images (LabelImg). Boxes come out
-0-based with exclusive ends (pixel edges): VOC's 1-based inclusive `xmin..xmax` becomes
-`xmin - 1 .. xmax`, so that box areas are the pixel counts; coordinates may be floats
-("12.0", as LabelImg writes them), and a corner up to a pixel outside the image is clipped
-(CVAT writes 0-based corners). The image is the file the XML's `<filename>` names.
-
-The class list is fixed per tree: `labelmap.txt` (CVAT) or `classes.txt` where present, else
-the classes of the per-class files `ImageSets/Main/<class>_<split>.txt`, else the sorted union
-of the object names of every XML of the tree. Where those are all VOC classes, the list is the
-20 VOC classes in VOC order, so a genuine VOC tree (or a subset of it) keeps the class columns
-and the cache digests it always had.
+The tree's layout (year directory, splits, image files), its class list and its truth; one
+XML file is read by voc_xml.py, the Action task by voc_action.py. The layouts and the class
+list rule are in docs/datasets.md.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import replace
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import TaskConfig
 from pipeline.datasets.base import (
-    BOX_SLACK,
     OBJECT_TASK,
     Dataset,
     SplitData,
@@ -35,45 +22,19 @@ from pipeline.datasets.base import (
     image_size,
     whole_image,
 )
+from pipeline.datasets.voc_action import action_split
+from pipeline.datasets.voc_xml import (
+    ACTIONS,
+    VOC_CLASSES,
+    ImageRecord,
+    class_label,
+    object_names,
+    parse_annotation,
+)
 from pipeline.errors import DataError
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
 SPLITS = ("train", "val", "trainval", "test")
-# VOC 2012 Action, in the devkit's order
-ACTIONS = (
-    "jumping", "phoning", "playinginstrument", "reading", "ridingbike", "ridinghorse",
-    "running", "takingphoto", "usingcomputer", "walking", "other",
-)  # fmt: skip
 CLASS_LIST_FILES = ("labelmap.txt", "classes.txt")
-
-
-@dataclass(frozen=True)
-class VocObject:
-    name: str
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1; 0-based, ends exclusive
-    difficult: bool = False
-    # VOC 2012 Action: the names of the actions flagged 1 in <actions>; None without <actions>
-    actions: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    image_id: str
-    width: int
-    height: int
-    objects: tuple[VocObject, ...]
-    # why the image cannot be used (load_records with skip_bad): it is skipped at extract
-    error: str | None = None
-    filename: str | None = None  # the XML's <filename>: the image file it annotates
-    image_path: Path | None = None  # where that file is (load_records)
-
-    def boxes(self) -> np.ndarray:
-        """[M, 4] float32 boxes of all objects."""
-        return np.array([o.box for o in self.objects], dtype=np.float32).reshape(-1, 4)
 
 
 def resolve_year_dir(root: str | Path) -> Path:
@@ -100,6 +61,7 @@ def resolve_year_dir(root: str | Path) -> Path:
 
 
 def annotations_dir(year_dir: Path) -> Path:
+    """Where the XML files are: Annotations/, or the year directory itself (LabelImg)."""
     return year_dir / "Annotations" if (year_dir / "Annotations").is_dir() else year_dir
 
 
@@ -127,98 +89,6 @@ def list_splits(year_dir: Path) -> list[str]:
     return sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem)
 
 
-def _text(node: ET.Element, tag: str, path: Path) -> str:
-    child = node.find(tag)
-    if child is None or child.text is None:
-        raise DataError(f"{path}: missing <{tag}>; fix or remove this annotation file")
-    return child.text.strip()
-
-
-def _number(node: ET.Element, tag: str, path: Path) -> float:
-    text = _text(node, tag, path)
-    try:
-        return float(text)
-    except ValueError:
-        raise DataError(f"{path}: <{tag}> is {text!r}, not a number; fix the file") from None
-
-
-def _actions(obj: ET.Element, path: Path) -> tuple[str, ...] | None:
-    """Flagged actions of a VOC 2012 Action person (flags not listed count as 0)."""
-    node = obj.find("actions")
-    if node is None:
-        return None
-    flagged = []
-    for flag in node:
-        value = (flag.text or "").strip()
-        if value not in ("0", "1"):
-            raise DataError(f"{path}: action <{flag.tag}> is {value!r}, not 0 or 1; fix the file")
-        if value == "1":
-            flagged.append(flag.tag)
-    return tuple(flagged)
-
-
-def _box(bnd: ET.Element, name: str, width: int, height: int, path: Path):
-    """VOC's 1-based inclusive corners -> 0-based pixel edges, clipped within BOX_SLACK."""
-    x0, y0 = _number(bnd, "xmin", path) - 1, _number(bnd, "ymin", path) - 1
-    x1, y1 = _number(bnd, "xmax", path), _number(bnd, "ymax", path)
-    if not (
-        -BOX_SLACK <= x0 < x1 <= width + BOX_SLACK and -BOX_SLACK <= y0 < y1 <= height + BOX_SLACK
-    ):
-        raise DataError(
-            f"{path}: box of {name!r} ({x0 + 1:g},{y0 + 1:g},{x1:g},{y1:g}) is empty or "
-            f"outside the {width}x{height} image; fix its <bndbox>"
-        )
-    box = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
-    if box[0] >= box[2] or box[1] >= box[3]:
-        raise DataError(f"{path}: box of {name!r} is empty inside the image; fix its <bndbox>")
-    return box
-
-
-def parse_annotation(
-    path: Path, known_classes: tuple[str, ...] | None = VOC_CLASSES
-) -> ImageRecord:
-    """One VOC XML file -> ImageRecord, with every box checked against the image size.
-    `known_classes` None accepts any object name."""
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation missing; restore it or drop the id") from None
-    except ET.ParseError as exc:
-        raise DataError(f"{path}: malformed XML ({exc}); fix or re-download the file") from None
-    size = root.find("size")
-    if size is None:
-        raise DataError(f"{path}: missing <size>; fix the annotation file")
-    width, height = int(_number(size, "width", path)), int(_number(size, "height", path))
-    if width <= 0 or height <= 0:
-        raise DataError(f"{path}: image size {width}x{height} is not positive; fix <size>")
-    objects = []
-    for obj in root.iter("object"):
-        name = _text(obj, "name", path)
-        if known_classes is not None and name not in known_classes:
-            raise DataError(
-                f"{path}: unknown class {name!r}; the classes of this tree are {', '.join(known_classes)}"
-            )
-        bnd = obj.find("bndbox")
-        if bnd is None:
-            raise DataError(f"{path}: object {name!r} has no <bndbox>; fix the file")
-        difficult = obj.find("difficult")
-        is_difficult = difficult is not None and (difficult.text or "0").strip() == "1"
-        box = _box(bnd, name, width, height, path)
-        objects.append(VocObject(name, box, is_difficult, _actions(obj, path)))
-    filename = (root.findtext("filename") or "").strip() or None
-    return ImageRecord(path.stem, width, height, tuple(objects), filename=filename)
-
-
-def object_names(path: Path) -> set[str]:
-    """The object names of one XML file; empty when it cannot be parsed (the split that
-    holds it reports the error when it is loaded)."""
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
-        return set()
-    return {(o.findtext("name") or "").strip() for o in root.iter("object")} - {""}
-
-
 def image_path(year_dir: Path, image_id: str, filename: str | None) -> Path:
     """The image file of an id: the XML's <filename> in JPEGImages/, images/ (Label Studio),
     beside the XML (LabelImg) or under the tree, else JPEGImages/<id>.jpg|.jpeg|.png. When
@@ -231,20 +101,16 @@ def image_path(year_dir: Path, image_id: str, filename: str | None) -> Path:
 
 
 def _record(year_dir: Path, image_id: str, xml: Path | None, classes) -> ImageRecord:
-    if xml is None:  # an image without XML (VOC 2012 test): its size from the image header
-        path = image_path(year_dir, image_id, None)
-        if not path.is_file():
-            raise DataError(f"{path}: listed in the split but missing; restore it or drop the id")
-        width, height = image_size(path)
-        return ImageRecord(image_id, width, height, (), image_path=path)
-    record = parse_annotation(xml, classes)
-    path = image_path(year_dir, image_id, record.filename)
+    """The record of one id with its image file found; without XML (VOC 2012 test), its
+    size from the image header."""
+    record = None if xml is None else parse_annotation(xml, classes)
+    path = image_path(year_dir, image_id, record.filename if record else None)
     if not path.is_file():
         raise DataError(f"{path}: listed in the split but missing; restore it or drop the id")
-    return ImageRecord(
-        record.image_id, record.width, record.height, record.objects,
-        filename=record.filename, image_path=path,
-    )  # fmt: skip
+    if record is None:
+        width, height = image_size(path)
+        return ImageRecord(image_id, width, height, (), image_path=path)
+    return replace(record, image_path=path)
 
 
 def load_records(
@@ -254,13 +120,9 @@ def load_records(
     skip_bad: bool = False,
     classes: tuple[str, ...] | None = VOC_CLASSES,
 ) -> list[ImageRecord]:
-    """Parse every annotation of a split up front, so bad files fail before any compute.
-
-    A split whose images have no XML at all is an unlabelled one (VOC 2012 test); an XML
-    missing while other images of the split have boxes is an error. With `skip_bad`, an
-    image whose files are bad gets a record carrying the error instead, in its place (so
-    that shard boundaries stay those of a clean run), for extract to skip and log.
-    """
+    """Parse every annotation of a split up front, so bad files fail before any compute. No
+    XML at all is an unlabelled split (VOC 2012 test); some missing is an error. With
+    `skip_bad`, a bad image's record carries the error, in its place (see `Dataset.load`)."""
     folder = annotations_dir(year_dir)
     xmls = [folder / f"{image_id}.xml" for image_id in ids]
     annotated = [xml.is_file() for xml in xmls]
@@ -281,14 +143,6 @@ def load_records(
     return records
 
 
-def class_label(objects: Iterable[VocObject], name: str) -> int:
-    """VOC image-level label of one class: 1 present, 0 only difficult objects, -1 absent."""
-    flags = [o.difficult for o in objects if o.name == name]
-    if not flags:
-        return -1
-    return 0 if all(flags) else 1
-
-
 def _class_file_labels(path: Path) -> dict[str, int]:
     """id -> label of one ImageSets/Main/<class>_<split>.txt; {} for an id-only list (a
     split whose labels are withheld, as VOC 2012 test)."""
@@ -301,12 +155,9 @@ def _class_file_labels(path: Path) -> dict[str, int]:
 def image_labels(
     year_dir: Path, split: str, classes: tuple[str, ...], records: list[ImageRecord]
 ) -> np.ndarray | None:
-    """[n_images, n_classes] int8 image truth (1 present, -1 absent, 0 difficult only), or
-    None for a split without labels (no labelled class file and no object in any XML).
-
-    Taken from ImageSets/Main/<class>_<split>.txt where present (as the VOC devkit does,
-    and the only source for classes without boxes), else derived from the XML objects.
-    """
+    """[n_images, n_classes] int8 truth (1 present, -1 absent, 0 difficult only), None for a
+    split without labels: from ImageSets/Main/<class>_<split>.txt where present (as the
+    devkit does; the only source for classes without boxes), else from the XML objects."""
     from_files = [
         _class_file_labels(year_dir / "ImageSets" / "Main" / f"{name}_{split}.txt")
         for name in classes
@@ -347,7 +198,7 @@ def _declared_classes(year_dir: Path) -> tuple[list[str], str] | None:
 
 
 class VocDataset(Dataset):
-    """A VOC XML tree with its own classes (see the module docstring for the class list)."""
+    """A VOC XML tree with its own class list (see `_class_source`)."""
 
     kind = "voc"
 
@@ -357,6 +208,8 @@ class VocDataset(Dataset):
 
     @cached_property
     def _class_source(self) -> tuple[tuple[str, ...], str | None]:
+        """The class list and the file declaring it (None: the union of the XML names). All
+        VOC names give the 20 VOC classes in VOC order: a VOC subset keeps VOC's columns."""
         declared = _declared_classes(self.year_dir)
         if declared is None:
             files = annotations_dir(self.year_dir).glob("*.xml")
@@ -384,6 +237,7 @@ class VocDataset(Dataset):
         return None if source is None and classes != VOC_CLASSES else classes
 
     def records(self, ids: list[str], *, skip_bad: bool) -> list[ImageRecord]:
+        """The records of `ids`, their object names checked against `known_names`."""
         return load_records(self.year_dir, ids, skip_bad=skip_bad, classes=self.known_names())
 
     def task_classes(self, task: TaskConfig) -> tuple[str, ...]:
@@ -401,11 +255,8 @@ class VocDataset(Dataset):
 
     def load(self, split, *, task=OBJECT_TASK, limit=None, skip_bad=False) -> SplitData:
         if task.name == "action":
-            from pipeline.datasets.voc_action import action_split
-
-            return action_split(self, split, limit, task.context, skip_bad)
-        if task.name != "object":
-            raise DataError(f"--task {task.name!r}: unknown task; choose object or action")
+            records = partial(self.records, skip_bad=skip_bad)
+            return action_split(self.year_dir, records, split, limit, task.context)
         records = self.records(read_split(self.year_dir, split)[:limit], skip_bad=skip_bad)
         index = {name: i for i, name in enumerate(self.classes)}
         samples = [

@@ -1,22 +1,17 @@
-"""VOC 2012 Action: one sample per annotated person, its patches over the person and around it.
-
-A sample is one annotated person: the patches cover the person box enlarged by `context`
-(scene around the person: a horse, a bike, a phone), the person box labels them with the
-person's action; truth is the person's 11 action flags. The sample id is
-`<image id>/<person index>`, the index 1-based over the image's XML objects, as in the devkit's
-`ImageSets/Action/<action>_<split>.txt` files and the server's comp10 files. The rest of the
-pipeline (cache, heads, sweeps, scores, reports) sees samples with patches and a truth row,
-and does not know which task made them.
+"""VOC 2012 Action (`--task action`, docs/voc2012.md): one sample per annotated person, its
+patches over the person box enlarged by `context` (the horse, bike or phone around it), its
+truth the 11 action flags; sample ids `<image id>/<person index>`, as in the devkit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.datasets.base import Sample, SplitData, broken
-from pipeline.datasets.voc import ACTIONS, ImageRecord, VocDataset, VocObject
+from pipeline.datasets.voc_xml import ACTIONS, ImageRecord, VocObject
 from pipeline.errors import DataError
 
 
@@ -69,9 +64,14 @@ def _persons(record: ImageRecord, listed: dict) -> list[tuple[int, VocObject]]:
 
 
 def action_split(
-    dataset: VocDataset, split: str, limit: int | None, context: float, skip_bad: bool
+    year_dir: Path,
+    records: Callable[[list[str]], list[ImageRecord]],
+    split: str,
+    limit: int | None,
+    context: float,
 ) -> SplitData:
-    year_dir = dataset.year_dir
+    """The person samples of an Action split of the tree at `year_dir`; `records` reads the
+    XML records of image ids (the VOC reader's, with its class list and skip_bad)."""
     path = year_dir / "ImageSets" / "Action" / f"{split}.txt"
     if not path.is_file():
         raise DataError(
@@ -82,7 +82,7 @@ def action_split(
         raise DataError(f"{path}: split {split!r} is empty; check the file")
     listed = _action_lists(year_dir, split)
     samples, truth = [], []
-    for record in dataset.records(ids, skip_bad=skip_bad):
+    for record in records(ids):
         if record.error is not None:  # its persons are unknown: one placeholder to skip
             samples.append(broken(f"{record.image_id}/0", year_dir / "JPEGImages", record.error))
             truth.append([0] * len(ACTIONS))

@@ -1,12 +1,6 @@
-"""Writing a PASCAL VOC year directory from images and boxes in memory.
-
-The inverse of `pipeline/datasets/voc.py`: it lays out `JPEGImages/<id>.jpg`, `Annotations/<id>.xml` and
-`ImageSets/Main/{<split>,<class>_<split>}.txt` exactly as the official VOC 2007 files are, so that
-the demo tree and the test fixtures go through the same reader as the real data set.
-
-Boxes in code are float (x0, y0, x1, y1), 0-based with exclusive ends (pixel edges); the XML holds
-VOC's 1-based inclusive integers, `xmin = x0 + 1`, `xmax = x1` (same for y). The same input
-always gives the same bytes (JPEG quality 90, fixed XML layout), so fixtures can be compared.
+"""Writing a VOC year directory laid out as the official VOC 2007 files, so the demo tree and
+the test fixtures go through the same reader as the real data set. Pixel-edge boxes become
+VOC's 1-based `xmin = x0 + 1`, `xmax = x1`; the same input always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.datasets.voc import ACTIONS, VOC_CLASSES, VocObject, class_label
+from pipeline.datasets.voc_xml import ACTIONS, VOC_CLASSES, VocObject, class_label
 from pipeline.errors import DataError
 
 JPEG_QUALITY = 90
@@ -88,13 +82,9 @@ def write_voc_tree(
     splits: dict[str, list[str]],
     classes: tuple[str, ...] = VOC_CLASSES,
 ) -> Path:
-    """Write `samples` as a VOC year directory and return it; objects are of `classes`.
-
-    splits: split name -> image ids (e.g. train, val, trainval, test); every id must be a sample.
-    Per-class files `<class>_<split>.txt` are written for every class that occurs in any sample,
-    listing every id of the split with its label (1 present, -1 absent, 0 only difficult).
-    Raises ValueError for a bad box, class, id or split, DataError if `year_dir` is not empty.
-    """
+    """Write `samples` (objects of `classes`) and `splits` (name -> sample ids) as a VOC year
+    directory and return it, with `<class>_<split>.txt` for every class some sample has.
+    ValueError for a bad box, class, id or split; DataError if `year_dir` is not empty."""
     year_dir = Path(year_dir)
     if year_dir.exists() and any(year_dir.iterdir()):
         raise DataError(f"{year_dir}: not empty; write the VOC tree into a new directory")

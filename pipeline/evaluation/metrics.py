@@ -1,9 +1,6 @@
-"""Image scores from patch scores, and the PASCAL VOC average precision that ranks them.
-
-Truth follows the VOC classification files: 1 positive, -1 negative, 0 difficult.
-Difficult images are dropped from the ranking, as the devkit's VOCevalcls does, so
-neither finding nor missing them changes the score.
-"""
+"""PASCAL VOC average precision (the 2007 11-point rule and the area rule), location AP, and
+the paper's mean-of-p^k pooling in log space. Truth is 1 positive, -1 negative, 0 difficult:
+difficult images leave the ranking, as the devkit's VOCevalcls does."""
 
 from __future__ import annotations
 
@@ -68,18 +65,10 @@ def _envelope_area(prec: np.ndarray, rec: np.ndarray) -> float:
 
 
 def location_ap(scores: np.ndarray, hits: np.ndarray, present: np.ndarray) -> float:
-    """Location AP of one class (Oquab, Bottou, Laptev, Sivic, "Is object localization for
-    free?", CVPR 2015): every image predicts one location of the class with its image score
-    as confidence; the area AP (as `area_ap`) of that ranking of predictions.
-
-    scores [M]: the class score of each image; hits [M] bool: its predicted location is on
-    an object of the class (pipeline/score_maps.py: within LOCATION_TOLERANCE of a
-    non-difficult box); present [M]: 1 the image has a non-difficult box of the class, 0
-    only difficult ones, -1 none. A true positive is a hit in an image with the class; every
-    other prediction is a false positive, images without the class included, so a confident
-    image without the object costs as much as a miss. Images with only difficult boxes are
-    left out of the ranking. Recall divides by the images with the class (a miss is never
-    recovered), so AP is at most the hit rate. nan when no image has the class.
+    """Location AP of one class (Oquab et al., CVPR 2015; docs/localize.md): images ranked by
+    their class score scores [M], each a true positive when its predicted location hits [M]
+    an object of the class and it has one (present [M]: 1 yes, 0 only difficult ones, left
+    out, -1 no), any other a false positive; the area AP of that ranking, nan without one.
     """
     scores = np.asarray(scores, dtype=np.float64)
     hits, present = np.asarray(hits, dtype=bool), np.asarray(present)

@@ -1,11 +1,5 @@
-"""Image scores from a head's patch scores: what score, cross-validation, localize and predict
-share, whatever the head.
-
-A box-supervised head scores patches and the paper's pooling (mean of p^k, in log space:
-pipeline/metrics.py) makes the image score. A weakly supervised head was trained through its
-own pooling (max, log-sum-exp, top-k, mean of p^k: pipeline/weak_head.py), so it pools its
-patches itself, the way it learned; it says so by having `pool_log_scores`.
-"""
+"""Image scores from a head's patch scores, whatever the head: the paper's mean of p^k, or the
+head's own pooling when it has one (the weak head pools as it was trained)."""
 
 from __future__ import annotations
 

@@ -1,22 +1,6 @@
-"""Per-class score maps from patch probabilities, their peaks, the pointing game and the
-tolerance of location AP (pipeline/metrics.py: location_ap).
-
-The paper shows rough localization by scoring every patch of the multi-scale grid and
-letting each pixel collect the scores of the patches that cover it. Here a pixel's
-score is the mean (default) or the max of p(class|patch) over the patches covering it; a
-pixel no patch covers scores 0.
-
-Why mean is the default: a pixel is scored by every patch that sees it, so one confident
-patch straddling an object border does not paint its whole square with its score; pixels
-on the object are confirmed by the small patches inside it as well. Max is sharper for
-small objects (one small confident patch is enough), at the cost of blocky maps.
-
-Resolution: maps are computed on a coarse grid of about `cell` x `cell` pixels (default
-4: a 500x375 VOC image gives a 125x94 map). The grid spans the image exactly: it has
-ceil(H / cell) rows and ceil(W / cell) columns, so a cell is W / w by H / h pixels, and a
-patch covers a cell when it contains the cell's centre. With cell 1 and integer boxes the
-map is exact per pixel; otherwise patch edges are snapped to the nearest cell edge.
-"""
+"""Per-class score maps from patch probabilities: each cell of a coarse grid (CELL pixels) gets
+the mean (or max) of p(class|patch) over the patches covering its centre; their peaks, and
+the tolerances of pointing and location AP (why mean is the default: docs/localize.md)."""
 
 from __future__ import annotations
 
@@ -24,8 +8,9 @@ import math
 
 import numpy as np
 
+from pipeline.config import REDUCES
+
 CELL = 4  # map cell side in pixels: patch sides are >= 15% of the short side, 56 px on VOC
-REDUCES = ("mean", "max")
 # Zhang et al., "Top-down Neural Attention by Excitation Backprop" (ECCV 2016): the pointing
 # game counts a hit when the peak is within 15 px of the object, forgiving a few pixels of
 # annotation slack.

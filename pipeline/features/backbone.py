@@ -1,6 +1,6 @@
-"""Frozen ImageNet backbones, built from the registry (pipeline/registry.py): the net with its
+"""Frozen ImageNet backbones, built from the registry (pipeline/features/registry.py): the net with its
 feature layer, cut in two for --mode shared, normalising uint8 pixels on the device. The
-torchvision and timm nets are cut by pipeline/generic_nets.py, with no per-net table."""
+torchvision and timm nets are cut by pipeline/features/generic_nets.py, with no per-net table."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class SharedParts:
     image of any size to a feature map, each patch's region of the map is pooled to
     `pool` x `pool` cells (roi_align), and `head` maps those cells to the feature.
     `averaged`: the head starts with a plain mean of the cells (a global average pool), so
-    the cells can go straight to their mean (pipeline/roi_mean.py, one matmul)."""
+    the cells can go straight to their mean (pipeline/features/roi_mean.py, one matmul)."""
 
     trunk: nn.Module
     pool: int
@@ -223,8 +223,6 @@ class FrozenBackbone(nn.Module):
         self.mode = _mode_used(config)
         if self.mode == "shared":
             self.parts = _shared_parts(spec, self.net, self.input_size)
-        elif self.mode != "crop":
-            raise BackboneUnavailable(f"--mode {config.mode!r}: choose crop or shared")
         shape = (1, 3, 1, 1)
         self.register_buffer("mean", torch.tensor(spec.mean).view(shape).to(device) * 255)
         self.register_buffer("std", torch.tensor(spec.std).view(shape).to(device) * 255)
@@ -329,14 +327,6 @@ class FrozenBackbone(nn.Module):
         return roi_align(
             source, rois, self.input_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
         )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BackboneUnavailable("--device cuda: no CUDA device here; use --device cpu or auto")
-    return torch.device(name)
 
 
 def _runtime_version(runtime: str) -> str:

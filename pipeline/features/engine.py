@@ -21,13 +21,15 @@ from pipeline.datasets import Dataset, SplitData, open_dataset
 from pipeline.datasets.base import split_role_keeps_sample
 from pipeline.errors import CacheError, DataError, MidlevelError
 from pipeline.features.ranks import all_agree, from_environment, process_group, summed
-from pipeline.features.registry import feature_settings
+from pipeline.features.registry import cache_key
+from pipeline.store.cache import FeatureCache, WriterLock
 from pipeline.store.data_digests import split_digests
-from pipeline.store.shards import FeatureCache, Shard, WriterLock, cache_path, write_shard
+from pipeline.store.keys import cache_path
+from pipeline.store.shards import Shard, write_shard
 
 
 @dataclass(frozen=True)
-class ExtractSummary:
+class ExtractResult:
     cache_dir: str
     images: int
     patches: int
@@ -40,31 +42,6 @@ class ExtractSummary:
     rebuilt: dict = field(default_factory=dict)  # shard name -> what was wrong with it
     resized: tuple[int, int] | None = None  # (images before, now) when the split changed size
     runtime: str = ""  # what ran the frozen net ("onnxruntime 1.x", "torch 2.x")
-
-    def line(self, split: str) -> str:
-        if not self.shards_written:
-            return f"extract {split}: nothing to do, all {self.shards_reused} shards already complete -> {self.cache_dir}"
-        working = self.seconds - self.stages.get("setup", 0.0)
-        rate = self.patches / working if working > 0 else 0.0
-        skipped = (
-            f"{self.skipped} bad images skipped (listed in their shards' 'skipped' attribute; "
-            "fix them and rerun without --on-error skip to add them), "
-            if self.skipped
-            else ""
-        )
-        resized = (
-            f", the split now has {self.resized[1]} images (it had {self.resized[0]})"
-            if self.resized
-            else ""
-        )
-        return (
-            f"extract {split}: {self.images} images, {self.patches} patches in {self.seconds:.1f} s "
-            f"({rate:.1f} patches/s), {skipped}{self.bytes_written / 1e9:.3f} GB written, "
-            f"{self.shards_written} shards new, {self.shards_reused} reused"
-            f"{rebuilt_text(self.rebuilt)}{resized}; "
-            f"setup {self.stages.get('setup', 0.0):.1f} s (the net, {self.runtime}), read {self.stages['read']:.1f} s, "
-            f"compute {self.stages['compute']:.1f} s, write {self.stages['write']:.1f} s -> {self.cache_dir}"
-        )
 
 
 def rebuilt_text(rebuilt: dict[str, str]) -> str:
@@ -102,8 +79,6 @@ def resolve_keep(keep: str, split: str, data: SplitData, grid: GridConfig) -> st
     """Which patches a split stores: "sample" (a training split: object patches and a
     label-blind sample of all) or "all". "auto" follows the split's role (its name starts
     with "train") where it has labels; the whole-image grid has one patch, always kept."""
-    if keep not in ("auto", "sample", "all"):
-        raise DataError(f"--keep {keep!r}: choose auto, sample or all")
     if grid.kind == "whole":
         return "all"
     if keep == "auto":
@@ -111,7 +86,7 @@ def resolve_keep(keep: str, split: str, data: SplitData, grid: GridConfig) -> st
     return keep
 
 
-def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> ExtractSummary:
+def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> ExtractResult:
     """Extract `config.split` of the dataset (`config.data`, or `dataset` as given) into
     its cache: shards missing, bad, or made from other data are (re)done, the rest kept."""
     dataset = dataset or open_dataset(config.data, image_dir=config.image_dir)
@@ -119,9 +94,7 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
         config.split, task=config.task, limit=config.limit, skip_bad=config.on_error == "skip"
     )
     keep = resolve_keep(config.keep, config.split, split_data, config.grid)
-    settings = feature_settings(
-        config.backbone, config.grid, config.labels, config.task, dataset.data_key(config.task)
-    )
+    settings = cache_key(config, dataset)
     digest = settings.digest()
     cache = FeatureCache(
         cache_path(config.cache_dir, config.split, digest), settings.as_dict(), digest
@@ -163,7 +136,7 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
             job = _Job(config, cache, dataset, split_data, keep, data, n_shards)
             totals, runtime = _extract_shards(job, ranks.share(pending), ranks)
         totals = summed(ranks, totals)
-    return ExtractSummary(
+    return ExtractResult(
         cache_dir=str(cache.directory),
         images=int(totals["images"]),
         patches=int(totals["patches"]),
@@ -220,7 +193,7 @@ def iter_image_features(
         dataset,
         batch_size=None,
         num_workers=workers,
-        collate_fn=_as_is,  # numpy items stay numpy: see pipeline/images.py
+        collate_fn=_as_is,  # numpy items stay numpy: see pipeline/features/images.py
         prefetch_factor=4 if workers else None,
     )
     timing = timing if timing is not None else {}
@@ -254,7 +227,8 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1):
     under `config.runtime`, `config.batch_size` patches a forward (None: the fastest)."""
     import torch
 
-    from pipeline.features.backbone import FrozenBackbone, resolve_device
+    from pipeline.features.backbone import FrozenBackbone
+    from pipeline.heads.device import resolve_device
 
     device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:

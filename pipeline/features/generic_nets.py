@@ -1,11 +1,6 @@
-"""Any torchvision classification net or timm model as a frozen backbone, with no per-net table.
-
-A torchvision net is traced with torch.fx (torchvision's feature extraction) and cut at what
-feeds its final Linear classifier: that penultimate activation is the feature. For --mode
-shared the same graph is split at its last global pooling: the trunk is everything before it,
-the head is the pooling (on roi cells instead of the whole map) and what follows. timm models
-already come in those two halves (`forward_features`, `forward_head`).
-"""
+"""Any torchvision classification net or timm model as a frozen backbone, with no per-net
+table: the feature is what feeds the final classifier, and shared mode splits the graph at
+its last global pooling (torch.fx for torchvision; timm's own forward_features / head)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""Decoding images and laying out their patches, as a Dataset for DataLoader workers.
-
-Each item is one image, decoded once, with its patch boxes and labels; the crops are cut
-later on the compute device, all patches of the image in one op. A decode failure (or a
-sample whose annotation was bad) comes back as an item with an `error` message, not an
-exception, so that the worker's traceback never reaches the user: the stage turns it into
-one line naming the file, or skips the image with --on-error skip. Items are numpy arrays,
-pickled through the worker's pipe: tensors would be shared by passing a file descriptor over
-a socket, a handshake that a SIGINT of the main process breaks (the worker then prints a
-traceback); the stage makes them tensors.
-"""
+"""Decoding images and laying out their patches, as a DataLoader dataset: one item per image,
+decoded once, with its patch boxes and labels. A bad file comes back as an item carrying its
+error (never a worker's traceback); items are numpy, which a SIGINT cannot break in transit."""
 
 from __future__ import annotations
 

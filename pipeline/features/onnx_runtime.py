@@ -1,22 +1,10 @@
-"""ONNX Runtime for the frozen net on a CPU: the same features, several times faster.
-
-torch's eager CPU kernels run EfficientNet-Lite0 at a fifth of what ONNX Runtime gets from
-the same cores (bench/extract_speed.py). So on a CPU the frozen part of the net (the whole
-net in --mode crop, the convolutional trunk in --mode shared) is exported to ONNX once per
-backbone, weights and part, kept in a model cache (`MIDLEVEL_MODEL_CACHE`, default
-~/.cache/midlevel/onnx), checked against its recorded SHA-256 on every load, and exported
-again when missing or damaged. Nothing is ever downloaded: the export is made from the
-torch net already built here.
-
-The runtime is not part of the cache fingerprint: its features differ from torch's by
-about 1e-5, far below the float16 rounding of the stored features (about 1e-3 of each
-value), as the tests check; each shard records which runtime made it.
-"""
+"""ONNX Runtime for the frozen net on a CPU: the same features, several times faster. The frozen
+part is exported once per backbone, weights and part into a model cache checked by SHA-256
+(docs/cache.md); the runtime is not part of the cache key, as its features match torch's."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -27,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import BackboneUnavailable
-from pipeline.features.registry import RUNTIMES
+from pipeline.io import atomic_path, file_digest, json_digest, write_json
 
 MODEL_CACHE_ENV = "MIDLEVEL_MODEL_CACHE"
 EXPORT_FORMAT = 1  # bump when the exported graphs change meaning: old files are not reused
@@ -58,8 +46,6 @@ def _onnxruntime():
 def resolve_runtime(name: str, device: torch.device) -> str:
     """ "torch" or "onnxruntime" for `--runtime name` on `device`: auto is ONNX Runtime on a
     CPU (torch, with one warning line, where it does not load) and torch on CUDA (fp16)."""
-    if name not in RUNTIMES:
-        raise BackboneUnavailable(f"--runtime {name!r}: choose one of {', '.join(RUNTIMES)}")
     if device.type != "cpu":
         if name == "onnxruntime":
             raise BackboneUnavailable(
@@ -129,16 +115,7 @@ def onnx_part(module: torch.nn.Module, key: dict, example: torch.Tensor, dynamic
 
 
 def _key_digest(key: dict) -> str:
-    text = json.dumps({**key, "format": EXPORT_FORMAT}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return json_digest({**key, "format": EXPORT_FORMAT})
 
 
 def _damage(path: Path) -> str | None:
@@ -150,7 +127,7 @@ def _damage(path: Path) -> str | None:
         expected = json.loads(record.read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return "its record is unreadable"
-    if _sha256(path) != expected:
+    if file_digest(path) != expected:
         return "its bytes differ from the SHA-256 recorded at export (damaged)"
     return None
 
@@ -160,21 +137,17 @@ def _export(module, path: Path, key: dict, example: torch.Tensor, dynamic: dict)
     it. The TorchScript exporter is tried first (about a second; one file with its
     weights), the torch.export-based one where it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     modes = {sub: sub.training for sub in module.modules()}
     try:
-        exporter = _run_exporter(module.eval(), partial, example, dynamic)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            exporter = _run_exporter(module.eval(), partial, example, dynamic)
+            with open(partial, "rb") as handle:
+                os.fsync(handle.fileno())
     finally:  # the exporter restores the top module's mode to all of them: undo that
         for sub, training in modes.items():
             sub.training = training
-        partial.unlink(missing_ok=True)
-    record = {**key, "sha256": _sha256(path), "torch": torch.__version__, "exporter": exporter}
-    partial_record = path.with_name(f".{path.stem}.{os.getpid()}.json.partial")
-    partial_record.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(partial_record, path.with_suffix(".json"))
+    record = {**key, "sha256": file_digest(path), "torch": torch.__version__, "exporter": exporter}
+    write_json(path.with_suffix(".json"), record, sort_keys=False)
 
 
 def _run_exporter(module, path: Path, example: torch.Tensor, dynamic: dict) -> str:

@@ -13,10 +13,6 @@ IGNORED = -1  # touches an object without meeting the rule, or meets it for two 
 
 def scale_factors(grid: GridConfig) -> np.ndarray:
     """[scales] patch side as a fraction of min(W, H): geometric from 1 to min_scale."""
-    if grid.scales < 1 or not 0 < grid.min_scale <= 1 or not 0 <= grid.overlap < 1:
-        raise ValueError(
-            f"invalid patch grid {grid}: need scales >= 1, 0 < min_scale <= 1, 0 <= overlap < 1"
-        )
     if grid.scales == 1:
         return np.ones(1)
     return np.geomspace(1.0, grid.min_scale, grid.scales)
@@ -38,8 +34,6 @@ def patch_grid(width: int, height: int, grid: GridConfig) -> np.ndarray:
     grid, the one box of the whole image (squashed to a square by the crop)."""
     if grid.kind == "whole":
         return np.array([[0, 0, width, height]], dtype=np.float32)
-    if grid.kind != "patches":
-        raise ValueError(f"grid kind {grid.kind!r}: choose patches or whole")
     out = []
     for s in scale_factors(grid):
         side = min(width, height) * s

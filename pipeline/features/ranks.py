@@ -1,10 +1,5 @@
-"""Many processes, one cache: torchrun's environment gives each process its rank.
-
-`torchrun --nproc-per-node N -m pipeline extract ...` starts N processes with RANK,
-WORLD_SIZE and LOCAL_RANK set; each extracts every N-th pending shard into the same cache
-directory, so a rerun (with any number of processes) resumes from the same manifest. Without
-torchrun the world is one process and nothing here does any work (nor imports torch).
-"""
+"""Many processes, one cache: under torchrun each process extracts every N-th pending shard of
+the same cache directory (docs/many-gpus.md); alone, nothing here imports torch."""
 
 from __future__ import annotations
 

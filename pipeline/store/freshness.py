@@ -1,11 +1,5 @@
-"""Which cache serves a split, and whether it still matches its dataset.
-
-Extract keys a cache by its feature settings and its dataset (kind and class list). The
-stages that read caches need no dataset: given one (--data), they open the cache of exactly
-these settings and that dataset, and refuse features made from older images or boxes;
-given none, they take the one cache of the split with these feature settings, and ask for
---data when several datasets have one.
-"""
+"""Which cache serves a split, and whether it is current: with a dataset, the cache of its key,
+refused when made from older images or boxes; without one, the one cache of these settings."""
 
 from __future__ import annotations
 
@@ -15,21 +9,9 @@ from pathlib import Path
 from pipeline.config import CacheSettings
 from pipeline.datasets import Dataset, open_dataset
 from pipeline.errors import CacheError
-from pipeline.features.registry import feature_settings
+from pipeline.store.cache import FeatureCache, open_cache
 from pipeline.store.data_digests import split_digests
-from pipeline.store.shards import FeatureCache, open_cache
-
-
-def without_data(fingerprint: dict) -> dict:
-    """The fingerprint's feature settings: what a head must share with a split it scores."""
-    return {k: v for k, v in fingerprint.items() if k not in ("data", "digest")}
-
-
-def describe_data(fingerprint: dict) -> str:
-    data = fingerprint.get("data")
-    if data is None:
-        return "PASCAL VOC classes"
-    return f"{data['kind']}: {', '.join(data['classes']) or 'no classes'}"
+from pipeline.store.keys import FeatureSettings, describe_data, without_data
 
 
 def open_dataset_of(config: CacheSettings) -> Dataset | None:
@@ -37,11 +19,11 @@ def open_dataset_of(config: CacheSettings) -> Dataset | None:
     return open_dataset(config.data, image_dir=config.image_dir) if config.data else None
 
 
-def split_cache(config: CacheSettings, split: str, dataset: Dataset | None) -> FeatureCache:
-    """The finished cache of `split` for these settings (see the module docstring); with a
-    dataset, checked against it (`check_fresh`)."""
-    data = dataset.data_key(config.task) if dataset is not None else None
-    settings = feature_settings(config.backbone, config.grid, config.labels, config.task, data)
+def split_cache(
+    config: CacheSettings, split: str, dataset: Dataset | None, settings: FeatureSettings
+) -> FeatureCache:
+    """The finished cache of `split` with the key `settings` (see the module docstring); with
+    a dataset, checked against it (`check_fresh`)."""
     if dataset is not None:
         cache = open_cache(config.cache_dir, split, settings.as_dict(), settings.digest())
         check_fresh(cache, dataset, split, config)

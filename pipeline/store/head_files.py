@@ -1,19 +1,6 @@
-"""Fitted heads on disk: beside the features they were trained on, saved so that an
-interrupted save leaves the previous head or the new one, whole, and loaded with a check
-that they serve the features they score.
-
-`<cache>/<split>-<digest>/heads/<name>.joblib` holds the estimator and its record together
-(classes, parameters, pooling k, the fingerprint of its training features, config, loss
-curve); `<name>.json` is a human-readable copy of the record with the SHA-256 of the
-.joblib, written after it. Each is written under a temporary name, then renamed, so the
-.joblib is always one fit's estimator with that fit's own record: a Ctrl-C, a kill or a full
-disk before its rename leaves the previous head, after it the new one. `load_head_file`
-reads the record from the .json when the pair agrees (its SHA-256 is the .joblib's), else
-from the .joblib, writing the .json again from it (a stale copy left by a save
-interrupted between the two writes, or a missing one; skipped in a read-only cache).
-Heads saved as a bare estimator (before the record went into the .joblib) load with their
-.json as the record, refused when its SHA-256 is not the estimator's.
-"""
+"""Fitted heads on disk, beside the features they were trained on: the estimator and its
+record in one `.joblib` (written whole or not at all), a readable `.json` copy of the record
+beside it, and the check that a head serves the features it scores (docs/cache.md)."""
 
 from __future__ import annotations
 
@@ -21,15 +8,77 @@ import contextlib
 import hashlib
 import io
 import json
+import sys
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from pipeline.config import BackboneConfig, GridConfig, LabelRule, TaskConfig
 from pipeline.errors import CacheError
-from pipeline.store.freshness import without_data
-from pipeline.store.shards import describe_fingerprint, write_atomically
+from pipeline.io import json_bytes, write_atomically
+from pipeline.store.keys import describe_fingerprint, without_data
 
 HEADS_DIR = "heads"
 SUFFIX = ".joblib"
 FORMAT = "midlevel-head/2"  # the .joblib is {"format", "estimator", "record"}
+# Where the head classes lived before the library was grouped into packages: heads saved
+# then unpickle through these names.
+FORMER_MODULES = {
+    "pipeline.image_head": "pipeline.heads.image_svm",
+    "pipeline.weak_head": "pipeline.heads.weak",
+}
+
+
+@dataclass(frozen=True)
+class HeadRecord:
+    """What a head was trained on and with; every reader of a head reads this."""
+
+    classes: tuple[str, ...] = ()
+    head: str | None = None  # mlp, svm, weak
+    params: dict = field(default_factory=dict)  # the estimator's get_params()
+    k: float = 5.0  # the pooling power recorded at fit: score's default
+    digest: str | None = None  # of the training features' cache
+    fingerprint: dict | None = None  # their settings
+    config: dict = field(default_factory=dict)  # the FitConfig, as a dict
+    patches: int = 0
+    images: int = 0
+    loss_curve: tuple[float, ...] = ()
+    joblib_sha256: str | None = None  # of the .joblib this record describes
+
+    @classmethod
+    def from_dict(cls, record: dict) -> HeadRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in known and v is not None}
+        values["classes"] = tuple(values.get("classes", ()))
+        values["loss_curve"] = tuple(values.get("loss_curve", ()))
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        """As JSON writes it (the .json copy, the bundle inside the .joblib)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    def sidecar(self) -> dict:
+        """The head's part of a result's provenance sidecar (score, localize, predict)."""
+        record = self.as_dict()
+        return {key: record[key] for key in ("head", "classes", "params", "k", "digest")}
+
+    def _section(self, name: str) -> dict:
+        return self.config.get(name) or {}
+
+    @property
+    def backbone(self) -> BackboneConfig:
+        return BackboneConfig(**self._section("backbone"))
+
+    @property
+    def grid(self) -> GridConfig:
+        return GridConfig(**self._section("grid"))
+
+    @property
+    def labels(self) -> LabelRule:
+        return LabelRule(**self._section("labels"))
+
+    @property
+    def task(self) -> TaskConfig:
+        return TaskConfig(**self._section("task"))
 
 
 def head_path(cache_dir: Path, head: str) -> Path:
@@ -41,23 +90,22 @@ def record_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def save_head(path: Path, head, record: dict) -> None:
+def save_head(path: Path, head, record: HeadRecord) -> None:
     """The estimator with its record in one file, written atomically; then the record's
     readable copy, with the SHA-256 of that file."""
     import joblib
 
-    record = json.loads(json.dumps(record, default=str))  # as the .json copy reads back
     buffer = io.BytesIO()
-    joblib.dump({"format": FORMAT, "estimator": head, "record": record}, buffer)
+    joblib.dump({"format": FORMAT, "estimator": head, "record": record.as_dict()}, buffer)
     data = buffer.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, data)
-    _write_record(path, {**record, "joblib_sha256": hashlib.sha256(data).hexdigest()})
+    sha = hashlib.sha256(data).hexdigest()
+    _write_record(path, {**record.as_dict(), "joblib_sha256": sha})
 
 
 def _write_record(path: Path, record: dict) -> None:
-    text = json.dumps(record, indent=2, default=str) + "\n"
-    write_atomically(record_path(path), text.encode())
+    write_atomically(record_path(path), json_bytes(record, sort_keys=False))
 
 
 def _read_record(path: Path) -> dict | None:
@@ -69,36 +117,39 @@ def _read_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _is_bundle(payload) -> bool:
-    return isinstance(payload, dict) and payload.get("format") == FORMAT
+def _unpickled(path: Path, data: bytes):
+    """The .joblib's payload; its head classes found under their current module names."""
+    import joblib
+
+    for former, current in FORMER_MODULES.items():
+        if former.encode() in data and former not in sys.modules:
+            sys.modules[former] = __import__(current, fromlist=["_"])
+    try:
+        return joblib.load(io.BytesIO(data))
+    except Exception as exc:  # a truncated or foreign pickle: any unpickling error
+        raise CacheError(
+            f"{path}: cannot load the head ({type(exc).__name__}); fit it again"
+        ) from None
 
 
 def load_head_file(path: Path):
-    """(estimator, record) of a head file; refuses a missing or unreadable one (and an
-    old-format head whose .json is missing or another fit's)."""
-    import joblib
-
+    """(estimator, HeadRecord) of a head file; refuses a missing or unreadable one (and a
+    head saved before records went into the .joblib whose .json is missing or another fit's).
+    A .json copy left stale by an interrupted save is written again from the .joblib."""
     path = Path(path)
     if not path.is_file():
         raise CacheError(f"{path}: no such head file; pass a heads/<name>.joblib that fit wrote")
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    try:
-        payload = joblib.load(io.BytesIO(data))
-    except Exception as exc:  # a truncated or foreign pickle: any unpickling error
-        raise CacheError(
-            f"{path}: cannot load the head ({type(exc).__name__}); fit it again"
-        ) from None
+    payload = _unpickled(path, data)
     written = _read_record(path)
-    if _is_bundle(payload):
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
         if written is not None and written.get("joblib_sha256") == sha:
-            return payload["estimator"], written  # the pair agrees: the copy as written
+            return payload["estimator"], HeadRecord.from_dict(written)
         record = {**payload["record"], "joblib_sha256": sha}
-        # a save interrupted after the .joblib: the copy made to agree again (not in a
-        # read-only cache, where the .joblib's own record serves all the same)
-        with contextlib.suppress(CacheError, OSError):
+        with contextlib.suppress(CacheError, OSError):  # a read-only cache: the .joblib serves
             _write_record(path, record)
-        return payload["estimator"], record
+        return payload["estimator"], HeadRecord.from_dict(record)
     if written is None:
         raise CacheError(
             f"{record_path(path)}: the head's record is missing or unreadable; fit the head again"
@@ -109,22 +160,21 @@ def load_head_file(path: Path):
             f"{path}: the head and its record {record_path(path).name} come from different fits "
             "(a fit interrupted between its two writes); fit the head again"
         )
-    return payload, written
+    return payload, HeadRecord.from_dict(written)
 
 
-def check_serves(record: dict, fingerprint: dict, path: Path) -> None:
-    """Refuse a head trained on other feature settings than `fingerprint`'s (a heads/ folder
-    copied between caches, a head file from another run), naming both settings; the
+def check_serves(record: HeadRecord, fingerprint: dict, path: Path) -> None:
+    """Refuse a head trained on other feature settings than `fingerprint`'s, naming both; the
     dataset may differ (a head scores any split of its settings, labelled or not)."""
-    trained = record.get("fingerprint")
+    trained = record.fingerprint
     same = trained is not None and without_data(json.loads(json.dumps(trained))) == without_data(
         json.loads(json.dumps(fingerprint))
     )
     if not same:
-        name = record.get("head", path.stem)
+        name = record.head or path.stem
         raise CacheError(
             f"{path}: head trained on "
-            f"{describe_fingerprint(trained) if trained else 'features ' + str(record.get('digest'))}; "
+            f"{describe_fingerprint(trained) if trained else 'features ' + str(record.digest)}; "
             f"these features are {describe_fingerprint(fingerprint)}; "
             f"fit it again for these settings (pipeline fit --head {name})"
         )
@@ -152,8 +202,3 @@ def find_head(name_or_path: str, cache_dir: str | Path) -> Path:
             f"{cache_dir}: several heads are named {name_or_path!r} ({listed}); pass one path"
         )
     return found[0]
-
-
-def head_sidecar(record: dict) -> dict:
-    """The head's part of a result's provenance sidecar (score, localize, predict)."""
-    return {key: record.get(key) for key in ("head", "classes", "params", "k", "digest")}

@@ -1,26 +1,11 @@
-"""Which classes a head learns, and how cached labels map onto its outputs.
-
-Shards store labels as indices into the dataset's classes, with a background index and -1
-for ignored patches. A head trained on a subset sees labels 0..C-1 for its classes and C
-for "none of them": background, and patches of classes left out (they are background for
-a classifier of the chosen classes).
-"""
+"""Which classes a head learns, and how cached labels map onto its outputs: 0..C-1 the chosen
+classes, C "none of them" (background, and the classes left out), -1 ignored."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.errors import MidlevelError
-
-
-def parse_classes(text: str | None) -> tuple[str, ...] | None:
-    """'bus,car' -> ('bus', 'car'), duplicates dropped, order kept; None stays None."""
-    if text is None:
-        return None
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    if not names:
-        raise MidlevelError(f"--classes {text!r}: unknown (empty); name at least one class")
-    return names
 
 
 def check_classes(names: tuple[str, ...] | None, known: tuple[str, ...]) -> None:

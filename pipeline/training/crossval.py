@@ -1,15 +1,6 @@
-"""K-fold cross-validation of a head on the cached training split, folded by image.
-
-Folds are whole images, never patches: patches of one image overlap and share its objects,
-so a patch split would score a head on near-copies of its training rows. Held-out images
-are scored on their label-blind patch sample (see pipeline/scoring.py), so the estimate does
-not peek at where their objects are. The test split is never read.
-
-A fold whose training images hold no positive of a class (all of them held out) cannot
-train that class: it is refused before any training, naming the class, the fold and the
-fix, as is a head that comes back without an output for a class, since its image scores
-are read by column position and would be another class's.
-"""
+"""K-fold cross-validation of a head on the cached training split, folded by whole images (a
+patch split would score near-copies of training rows) and scored on each held-out image's
+label-blind sample; a fold the data cannot train is refused before any training."""
 
 from __future__ import annotations
 
@@ -21,10 +12,9 @@ from pipeline.config import FitConfig
 from pipeline.errors import CacheError
 from pipeline.evaluation.metrics import mean_ap
 from pipeline.evaluation.scoring import average_precisions, score_images
-from pipeline.store.shards import FeatureCache
+from pipeline.store.cache import FeatureCache
 from pipeline.training.classes import head_labels
 from pipeline.training.fit import (
-    cache_classes,
     learns_from_image_labels,
     open_fit_cache,
     train_head,
@@ -53,7 +43,7 @@ def split_labels(config: FitConfig, cache: FeatureCache, classes: tuple[str, ...
     """Per image and class: for heads on image labels, whether its image label is 1 (and,
     for the whole-image SVM, which needs both, whether it is -1); for patch heads, how many
     of its patches have the class's label, as train_head gives them to the head."""
-    names = cache_classes(cache)
+    names = cache.class_names()
     columns = [names.index(c) for c in classes]
     on_images = learns_from_image_labels(config)
     ids, positives, negatives = [], [], []

@@ -1,32 +1,29 @@
-"""Stage two: train the adaptation layers (or a linear SVM baseline) from cached shards.
-
-Never reads a JPEG. Patch heads stream the shards one at a time in a seeded order per epoch,
-so memory is bounded by one shard whatever the size of the split. The whole-image baseline
-(grid "whole") has one row per image and trains in memory on the image labels.
-"""
+"""Stage two: a head trained from cached shards alone, never a JPEG, saved beside them. Patch
+heads stream one shard at a time in a seeded order; the whole-image SVM (one row per image)
+trains in memory on the image labels."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.config import POOLS, FitConfig
+from pipeline.config import FitConfig
 from pipeline.errors import CacheError
+from pipeline.features.registry import cache_key
+from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import open_dataset_of, split_cache
-from pipeline.store.head_files import head_path, save_head
-from pipeline.store.shards import FeatureCache, read_shard
+from pipeline.store.head_files import HeadRecord, head_path, save_head
+from pipeline.store.shards import read_shard
 from pipeline.training.classes import check_classes, head_labels, select_classes
 
-HEADS = ("mlp", "svm", "weak")
 IMAGE_LABEL_HEADS = ("weak",)  # patch heads that learn from image labels, never from boxes
 
 
 @dataclass(frozen=True)
-class FitSummary:
+class FitResult:
     head_path: str
     classes: tuple[str, ...]
     patches: int
@@ -36,48 +33,15 @@ class FitSummary:
     images: int = 0  # images learned from (a head on image labels)
     pool: str | None = None  # the weak head's pooling
 
-    def line(self, head: str) -> str:
-        if self.pool is not None:
-            return (
-                f"fit {head}: {len(self.classes)} classes from image labels ({self.pool} "
-                f"pooling), {self.patches} patches of {self.images} images, {self.epochs} epochs "
-                f"in {self.seconds:.1f} s, final loss {self.final_loss:.4f} -> {self.head_path}"
-            )
-        if not self.epochs:  # the whole-image SVM: solved exactly, one row per image
-            return (
-                f"fit {head}: {len(self.classes)} classes, one SVM each on {self.patches} images "
-                f"in {self.seconds:.1f} s -> {self.head_path}"
-            )
-        return (
-            f"fit {head}: {len(self.classes)} classes + background, {self.patches} patches, "
-            f"{self.epochs} epochs in {self.seconds:.1f} s, final loss {self.final_loss:.4f} "
-            f"-> {self.head_path}"
-        )
-
-
-def cache_classes(cache: FeatureCache) -> list[str]:
-    return json.loads(cache.attrs()["class_names"])
-
-
-def check_head_grid(config: FitConfig) -> None:
-    """Refuse a head the grid cannot train, before any cache is looked for."""
-    if config.grid.kind == "whole" and config.head != "svm":
-        raise CacheError(
-            f"--head {config.head}: whole-image features are one row per image, no patches to "
-            f"score and pool; use --head svm with --grid whole, or fit --head {config.head} on "
-            "the patch grid"
-        )
-
 
 def open_fit_cache(config: FitConfig) -> FeatureCache:
     """The training split's cache; refuses one whose patches have no labels to learn from."""
-    check_head_grid(config)
     dataset = open_dataset_of(config)
     if dataset is not None:
         check_classes(config.classes, dataset.task_classes(config.task))
-    cache = split_cache(config, config.split, dataset)
+    cache = split_cache(config, config.split, dataset, cache_key(config, dataset))
     attrs = cache.attrs()
-    if not attrs.get("labelled", True):
+    if not cache.labelled:
         raise CacheError(
             f"{cache.directory}: split {config.split!r} has no labels to train on; fit on a "
             "labelled split (--split)"
@@ -101,7 +65,7 @@ def learns_from_image_labels(config: FitConfig) -> bool:
 def training_classes(config: FitConfig, cache: FeatureCache) -> tuple[str, ...]:
     """--classes, or every class with a positive: patches for patch heads, images for heads
     that learn from image labels."""
-    names = cache_classes(cache)
+    names = cache.class_names()
     positives = np.zeros(len(names), dtype=np.int64)
     for shard in cache.iter_shards(features=False):
         if learns_from_image_labels(config):
@@ -114,7 +78,7 @@ def training_classes(config: FitConfig, cache: FeatureCache) -> tuple[str, ...]:
 
 def has_background(cache: FeatureCache, classes: tuple[str, ...]) -> bool:
     """Whether any training patch is "none of the classes" (action regions can hold none)."""
-    names = cache_classes(cache)
+    names = cache.class_names()
     return any(
         (head_labels(shard.labels, names, classes) == len(classes)).any()
         for shard in cache.iter_shards(features=False)
@@ -122,65 +86,29 @@ def has_background(cache: FeatureCache, classes: tuple[str, ...]) -> bool:
 
 
 def build_head(config: FitConfig, n_classes: int, *, background: bool = True):
-    """The estimator for --head, with the background weight as a class weight."""
+    """The estimator of `config.head`, the background's loss weight as a class weight."""
     from pipeline.heads.image_svm import ImageSVMHead
-    from pipeline.heads.patch_heads import LinearSVMHead, MLPHead
-
-    check_head_grid(config)
-    if config.grid.kind == "whole":
-        return ImageSVMHead(C=config.svm.C, seed=config.seed)
-    if config.head in ("mlp", "weak"):
-        import torch
-
-        if config.device == "cuda" and not torch.cuda.is_available():
-            raise CacheError("--device cuda: no CUDA device here; use --device cpu or auto")
-    if config.head == "weak":
-        return build_weak_head(config)
-    if config.head == "mlp":
-        m = config.mlp
-        return MLPHead(
-            hidden=m.hidden,
-            dropout=m.dropout,
-            lr=m.lr,
-            momentum=m.momentum,
-            weight_decay=m.weight_decay,
-            epochs=m.epochs,
-            batch_size=m.batch_size,
-            class_weight={n_classes: m.background_weight} if background else None,
-            seed=config.seed,
-            device=config.device,
-        )
-    if config.head == "svm":
-        s = config.svm
-        return LinearSVMHead(
-            C=s.C,
-            epochs=s.epochs,
-            class_weight={n_classes: s.background_weight} if background else None,
-            seed=config.seed,
-        )
-    raise CacheError(f"--head {config.head!r}: unknown head; choose one of {', '.join(HEADS)}")
-
-
-def build_weak_head(config: FitConfig):
-    """The weak head of `config`: the MLP's layer and optimiser settings, its own pooling."""
+    from pipeline.heads.linear_svm import LinearSVMHead
+    from pipeline.heads.mlp import MLPHead
     from pipeline.heads.weak import WeakPatchHead
 
-    w, m = config.weak, config.mlp
-    if w.pool not in POOLS:
-        raise CacheError(f"--pool {w.pool!r}: choose one of {', '.join(POOLS)}")
-    if not 0 < w.top_fraction <= 1 or not 0 <= w.bottom_fraction <= 1:
-        raise CacheError(
-            f"--top-fraction {w.top_fraction} / --bottom-fraction {w.bottom_fraction}: give "
-            "shares of an image's patches, top in (0, 1], bottom in [0, 1]"
-        )
-    if w.r <= 0 or w.batch_images < 1:
-        raise CacheError(f"--lse-r {w.r} must be > 0 and --batch-images {w.batch_images} >= 1")
-    return WeakPatchHead(
-        pool=w.pool, r=w.r, top_fraction=w.top_fraction, bottom_fraction=w.bottom_fraction,
-        bottom_weight=w.bottom_weight, k=config.k, hidden=m.hidden, dropout=m.dropout,
-        lr=m.lr, momentum=m.momentum, weight_decay=m.weight_decay, epochs=m.epochs,
-        batch_images=w.batch_images, seed=config.seed, device=config.device,
+    m, s, w = config.mlp, config.svm, config.weak
+    layers = dict(
+        hidden=m.hidden, dropout=m.dropout, lr=m.lr, momentum=m.momentum,
+        weight_decay=m.weight_decay, epochs=m.epochs, seed=config.seed, device=config.device,
     )  # fmt: skip
+    if config.grid.kind == "whole":
+        return ImageSVMHead(C=s.C, seed=config.seed)
+    if config.head == "weak":
+        return WeakPatchHead(
+            pool=w.pool, r=w.r, top_fraction=w.top_fraction, bottom_fraction=w.bottom_fraction,
+            bottom_weight=w.bottom_weight, k=config.k, batch_images=w.batch_images, **layers,
+        )  # fmt: skip
+    if config.head == "mlp":
+        weight = {n_classes: m.background_weight} if background else None
+        return MLPHead(batch_size=m.batch_size, class_weight=weight, **layers)
+    weight = {n_classes: s.background_weight} if background else None
+    return LinearSVMHead(C=s.C, epochs=s.epochs, class_weight=weight, seed=config.seed)
 
 
 def shard_order(config: FitConfig, n_shards: int, epoch: int) -> np.ndarray:
@@ -216,7 +144,7 @@ def train_head(
     background = learns_from_image_labels(config) or has_background(cache, classes)
     head = build_head(config, len(classes), background=background)
     paths = cache.shard_paths()
-    names = cache_classes(cache)
+    names = cache.class_names()
     if config.head == "weak":
         chunks = weak_chunks(config, paths, names, classes, exclude)
         return head.fit_stream(chunks, progress=progress)
@@ -248,33 +176,33 @@ def train_head(
     return head.fit_stream(chunks, progress=progress)
 
 
-def fit_head(config: FitConfig, *, progress=None) -> FitSummary:
+def fit_head(config: FitConfig, *, progress=None) -> FitResult:
     """Train the head of `config` on its split's cache and save it beside the features."""
     started = time.perf_counter()
     cache = open_fit_cache(config)
     classes = training_classes(config, cache)
     head = train_head(config, cache, classes, progress=progress)
     path = head_path(cache.directory, config.head)
-    record = {
-        "head": config.head,
-        "classes": list(classes),
-        "params": head.get_params(),
-        "k": config.k,
-        "digest": cache.digest,
-        "fingerprint": cache.fingerprint,
-        "config": asdict(config),
-        "patches": int(head.n_samples_seen_),
-        "images": int(getattr(head, "n_images_seen_", 0)),
-        "loss_curve": [float(v) for v in head.loss_curve_],
-    }
+    record = HeadRecord(
+        head=config.head,
+        classes=classes,
+        params=head.get_params(),
+        k=config.k,
+        digest=cache.digest,
+        fingerprint=cache.fingerprint,
+        config=asdict(config),
+        patches=int(head.n_samples_seen_),
+        images=int(getattr(head, "n_images_seen_", 0)),
+        loss_curve=tuple(float(v) for v in head.loss_curve_),
+    )
     save_head(path, head, record)
-    return FitSummary(
+    return FitResult(
         head_path=str(path),
         classes=classes,
         patches=int(head.n_samples_seen_),
         epochs=len(head.loss_curve_),
         final_loss=float(head.loss_curve_[-1]) if len(head.loss_curve_) else float("nan"),
         seconds=time.perf_counter() - started,
-        images=record["images"],
+        images=record.images,
         pool=config.weak.pool if config.head == "weak" else None,
     )

@@ -1,73 +1,64 @@
-"""Sweep settings: parse a grid from a TOML file or `--param` options, apply one setting to
-a FitConfig, and write the best one back as a file `pipeline fit --config` accepts.
-
-Names are the `pipeline fit` option names with underscores (hidden, dropout, lr, momentum,
-weight_decay, epochs, batch_size, background_weight, svm_c, svm_epochs, k, head, and the
-weak head's pool, lse_r, top_fraction, bottom_fraction, bottom_weight, batch_images), so a
-setting reads the same on the command line, in sweep.csv and in the best-config file.
-"""
+"""Sweep settings: a grid of head settings from `--param` options or a TOML file, one setting
+applied to a FitConfig, and the best written back as a config file `fit --config` reads.
+Names are the settings' own (pipeline/config.py: PLACES), so a setting reads the same on
+the command line, in sweep.csv and in the config file."""
 
 from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import replace
+import typing
 from pathlib import Path
 
-from pipeline.config import POOLS, BackboneConfig, FitConfig
-from pipeline.errors import MidlevelError
-from pipeline.training.fit import HEADS
+from pipeline.config import NESTED, BackboneConfig, FitConfig, places, setting, with_settings
+from pipeline.errors import ConfigError, MidlevelError
 
-MLP_FIELDS = {
-    "hidden": "hidden",
-    "dropout": "dropout",
-    "lr": "lr",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-}
-SVM_FIELDS = {"svm_c": "C", "svm_epochs": "epochs"}
-WEAK_FIELDS = {
-    "pool": "pool",
-    "lse_r": "r",
-    "top_fraction": "top_fraction",
-    "bottom_fraction": "bottom_fraction",
-    "bottom_weight": "bottom_weight",
-    "batch_images": "batch_images",
-}
-TYPES = {
-    "hidden": int,
-    "epochs": int,
-    "batch_size": int,
-    "svm_epochs": int,
-    "batch_images": int,
-    "head": str,
-    "pool": str,
-    **dict.fromkeys(
-        ("dropout", "lr", "momentum", "weight_decay", "background_weight", "svm_c", "k"), float
-    ),
-    **dict.fromkeys(("lse_r", "top_fraction", "bottom_fraction", "bottom_weight"), float),
-}
+# What a sweep may vary: the head and its settings, in the order a config file lists them.
+HEAD_SETTINGS = (
+    "head", "k", "seed", "hidden", "dropout", "lr", "momentum", "weight_decay", "epochs",
+    "batch_size", "svm_c", "svm_epochs", "background_weight",
+)  # fmt: skip
+WEAK_SETTINGS = (
+    "pool",
+    "lse_r",
+    "top_fraction",
+    "bottom_fraction",
+    "bottom_weight",
+    "batch_images",
+)
+FEATURE_SETTINGS = (
+    "backbone", "weights", "input_size", "mode", "grid_kind", "scales", "min_scale", "overlap",
+    "min_patch_cover", "min_box_cover", "background_ratio", "task_name", "context", "split",
+)  # fmt: skip
+SWEEPABLE = tuple(n for n in (*HEAD_SETTINGS, *WEAK_SETTINGS) if n != "seed")
 ALIASES = {"c": "svm_c", "C": "svm_c"}
+
+
+def setting_type(name: str) -> type:
+    """The Python type of a FitConfig setting, from its dataclass field."""
+    root, leaf = places(FitConfig, name)[0]
+    owner = NESTED[root] if leaf else FitConfig
+    hint = typing.get_type_hints(owner)[leaf or root]
+    return next((t for t in typing.get_args(hint) if t is not type(None)), hint)
 
 
 def _name(raw: str, where: str) -> str:
     name = ALIASES.get(raw, raw.replace("-", "_"))
-    if name not in TYPES:
-        raise MidlevelError(f"{where}: unknown sweep parameter {raw!r}; use {', '.join(TYPES)}")
+    if name not in SWEEPABLE:
+        raise MidlevelError(f"{where}: unknown sweep parameter {raw!r}; use {', '.join(SWEEPABLE)}")
     return name
 
 
 def _value(name: str, raw, where: str):
+    kind = setting_type(name)
     try:
-        value = TYPES[name](raw)
+        value = kind(raw)
     except (TypeError, ValueError):
-        raise MidlevelError(f"{where}: {name} = {raw!r} is not a {TYPES[name].__name__}") from None
-    if name == "head" and value not in HEADS:
-        raise MidlevelError(f"{where}: head = {value!r}; choose one of {', '.join(HEADS)}")
-    if name == "pool" and value not in POOLS:
-        raise MidlevelError(f"{where}: pool = {value!r}; choose one of {', '.join(POOLS)}")
+        raise MidlevelError(f"{where}: {name} = {raw!r} is not a {kind.__name__}") from None
+    try:
+        with_settings(FitConfig(), {name: value})
+    except ConfigError as exc:
+        raise MidlevelError(f"{where}: {name} = {value!r}; {exc.problem}") from None
     return value
 
 
@@ -93,78 +84,44 @@ def parse_params(params: tuple[str, ...]) -> dict[str, list]:
 
 
 def read_sweep_file(path: Path) -> tuple[list[dict], dict]:
-    """Settings of a sweep file and its top-level options (folds, head, ...).
-
-    [grid] holds lists whose combinations are all run; [[settings]] tables are run as given;
-    both may be present. Other top-level keys are `pipeline sweep` options.
-    """
+    """Settings of a sweep file ([grid]: every combination; [[settings]]: each as given) and
+    its other top-level keys (sweep options such as folds)."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MidlevelError(f"{path}: cannot read the sweep file ({exc}); fix its TOML") from None
     settings = grid_settings(data.pop("grid", {}), str(path)) if "grid" in data else []
     for entry in data.pop("settings", []):
+        names = [_name(n, str(path)) for n in entry]
         settings.append(
-            {
-                _name(n, str(path)): _value(_name(n, str(path)), v, str(path))
-                for n, v in entry.items()
-            }
+            {n: _value(n, v, str(path)) for n, v in zip(names, entry.values(), strict=True)}
         )
     return settings, data
 
 
-def apply_setting(config: FitConfig, setting: dict) -> FitConfig:
+def apply_setting(config: FitConfig, values: dict) -> FitConfig:
     """The fit config with one setting's values in place of the base values."""
-    mlp = {MLP_FIELDS[n]: v for n, v in setting.items() if n in MLP_FIELDS}
-    svm = {SVM_FIELDS[n]: v for n, v in setting.items() if n in SVM_FIELDS}
-    if "background_weight" in setting:
-        mlp["background_weight"] = svm["background_weight"] = setting["background_weight"]
-    weak = {WEAK_FIELDS[n]: v for n, v in setting.items() if n in WEAK_FIELDS}
-    top = {n: setting[n] for n in ("head", "k") if n in setting}
-    return replace(
-        config,
-        mlp=replace(config.mlp, **mlp),
-        svm=replace(config.svm, **svm),
-        weak=replace(config.weak, **weak),
-        **top,
-    )
+    return with_settings(config, values)
 
 
 def fit_options(config: FitConfig) -> dict:
     """The `pipeline fit` option values that reproduce `config` (head, features and all)."""
-    head = {"head": config.head, "k": config.k, "seed": config.seed}
-    head |= {n: getattr(config.mlp, f) for n, f in MLP_FIELDS.items()}
-    head |= {n: getattr(config.svm, f) for n, f in SVM_FIELDS.items()}
+    head = {n: setting(config, n) for n in HEAD_SETTINGS}
     head["background_weight"] = (
         config.mlp if config.head == "mlp" else config.svm
     ).background_weight
     if config.head == "weak":  # other heads' keys stay as they were before the weak head
-        head |= {n: getattr(config.weak, f) for n, f in WEAK_FIELDS.items()}
-    features = {
-        "backbone": config.backbone.name,
-        "weights": config.backbone.weights,
-        "input_size": config.backbone.input_size,
-        "mode": config.backbone.mode,
-        "grid_kind": config.grid.kind,
-        "scales": config.grid.scales,
-        "min_scale": config.grid.min_scale,
-        "overlap": config.grid.overlap,
-        "min_patch_cover": config.labels.min_patch_cover,
-        "min_box_cover": config.labels.min_box_cover,
-        "background_ratio": config.labels.background_ratio,
-        "task_name": config.task.name,
-        "context": config.task.context,
-        "split": config.split,
-    }
+        head |= {n: setting(config, n) for n in WEAK_SETTINGS}
+    features = {n: setting(config, n) for n in FEATURE_SETTINGS}
     if config.classes:
         features["classes"] = ",".join(config.classes)
     return {**head, **{n: v for n, v in features.items() if v is not None}}
 
 
 def read_head_setting(path: Path) -> dict:
-    """The head settings of a config file (a sweep's best config holds feature options too,
-    which a comparison on given caches must not change; and its head is the method's)."""
-    options = read_options_file(path, set(TYPES) - {"head"})
+    """The head settings of a config file (a sweep's best holds feature options too, which a
+    comparison on given caches must not change; and its head is the method's)."""
+    options = read_options_file(path, set(SWEEPABLE) - {"head"})
     return {n: _value(n, v, str(path)) for n, v in options.items()}
 
 
@@ -180,15 +137,15 @@ def write_options_file(path: Path, options: dict, comment: str) -> None:
 
 
 def read_options_file(path: Path, known: set[str]) -> dict:
-    """Option values of a config file for a command whose options are `known`; keys that
-    belong to another verb (a sweep's best config holds fit and score options) are skipped,
-    keys no verb knows are refused."""
+    """Option values of a config file for a command whose options are `known`; keys of
+    another verb (a sweep's best holds fit and score options) are skipped, keys no verb
+    knows are refused."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MidlevelError(f"{path}: cannot read the config ({exc}); fix its TOML") from None
-    full = FitConfig(classes=("car",), backbone=BackboneConfig(weights="w", input_size=1))
-    allowed = known | set(TYPES) | set(fit_options(full))
+    full = FitConfig(head="weak", classes=("car",), backbone=BackboneConfig("w", "w", 1))
+    allowed = known | set(SWEEPABLE) | set(fit_options(full))
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise MidlevelError(f"{path}: unknown option(s) {', '.join(unknown)}; remove them")

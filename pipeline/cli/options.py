@@ -1,0 +1,257 @@
+"""What the verbs share: the one-line error of a user mistake, option groups whose defaults
+are the configs' own, and configs built by keyword from the options (pipeline/config.py:
+PLACES says where each setting goes)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.config import (
+    DEVICES,
+    GRID_KINDS,
+    HEADS,
+    MODES,
+    RUNTIMES,
+    TASKS,
+    BackboneConfig,
+    ExtractConfig,
+    FitConfig,
+    GridConfig,
+    LabelRule,
+    MLPConfig,
+    SVMConfig,
+    TaskConfig,
+    WeakConfig,
+    with_settings,
+)
+from pipeline.errors import ConfigError, MidlevelError
+from pipeline.features.registry import RANDOM, REGISTRY, get_spec
+from pipeline.heads.pools import POOLS
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
+
+
+class UserError(click.ClickException):
+    """One red line and exit code 2: bad input is the user's to fix, not a crash."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.secho(f"error: {self.message}", fg="red", err=True)
+
+
+class Cli(click.Group):
+    """The group: a user's mistake (bad input, a full disk, Ctrl-C) ends in one line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            command = self.get_command(ctx, ctx.invoked_subcommand or "")
+            raise UserError(exc.named(lambda name: flag(command, name))) from None
+        except MidlevelError as exc:
+            raise UserError(str(exc)) from None
+        except OSError as exc:  # shards write safely on their own; this covers every other file
+            if exc.errno not in DISK_ERRORS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise UserError(
+                f"{where}cannot write ({os.strerror(exc.errno)}); free space or fix the permissions "
+                "and rerun the same command: finished work (shards, heads, sweep rows) is kept"
+            ) from None
+        except KeyboardInterrupt:
+            click.secho(
+                "interrupted: finished work (shards, sweep rows) is kept; rerun the same command to resume",
+                err=True,
+            )
+            sys.exit(130)
+
+
+def flag(command: click.Command | None, setting: str) -> str:
+    """How the command line spells a setting: its option's long flag (--grid for grid_kind)."""
+    for param in command.params if command else ():
+        if param.name == setting and isinstance(param, click.Option):
+            return max(param.opts, key=len)
+    return "--" + setting.replace("_", "-")
+
+
+def options(*decorators):
+    """Several click options as one decorator."""
+
+    def apply(func):
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+def build(config, opts: dict):
+    """`config` (a config of defaults, or with its required fields) with every option in
+    its place; --weights random says loudly that the features are not pretrained."""
+    if opts.get("weights") == RANDOM:
+        click.secho(
+            "warning: --weights random: untrained network, features are NOT pretrained",
+            fg="yellow",
+            err=True,
+        )
+    return with_settings(config, opts)
+
+
+def parse_classes(text: str | None) -> tuple[str, ...] | None:
+    """'bus,car' -> ('bus', 'car'), duplicates dropped, order kept; None stays None."""
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise MidlevelError(f"--classes {text!r}: unknown (empty); name at least one class")
+    return names
+
+
+def data_spec(opts: dict, *, required: bool = False) -> str:
+    """Pop --data and --voc-root into one dataset spec ("" when neither is given). --data wins
+    over a --voc-root taken from the environment; both on the command line is refused."""
+    data, voc_root = opts.pop("data"), opts.pop("voc_root")
+    if data and voc_root:
+        source = click.get_current_context().get_parameter_source("voc_root")
+        if source == click.core.ParameterSource.COMMANDLINE:
+            raise UserError("--data and --voc-root both name a dataset; pass one of them")
+    spec = data or (f"voc:{voc_root}" if voc_root else "")
+    if required and not spec:
+        raise UserError(
+            "no dataset: pass --data KIND:PATH or --voc-root DIR (env MIDLEVEL_DATA, "
+            "MIDLEVEL_VOC_ROOT); try pipeline demo-data"
+        )
+    return spec
+
+
+def dataset_of(opts: dict, *, required: bool = False) -> dict:
+    """The dataset options as settings: `data` one spec, `classes` a tuple."""
+    opts["data"] = data_spec(opts, required=required)
+    opts["classes"] = parse_classes(opts["classes"])
+    return opts
+
+
+def _check_backbone(ctx: click.Context, param: click.Parameter, name: str) -> str:
+    """A typo is one line before any work; the table's names are checked without torch."""
+    try:
+        get_spec(name)
+    except MidlevelError as exc:
+        raise UserError(str(exc)) from None
+    return name
+
+
+def _load_config_file(ctx: click.Context, param, value) -> None:
+    """--config FILE: its values become this command's defaults; options given win."""
+    if value:
+        from pipeline.training.settings import read_options_file
+
+        known = {p.name for p in ctx.command.params}
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **read_options_file(Path(value), known)}
+        except MidlevelError as exc:
+            raise UserError(str(exc)) from None
+
+
+data_help = (
+    "Dataset: KIND:PATH, KIND one of voc, coco, imagefolder, csv, images; or a PATH whose "
+    "kind is detected. Env: MIDLEVEL_DATA."
+)
+backbone_help = (
+    f"Frozen net: {', '.join(REGISTRY)}, any torchvision classification model (convnext_tiny, "
+    "vit_b_16...), or timm:NAME (pip install 'midlevel[timm]')."
+)
+
+config_file = click.option(
+    "--config", type=click.Path(exists=True, dir_okay=False), is_eager=True, expose_value=False,
+    callback=_load_config_file, help="TOML file of option values (e.g. a sweep's best config).",
+)  # fmt: skip
+
+dataset = options(
+    click.option("--data", envvar="MIDLEVEL_DATA", default=None, help=data_help),
+    click.option("--voc-root", envvar="MIDLEVEL_VOC_ROOT", type=click.Path(file_okay=False),
+                 help="A VOC tree (year dir or its VOCdevkit parent): --data voc:DIR. Env: MIDLEVEL_VOC_ROOT."),
+    click.option("--image-dir", default=None, type=click.Path(file_okay=False),
+                 help="Where a COCO JSON's or a labels CSV's images are [default: beside it]."),
+    click.option("--cache-dir", envvar="MIDLEVEL_CACHE_DIR", default=ExtractConfig.cache_dir, show_default=True,
+                 help="Root of feature shards and trained heads. Env: MIDLEVEL_CACHE_DIR."),
+    click.option("--classes", default=None,
+                 help="Comma-separated classes (or actions) to train/score (default: all with labels)."),
+)  # fmt: skip
+
+features = options(
+    click.option("--backbone", default=BackboneConfig.name, show_default=True, callback=_check_backbone,
+                 help=backbone_help),
+    click.option("--weights", default=None,
+                 help=f"Local state-dict FILE, or '{RANDOM}' (untrained, plumbing only). Default: ImageNet."),
+    click.option("--input-size", type=int, default=None, help="Patch side fed to the net [default: the net's]."),
+    click.option("--mode", type=click.Choice(MODES), default=BackboneConfig.mode, show_default=True,
+                 help="'crop': each patch through the whole net (the paper); 'shared': the trunk once per image and scale, patches pooled from its map (faster)."),
+    click.option("--task", "task_name", type=click.Choice(TASKS), default=TaskConfig.name, show_default=True,
+                 help="'object': VOC classification; 'action': VOC 2012 Action, one sample per person."),
+    click.option("--context", type=float, default=TaskConfig.context, show_default=True,
+                 help="Action: the person box grows by this times its size (half per side) for its patches."),
+    click.option("--grid", "grid_kind", type=click.Choice(GRID_KINDS), default=GridConfig.kind, show_default=True,
+                 help="'patches': the paper's multi-scale grid; 'whole': one feature per image (baseline)."),
+    click.option("--scales", type=int, default=GridConfig.scales, show_default=True, help="Patch scales."),
+    click.option("--min-scale", type=float, default=GridConfig.min_scale, show_default=True,
+                 help="Smallest patch side / min(W, H)."),
+    click.option("--overlap", type=float, default=GridConfig.overlap, show_default=True,
+                 help="Minimum overlap of neighbouring patches."),
+    click.option("--min-patch-cover", type=float, default=LabelRule.min_patch_cover, show_default=True,
+                 help="Label rule: |P∩B| >= this * |P|."),
+    click.option("--min-box-cover", type=float, default=LabelRule.min_box_cover, show_default=True,
+                 help="Label rule: |P∩B| >= this * |B|."),
+    click.option("--background-ratio", type=float, default=LabelRule.background_ratio, show_default=True,
+                 help="Share of background patches kept in train/trainval."),
+    click.option("--seed", type=int, default=LabelRule.seed, show_default=True,
+                 help="Seed of background subsampling and head training."),
+)  # fmt: skip
+
+compute = options(
+    click.option("--device", type=click.Choice(DEVICES), default=ExtractConfig.device,
+                 help="Compute device."),
+    click.option("--runtime", type=click.Choice(RUNTIMES), default=ExtractConfig.runtime, show_default=True,
+                 envvar="MIDLEVEL_RUNTIME",
+                 help="Frozen net's runtime: auto is ONNX Runtime on a CPU, torch on CUDA."),
+    click.option("--batch-size", type=int, default=None,
+                 help="Patches per forward pass [default: the backbone's fastest for the runtime]."),
+    click.option("--workers", type=int, default=ExtractConfig.workers,
+                 help="DataLoader decode workers."),
+)  # fmt: skip
+
+head = options(
+    click.option("--split", default=FitConfig.split, help="Split whose cached features train the head."),
+    click.option("--head", type=click.Choice(HEADS), default=FitConfig.head,
+                 help="Adaptation layers on box labels (mlp), the SVM baseline, or the adaptation layers on image labels alone (weak)."),
+    click.option("--hidden", type=int, default=MLPConfig.hidden, help="MLP: FCa units."),
+    click.option("--dropout", type=float, default=MLPConfig.dropout, help="MLP: dropout after FCa."),
+    click.option("--lr", type=float, default=MLPConfig.lr, help="MLP: SGD learning rate (cosine decay)."),
+    click.option("--momentum", type=float, default=MLPConfig.momentum, help="MLP: SGD momentum."),
+    click.option("--weight-decay", type=float, default=MLPConfig.weight_decay, help="MLP: L2 weight decay."),
+    click.option("--epochs", type=int, default=MLPConfig.epochs, help="MLP: epochs over the shards."),
+    click.option("--batch-size", type=int, default=MLPConfig.batch_size, help="MLP: minibatch size."),
+    click.option("--background-weight", type=float, default=MLPConfig.background_weight,
+                 help="Loss weight of the background class."),
+    click.option("--svm-c", type=float, default=SVMConfig.C, help="SVM: regularisation C."),
+    click.option("--svm-epochs", type=int, default=SVMConfig.epochs, help="SVM: SGD epochs over the shards (patch grid)."),
+    click.option("--pool", type=click.Choice(POOLS), default=WeakConfig.pool,
+                 help="Weak: how patch scores pool into the image score it learns from."),
+    click.option("--lse-r", type=float, default=WeakConfig.r, help="Weak, lse: sharpness r."),
+    click.option("--top-fraction", type=float, default=WeakConfig.top_fraction, help="Weak, topk: share of patches averaged at the top."),
+    click.option("--bottom-fraction", type=float, default=WeakConfig.bottom_fraction, help="Weak, topk: share averaged at the bottom (0: none)."),
+    click.option("--bottom-weight", type=float, default=WeakConfig.bottom_weight, help="Weak, topk: weight of the bottom term."),
+    click.option("--batch-images", type=int, default=WeakConfig.batch_images, help="Weak: images per SGD step."),
+    click.option("-k", "--k", "k", type=float, default=FitConfig.k, help="Pooling exponent recorded with the head (score's default; weak mean-pk's power)."),
+    click.option("--device", type=click.Choice(DEVICES), default=FitConfig.device, help="MLP training device."),
+)  # fmt: skip
+
+
+def fit_config(opts: dict) -> FitConfig:
+    """The FitConfig of a verb's dataset, feature and head options."""
+    return build(FitConfig(), dataset_of(opts))

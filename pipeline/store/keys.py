@@ -1,0 +1,79 @@
+"""Cache keys: the settings that change the features, hashed into the cache directory's name
+(`<split>-<digest>`), and how two fingerprints are compared and told apart in a message."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.config import GridConfig, LabelRule, TaskConfig
+from pipeline.io import json_digest
+
+# Shard layout version, part of the cache digest: 2 added `sampled` and `image_labels`.
+CACHE_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Everything that changes the cached features and labels: its digest keys the cache.
+
+    `data` is the dataset's kind and class list (None for PASCAL VOC's own classes, whose
+    caches keep the digests they had before datasets were keyed): two datasets never share
+    a cache, while a head serves any split whose settings other than `data` are its own.
+    """
+
+    backbone: dict
+    grid: GridConfig = field(default_factory=GridConfig)
+    labels: LabelRule = field(default_factory=LabelRule)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: dict | None = None
+
+    def as_dict(self) -> dict:
+        settings = {
+            "format": CACHE_FORMAT,
+            "backbone": self.backbone,
+            "grid": asdict(self.grid),
+            "labels": asdict(self.labels),
+        }
+        if self.task != TaskConfig():  # object caches keep the keys they had before tasks
+            settings["task"] = asdict(self.task)
+        if self.data is not None:
+            settings["data"] = self.data
+        return settings
+
+    def digest(self) -> str:
+        """Short, stable hash of the settings; the code version is kept beside it, not in it."""
+        return json_digest(self.as_dict())
+
+
+def cache_path(cache_root: str | Path, split: str, digest: str) -> Path:
+    return Path(cache_root) / f"{split}-{digest}"
+
+
+def without_data(fingerprint: dict) -> dict:
+    """The fingerprint's feature settings: what a head must share with a split it scores."""
+    return {k: v for k, v in fingerprint.items() if k not in ("data", "digest")}
+
+
+def describe_data(fingerprint: dict) -> str:
+    data = fingerprint.get("data")
+    if data is None:
+        return "PASCAL VOC classes"
+    return f"{data['kind']}: {', '.join(data['classes']) or 'no classes'}"
+
+
+def describe_fingerprint(fingerprint: dict) -> str:
+    """The settings that tell caches apart, on one line (task only where not objects)."""
+    backbone = fingerprint.get("backbone", {})
+    grid = fingerprint.get("grid", {})
+    labels = fingerprint.get("labels", {})
+    task = fingerprint.get("task")
+    return (
+        f"backbone={backbone.get('name')} weights={backbone.get('weights')} "
+        f"input={backbone.get('input_size')} mode={backbone.get('mode', 'crop')} "
+        f"grid={grid.get('kind', 'patches')} scales={grid.get('scales')} "
+        f"min_scale={grid.get('min_scale')} overlap={grid.get('overlap')} "
+        f"covers={labels.get('min_patch_cover')}/{labels.get('min_box_cover')} "
+        f"background={labels.get('background_ratio')} seed={labels.get('seed')}"
+        + (f" task={task.get('name')} context={task.get('context')}" if task else "")
+    )

@@ -39,7 +39,7 @@ class Predictor:
 
     def __init__(self, path: Path, head, record: HeadRecord, *, device: str, weights: str | None,
                  runtime: str = "auto", batch_size: int | None = None):  # fmt: skip
-        if record.task.name != "object":
+        if record.settings("task").name != "object":
             raise CacheError(
                 f"{path}: an action head scores person boxes; score VOC Action splits with "
                 "pipeline score --task action"
@@ -47,8 +47,9 @@ class Predictor:
         self.path, self.head, self.record = path, head, record
         self.classes = record.classes
         self.k = float(record.k)
-        self.backbone_config = replace(record.backbone, weights=weights or record.backbone.weights)
-        self.grid = record.grid
+        backbone = record.settings("backbone")
+        self.backbone_config = replace(backbone, weights=weights or backbone.weights)
+        self.grid = record.settings("grid")
         self.fingerprint = record.fingerprint or {}
         self._check_weights(self.fingerprint.get("backbone") or {})
         self.device, self.runtime, self.batch_size = device, runtime, batch_size
@@ -110,7 +111,7 @@ class Predictor:
 
         k = self.k if k is None else k
         patches = PatchImages(
-            samples, list(range(len(samples))), grid=self.grid, rule=self.record.labels,
+            samples, list(range(len(samples))), grid=self.grid, rule=self.record.settings("labels"),
             background=IGNORED, keep_all=True, patch_labels=False,
         )  # fmt: skip
         items = iter_image_features(self.backbone, patches, workers=workers, timing=timing)

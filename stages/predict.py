@@ -107,7 +107,7 @@ def _through_cache(config: PredictConfig, predictor: Predictor, dataset, samples
     """Extract the photos into the cache (resumable), then pool each image from its shard."""
     extract = ExtractConfig(
         cache_dir=config.cache_dir, backbone=predictor.backbone_config, grid=predictor.grid,
-        labels=predictor.record.labels, split=PREDICT_SPLIT, device=config.device,
+        labels=predictor.record.settings("labels"), split=PREDICT_SPLIT, device=config.device,
         runtime=config.runtime, batch_size=config.batch_size, workers=config.workers, keep="all",
         on_error=config.on_error,
     )  # fmt: skip

@@ -100,15 +100,20 @@ def test_code_points_at_docs_and_readme_sections_that_exist():
     assert not broken, "pointers to missing docs or README sections:\n" + "\n".join(broken)
 
 
-MODULE_POINTER = re.compile(r"(?<![\w/.-])((?:pipeline|stages|bench)/[\w/]+\.py)")
+MODULE_POINTER = re.compile(
+    r"(?<![\w/.-])((?:pipeline|stages|bench|tests)/[\w/]+\.py)(?:::(\w+)(\*?))?"
+)
 
 
 def test_code_and_docs_point_at_modules_that_exist():
-    """`pipeline/.../x.py` in a docstring or a page names a file of this checkout."""
+    """`pipeline/.../x.py` (or `tests/.../test_x.py::test_name`) in a docstring or a page
+    names a file of this checkout, and a function (or, with `*`, a prefix) it defines."""
     broken = []
     for path in [*CODE, *PAGES]:
         text = path.read_text()
         for match in MODULE_POINTER.finditer(text):
-            if not (ROOT / match[1]).is_file():
-                broken.append(f"{where(path, text, match.start())}: {match[1]}")
+            module = ROOT / match[1]
+            function = match[2] and f"def {match[2]}{'' if match[3] else '('}"  # name* : a prefix
+            if not module.is_file() or function and function not in module.read_text():
+                broken.append(f"{where(path, text, match.start())}: {match[0]}")
     assert not broken, "pointers to missing modules:\n" + "\n".join(broken)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli import compare, demo, extract, fit, localize, predict, report, score, sweep
-from pipeline.cli.options import Cli
+from pipeline.cli.errors import Cli
 
 
 @click.group(

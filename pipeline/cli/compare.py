@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.options import UserError, config_file, dataset, features, fit_config, head
+from pipeline.cli.errors import UserError
+from pipeline.cli.options import config_file, dataset, features, fit_config, head
 from pipeline.config import CompareConfig
 
 

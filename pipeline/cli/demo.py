@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.options import UserError
+from pipeline.cli.errors import UserError
 
 
 @click.command("demo-data")

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.options import build, dataset, dataset_of, features
+from pipeline.cli.options import build, dataset, dataset_of, features, scored_split
 from pipeline.config import REDUCES, LocalizeConfig
 
 
 @click.command("localize")
 @dataset
 @features
-@click.option(
-    "--split",
-    default=LocalizeConfig.split,
-    help="Split to localize (its features must be extracted).",
-)
-@click.option(
-    "--train-split", default=LocalizeConfig.train_split, help="Split the head was fitted on."
-)
-@click.option(
-    "--head", default=LocalizeConfig.head, help="Which fitted head: mlp, svm, weak, or a head FILE."
-)
+@scored_split
 @click.option(
     "--output", default=LocalizeConfig.output, help="Directory: maps.h5, overlays/, pointing.csv."
 )

@@ -1,16 +1,13 @@
-"""What the verbs share: the one-line error of a user mistake, option groups whose defaults
-are the configs' own, and configs built by keyword from the options (pipeline/config.py:
-PLACES says where each setting goes)."""
+"""What the verbs share: option groups whose defaults are the configs' own, and configs built
+by keyword from the options (pipeline/config.py: PLACES says where each setting goes)."""
 
 from __future__ import annotations
 
-import errno
-import os
-import sys
 from pathlib import Path
 
 import click
 
+from pipeline.cli.errors import UserError
 from pipeline.config import (
     DEVICES,
     GRID_KINDS,
@@ -24,60 +21,15 @@ from pipeline.config import (
     GridConfig,
     LabelRule,
     MLPConfig,
+    ScoredSplit,
     SVMConfig,
     TaskConfig,
     WeakConfig,
     with_settings,
 )
-from pipeline.errors import ConfigError, MidlevelError
+from pipeline.errors import MidlevelError
 from pipeline.features.registry import RANDOM, REGISTRY, get_spec
 from pipeline.heads.pools import POOLS
-
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
-
-
-class UserError(click.ClickException):
-    """One red line and exit code 2: bad input is the user's to fix, not a crash."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.secho(f"error: {self.message}", fg="red", err=True)
-
-
-class Cli(click.Group):
-    """The group: a user's mistake (bad input, a full disk, Ctrl-C) ends in one line."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ConfigError as exc:
-            command = self.get_command(ctx, ctx.invoked_subcommand or "")
-            raise UserError(exc.named(lambda name: flag(command, name))) from None
-        except MidlevelError as exc:
-            raise UserError(str(exc)) from None
-        except OSError as exc:  # shards write safely on their own; this covers every other file
-            if exc.errno not in DISK_ERRORS:
-                raise
-            where = f"{exc.filename}: " if exc.filename else ""
-            raise UserError(
-                f"{where}cannot write ({os.strerror(exc.errno)}); free space or fix the permissions "
-                "and rerun the same command: finished work (shards, heads, sweep rows) is kept"
-            ) from None
-        except KeyboardInterrupt:
-            click.secho(
-                "interrupted: finished work (shards, sweep rows) is kept; rerun the same command to resume",
-                err=True,
-            )
-            sys.exit(130)
-
-
-def flag(command: click.Command | None, setting: str) -> str:
-    """How the command line spells a setting: its option's long flag (--grid for grid_kind)."""
-    for param in command.params if command else ():
-        if param.name == setting and isinstance(param, click.Option):
-            return max(param.opts, key=len)
-    return "--" + setting.replace("_", "-")
 
 
 def options(*decorators):
@@ -249,6 +201,14 @@ head = options(
     click.option("--batch-images", type=int, default=WeakConfig.batch_images, help="Weak: images per SGD step."),
     click.option("-k", "--k", "k", type=float, default=FitConfig.k, help="Pooling exponent recorded with the head (score's default; weak mean-pk's power)."),
     click.option("--device", type=click.Choice(DEVICES), default=FitConfig.device, help="MLP training device."),
+)  # fmt: skip
+
+
+scored_split = options(
+    click.option("--split", default=ScoredSplit.split, help="Split the head scores (its features must be extracted)."),
+    click.option("--train-split", default=ScoredSplit.train_split, help="Split the head was fitted on."),
+    click.option("--head", default=ScoredSplit.head,
+                 help="Which fitted head: mlp, svm, weak, or a head FILE (heads/<name>.joblib)."),
 )  # fmt: skip
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.options import build, config_file, dataset, dataset_of, features
+from pipeline.cli.options import build, config_file, dataset, dataset_of, features, scored_split
 from pipeline.config import ScoreConfig
 
 
@@ -12,17 +12,7 @@ from pipeline.config import ScoreConfig
 @config_file
 @dataset
 @features
-@click.option(
-    "--split", default=ScoreConfig.split, help="Split to score (its features must be extracted)."
-)
-@click.option(
-    "--train-split", default=ScoreConfig.train_split, help="Split the head was fitted on."
-)
-@click.option(
-    "--head",
-    default=ScoreConfig.head,
-    help="Which fitted head: mlp, svm, weak, or a head FILE (heads/<name>.joblib).",
-)
+@scored_split
 @click.option(
     "-k",
     "--k",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.options import UserError, dataset, features, fit_config, head
+from pipeline.cli.errors import UserError
+from pipeline.cli.options import dataset, features, fit_config, head
 from pipeline.config import SweepConfig
 
 FILE_OPTIONS = ("folds", "jobs")  # top-level keys of a sweep file besides [grid], [[settings]]

@@ -15,9 +15,8 @@ from pipeline.io import file_digest
 from pipeline.store.keys import FeatureSettings
 
 RANDOM = "random"
-# Shared mode's pooling geometry, in its fingerprint: 2 maps boxes with x and y scaled apart
-# and the trunk's stride, and pools torchvision nets to their map's side (1 had one x-derived
-# scale for both axes), so shared caches of 1 are extracted again, never mixed.
+# Shared mode's pooling geometry, in its fingerprint: a change of how boxes map onto the trunk's
+# map bumps it, so caches made the other way are extracted again, never mixed (docs/cache.md).
 SHARED_GEOMETRY = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -192,7 +191,7 @@ def fingerprint_part(config: BackboneConfig) -> dict:
         "input_size": config.input_size or spec.input_size,
     }
     mode = mode_used(config)
-    if mode != "crop":  # crop caches keep the digest they had before modes
+    if mode != "crop":  # crop caches keep the digest they had before modes existed
         part["mode"] = mode
         part["geometry"] = SHARED_GEOMETRY
     return part
@@ -223,10 +222,8 @@ def cache_key(config: CacheSettings, dataset=None) -> FeatureSettings:
 
 
 # Patches per forward pass that measured fastest, per backbone and runtime, on a 2-core CPU
-# (python bench/batch_sizes.py); a net not listed takes DEFAULT_BATCH. Larger batches only
-# add memory on a CPU once the cores are busy; on CUDA torch takes DEFAULT_BATCH.
-# Measured 2026-12-01 with --seconds 1.5 (vgg16 not measured: it takes DEFAULT_BATCH); points
-# within a few percent of each other are noise on a shared 2-core machine.
+# (bench/batch_sizes.py, docs/benchmarks.md); a net not listed, and torch on CUDA, take
+# DEFAULT_BATCH. Larger batches only add memory on a CPU once the cores are busy.
 FASTEST_BATCH: dict[tuple[str, str], int] = {
     ("efficientnet_lite0", "torch"): 8,
     ("efficientnet_lite0", "onnxruntime"): 32,

@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from pipeline.config import BackboneConfig, GridConfig, LabelRule, TaskConfig
+from pipeline.config import NESTED
 from pipeline.errors import CacheError
 from pipeline.io import json_bytes, write_atomically
 from pipeline.store.keys import describe_fingerprint, without_data
@@ -61,24 +61,9 @@ class HeadRecord:
         record = self.as_dict()
         return {key: record[key] for key in ("head", "classes", "params", "k", "digest")}
 
-    def _section(self, name: str) -> dict:
-        return self.config.get(name) or {}
-
-    @property
-    def backbone(self) -> BackboneConfig:
-        return BackboneConfig(**self._section("backbone"))
-
-    @property
-    def grid(self) -> GridConfig:
-        return GridConfig(**self._section("grid"))
-
-    @property
-    def labels(self) -> LabelRule:
-        return LabelRule(**self._section("labels"))
-
-    @property
-    def task(self) -> TaskConfig:
-        return TaskConfig(**self._section("task"))
+    def settings(self, name: str):
+        """The fit's settings of one kind ("backbone", "grid", "labels", "task") as a config."""
+        return NESTED[name](**(self.config.get(name) or {}))
 
 
 def head_path(cache_dir: Path, head: str) -> Path:

@@ -222,3 +222,40 @@ def test_find_head_by_name_path_or_refusal(tmp_path):
         find_head("svm", tmp_path)
     with pytest.raises(CacheError, match="no head named 'knn'"):
         find_head("knn", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("module", "former"),
+    [
+        ("pipeline.heads.linear_svm", "pipeline.heads"),
+        ("pipeline.heads.image_svm", "pipeline.image_head"),
+    ],
+)
+def test_a_head_pickled_under_its_former_module_loads(tmp_path, monkeypatch, module, former):
+    """Heads saved before the library was grouped into packages name their class by its old
+    module (pipeline.heads.LinearSVMHead, pipeline.image_head.ImageSVMHead): they load."""
+    import importlib
+    import sys
+
+    import joblib
+
+    estimator_type = {"pipeline.heads.linear_svm": "LinearSVMHead"}.get(module, "ImageSVMHead")
+    cls = getattr(importlib.import_module(module), estimator_type)
+    X = np.linspace(-1, 1, 40, dtype=np.float32).reshape(10, 4)
+    if estimator_type == "LinearSVMHead":
+        head = cls(epochs=2).fit(X, (X[:, 0] > 0).astype(int))
+    else:
+        head = cls().fit(X, np.where(X[:, :2] > 0, 1, -1))
+    path = head_path(tmp_path / "trainval-abc", "svm")
+    path.parent.mkdir(parents=True)
+    with monkeypatch.context() as old_layout:  # pickled as the former code named it
+        old_layout.setattr(cls, "__module__", former)
+        old_layout.setitem(sys.modules, former, importlib.import_module(module))
+        joblib.dump(
+            {"format": "midlevel-head/2", "estimator": head, "record": {"classes": ["a"]}}, path
+        )
+    assert former.encode() in path.read_bytes()
+    monkeypatch.delitem(sys.modules, "pipeline.image_head", raising=False)
+    loaded, record = load_head_file(path)
+    assert type(loaded) is cls and record.classes == ("a",)
+    np.testing.assert_array_equal(loaded.decision_function(X), head.decision_function(X))

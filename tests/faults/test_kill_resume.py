@@ -1,7 +1,7 @@
 """kill -9 at ten chosen points of `pipeline extract`: a rerun completes the cache bit-identical
 to an uninterrupted run, and no finished shard is ever lost or rewritten.
 
-Each extract stops itself at its kill point (tests/stop_at.py: in the forward pass, mid-write,
+Each extract stops itself at its kill point (tests/faults/stop_at.py: in the forward pass, mid-write,
 before the rename, before the manifest update, mid-manifest write) and is killed while stopped,
 so every kill lands where it was meant to, on a fast machine or a slow one."""
 

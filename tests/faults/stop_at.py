@@ -1,6 +1,6 @@
 """Run `pipeline` in this process and stop it (SIGSTOP) at one chosen point of one shard.
 
-    python tests/stop_at.py SHARD:EVENT extract ...
+    python tests/faults/stop_at.py SHARD:EVENT extract ...
 
 The kill test uses it to place each SIGKILL at an exact point of the extract, whatever the
 speed of the machine: it waits for this process to be stopped, then kills it. EVENT is where,

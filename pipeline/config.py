@@ -29,7 +29,8 @@ def _check(ok: bool, setting: str, value, problem: str) -> None:
         raise ConfigError(setting, value, problem)
 
 
-def _choice(setting: str, value, choices: tuple) -> None:
+def check_choice(setting: str, value, choices: tuple) -> None:
+    """Refuse a value not among `choices`, naming the setting."""
     _check(value in choices, setting, value, f"choose one of {', '.join(map(str, choices))}")
 
 
@@ -47,7 +48,7 @@ class GridConfig:
     kind: str = "patches"
 
     def __post_init__(self):
-        _choice("grid_kind", self.kind, GRID_KINDS)
+        check_choice("grid_kind", self.kind, GRID_KINDS)
         _check(self.scales >= 1, "scales", self.scales, "give at least 1")
         _check(0 < self.min_scale <= 1, "min_scale", self.min_scale, "give a share in (0, 1]")
         _check(0 <= self.overlap < 1, "overlap", self.overlap, "give a share in [0, 1)")
@@ -74,7 +75,7 @@ class TaskConfig:
     context: float = 0.5
 
     def __post_init__(self):
-        _choice("task_name", self.name, TASKS)
+        check_choice("task_name", self.name, TASKS)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class BackboneConfig:
     mode: str = "crop"
 
     def __post_init__(self):
-        _choice("mode", self.mode, MODES)
+        check_choice("mode", self.mode, MODES)
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,10 @@ class ExtractConfig(CacheSettings):
     on_error: str = "stop"  # a bad image stops the run, or is skipped, logged and recorded
 
     def __post_init__(self):
-        _choice("keep", self.keep, KEEP_CHOICES)
-        _choice("device", self.device, DEVICES)
-        _choice("runtime", self.runtime, RUNTIMES)
-        _choice("on_error", self.on_error, ON_ERROR)
+        check_choice("keep", self.keep, KEEP_CHOICES)
+        check_choice("device", self.device, DEVICES)
+        check_choice("runtime", self.runtime, RUNTIMES)
+        check_choice("on_error", self.on_error, ON_ERROR)
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,8 @@ class FitConfig(CacheSettings):
     k: float = 5.0
 
     def __post_init__(self):
-        _choice("head", self.head, HEADS)
-        _choice("device", self.device, DEVICES)
+        check_choice("head", self.head, HEADS)
+        check_choice("device", self.device, DEVICES)
         _check(self.k > 0, "k", self.k, "must be > 0")
         _check(
             self.grid.kind == "patches" or self.head == "svm", "head", self.head,
@@ -233,7 +234,7 @@ class LocalizeConfig(ScoredSplit):
     overlays: int | None = 50
 
     def __post_init__(self):
-        _choice("reduce", self.reduce, REDUCES)
+        check_choice("reduce", self.reduce, REDUCES)
         _check(self.top >= 1, "top", self.top, "overlay at least 1 class per image")
         overlays = self.overlays
         _check(overlays is None or overlays >= 0, "overlays", overlays, "give a count >= 0 (0: no overlays)")  # fmt: skip
@@ -306,9 +307,9 @@ class PredictConfig:
     on_error: str = "skip"
 
     def __post_init__(self):
-        _choice("device", self.device, DEVICES)
-        _choice("runtime", self.runtime, RUNTIMES)
-        _choice("on_error", self.on_error, ON_ERROR)
+        check_choice("device", self.device, DEVICES)
+        check_choice("runtime", self.runtime, RUNTIMES)
+        check_choice("on_error", self.on_error, ON_ERROR)
         _check(self.k is None or self.k > 0, "k", self.k, "must be > 0")
 
 

@@ -136,3 +136,16 @@ def test_a_finished_extract_builds_no_net(shapes_voc, tmp_path):
     status, modules = modules_after(*extract_args(shapes_voc, tmp_path, "--workers", "0"))
     assert status == 0 and "torch" not in modules, sorted(modules)
     assert SMALL[1] == "resnet18"  # a torchvision net: not even torchvision was needed
+
+
+def test_the_public_api_loads_on_first_use(shapes_voc):
+    """`import pipeline` is light (the command line starts with it); its API loads on use."""
+    code = "import sys, pipeline\nprint(sorted({m.split('.')[0] for m in sys.modules}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert not {"torch", "h5py", "numpy"} & set(ast.literal_eval(done.stdout)), done.stdout
+    import pipeline
+    from pipeline.predict import load_head
+
+    assert pipeline.load_head is load_head and pipeline.__version__
+    dataset = pipeline.open_dataset(f"voc:{shapes_voc}")
+    assert dataset.kind == "voc" and "test" in dataset.splits()

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from pipeline.config import REDUCES
+from pipeline.config import REDUCES, check_choice
 
 CELL = 4  # map cell side in pixels: patch sides are >= 15% of the short side, 56 px on VOC
 # Zhang et al., "Top-down Neural Attention by Excitation Backprop" (ECCV 2016): the pointing
@@ -54,8 +54,7 @@ def score_map(
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or len(probs) != len(boxes):
         raise ValueError(f"probs {probs.shape} must be [N, C] with N = {len(boxes)} boxes")
-    if reduce not in REDUCES:
-        raise ValueError(f"reduce {reduce!r}: must be one of {', '.join(REDUCES)}")
+    check_choice("reduce", reduce, REDUCES)
     h, w = grid_shape(width, height, cell)
     x_lo, x_hi = _cell_ranges(boxes[:, 0], boxes[:, 2], width / w, w)
     y_lo, y_hi = _cell_ranges(boxes[:, 1], boxes[:, 3], height / h, h)

@@ -46,7 +46,7 @@ def positives(cache: Path, split: str) -> dict[str, int]:
 
 
 def head_file(cache: Path, head: str) -> str:
-    return str(next(cache.glob(f"trainval-*/heads/{head}.joblib")))
+    return str(next(cache.glob(f"trainval-*/heads/{head}.safetensors")))
 
 
 @click.command()

@@ -5,7 +5,7 @@ photos), `open_dataset` (a dataset by KIND:PATH) and `__version__`. Both load on
 use, so that `import pipeline` stays light for the command line.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = ["__version__", "load_head", "open_dataset"]
 
 

@@ -106,15 +106,19 @@ class CacheSettings:
     labels: LabelRule = field(default_factory=LabelRule)
     task: TaskConfig = field(default_factory=TaskConfig)
     image_dir: str | None = None
+    # which patches the split's cache keeps: "sample" (training: object patches and a
+    # label-blind sample), "all", or "auto" by the split's name; each rule has its own cache
+    keep: str = "auto"
+
+    def __post_init__(self):
+        check_choice("keep", self.keep, KEEP_CHOICES)
 
 
 @dataclass(frozen=True)
 class ExtractConfig(CacheSettings):
-    """`keep`: "sample" (training: object patches and a label-blind sample), "all", or
-    "auto" by the split's name. The runtime is not part of the cache key (docs/cache.md)."""
+    """What stage one runs on; the runtime is not part of the cache key (docs/cache.md)."""
 
     split: str = "trainval"
-    keep: str = "auto"
     device: str = "auto"
     runtime: str = "auto"
     batch_size: int | None = None  # patches per forward; None: the backbone's fastest
@@ -125,7 +129,7 @@ class ExtractConfig(CacheSettings):
     on_error: str = "stop"  # a bad image stops the run, or is skipped, logged and recorded
 
     def __post_init__(self):
-        check_choice("keep", self.keep, KEEP_CHOICES)
+        super().__post_init__()
         check_choice("device", self.device, DEVICES)
         check_choice("runtime", self.runtime, RUNTIMES)
         check_choice("on_error", self.on_error, ON_ERROR)
@@ -191,6 +195,7 @@ class FitConfig(CacheSettings):
     k: float = 5.0
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("head", self.head, HEADS)
         check_choice("device", self.device, DEVICES)
         _check(self.k > 0, "k", self.k, "must be > 0")
@@ -210,6 +215,7 @@ class ScoredSplit(CacheSettings):
     train_split: str = "trainval"
     head: str = "mlp"
     classes: tuple[str, ...] | None = None  # None: the head's
+    trust_pickle: bool = False  # load a head midlevel 0.3 pickled: it runs any code it holds
 
 
 @dataclass(frozen=True)
@@ -220,6 +226,7 @@ class ScoreConfig(ScoredSplit):
     export: str | None = None  # a directory for the VOC evaluation server's files
 
     def __post_init__(self):
+        super().__post_init__()
         _check(self.k is None or self.k > 0, "k", self.k, "must be > 0")
 
 
@@ -234,6 +241,7 @@ class LocalizeConfig(ScoredSplit):
     overlays: int | None = 50
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("reduce", self.reduce, REDUCES)
         _check(self.top >= 1, "top", self.top, "overlay at least 1 class per image")
         overlays = self.overlays
@@ -305,6 +313,7 @@ class PredictConfig:
     workers: int = 1
     cached: bool | None = None
     on_error: str = "skip"
+    trust_pickle: bool = False  # load a head midlevel 0.3 pickled: it runs any code it holds
 
     def __post_init__(self):
         check_choice("device", self.device, DEVICES)

@@ -8,11 +8,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from pipeline.config import ExtractConfig
 from pipeline.datasets import Sample
 from pipeline.datasets.base import whole_image
 from pipeline.datasets.image_files import ImageFilesDataset
+from pipeline.datasets.pixels import shown_rgb
 from pipeline.errors import BackboneUnavailable, CacheError, DataError
 from pipeline.evaluation.pooling import image_log_scores, score_power
 from pipeline.evaluation.score_maps import score_map
@@ -159,28 +161,32 @@ def _describe(part: dict) -> str:
 
 
 def _as_array(image) -> np.ndarray:
-    """[H, W, 3] uint8 of a numpy array (gray, RGB or RGBA) or a PIL image."""
-    if hasattr(image, "convert"):
-        image = np.asarray(image.convert("RGB"))
+    """[H, W, 3] uint8 of a PIL image (what it shows, as a file of it would: its EXIF
+    orientation applied, any mode made 8-bit RGB) or of a uint8 numpy array (gray, RGB, or
+    RGBA shown over white like an RGBA file; pipeline/datasets/pixels.py)."""
+    if isinstance(image, Image.Image):
+        return shown_rgb(image)
     pixels = np.asarray(image)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=2)
-    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
+    if pixels.dtype != np.uint8 or not (
+        pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4))
+    ):
         raise DataError(
             f"an image array of shape {pixels.shape} and dtype {pixels.dtype}: pass [H, W, 3] uint8"
         )
-    return np.ascontiguousarray(pixels[..., :3])
+    return shown_rgb(Image.fromarray(pixels))
 
 
 def load_head(
     head: str | Path, *, cache_dir: str | Path = "cache", device: str = "auto",
     weights: str | None = None, runtime: str = "auto", batch_size: int | None = None,
+    trust_pickle: bool = False,
 ) -> Predictor:  # fmt: skip
-    """A fitted head ready to predict: `head` is a heads/<name>.joblib file, or the name of
-    the one head of that name in `cache_dir`; `weights` a local copy of its weights file;
-    `runtime` and `batch_size` as extract's."""
+    """A fitted head ready to predict: `head` is a heads/<name>.safetensors file, or the name
+    of the one head of that name in `cache_dir`; `weights` a local copy of its weights file;
+    `runtime` and `batch_size` as extract's; `trust_pickle` loads a head midlevel 0.3 pickled
+    (loading a pickle runs any code it holds: only for a file you made yourself)."""
     path = find_head(str(head), cache_dir)
-    estimator, record = load_head_file(path)
+    estimator, record = load_head_file(path, trust_pickle=trust_pickle)
     return Predictor(
         path, estimator, record, device=device, weights=weights, runtime=runtime,
         batch_size=batch_size,

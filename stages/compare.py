@@ -11,6 +11,7 @@ from pipeline.config import CompareConfig, ReportConfig, ScoreConfig
 from pipeline.evaluation.scoring import score_split
 from pipeline.reporting.report import Report, build_report
 from pipeline.reporting.runs import write_run
+from pipeline.store.head_files import head_path
 from pipeline.training.fit import fit_head
 from pipeline.training.settings import apply_setting
 
@@ -47,7 +48,8 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
             replace(config.base, head=head, grid=replace(config.base.grid, kind=kind)),
             config.method_settings.get(name, {}),
         )
-        fit_head(fit_config, progress=progress)
+        head_file = head_path(output, name)  # never a head the user fitted
+        fit_head(fit_config, progress=progress, path=head_file)
         score_config = ScoreConfig(
             data=config.base.data,
             cache_dir=config.base.cache_dir,
@@ -58,7 +60,7 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
             image_dir=config.base.image_dir,
             split=config.test_split,
             train_split=config.base.split,
-            head=head,
+            head=str(head_file),
             classes=config.base.classes,
             k=fit_config.k,
             output=str(output / f"{name}.csv"),

@@ -16,8 +16,9 @@ class ExtractSummary:
 
     def line(self) -> str:
         r, split = self.result, self.split
+        adopted = f" (taken from {r.adopted}: the same data)" if r.adopted else ""
         if not r.shards_written:
-            return f"extract {split}: nothing to do, all {r.shards_reused} shards already complete -> {r.cache_dir}"
+            return f"extract {split}: nothing to do, all {r.shards_reused} shards already complete{adopted} -> {r.cache_dir}"
         working = r.seconds - r.stages.get("setup", 0.0)
         rate = r.patches / working if working > 0 else 0.0
         skipped = (
@@ -34,7 +35,7 @@ class ExtractSummary:
         return (
             f"extract {split}: {r.images} images, {r.patches} patches in {r.seconds:.1f} s "
             f"({rate:.1f} patches/s), {skipped}{r.bytes_written / 1e9:.3f} GB written, "
-            f"{r.shards_written} shards new, {r.shards_reused} reused"
+            f"{r.shards_written} shards new, {r.shards_reused} reused{adopted}"
             f"{rebuilt_text(r.rebuilt)}{resized}; "
             f"setup {r.stages.get('setup', 0.0):.1f} s (the net, {r.runtime}), read {r.stages['read']:.1f} s, "
             f"compute {r.stages['compute']:.1f} s, write {r.stages['write']:.1f} s -> {r.cache_dir}"

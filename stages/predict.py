@@ -16,6 +16,7 @@ from tqdm import tqdm
 from pipeline.config import ExtractConfig, PredictConfig
 from pipeline.datasets.image_files import ImageFilesDataset
 from pipeline.errors import CacheError, DataError
+from pipeline.evaluation.pooling import describe_pooling
 from pipeline.evaluation.score_maps import score_map
 from pipeline.features.engine import extract_split
 from pipeline.predict import PREDICT_SPLIT, ImagePrediction, Predictor, load_head
@@ -32,7 +33,7 @@ class PredictSummary:
     images: int
     skipped: int
     classes: int
-    k: float
+    pooling: str  # "k 5", "max pooling": how the image scores were pooled
     seconds: float
     output: str
     maps: str | None
@@ -44,7 +45,7 @@ class PredictSummary:
         via = f", features cached in {self.cached}" if self.cached else ""
         maps = f", {self.maps}/" if self.maps else ""
         return (
-            f"predict: {self.images} images{skipped}, {self.classes} classes, k {self.k:g} in "
+            f"predict: {self.images} images{skipped}, {self.classes} classes, {self.pooling} in "
             f"{self.seconds:.1f} s ({rate:.2f} images/s{via}) -> {self.output}{maps}"
         )
 
@@ -54,7 +55,7 @@ def run(config: PredictConfig) -> PredictSummary:
     started = time.perf_counter()
     predictor = load_head(
         config.head, cache_dir=config.cache_dir, device=config.device, weights=config.weights,
-        runtime=config.runtime, batch_size=config.batch_size,
+        runtime=config.runtime, batch_size=config.batch_size, trust_pickle=config.trust_pickle,
     )  # fmt: skip
     k = predictor.k if config.k is None else config.k
     if config.maps and predictor.grid.kind != "patches":
@@ -79,7 +80,8 @@ def run(config: PredictConfig) -> PredictSummary:
         images=len(results),
     )
     return PredictSummary(
-        images=len(results), skipped=len(skipped), classes=len(predictor.classes), k=k,
+        images=len(results), skipped=len(skipped), classes=len(predictor.classes),
+        pooling=describe_pooling(predictor.head, k),
         seconds=time.perf_counter() - started, output=config.output, maps=config.maps,
         cached=cache_dir,
     )  # fmt: skip

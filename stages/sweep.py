@@ -20,6 +20,7 @@ from pipeline.config import FitConfig, SweepConfig
 from pipeline.errors import MidlevelError
 from pipeline.io import write_atomically
 from pipeline.reporting.provenance import beside, write_sidecar
+from pipeline.store.cache import FeatureCache
 from pipeline.training.crossval import cross_validate
 from pipeline.training.fit import open_fit_cache
 from pipeline.training.settings import apply_setting, fit_options, write_options_file
@@ -59,11 +60,15 @@ class SweepSummary:
         )
 
 
-def setting_key(config: FitConfig, digest: str, folds: int) -> str:
+def setting_key(config: FitConfig, cache: FeatureCache, folds: int) -> str:
     """What a row measured: the whole fit config (head, its settings, seed, classes), the
-    cache and the folds; a setting's values alone would let an SVM sweep reuse MLP rows."""
+    cache's settings and the data its shards were made from, and the folds; a setting's
+    values alone would let an SVM sweep reuse MLP rows, or a row outlive its data."""
+    shards = cache.manifest()["shards"]
+    data = [shards[name].get("data", "") for name in sorted(shards)]
     return json.dumps(
-        {"fit": fit_options(config), "digest": digest, "folds": folds}, sort_keys=True
+        {"fit": fit_options(config), "digest": cache.digest, "data": data, "folds": folds},
+        sort_keys=True,
     )
 
 
@@ -136,7 +141,7 @@ def run(config: SweepConfig) -> SweepSummary:
     earlier = _read_rows(output)
     names = sorted({n for s in config.settings for n in s} | set(setting_names(earlier)))
     keys = [
-        setting_key(apply_setting(config.base, s), digest, config.folds) for s in config.settings
+        setting_key(apply_setting(config.base, s), cache, config.folds) for s in config.settings
     ]
     done = {r["key"]: r for r in earlier if r["key"] in keys}
     rows = [done[k] for k in keys if k in done]

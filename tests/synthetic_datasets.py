@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -94,7 +93,7 @@ def voc_to_coco(
 def voc_and_coco_slice(source: Path, root: Path, sizes: dict[str, int]) -> tuple[str, str]:
     """(voc spec, coco spec) of the first `sizes[split]` images of each split of a VOC tree,
     written under root twice: as a VOC tree without per-class files (truth from the XML, as
-    a COCO file has it; images linked) and converted to COCO JSON (categories 1, 3, 5...)."""
+    a COCO file has it; images copied: a link out of the tree is refused) and converted to COCO JSON (categories 1, 3, 5...)."""
     tree = root / "VOC2007"
     for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (tree / folder).mkdir(parents=True)
@@ -103,8 +102,7 @@ def voc_and_coco_slice(source: Path, root: Path, sizes: dict[str, int]) -> tuple
         (tree / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
         for i in ids:
             shutil.copy(source / "Annotations" / f"{i}.xml", tree / "Annotations")
-            image = (source / "JPEGImages" / f"{i}.jpg").resolve()
-            os.symlink(image, tree / "JPEGImages" / f"{i}.jpg")
+            shutil.copy(source / "JPEGImages" / f"{i}.jpg", tree / "JPEGImages")
     ids = {name: 2 * k + 1 for k, name in enumerate(VOC_CLASSES)}
     for split in sizes:
         voc_to_coco(tree, split, root / "coco" / f"{split}.json", root / "coco" / split,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.options import build, compute, dataset, dataset_of, features
-from pipeline.config import KEEP_CHOICES, ON_ERROR, ExtractConfig
+from pipeline.config import ON_ERROR, ExtractConfig
 
 
 @click.command("extract")
@@ -22,14 +22,6 @@ from pipeline.config import KEEP_CHOICES, ON_ERROR, ExtractConfig
     help="Images per HDF5 shard.",
 )
 @click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
-@click.option(
-    "--keep",
-    type=click.Choice(KEEP_CHOICES),
-    default=ExtractConfig.keep,
-    show_default=True,
-    help="Patches stored: 'sample' (object patches + a label-blind sample: training), 'all' "
-    "(evaluation); 'auto' by the split's role (a name starting with 'train' samples).",
-)
 @click.option(
     "--overwrite", is_flag=True, help="Rebuild the cache for these settings from scratch."
 )

@@ -12,10 +12,12 @@ from pipeline.config import (
     DEVICES,
     GRID_KINDS,
     HEADS,
+    KEEP_CHOICES,
     MODES,
     RUNTIMES,
     TASKS,
     BackboneConfig,
+    CacheSettings,
     ExtractConfig,
     FitConfig,
     GridConfig,
@@ -163,6 +165,10 @@ features = options(
                  help="Share of background patches kept in train/trainval."),
     click.option("--seed", type=int, default=LabelRule.seed, show_default=True,
                  help="Seed of background subsampling and head training."),
+    click.option("--keep", type=click.Choice(KEEP_CHOICES), default=CacheSettings.keep, show_default=True,
+                 help="Patches a split's cache keeps: 'sample' (object patches + a label-blind sample: training), "
+                 "'all' (evaluation); 'auto' by the split's role (a name starting with 'train' samples). "
+                 "Each rule has its own cache."),
 )  # fmt: skip
 
 compute = options(
@@ -204,11 +210,18 @@ head = options(
 )  # fmt: skip
 
 
+trust_pickled_head = click.option(
+    "--trust-pickled-head", "trust_pickle", is_flag=True,
+    help="Load a head that midlevel 0.3 saved as a pickle (.joblib). Loading a pickle runs any "
+    "code it holds: pass this only for a head file you made yourself, never one you were sent.",
+)  # fmt: skip
+
 scored_split = options(
     click.option("--split", default=ScoredSplit.split, help="Split the head scores (its features must be extracted)."),
     click.option("--train-split", default=ScoredSplit.train_split, help="Split the head was fitted on."),
     click.option("--head", default=ScoredSplit.head,
-                 help="Which fitted head: mlp, svm, weak, or a head FILE (heads/<name>.joblib)."),
+                 help="Which fitted head: mlp, svm, weak, or a head FILE (heads/<name>.safetensors)."),
+    trust_pickled_head,
 )  # fmt: skip
 
 

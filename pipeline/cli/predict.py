@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.options import compute
+from pipeline.cli.options import compute, trust_pickled_head
 from pipeline.config import ON_ERROR, ExtractConfig, PredictConfig
 
 
@@ -13,7 +13,7 @@ from pipeline.config import ON_ERROR, ExtractConfig, PredictConfig
 @click.option(
     "--head",
     required=True,
-    help="A head FILE (cache/<split>-<digest>/heads/mlp.joblib) or the name of a head in --cache-dir.",
+    help="A head FILE (cache/<split>-<digest>-<tag>/heads/mlp.safetensors) or the name of a head in --cache-dir.",
 )
 @click.option(
     "--cache-dir",
@@ -42,6 +42,7 @@ from pipeline.config import ON_ERROR, ExtractConfig, PredictConfig
 )
 @click.option("--weights", default=None, help="A local copy of the head's backbone weights FILE.")
 @compute
+@trust_pickled_head
 @click.option(
     "--cache/--no-cache",
     "cached",

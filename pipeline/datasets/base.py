@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import TaskConfig
+from pipeline.datasets.pixels import image_size  # as shown (EXIF orientation); readers size by it
 from pipeline.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -50,10 +51,13 @@ def whole_image(sample_id: str, path: Path, width: int, height: int, objects=())
     )
 
 
-def image_sample(sample_id: str, path: Path, *, skip_bad: bool) -> Sample:
+def image_sample(sample_id: str, path: Path, *, skip_bad: bool, check=None) -> Sample:
     """The whole-image sample of an image file, its size from the header; an unreadable file
-    raises, or with `skip_bad` stands in its place as a broken sample."""
+    (or one `check(path)` refuses: paths.contained) raises, or with `skip_bad` stands in its
+    place as a broken sample."""
     try:
+        if check is not None:
+            check(path)
         return whole_image(sample_id, path, *image_size(path))
     except DataError as exc:
         if not skip_bad:
@@ -123,6 +127,13 @@ class Dataset(abc.ABC):
             )
         return self.classes
 
+    def source(self) -> str:
+        """Where the dataset is, resolved (and where its images are, when given apart): it
+        tells two datasets' caches apart, so one never overwrites the other's shards."""
+        image_dir = getattr(self, "image_dir", None)
+        where = str(Path(self.root).resolve())
+        return f"{where} (images: {Path(image_dir).resolve()})" if image_dir else where
+
     def data_key(self, task: TaskConfig) -> dict | None:
         """The dataset's part of the cache fingerprint: its kind and class list, so that two
         datasets never share a cache. None keeps the digests caches of PASCAL VOC had before
@@ -140,19 +151,6 @@ class Dataset(abc.ABC):
                 f"{self.root}: unknown split {split!r}; this {self.kind} dataset has "
                 f"{', '.join(self.splits()) or 'none'}"
             )
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header, without decoding; DataError when unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise DataError(f"{path}: image missing; restore it or drop it from the dataset") from None
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"{path}: cannot read ({exc}); replace the file or drop it") from None
 
 
 def check_box(

@@ -2,12 +2,15 @@
 images and the class list come from: docs/datasets.md).
 
 A crowd annotation counts as difficult: it labels no patch and, alone in an image, makes its
-class difficult there (left out of that class's AP).
+class difficult there (left out of that class's AP). Every field the reader uses is checked
+for its type when the file is read (`_checked`), and an annotation must name an image of its
+file: a bad export is one line naming the entry, never a traceback or a silent negative.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +23,7 @@ from pipeline.datasets.base import (
     labels_truth,
     whole_image,
 )
+from pipeline.datasets.paths import contained
 from pipeline.errors import DataError
 
 ROBOFLOW_FILE = "_annotations.coco.json"
@@ -49,13 +53,129 @@ def _read_json(path: Path) -> dict:
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: no 'images' list; is it a COCO JSON (instances) export?")
-    return data
+    return _checked(data, path)
 
 
-def _field(entry: dict, key: str, path: Path, what: str):
-    if key not in entry:
-        raise DataError(f"{path}: {what} has no {key!r}; fix or re-export the file")
-    return entry[key]
+class _Entries:
+    """The entries of one list of a COCO file, each checked to be an object, and their fields
+    read with their types checked: one line naming the file, the entry and the fix."""
+
+    def __init__(self, data: dict, key: str, path: Path):
+        self.key, self.path = key, path
+        entries = [] if data.get(key) is None else data[key]
+        if not isinstance(entries, list):
+            self.fail(f"{key!r} is {_short(entries)}, not a list")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                self.fail(f"{key}[{i}] is {_short(entry)}, not an object")
+        self.entries = entries
+
+    def fail(self, problem: str, fix: str = "fix or re-export the file"):
+        raise DataError(f"{self.path}: {problem}; {fix}")
+
+    def name(self, i: int) -> str:
+        entry_id = self.entries[i].get("id")
+        return f"{self.key}[{i}]" + ("" if entry_id is None else f" (id {entry_id!r})")
+
+    def field(self, i: int, key: str, kind: str):
+        """Field `key` of entry i as `kind`: "id" (an integer or a string, as an image id may
+        be), "whole" (an integer: 500, 500.0, "500"), "name" (a non-empty string or number),
+        "box" (four finite numbers). The value, typed; DataError when it is none of these."""
+        if key not in self.entries[i]:
+            self.fail(f"{self.name(i)} has no {key!r}")
+        value = self.entries[i][key]
+        checked = _typed(value, kind)
+        if checked is None:
+            self.fail(f"{self.name(i)} {key!r} is {_short(value)}, not {KINDS[kind]}")
+        return checked
+
+
+KINDS = {
+    "id": "an integer or a string",
+    "whole": "a whole number",
+    "name": "a name",
+    "box": "four numbers [x, y, w, h]",
+}
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _typed(value, kind: str):
+    """`value` as `kind` (see `_Entries.field`), None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if kind == "id":
+        return value if isinstance(value, int) or (isinstance(value, str) and value) else None
+    if kind == "whole":
+        if isinstance(value, float):
+            return int(value) if value.is_integer() else None
+        try:
+            return int(value) if isinstance(value, int | str) else None
+        except ValueError:
+            return None
+    if kind == "name":
+        text = str(value).strip() if isinstance(value, int | str) else ""
+        return text or None
+    if not (isinstance(value, list) and len(value) == 4):  # a box
+        return None
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    return [float(v) for v in value] if numbers and all(map(math.isfinite, value)) else None
+
+
+def _checked(data: dict, path: Path) -> dict:
+    """The file's images, annotations and categories with every field the reader uses
+    checked and typed (ids, sizes, names, boxes); an annotation must name an image of the
+    file by its id, of the same type (a string id "1" is not the image_id 1)."""
+    images = _Entries(data, "images", path)
+    ids: dict = {}
+    checked_images = []
+    for i, image in enumerate(images.entries):
+        image_id = images.field(i, "id", "id")
+        if image_id in ids:
+            images.fail(
+                f"{images.name(i)} repeats the id of images[{ids[image_id]}]",
+                "give each image its own id",
+            )
+        ids[image_id] = i
+        name = image.get("file_name")
+        if not isinstance(name, str) or not PurePosixPath(name.replace("\\", "/")).name:
+            images.fail(f"{images.name(i)} 'file_name' is {_short(name)}, not an image file name")
+        width, height = (images.field(i, key, "whole") for key in ("width", "height"))
+        checked_images.append(dict(image, id=image_id, width=width, height=height))
+    annotations = _Entries(data, "annotations", path)
+    checked_annotations = []
+    for i, entry in enumerate(annotations.entries):
+        image_id = annotations.field(i, "image_id", "id")
+        if image_id not in ids:
+            alike = next((k for k in ids if str(k) == str(image_id)), None)
+            kind = "a string" if isinstance(alike, str) else "a number"
+            hint = "" if alike is None else f" (an image has the id {alike!r}, {kind})"
+            annotations.fail(
+                f"{annotations.name(i)} image_id {image_id!r} matches no image{hint}",
+                "write each image_id as the id of its image, the same value of the same type",
+            )
+        checked_annotations.append(
+            dict(
+                entry,
+                image_id=image_id,
+                category_id=annotations.field(i, "category_id", "whole"),
+                bbox=annotations.field(i, "bbox", "box"),
+            )
+        )
+    categories = _Entries(data, "categories", path)
+    checked_categories = [
+        dict(entry, id=categories.field(i, "id", "whole"), name=categories.field(i, "name", "name"))
+        for i, entry in enumerate(categories.entries)
+    ]
+    return dict(
+        data,
+        images=checked_images,
+        annotations=checked_annotations,
+        categories=checked_categories,
+    )
 
 
 class CocoDataset(Dataset):
@@ -93,18 +213,17 @@ class CocoDataset(Dataset):
         parents, used = set(), set()
         for split, path in self.files.items():
             data = self.data(split)
-            for entry in data.get("categories", []):
-                cid = int(_field(entry, "id", path, "a category"))
-                name = str(_field(entry, "name", path, f"category {cid}")).strip()
+            for entry in data["categories"]:
+                cid, name = entry["id"], entry["name"]
                 if names.setdefault(cid, name) != name:
                     raise DataError(
                         f"{path}: category {cid} is {name!r} here but {names[cid]!r} in another "
                         "split; export every split with the same categories"
                     )
                 parent = entry.get("supercategory")
-                if parent and parent != name:
+                if isinstance(parent, str) and parent and parent != name:
                     parents.add(parent)
-            used.update(int(a.get("category_id", -1)) for a in data.get("annotations", []))
+            used.update(a["category_id"] for a in data["annotations"])
         kept = {cid: n for cid, n in sorted(names.items()) if cid in used or n not in parents}
         if not kept:
             raise DataError(f"{self.root}: no category in its JSON files; re-export with labels")
@@ -123,11 +242,14 @@ class CocoDataset(Dataset):
     def _class_index(self) -> dict[str, int]:
         return {name: c for c, name in enumerate(self.classes)}
 
+    def _base(self, split: str) -> Path:
+        """The dataset's folder: the root given, or the folder of the JSON file given."""
+        return self.root if self.root.is_dir() else self.files[split].parent
+
     def _images_folder(self, split: str, first: str) -> Path:
         """The first of --image-dir, the JSON's folder, `<root>/<split>/`, `<root>/images/<split>/`,
         `<root>/images/`, `<root>` that holds the split's first image (else the first)."""
-        path = self.files[split]
-        base = self.root if self.root.is_dir() else path.parent
+        path, base = self.files[split], self._base(split)
         folders = [self.image_dir] if self.image_dir else []
         folders += [path.parent, base / split, base / "images" / split, base / "images", base]
         return next((f for f in folders if (f / first).is_file()), folders[0])
@@ -139,22 +261,22 @@ class CocoDataset(Dataset):
         images = data["images"][:limit]
         if not images:
             raise DataError(f"{path}: split {split!r} has no image; check the export")
-        names = [
-            str(_field(im, "file_name", path, f"image {im.get('id')}")).replace("\\", "/")
-            for im in images
-        ]
+        names = [image["file_name"].replace("\\", "/") for image in images]
         folder = self._images_folder(split, names[0])
+        roots = [self.image_dir, self._base(split)] if self.image_dir else [self._base(split)]
+        fix = "keep the images under the dataset (or --image-dir) and fix its file_name"
         stems = [str(PurePosixPath(n).with_suffix("")) for n in names]
         ids = stems if len(set(stems)) == len(stems) else names
         if len(set(ids)) < len(ids):
             raise DataError(f"{path}: file names repeat among its images; make them unique")
         by_image: dict[int, list[dict]] = {}
-        for entry in data.get("annotations", []):
-            by_image.setdefault(entry.get("image_id"), []).append(entry)
+        for entry in data["annotations"]:
+            by_image.setdefault(entry["image_id"], []).append(entry)
         samples, present, crowded = [], [], []
         for image, sample_id, name in zip(images, ids, names, strict=True):
             file = folder / name
             try:
+                contained(file, roots, path, fix)
                 sample, labels, crowd = self._sample(image, sample_id, file, by_image, path)
             except DataError as exc:
                 if not skip_bad:
@@ -169,9 +291,7 @@ class CocoDataset(Dataset):
 
     def _sample(self, image: dict, sample_id: str, file: Path, by_image: dict, path: Path):
         """One image's sample, the class names it holds, and those it holds only as crowds."""
-        image_id = _field(image, "id", path, f"image {sample_id}")
-        width = int(_field(image, "width", path, f"image {image_id}"))
-        height = int(_field(image, "height", path, f"image {image_id}"))
+        image_id, width, height = image["id"], image["width"], image["height"]
         if width <= 0 or height <= 0:
             raise DataError(f"{path}: image {image_id} is {width}x{height}; fix its size")
         if not file.is_file():
@@ -182,19 +302,14 @@ class CocoDataset(Dataset):
         index = self._class_index
         objects, labels, crowd = [], set(), set()
         for entry in by_image.get(image_id, []):
-            cid = entry.get("category_id")
+            cid = entry["category_id"]
             if cid not in self._categories:
                 raise DataError(
                     f"{path}: annotation {entry.get('id')} has category {cid!r}, not among "
                     "the categories; fix the export"
                 )
             name = self._categories[cid]
-            bbox = _field(entry, "bbox", path, f"annotation {entry.get('id')}")
-            if not (isinstance(bbox, list) and len(bbox) == 4):
-                raise DataError(
-                    f"{path}: annotation {entry.get('id')} bbox {bbox!r} is not [x, y, w, h]"
-                )
-            x, y, w, h = (float(v) for v in bbox)
+            x, y, w, h = entry["bbox"]
             where = f"{path}: annotation {entry.get('id')} of {file.name}"
             box = check_box((x, y, x + w, y + h), width, height, where, repr(name))
             is_crowd = bool(entry.get("iscrowd", 0))

@@ -23,16 +23,18 @@ MAGIC = set("*?[")
 
 
 def _expand(source: str) -> tuple[Path, list[Path]]:
-    """(base folder, image files) of one folder, glob or file."""
+    """(base folder, image files) of one folder, glob or file; `~` is the home folder, also
+    in a glob the shell left alone (quoted)."""
+    source = os.path.expanduser(source)
     if MAGIC & set(source):
         prefix = Path(source.split("*")[0].split("?")[0].split("[")[0])
         base = prefix if source.endswith(os.sep) or prefix.is_dir() else prefix.parent
         files = sorted(
-            Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True)
+            Path(p) for p in glob.glob(source, recursive=True)
             if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file()
         )  # fmt: skip
         return base, files
-    path = Path(source).expanduser()
+    path = Path(source)
     if path.is_dir():
         return path, find_images(path)
     if path.is_file() or path.suffix.lower() in IMAGE_SUFFIXES:

@@ -5,7 +5,7 @@ every split, as ImageFolder sorts them; sample ids `<class>/<file name without s
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 from pipeline.datasets.base import (
@@ -16,6 +16,7 @@ from pipeline.datasets.base import (
     image_sample,
     labels_truth,
 )
+from pipeline.datasets.paths import contained
 from pipeline.errors import DataError
 
 
@@ -61,9 +62,14 @@ class ImageFolderDataset(Dataset):
         ][:limit]
         if not files:
             raise DataError(f"{split_dir}: split {split!r} holds no image; check the folders")
+        fix = "copy the image into the folder instead of linking it"  # a link out of it
+        inside = partial(contained, roots=self.root, listed_in=split_dir, fix=fix)
         samples = [
             image_sample(
-                path.relative_to(split_dir).with_suffix("").as_posix(), path, skip_bad=skip_bad
+                path.relative_to(split_dir).with_suffix("").as_posix(),
+                path,
+                skip_bad=skip_bad,
+                check=inside,
             )
             for _, path in files
         ]

@@ -6,7 +6,7 @@ file's name (a folder of `<split>.csv` is several splits); classes are all label
 from __future__ import annotations
 
 import csv
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 
 from pipeline.datasets.base import (
@@ -16,6 +16,7 @@ from pipeline.datasets.base import (
     image_sample,
     labels_truth,
 )
+from pipeline.datasets.paths import contained
 from pipeline.errors import DataError
 
 COLUMNS = ("image", "labels")
@@ -88,7 +89,9 @@ class LabelsCsvDataset(Dataset):
                     f"{path}: image {name!r} is listed twice in split {split!r}; merge its rows"
                 )
             seen.add(sample_id)
-            file = (self.image_dir or path.parent) / name
-            samples.append(image_sample(sample_id, file, skip_bad=skip_bad))
+            root = self.image_dir or path.parent
+            fix = f"keep the images under {root} and fix its image column"
+            inside = partial(contained, roots=root, listed_in=path, fix=fix)
+            samples.append(image_sample(sample_id, root / name, skip_bad=skip_bad, check=inside))
             labels.append(_labels(row["labels"]))
         return SplitData(self.classes, samples, labels_truth(labels, self.classes), boxes=False)

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.config import TaskConfig
 from pipeline.datasets.base import (
+    IMAGE_SUFFIXES,
     OBJECT_TASK,
     Dataset,
     SplitData,
@@ -22,6 +23,7 @@ from pipeline.datasets.base import (
     image_size,
     whole_image,
 )
+from pipeline.datasets.paths import contained, real
 from pipeline.datasets.voc_action import action_split
 from pipeline.datasets.voc_xml import (
     ACTIONS,
@@ -77,7 +79,7 @@ def read_split(year_dir: Path, split: str) -> list[str]:
             raise DataError(
                 f"{path}: unknown split {split!r}; this tree has {', '.join(known) or 'none'}"
             )
-        ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not ids:
         raise DataError(f"{year_dir}: split {split!r} is empty; check ImageSets/Main/{split}.txt")
     return ids
@@ -89,28 +91,52 @@ def list_splits(year_dir: Path) -> list[str]:
     return sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem)
 
 
-def image_path(year_dir: Path, image_id: str, filename: str | None) -> Path:
-    """The image file of an id: the XML's <filename> in JPEGImages/, images/ (Label Studio),
-    beside the XML (LabelImg) or under the tree, else JPEGImages/<id>.jpg|.jpeg|.png. When
-    none exists, the first candidate (for the message naming it)."""
-    names = [filename] if filename else []
-    names += [f"{image_id}{suffix}" for suffix in (".jpg", ".jpeg", ".png")]
+def image_path(year_dir: Path, image_id: str, filename: str | None, xml: Path | None) -> Path:
+    """The image file of an id: the one named like it (`<id>.jpg`, `.png`...), else the one
+    its XML's <filename> names (Label Studio names images apart), in JPEGImages/, images/
+    (Label Studio), beside the XML (LabelImg) or under the tree. An XML copied from another
+    image keeps its own image. When none exists, the first candidate (for the message naming
+    it). Refused when it lies outside the tree (see paths.py)."""
+    named = [f"{image_id}{suffix}" for suffix in IMAGE_SUFFIXES]
+    own = filename is not None and Path(filename).stem == image_id  # <filename> agrees
+    names = [filename, *named] if own else [*named, *([filename] if filename else [])]
     folders = (year_dir / "JPEGImages", year_dir / "images", annotations_dir(year_dir), year_dir)
     candidates = [folder / name for name in names for folder in folders]
-    return next((p for p in candidates if p.is_file()), candidates[0])
+    missing = folders[0] / (filename or named[0])
+    path = next((p for p in candidates if p.is_file()), missing)
+    listed_in = xml or year_dir / "ImageSets"
+    fix = f"keep the images under {year_dir} (copies, not links out of it) and fix its <filename>"
+    return contained(path, year_dir, listed_in, fix)
 
 
 def _record(year_dir: Path, image_id: str, xml: Path | None, classes) -> ImageRecord:
     """The record of one id with its image file found; without XML (VOC 2012 test), its
     size from the image header."""
     record = None if xml is None else parse_annotation(xml, classes)
-    path = image_path(year_dir, image_id, record.filename if record else None)
+    path = image_path(year_dir, image_id, record.filename if record else None, xml)
     if not path.is_file():
         raise DataError(f"{path}: listed in the split but missing; restore it or drop the id")
     if record is None:
         width, height = image_size(path)
         return ImageRecord(image_id, width, height, (), image_path=path)
     return replace(record, image_path=path)
+
+
+def _one_image_each(folder: Path, records: list[ImageRecord]) -> None:
+    """Refuse two ids whose image is one file (an XML's <filename> naming another's image)."""
+    owner: dict[Path, ImageRecord] = {}
+    for record in records:
+        if record.error is not None:
+            continue
+        first = owner.setdefault(real(record.image_path), record)
+        if first.image_id != record.image_id:
+            named = Path(first.image_path).stem == first.image_id
+            culprit = record if named else first  # the one whose image is named otherwise
+            raise DataError(
+                f"{folder / f'{culprit.image_id}.xml'}: ids {first.image_id!r} and "
+                f"{record.image_id!r} both have the image {first.image_path}; give each its "
+                "own image (restore it, or fix the <filename> of the one copied)"
+            )
 
 
 def load_records(
@@ -140,36 +166,56 @@ def load_records(
             if not skip_bad:
                 raise
             records.append(ImageRecord(image_id, 0, 0, (), error=str(exc)))
+    _one_image_each(folder, records)
     return records
 
 
 def _class_file_labels(path: Path) -> dict[str, int]:
-    """id -> label of one ImageSets/Main/<class>_<split>.txt; {} for an id-only list (a
-    split whose labels are withheld, as VOC 2012 test)."""
+    """id -> label of one ImageSets/Main/<class>_<split>.txt, `<id> <label>` lines split from
+    the right (an id may hold spaces); {} for an id-only list (a split whose labels are
+    withheld, as VOC 2012 test)."""
     if not path.is_file():
         return {}
-    pairs = (line.split() for line in path.read_text().splitlines())
-    return {parts[0]: int(parts[1]) for parts in pairs if len(parts) == 2}
+    lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1)]
+    lines = [(n, line) for n, line in lines if line]
+    if all(len(line.split()) == 1 for _, line in lines):
+        return {}
+    labels = {}
+    for number, line in lines:
+        image_id, label = line.rsplit(None, 1) if len(line.split()) > 1 else ("", line)
+        if label not in ("1", "0", "-1") or not image_id:
+            raise DataError(
+                f"{path}: line {number} is {line!r}, not '<image id> <label>' with a label "
+                "1, 0 or -1; fix it"
+            )
+        labels[image_id] = int(label)
+    return labels
 
 
 def image_labels(
     year_dir: Path, split: str, classes: tuple[str, ...], records: list[ImageRecord]
 ) -> np.ndarray | None:
     """[n_images, n_classes] int8 truth (1 present, -1 absent, 0 difficult only), None for a
-    split without labels: from ImageSets/Main/<class>_<split>.txt where present (as the
-    devkit does; the only source for classes without boxes), else from the XML objects."""
-    from_files = [
-        _class_file_labels(year_dir / "ImageSets" / "Main" / f"{name}_{split}.txt")
-        for name in classes
-    ]
+    split without labels: from ImageSets/Main/<class>_<split>.txt for the ids it lists (as
+    the devkit does; the only source for classes without boxes), else from the XML objects.
+    A file saying -1 (absent) for an image whose XML has a box of the class (not difficult)
+    is refused: one of the two is wrong. The other disagreements are VOC's own: 1 for a class
+    that has no box, 0 (difficult only) where the difficult flag is not written."""
+    main = year_dir / "ImageSets" / "Main"
+    from_files = [_class_file_labels(main / f"{name}_{split}.txt") for name in classes]
     if not any(from_files) and not any(r.objects for r in records):
         return None
     truth = np.full((len(records), len(classes)), -1, dtype=np.int8)
     for c, (name, labels) in enumerate(zip(classes, from_files, strict=True)):
-        if labels:
-            truth[:, c] = [labels.get(r.image_id, -1) for r in records]
-        else:
-            truth[:, c] = [class_label(r.objects, name) for r in records]
+        for i, record in enumerate(records):
+            from_xml = class_label(record.objects, name)
+            truth[i, c] = labels.get(record.image_id, from_xml)
+            if truth[i, c] == -1 and from_xml == 1:
+                raise DataError(
+                    f"{main / f'{name}_{split}.txt'}: says {record.image_id!r} has no "
+                    f"{name}, but {annotations_dir(year_dir) / f'{record.image_id}.xml'} has a "
+                    f"{name} box; fix the line or the box (or mark it <difficult>1)"
+                )
     return truth
 
 
@@ -242,6 +288,9 @@ class VocDataset(Dataset):
 
     def task_classes(self, task: TaskConfig) -> tuple[str, ...]:
         return ACTIONS if task.name == "action" else self.classes
+
+    def source(self) -> str:
+        return str(self.year_dir.resolve())  # the same tree however its root was written
 
     def data_key(self, task: TaskConfig) -> dict | None:
         """None for the classes of PASCAL VOC itself (the 20 objects, the 11 actions): their

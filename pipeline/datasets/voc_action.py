@@ -29,24 +29,32 @@ def enlarge(box, context: float, width: int, height: int) -> tuple[float, float,
 
 def _action_lists(year_dir: Path, split: str) -> dict[tuple[str, int], dict[str, int]]:
     """(image id, person index) -> {action: label} from ImageSets/Action/<action>_<split>.txt;
-    labels missing (a withheld test split lists persons only) are left out."""
+    labels missing (a withheld test split lists persons only) are left out. The person and
+    the label are the last tokens of a line (an image id may hold spaces): a file whose every
+    line ends in two numbers has labels."""
     persons: dict[tuple[str, int], dict[str, int]] = {}
     for action in ACTIONS:
         path = year_dir / "ImageSets" / "Action" / f"{action}_{split}.txt"
         if not path.is_file():
             continue
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) not in (2, 3) or not all(p.lstrip("-").isdigit() for p in parts[1:]):
+        lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1)]
+        lines = [(n, line) for n, line in lines if line]
+        labelled = all(len(line.split()) > 2 and _numbers(line, 2) for _, line in lines)
+        for number, line in lines:
+            parts = line.rsplit(None, 2 if labelled else 1)
+            if len(parts) < 2 or not _numbers(line, len(parts) - 1) or int(parts[1]) < 1:
                 raise DataError(
                     f"{path}: line {number} is {line!r}, not '<image id> <person> [label]'; fix it"
                 )
             labels = persons.setdefault((parts[0], int(parts[1])), {})
-            if len(parts) == 3:
+            if labelled:
                 labels[action] = int(parts[2])
     return persons
+
+
+def _numbers(line: str, count: int) -> bool:
+    """Whether the last `count` tokens of `line` are integers."""
+    return all(p.lstrip("-").isdigit() for p in line.split()[-count:])
 
 
 def _persons(record: ImageRecord, listed: dict) -> list[tuple[int, VocObject]]:
@@ -77,7 +85,7 @@ def action_split(
         raise DataError(
             f"{path}: missing; --task action needs a VOC 2012 Action tree (ImageSets/Action/<split>.txt)"
         )
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()][:limit]
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()][:limit]
     if not ids:
         raise DataError(f"{path}: split {split!r} is empty; check the file")
     listed = _action_lists(year_dir, split)

@@ -20,7 +20,7 @@ from pipeline.store.head_files import (
     HeadRecord,
     check_serves,
     find_head,
-    head_path,
+    head_of_split,
     load_head_file,
     names_a_file,
 )
@@ -139,15 +139,8 @@ def head_for_split(config: ScoredSplit, cache: FeatureCache):
     if names_a_file(config.head):
         path = find_head(config.head, config.cache_dir)
     else:
-        path = head_path(
-            cache.directory.with_name(f"{config.train_split}-{cache.digest}"), config.head
-        )
-        if not path.is_file():
-            raise CacheError(
-                f"{path}: no trained {config.head} head for these settings; run pipeline fit "
-                f"--head {config.head} first (or pass --head PATH of a head file)"
-            )
-    head, record = load_head_file(path)
+        path = head_of_split(cache, config.train_split, config.head)
+    head, record = load_head_file(path, trust_pickle=config.trust_pickle)
     check_serves(record, cache.fingerprint, path)
     return head, record
 

@@ -24,6 +24,7 @@ from pipeline.features.ranks import all_agree, from_environment, process_group, 
 from pipeline.features.registry import cache_key
 from pipeline.store.cache import FeatureCache, WriterLock
 from pipeline.store.data_digests import split_digests
+from pipeline.store.freshness import adopt
 from pipeline.store.keys import cache_path
 from pipeline.store.shards import Shard, write_shard
 
@@ -42,6 +43,7 @@ class ExtractResult:
     rebuilt: dict = field(default_factory=dict)  # shard name -> what was wrong with it
     resized: tuple[int, int] | None = None  # (images before, now) when the split changed size
     runtime: str = ""  # what ran the frozen net ("onnxruntime 1.x", "torch 2.x")
+    adopted: str | None = None  # the cache of the same data whose shards this one took
 
 
 def rebuilt_text(rebuilt: dict[str, str]) -> str:
@@ -96,26 +98,30 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
     keep = resolve_keep(config.keep, config.split, split_data, config.grid)
     settings = cache_key(config, dataset)
     digest = settings.digest()
+    source = dataset.source()
     cache = FeatureCache(
-        cache_path(config.cache_dir, config.split, digest), settings.as_dict(), digest
-    )
+        cache_path(config.cache_dir, config.split, digest, source, keep), settings.as_dict(),
+        digest, source=source, keep=keep,
+    )  # fmt: skip
     samples = split_data.samples
     per_shard = config.images_per_shard
     n_shards = math.ceil(len(samples) / per_shard)
     started = time.perf_counter()
     ranks = from_environment()
     with process_group(ranks), contextlib.ExitStack() as held:
-        failure, resized = None, None
+        failure, resized, adopted = None, None, None
         if ranks.main:  # one lock per run, however many processes share its shards
             try:
                 held.enter_context(WriterLock(cache.directory))
+                data = split_digests(cache.directory, split_data, per_shard, keep, save=True)
+                if not cache.manifest() and not config.overwrite:
+                    adopted = adopt(cache, config.split, data, per_shard, config.limit)
                 resized = cache.prepare(
                     n_images=len(samples),
                     images_per_shard=per_shard,
                     overwrite=config.overwrite,
                     limit=config.limit,
                 )
-                data = split_digests(cache.directory, split_data, per_shard, keep, save=True)
             except MidlevelError as exc:
                 failure = exc
         if not all_agree(ranks, failure is None):
@@ -149,6 +155,7 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
         rebuilt=rebuilt,
         resized=None if resized is None else (resized, len(samples)),
         runtime=runtime,
+        adopted=adopted,
     )
 
 

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import GridConfig, LabelRule
 from pipeline.datasets import Sample
+from pipeline.datasets.pixels import read_rgb
+from pipeline.errors import DataError
 from pipeline.features.patches import IGNORED, keep_mask, label_patches, patch_grid, sample_mask
 
 
 def decode_rgb(path: Path) -> torch.Tensor:
-    """[3, H, W] uint8. Grayscale, CMYK and PNG-in-.jpg files decode too (PIL sniffs bytes)."""
-    with Image.open(path) as image:
-        image.load()
-        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+    """[3, H, W] uint8 of what the file shows (pipeline/datasets/pixels.py: its orientation
+    applied, any mode made 8-bit RGB); DataError naming it when it cannot be read."""
+    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1)
 
 
 class PatchImages(torch.utils.data.Dataset):
@@ -83,11 +83,8 @@ class PatchImages(torch.utils.data.Dataset):
         path = sample.image_path
         try:
             image = decode_rgb(path)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            return {
-                "index": index,
-                "error": f"{path}: cannot decode ({exc}); replace the file or drop its id",
-            }
+        except DataError as exc:  # unreadable, a decompression bomb included
+            return {"index": index, "error": str(exc)}
         if tuple(image.shape[1:]) != (sample.height, sample.width):
             return {
                 "index": index,

@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = {
-    "MLPHead": "pipeline.heads.mlp",
-    "LinearSVMHead": "pipeline.heads.linear_svm",
-    "ImageSVMHead": "pipeline.heads.image_svm",
-    "WeakPatchHead": "pipeline.heads.weak",
-}
+from pipeline.heads.state import CLASSES
 
-__all__ = list(_MODULES)
+__all__ = [name for name, module in CLASSES.items() if module.startswith("pipeline.")]
 
 
 def __getattr__(name: str):
-    if name in _MODULES:
-        return getattr(importlib.import_module(_MODULES[name]), name)
+    if name in __all__:
+        return getattr(importlib.import_module(CLASSES[name]), name)
     raise AttributeError(f"module 'pipeline.heads' has no attribute {name!r}")

@@ -70,10 +70,22 @@ class StandardisedRows:
 
 
 class TorchModelState:
-    """A pickled head holds a CPU copy of its network `model_`, so that it loads anywhere."""
+    """A head whose network `model_` is the adaptation layers: a pickle of it holds a CPU copy
+    (it loads anywhere), and a head file's arrays rebuild it (pipeline/heads/state.py)."""
+
+    hidden: int
+    dropout: float
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         if "model_" in state:
             state["model_"] = copy.deepcopy(state["model_"]).cpu()
         return state
+
+    def restore_network(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """The network `name` rebuilt from its weights (strictly: a mismatch raises)."""
+        model = adaptation_layers(
+            self.n_features_in_, self.hidden, self.dropout, len(self.classes_)
+        )
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+        setattr(self, name, model.eval())

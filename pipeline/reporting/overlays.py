@@ -15,8 +15,9 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from pipeline.datasets.pixels import ImageFileError, read_rgb
 from pipeline.errors import DataError
 from pipeline.evaluation.score_maps import LOCATION_TOLERANCE, map_peak, pointing_hit
 
@@ -110,20 +111,15 @@ def overlay_image(
     peaks), one panel each (layout: the module docstring and `overlay_layout`); boxes as in
     `overlay_panels`."""
     try:
-        with Image.open(image_path) as handle:
-            if handle.size != size:
-                raise DataError(
-                    f"{image_path}: is {handle.width}x{handle.height}, the features were "
-                    f"extracted from {size[0]}x{size[1]}; pass the --data the features were "
-                    "extracted from"
-                )
-            grey = handle.convert("L")
-    except FileNotFoundError:
+        shown = read_rgb(image_path)  # upright, 8-bit: as extract saw it
+    except ImageFileError as exc:
+        raise exc.redone("pass the --data the features were extracted from") from None
+    if (shown.shape[1], shown.shape[0]) != size:
         raise DataError(
-            f"{image_path}: image not found; pass the --data the features were extracted from"
-        ) from None
-    except UnidentifiedImageError:
-        raise DataError(f"{image_path}: not a readable image; restore it") from None
+            f"{image_path}: is {shown.shape[1]}x{shown.shape[0]}, the features were extracted "
+            f"from {size[0]}x{size[1]}; pass the --data the features were extracted from"
+        )
+    grey = Image.fromarray(shown).convert("L")
     panels = overlay_panels(maps, classes, top, size, boxes)
     layout = overlay_layout(*size, len(panels))
     (pw, ph), (fig_w, fig_h) = layout.panel, layout.size

@@ -15,8 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from pipeline.datasets.pixels import ImageFileError, read_rgb  # noqa: E402
 from pipeline.errors import DataError  # noqa: E402
 from pipeline.evaluation.metrics import precision_recall  # noqa: E402
 from pipeline.reporting.runs import MEAN, Run  # noqa: E402
@@ -143,18 +144,13 @@ def contact_sheet(
 
 
 def _thumbnail(path: Path) -> np.ndarray:
-    """[h, w, 3] uint8 image shrunk to fit THUMB x THUMB."""
+    """[h, w, 3] uint8 of what the image shows (upright, 8-bit), shrunk to fit THUMB x THUMB."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((THUMB, THUMB))
-            return np.asarray(image)
-    except FileNotFoundError:
-        raise DataError(
-            f"{path}: image not found; pass --data with the dataset that was scored"
-        ) from None
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image; restore it") from None
+        image = Image.fromarray(read_rgb(path))
+    except ImageFileError as exc:
+        raise exc.redone("pass --data with the dataset that was scored") from None
+    image.thumbnail((THUMB, THUMB))
+    return np.asarray(image)
 
 
 def _save(fig, path: str | Path, tight: bool = True) -> Path:

@@ -84,14 +84,17 @@ def write_run(result: ScoreResult) -> None:
 
 
 def load_run(path: str | Path, name: str | None = None) -> Run:
-    """Read a run from its ap.csv; `name` defaults to the head recorded in the sidecar, or
-    the file stem when there is no sidecar. Raises DataError naming the faulty file."""
+    """Read a run from its ap.csv; `name` defaults to the head (mlp, svm, weak) the sidecar
+    records, or the file stem when there is no sidecar. Raises DataError naming the faulty file."""
     path = Path(path)
     classes, ap_voc07, ap_area, means = _read_ap(path)
     image_ids, scores, truth = _read_scores(scores_csv(path), path, classes)
     sidecar = _read_sidecar(path)
     return Run(
-        name=name or sidecar.get("config", {}).get("head") or path.stem,
+        name=name
+        or (sidecar.get("head") or {}).get("head")
+        or sidecar.get("config", {}).get("head")
+        or path.stem,
         ap_csv=path,
         classes=classes,
         ap_voc07=ap_voc07,

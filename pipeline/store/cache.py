@@ -16,7 +16,7 @@ import h5py
 
 from pipeline.errors import CacheError
 from pipeline.io import TEMPORARY, write_json
-from pipeline.store.keys import cache_path, describe_fingerprint
+from pipeline.store.keys import settings_of
 from pipeline.store.shards import REBUILD, SHARD_NAME, Shard, read_shard, shard_problem
 
 CHANGED = "its images or annotations changed"  # a shard's data digest is not its samples'
@@ -73,12 +73,17 @@ def _lock_holder(text: str) -> str:
 
 
 class FeatureCache:
-    """One (split, settings) directory of shards."""
+    """One directory of shards: a split of one dataset (`source`, None for a cache made before
+    datasets had their own), with these feature settings, keeping these patches."""
 
-    def __init__(self, directory: Path, fingerprint: dict, digest: str):
+    def __init__(
+        self, directory: Path, fingerprint: dict, digest: str, *, source: str | None = None,
+        keep: str | None = None,
+    ):  # fmt: skip
         self.directory = directory
         self.fingerprint = fingerprint
         self.digest = digest
+        self.source, self.keep = source, keep
         self._attrs: dict | None = None
         self._paths: list[Path] | None = None
 
@@ -86,7 +91,18 @@ class FeatureCache:
     def load(cls, directory: Path) -> FeatureCache:
         """The cache in `directory`, with the settings its fingerprint.json records."""
         found = json.loads((directory / "fingerprint.json").read_text())
-        return cls(directory, {k: v for k, v in found.items() if k != "digest"}, found["digest"])
+        return cls(
+            directory, settings_of(found), found["digest"], source=found.get("source"),
+            keep=found.get("keep"),
+        )  # fmt: skip
+
+    def record_settings(self) -> None:
+        """fingerprint.json: the settings, their digest, the dataset and the keep rule."""
+        where = {"source": self.source, "keep": self.keep} if self.source is not None else {}
+        write_json(
+            self.directory / "fingerprint.json",
+            {"digest": self.digest, **self.fingerprint, **where},
+        )
 
     def shard_path(self, index: int) -> Path:
         return self.directory / SHARD_NAME.format(index)
@@ -116,7 +132,7 @@ class FeatureCache:
             )
         for stale in self.directory.glob(f"*{TEMPORARY}*"):
             stale.unlink()  # a file in flight when a run died: a shard is redone
-        write_json(self.directory / "fingerprint.json", {"digest": self.digest, **self.fingerprint})
+        self.record_settings()
         before = manifest.get("n_images") if manifest else None
         n_shards = -(-n_images // images_per_shard)
         shards = {
@@ -246,20 +262,3 @@ class FeatureCache:
     def iter_shards(self, *, features: bool = True) -> Iterator[Shard]:
         for path in self.shard_paths():
             yield read_shard(path, features=features)
-
-
-def open_cache(cache_root: str | Path, split: str, fingerprint: dict, digest: str) -> FeatureCache:
-    """The finished cache for these settings, or an error naming what exists instead."""
-    directory = cache_path(cache_root, split, digest)
-    if not (directory / "manifest.json").is_file():
-        others = sorted(Path(cache_root).glob(f"{split}-*/fingerprint.json"))
-        if not others:
-            raise CacheError(
-                f"{directory}: no features for split {split!r}; run pipeline extract --split {split} first"
-            )
-        found = json.loads(others[0].read_text())
-        raise CacheError(
-            f"{directory}: no {split!r} features with these settings ({describe_fingerprint(fingerprint)}); "
-            f"{others[0].parent.name} has {describe_fingerprint(found)}: pass the options extract used, or extract again"
-        )
-    return FeatureCache(directory, fingerprint, digest)

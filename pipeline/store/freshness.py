@@ -1,17 +1,23 @@
-"""Which cache serves a split, and whether it is current: with a dataset, the cache of its key,
-refused when made from older images or boxes; without one, the one cache of these settings."""
+"""Which cache serves a split, and whether it is current. A cache is one dataset's split, with
+these settings, keeping these patches: given the dataset, the stages read its cache (refused
+when made from older images or boxes); given none, the one dataset's cached with them.
+Extract adopts a cache of the same data made elsewhere (docs/cache.md) instead of redoing it."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
 
 from pipeline.config import CacheSettings
 from pipeline.datasets import Dataset, open_dataset
+from pipeline.datasets.base import split_role_keeps_sample
 from pipeline.errors import CacheError
-from pipeline.store.cache import FeatureCache, open_cache
-from pipeline.store.data_digests import split_digests
-from pipeline.store.keys import FeatureSettings, describe_data, without_data
+from pipeline.store.cache import FeatureCache, WriterLock
+from pipeline.store.data_digests import DIGESTS_FILE, split_digests
+from pipeline.store.keys import FeatureSettings, describe_data, describe_fingerprint, without_data
 
 
 def open_dataset_of(config: CacheSettings) -> Dataset | None:
@@ -19,30 +25,95 @@ def open_dataset_of(config: CacheSettings) -> Dataset | None:
     return open_dataset(config.data, image_dir=config.image_dir) if config.data else None
 
 
+def split_caches(
+    cache_root: str | Path, split: str, digest: str = "*", *, finished: bool = True
+) -> list[FeatureCache]:
+    """The caches of `split` (with this settings digest) that extract has finished; with
+    `finished` False, those it has begun too (reading one says its extraction is unfinished)."""
+    found = []
+    pattern = f"{split}-*" if digest == "*" else f"{split}-{digest}*"
+    for path in sorted(Path(cache_root).glob(f"{pattern}/fingerprint.json")):
+        cache = FeatureCache.load(path.parent)
+        named = re.fullmatch(
+            rf"{re.escape(split)}-{cache.digest}(-[0-9a-f]{{8}})?", path.parent.name
+        )
+        if named and (cache.manifest().get("complete") or not finished):  # not <split>-...
+            found.append(cache)
+    return found
+
+
 def split_cache(
     config: CacheSettings, split: str, dataset: Dataset | None, settings: FeatureSettings
 ) -> FeatureCache:
-    """The finished cache of `split` with the key `settings` (see the module docstring); with
-    a dataset, checked against it (`check_fresh`)."""
+    """The finished cache of `split` with the key `settings`: of `dataset` when given (and
+    checked against it: `check_fresh`), else of the one dataset cached with these settings;
+    among a dataset's caches, the one keeping `config.keep`'s patches."""
     if dataset is not None:
-        cache = open_cache(config.cache_dir, split, settings.as_dict(), settings.digest())
+        source = dataset.source()
+        begun = split_caches(config.cache_dir, split, settings.digest(), finished=False)
+        found = [c for c in begun if c.source == source]
+    else:
+        wanted = without_data(json.loads(json.dumps(settings.as_dict())))
+        begun = split_caches(config.cache_dir, split, finished=False)
+        found = [c for c in begun if without_data(c.fingerprint) == wanted]
+        sources = sorted({c.source or "" for c in found})
+        if len(sources) > 1:
+            listed = "; ".join(
+                f"{c.directory.name} ({c.source or describe_data(c.fingerprint)})" for c in found
+            )
+            raise CacheError(
+                f"{config.cache_dir}: several datasets have {split!r} features with these settings "
+                f"({listed}); pass --data KIND:PATH to choose one"
+            )
+    if not found:
+        raise _missing(config, split, settings, dataset)
+    cache = _keeping(found, config.keep, split)
+    if dataset is not None:
         check_fresh(cache, dataset, split, config)
-        return cache
-    wanted = json.loads(json.dumps(settings.as_dict()))
-    matches = []
-    for path in sorted(Path(config.cache_dir).glob(f"{split}-*/fingerprint.json")):
-        found = json.loads(path.read_text())
-        if without_data(found) == wanted and (path.parent / "manifest.json").is_file():
-            matches.append((path.parent, found))
-    if len(matches) > 1:
-        listed = "; ".join(f"{d.name} ({describe_data(f)})" for d, f in matches)
+    return cache
+
+
+def _keeping(found: list[FeatureCache], keep: str, split: str) -> FeatureCache:
+    """The cache keeping `keep`'s patches; "auto": the only one, else the split's role's."""
+    if keep == "auto":
+        if len(found) == 1:
+            return found[0]
+        keep = "sample" if split_role_keeps_sample(split) else "all"
+    matches = [c for c in found if c.keep in (keep, None)]  # None: made before keep keyed it
+    if len(matches) != 1:
+        kept = ", ".join(f"{c.directory.name} keeps {c.keep}" for c in found)
         raise CacheError(
-            f"{config.cache_dir}: several datasets have {split!r} features with these settings "
-            f"({listed}); pass --data KIND:PATH to choose one"
+            f"{found[0].directory.parent}: no single {split!r} cache keeping {keep!r} patches "
+            f"({kept}); pass --keep with the rule extract used"
         )
-    if not matches:
-        return open_cache(config.cache_dir, split, settings.as_dict(), settings.digest())
-    return FeatureCache.load(matches[0][0])
+    return matches[0]
+
+
+def _missing(config: CacheSettings, split: str, settings: FeatureSettings, dataset) -> CacheError:
+    """Why there is no cache, and what makes one."""
+    root, digest = Path(config.cache_dir), settings.digest()
+    mine = root / f"{split}-{digest}"
+    same = split_caches(root, split, digest)
+    if dataset is not None and same:
+        held = ", ".join(
+            f"{c.directory.name} ({c.source or 'made before each dataset had its own cache'})"
+            for c in same
+        )
+        return CacheError(
+            f"{mine}: no {split!r} features of {dataset} with these settings ({held}); run "
+            f"pipeline extract --split {split}: it adopts a cache of the same data after checking "
+            "it, and extracts otherwise"
+        )
+    others = sorted(root.glob(f"{split}-*/fingerprint.json"))
+    if not others:
+        return CacheError(
+            f"{mine}: no features for split {split!r}; run pipeline extract --split {split} first"
+        )
+    found = json.loads(others[0].read_text())
+    return CacheError(
+        f"{mine}: no {split!r} features with these settings ({describe_fingerprint(settings.as_dict())}); "
+        f"{others[0].parent.name} has {describe_fingerprint(found)}: pass the options extract used, or extract again"
+    )
 
 
 def check_fresh(cache: FeatureCache, dataset: Dataset, split: str, config: CacheSettings) -> None:
@@ -67,3 +138,47 @@ def check_fresh(cache: FeatureCache, dataset: Dataset, split: str, config: Cache
             f"{cache.directory}: holds {n_images} images of split {split!r}, {dataset} has "
             f"{expected} now; rerun pipeline extract --split {split} to update it"
         )
+
+
+def adopt(
+    cache: FeatureCache, split: str, digests: list[str], per_shard: int, limit: int | None
+) -> str | None:
+    """Give the new cache `cache` (locked, empty) the shards of a finished cache of the same
+    settings whose every shard was made from exactly this split's data and keep rule (its
+    recorded data digests are `digests`): one made before each dataset had its own cache is
+    moved here, one of another copy of the data is linked. The adopted cache's name, or None."""
+    candidates = split_caches(cache.directory.parent, split, cache.digest)
+    for other in sorted(candidates, key=lambda c: c.source is not None):  # the oldest first
+        manifest = other.manifest()
+        if other.directory == cache.directory or other.keep not in (cache.keep, None):
+            continue
+        if (manifest.get("images_per_shard"), manifest.get("limit")) != (per_shard, limit):
+            continue
+        if len(digests) != len(manifest["shards"]) or other.changed_shards(digests):
+            continue
+        try:
+            with WriterLock(other.directory):
+                _take(other, cache, move=other.source is None)
+        except CacheError:  # being written by another extract: not this time
+            continue
+        return other.directory.name
+    return None
+
+
+def _take(other: FeatureCache, cache: FeatureCache, *, move: bool) -> None:
+    """Link (or copy) the other cache's shards and manifest into `cache`, its fingerprint
+    last; `move`: its heads and image memo too, then the other directory goes."""
+    names = [*other.manifest()["shards"], "manifest.json"] + ([DIGESTS_FILE] if move else [])
+    for name in names:
+        source, target = other.directory / name, cache.directory / name
+        if source.is_file():
+            target.unlink(missing_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:  # a filesystem without hard links
+                shutil.copy2(source, target)
+    if move and (other.directory / "heads").is_dir():
+        shutil.copytree(other.directory / "heads", cache.directory / "heads", dirs_exist_ok=True)
+    cache.record_settings()
+    if move:
+        shutil.rmtree(other.directory)

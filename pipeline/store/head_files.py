@@ -1,6 +1,7 @@
-"""Fitted heads on disk, beside the features they were trained on: the estimator and its
-record in one `.joblib` (written whole or not at all), a readable `.json` copy of the record
-beside it, and the check that a head serves the features it scores (docs/cache.md)."""
+"""Fitted heads on disk, beside the features they were trained on: `<name>.safetensors` holds
+what the head learnt (arrays) and its record (JSON), written whole or not at all, and loading
+it runs no code from it; `<name>.json` is a readable copy of the record. Heads that midlevel
+0.3 saved as pickles (`.joblib`) load only when trusted. Layout: docs/cache.md."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import json
+import numbers
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,17 +17,24 @@ from pathlib import Path
 from pipeline.config import NESTED
 from pipeline.errors import CacheError
 from pipeline.io import json_bytes, write_atomically
-from pipeline.store.keys import describe_fingerprint, without_data
+from pipeline.store.cache import FeatureCache
+from pipeline.store.freshness import split_caches
+from pipeline.store.keys import cache_path, describe_fingerprint, without_data
 
 HEADS_DIR = "heads"
-SUFFIX = ".joblib"
-FORMAT = "midlevel-head/2"  # the .joblib is {"format", "estimator", "record"}
-# Where the head classes lived before the library was grouped into packages: heads saved
-# then unpickle through these names.
+SUFFIX = ".safetensors"
+FORMAT = "midlevel-head/3"  # metadata: format, state (pipeline/heads/state.py), record
+PICKLED = ".joblib"  # midlevel 0.3: {"format": "midlevel-head/2", "estimator", "record"}
+# Where the head classes lived before the library was grouped into packages: trusted
+# pickles of then unpickle through these names.
 FORMER_MODULES = {
     "pipeline.image_head": "pipeline.heads.image_svm",
     "pipeline.weak_head": "pipeline.heads.weak",
 }
+TRUST_HINT = (
+    "a head saved as a pickle (by midlevel 0.3) runs any code it holds when loaded: fit it "
+    "again, or, only for a file you made yourself, pass --trust-pickled-head"
+)
 
 
 @dataclass(frozen=True)
@@ -42,18 +51,24 @@ class HeadRecord:
     patches: int = 0
     images: int = 0
     loss_curve: tuple[float, ...] = ()
-    joblib_sha256: str | None = None  # of the .joblib this record describes
+    sha256: str | None = None  # of the head file this record describes
 
     @classmethod
     def from_dict(cls, record: dict) -> HeadRecord:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in record.items() if k in known and v is not None}
+        """The record of a JSON object; ValueError naming the first field of a wrong type."""
+        if not isinstance(record, dict):
+            raise ValueError(f"the record is a {type(record).__name__}, not an object")
+        record = {**record, "sha256": record.get("sha256", record.get("joblib_sha256"))}
+        values = {f.name: record[f.name] for f in fields(cls) if record.get(f.name) is not None}
+        for name, ok in _FIELD_TYPES.items():
+            if name in values and not ok(values[name]):
+                raise ValueError(f"its record's {name!r} is {values[name]!r}")
         values["classes"] = tuple(values.get("classes", ()))
         values["loss_curve"] = tuple(values.get("loss_curve", ()))
         return cls(**values)
 
     def as_dict(self) -> dict:
-        """As JSON writes it (the .json copy, the bundle inside the .joblib)."""
+        """As JSON writes it (the .json copy, the record inside the head file)."""
         return json.loads(json.dumps(asdict(self), default=str))
 
     def sidecar(self) -> dict:
@@ -66,6 +81,25 @@ class HeadRecord:
         return NESTED[name](**(self.config.get(name) or {}))
 
 
+def _numbers(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, numbers.Real) for v in value)
+
+
+_FIELD_TYPES = {
+    "classes": lambda v: isinstance(v, list | tuple) and all(isinstance(c, str) for c in v),
+    "head": lambda v: isinstance(v, str),
+    "params": lambda v: isinstance(v, dict),
+    "k": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0,
+    "digest": lambda v: isinstance(v, str),
+    "fingerprint": lambda v: isinstance(v, dict),
+    "config": lambda v: isinstance(v, dict) and all(isinstance(v.get(n, {}), dict) for n in NESTED),
+    "patches": lambda v: isinstance(v, int) and v >= 0,
+    "images": lambda v: isinstance(v, int) and v >= 0,
+    "loss_curve": lambda v: _numbers(list(v)) if isinstance(v, list | tuple) else False,
+    "sha256": lambda v: isinstance(v, str),
+}
+
+
 def head_path(cache_dir: Path, head: str) -> Path:
     """Heads live next to the features they were trained on."""
     return Path(cache_dir) / HEADS_DIR / f"{head}{SUFFIX}"
@@ -76,17 +110,18 @@ def record_path(path: Path) -> Path:
 
 
 def save_head(path: Path, head, record: HeadRecord) -> None:
-    """The estimator with its record in one file, written atomically; then the record's
+    """What the head learnt and its record in one file, written atomically; then the record's
     readable copy, with the SHA-256 of that file."""
-    import joblib
+    from safetensors.numpy import save
 
-    buffer = io.BytesIO()
-    joblib.dump({"format": FORMAT, "estimator": head, "record": record.as_dict()}, buffer)
-    data = buffer.getvalue()
+    from pipeline.heads.state import head_state
+
+    arrays, state = head_state(head)
+    meta = {"format": FORMAT, "state": json.dumps(state), "record": json.dumps(record.as_dict())}
+    data = save(arrays, metadata=meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, data)
-    sha = hashlib.sha256(data).hexdigest()
-    _write_record(path, {**record.as_dict(), "joblib_sha256": sha})
+    _write_record(path, {**record.as_dict(), "sha256": hashlib.sha256(data).hexdigest()})
 
 
 def _write_record(path: Path, record: dict) -> None:
@@ -102,50 +137,65 @@ def _read_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _unpickled(path: Path, data: bytes):
-    """The .joblib's payload; its head classes found under their current module names."""
+def load_head_file(path: Path, *, trust_pickle: bool = False):
+    """(estimator, HeadRecord) of a head file; refuses a missing, damaged or foreign one in
+    one line, and a pickled one unless `trust_pickle`. A .json copy left stale by an
+    interrupted save is written again from the head file's own record."""
+    path = Path(path)
+    if not path.is_file():
+        raise CacheError(f"{path}: no such head file; pass a heads/<name>{SUFFIX} that fit wrote")
+    if path.suffix == PICKLED and not trust_pickle:
+        raise CacheError(f"{path}: {TRUST_HINT}")
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        head, inside = _unpickled(data) if path.suffix == PICKLED else _unpacked(data)
+        written = _read_record(path)
+        if written is not None and written.get("sha256", written.get("joblib_sha256")) == sha:
+            return head, HeadRecord.from_dict(written)  # the pair agrees: the copy as written
+        if inside is None:  # a bare estimator of midlevel 0.2: the .json is its only record
+            raise ValueError(
+                f"its record {record_path(path).name} is missing or unreadable"
+                if written is None
+                else f"it and its record {record_path(path).name} come from different fits"
+            )
+        record = HeadRecord.from_dict({**inside, "sha256": sha})
+    except Exception as exc:  # the file is not a head midlevel wrote: any error of reading it
+        detail = " ".join(str(exc).split())[:200]
+        raise CacheError(
+            f"{path}: not a head midlevel wrote, or damaged ({type(exc).__name__}: {detail}); "
+            "fit the head again"
+        ) from None
+    with contextlib.suppress(CacheError, OSError):  # a read-only cache: the file's own serves
+        _write_record(path, record.as_dict())
+    return head, record
+
+
+def _unpacked(data: bytes):
+    """(head, record) of a head file's bytes: arrays and JSON, no code."""
+    from safetensors.numpy import load
+
+    from pipeline.heads.state import head_from_state
+
+    size = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8 : 8 + size])["__metadata__"]
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"format {meta.get('format')!r}, not {FORMAT!r}")
+    return head_from_state(load(data), json.loads(meta["state"])), json.loads(meta["record"])
+
+
+def _unpickled(data: bytes):
+    """(head, record or None) of a trusted pickle of midlevel 0.3, its head classes found
+    under their current module names (None: a bare estimator, whose record is the .json)."""
     import joblib
 
     for former, current in FORMER_MODULES.items():
         if former.encode() in data and former not in sys.modules:
             sys.modules[former] = __import__(current, fromlist=["_"])
-    try:
-        return joblib.load(io.BytesIO(data))
-    except Exception as exc:  # a truncated or foreign pickle: any unpickling error
-        raise CacheError(
-            f"{path}: cannot load the head ({type(exc).__name__}); fit it again"
-        ) from None
-
-
-def load_head_file(path: Path):
-    """(estimator, HeadRecord) of a head file; refuses a missing or unreadable one (and a
-    head saved before records went into the .joblib whose .json is missing or another fit's).
-    A .json copy left stale by an interrupted save is written again from the .joblib."""
-    path = Path(path)
-    if not path.is_file():
-        raise CacheError(f"{path}: no such head file; pass a heads/<name>.joblib that fit wrote")
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    payload = _unpickled(path, data)
-    written = _read_record(path)
-    if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        if written is not None and written.get("joblib_sha256") == sha:
-            return payload["estimator"], HeadRecord.from_dict(written)
-        record = {**payload["record"], "joblib_sha256": sha}
-        with contextlib.suppress(CacheError, OSError):  # a read-only cache: the .joblib serves
-            _write_record(path, record)
-        return payload["estimator"], HeadRecord.from_dict(record)
-    if written is None:
-        raise CacheError(
-            f"{record_path(path)}: the head's record is missing or unreadable; fit the head again"
-        )
-    expected = written.get("joblib_sha256")
-    if expected is not None and sha != expected:
-        raise CacheError(
-            f"{path}: the head and its record {record_path(path).name} come from different fits "
-            "(a fit interrupted between its two writes); fit the head again"
-        )
-    return payload, HeadRecord.from_dict(written)
+    payload = joblib.load(io.BytesIO(data))
+    if isinstance(payload, dict) and payload.get("format") == "midlevel-head/2":
+        return payload["estimator"], payload["record"]
+    return payload, None
 
 
 def check_serves(record: HeadRecord, fingerprint: dict, path: Path) -> None:
@@ -165,21 +215,56 @@ def check_serves(record: HeadRecord, fingerprint: dict, path: Path) -> None:
         )
 
 
+def saved_head(directory: Path, name: str) -> Path | None:
+    """The head file `name` in a cache directory: a head file, else a pickle of midlevel 0.3."""
+    for path in (head_path(directory, name), head_path(directory, name).with_suffix(PICKLED)):
+        if path.is_file():
+            return path
+    return None
+
+
+def head_of_split(cache: FeatureCache, train_split: str, name: str) -> Path:
+    """The head `name` fitted on `train_split` of the scored cache's dataset, with its feature
+    settings: among that split's caches (one per keep rule), the one holding such a head."""
+    caches = [
+        c for c in split_caches(cache.directory.parent, train_split, cache.digest)
+        if c.source == cache.source and saved_head(c.directory, name)
+    ]  # fmt: skip
+    if len(caches) == 1:
+        return saved_head(caches[0].directory, name)
+    mine = head_path(cache_path(cache.directory.parent, train_split, cache.digest), name)
+    if not caches:
+        raise CacheError(
+            f"{mine}: no trained {name} head for these settings; run pipeline fit --head {name} "
+            "first (or pass --head PATH of a head file)"
+        )
+    listed = ", ".join(str(saved_head(c.directory, name)) for c in caches)
+    raise CacheError(
+        f"{mine.parent}: several {name} heads were fitted on split {train_split!r} ({listed}); "
+        "pass --head PATH of the one to use"
+    )
+
+
 def names_a_file(name_or_path: str) -> bool:
     """Whether --head names a head file (a path) rather than a head name (mlp, svm)."""
-    return name_or_path.endswith(SUFFIX) or "/" in name_or_path or Path(name_or_path).is_file()
+    return (
+        name_or_path.endswith((SUFFIX, PICKLED))
+        or "/" in name_or_path
+        or Path(name_or_path).is_file()
+    )
 
 
 def find_head(name_or_path: str, cache_dir: str | Path) -> Path:
-    """A head file given by path, or by name: the one `heads/<name>.joblib` in the cache
-    (several: refused, listing them, since only a path says which)."""
+    """A head file given by path, or by name: the one `heads/<name>.safetensors` (or a
+    pickle of midlevel 0.3) in the cache; several are refused, listed: only a path says which."""
     if names_a_file(name_or_path):
         return Path(name_or_path).expanduser()
-    found = sorted(Path(cache_dir).glob(f"*/{HEADS_DIR}/{name_or_path}{SUFFIX}"))
+    folders = sorted(Path(cache_dir).glob(f"*/{HEADS_DIR}"))
+    found = [p for folder in folders if (p := saved_head(folder.parent, name_or_path))]
     if not found:
         raise CacheError(
             f"{cache_dir}: no head named {name_or_path!r}; run pipeline fit --head {name_or_path} "
-            "first, or pass the path of a heads/<name>.joblib"
+            f"first, or pass the path of a heads/<name>{SUFFIX}"
         )
     if len(found) > 1:
         listed = ", ".join(str(p) for p in found)

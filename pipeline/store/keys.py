@@ -46,13 +46,29 @@ class FeatureSettings:
         return json_digest(self.as_dict())
 
 
-def cache_path(cache_root: str | Path, split: str, digest: str) -> Path:
-    return Path(cache_root) / f"{split}-{digest}"
+# What fingerprint.json records of its directory beside the feature settings: which dataset
+# the features came from (its resolved location) and which patches the split keeps.
+DIRECTORY_KEYS = ("digest", "source", "keep")
+
+
+def cache_path(
+    cache_root: str | Path, split: str, digest: str, source: str | None = None, keep: str = ""
+) -> Path:
+    """`<split>-<digest>-<tag>`, the tag telling datasets and keep rules apart, so that one
+    never overwrites the other's shards; `<split>-<digest>` for caches made before it."""
+    if source is None:
+        return Path(cache_root) / f"{split}-{digest}"
+    return Path(cache_root) / f"{split}-{digest}-{json_digest([source, keep])[:8]}"
+
+
+def settings_of(fingerprint: dict) -> dict:
+    """The feature settings of a fingerprint.json, without what keys its directory."""
+    return {k: v for k, v in fingerprint.items() if k not in DIRECTORY_KEYS}
 
 
 def without_data(fingerprint: dict) -> dict:
     """The fingerprint's feature settings: what a head must share with a split it scores."""
-    return {k: v for k, v in fingerprint.items() if k not in ("data", "digest")}
+    return {k: v for k, v in settings_of(fingerprint).items() if k != "data"}
 
 
 def describe_data(fingerprint: dict) -> str:

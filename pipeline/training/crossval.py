@@ -37,32 +37,40 @@ class SplitLabels:
     image_ids: list[str]
     positives: np.ndarray  # [n_images, n_classes] positive patches, or positive image labels
     negatives: np.ndarray | None  # [n_images, n_classes] bool: image label -1 (whole grid)
+    present: np.ndarray  # [n_images, n_classes] bool: image label 1
+    scored: np.ndarray  # [n_images] bool: a patch in its label-blind sample, what scores it
+    background: np.ndarray | None  # [n_images] background rows (patch heads that have any)
 
 
 def split_labels(config: FitConfig, cache: FeatureCache, classes: tuple[str, ...]) -> SplitLabels:
-    """Per image and class: for heads on image labels, whether its image label is 1 (and,
-    for the whole-image SVM, which needs both, whether it is -1); for patch heads, how many
-    of its patches have the class's label, as train_head gives them to the head."""
+    """Per image and class: for heads on image labels, whether its image label is 1 (for the
+    weak head, with a patch in its label-blind sample to learn it from; for the whole-image
+    SVM, which needs both, also whether it is -1); for patch heads, how many of its patches
+    have the class's label, and how many are "none of them", as train_head gives them."""
     names = cache.class_names()
-    columns = [names.index(c) for c in classes]
+    columns, n = [names.index(c) for c in classes], len(classes)
     on_images = learns_from_image_labels(config)
-    ids, positives, negatives = [], [], []
+    parts: dict[str, list] = {k: [] for k in ("ids", "labels", "scored", "counts")}
     for shard in cache.iter_shards(features=False):
-        ids.extend(shard.image_ids)
-        labels = shard.image_labels[:, columns]
-        negatives.append(labels == -1)
-        if on_images:
-            positives.append((labels == 1).astype(np.int64))
-            continue
+        parts["ids"].extend(shard.image_ids)
+        parts["labels"].append(shard.image_labels[:, columns])
+        sampled = np.bincount(shard.image_index[shard.sampled], minlength=len(shard.image_ids))
+        parts["scored"].append(sampled > 0)
         y = head_labels(shard.labels, names, classes)
-        of_class = (y >= 0) & (y < len(classes))
-        counts = np.zeros((len(shard.image_ids), len(classes)), dtype=np.int64)
-        np.add.at(counts, (shard.image_index[of_class], y[of_class]), 1)
-        positives.append(counts)
-    n = len(classes)
-    positives = np.concatenate(positives) if positives else np.zeros((0, n), np.int64)
-    negatives = np.concatenate(negatives) if negatives else np.zeros((0, n), bool)
-    return SplitLabels(ids, positives, negatives if config.grid.kind == "whole" else None)
+        counts = np.zeros((len(shard.image_ids), n + 1), dtype=np.int64)  # last: background
+        np.add.at(counts, (shard.image_index[y >= 0], y[y >= 0]), 1)
+        parts["counts"].append(counts)
+    labels = np.concatenate(parts["labels"]) if parts["labels"] else np.zeros((0, n), np.int8)
+    scored = np.concatenate(parts["scored"]) if parts["scored"] else np.zeros(0, bool)
+    counts = np.concatenate(parts["counts"]) if parts["counts"] else np.zeros((0, n + 1), np.int64)
+    if on_images:
+        learnt = scored[:, None] if config.head == "weak" else True  # the label-blind sample
+        positives = ((labels == 1) & learnt).astype(np.int64)
+        background = None
+    else:
+        positives, background = counts[:, :n], counts[:, n] if counts[:, n].any() else None
+    negatives = labels == -1 if config.grid.kind == "whole" else None
+    return SplitLabels(parts["ids"], positives, negatives, labels == 1, scored, background)
 
 
 def _folds_for(config: FitConfig, cache: FeatureCache, image_ids: list[str], n_folds: int):
@@ -88,34 +96,52 @@ def check_fold(
     fold: int,
     n_folds: int,
 ) -> None:
-    """Refuse a fold whose training images hold no positive of a class (or, for the
-    whole-image SVM, no negative), naming the classes, how many such images the split has,
-    and the fix: fewer folds, or the other classes with --classes."""
-    training = ~np.isin(labels.image_ids, list(held_out))
-    checks = [("positive", labels.positives > 0)]
+    """Refuse a fold the data cannot support, naming what is missing, how much of it the
+    split has, and the fix: training images without a positive of a class (for the weak head,
+    one with a patch in its label-blind sample; for the whole-image SVM, also a negative) or
+    without a background row (a patch head that has one), or held-out images that give no
+    class an AP (no positive with a patch to score it by)."""
+    where = f"{cache.directory}: cross-validation fold {fold} of {n_folds}"
+    held = np.isin(labels.image_ids, list(held_out))
+    sampled = " with a patch in its label-blind sample" if config.head == "weak" else ""
+    checks = [("positive image", sampled, labels.positives > 0)]
     if labels.negatives is not None:
-        checks.append(("negative", labels.negatives))
-    for kind, has in checks:
-        lacking = [c for j, c in enumerate(classes) if not has[training, j].any()]
-        if not lacking:
-            continue
-        in_split = {c: int(has[:, classes.index(c)].sum()) for c in lacking}
-        counts = ", ".join(
-            f"{c} ({_plural(n, kind + ' image')} in split {config.split!r})"
-            for c, n in in_split.items()
-        )
-        rest = [c for c in classes if c not in lacking]
-        it = "it" if len(lacking) == 1 else "them"
-        drop = f"drop {it} with --classes {','.join(rest)}" if rest else "choose other --classes"
-        if all(n <= 1 for n in in_split.values()):
-            fix = f"one image cannot be both trained on and held out: {drop}, or label more images"
-        else:
-            fix = f"use fewer folds (fit --cv K, sweep --folds K) or {drop}"
+        checks.append(("negative image", "", labels.negatives))
+    for noun, detail, has in checks:
+        lacking = [c for j, c in enumerate(classes) if not has[~held, j].any()]
+        if lacking:
+            raise CacheError(
+                f"{where} holds every {noun}{detail} of {', '.join(lacking)}, so its training "
+                f"images have none to learn from: {_counts(config, classes, lacking, has, noun, detail)}"
+            )
+    if labels.background is not None and not labels.background[~held].any():
+        images = int((labels.background > 0).sum())
         raise CacheError(
-            f"{cache.directory}: cross-validation fold {fold} of {n_folds} holds every {kind} "
-            f"image of {', '.join(lacking)}, so its training images have none to learn from: "
-            f"{counts}; {fix}"
+            f"{where} holds every image with background patches ({_plural(images, 'image')} "
+            f"in split {config.split!r}), so its training rows are all of the classes; use "
+            "fewer folds (fit --cv K, sweep --folds K), or extract with a larger "
+            "--background-ratio"
         )
+    if not (labels.present[held] & labels.scored[held, None]).any():
+        raise CacheError(
+            f"{where}: none of its held-out images with a class has a patch in its label-blind "
+            "sample to score it by, so its AP is undefined; use fewer folds (fit --cv K, sweep "
+            "--folds K), or extract with a larger --background-ratio"
+        )
+
+
+def _counts(config: FitConfig, classes, lacking: list[str], has, noun: str, detail: str) -> str:
+    """How many such images the split has, and the fix: fewer folds, or other --classes."""
+    in_split = {c: int(has[:, classes.index(c)].sum()) for c in lacking}
+    counts = ", ".join(
+        f"{c} ({_plural(n, noun)}{detail} in split {config.split!r})" for c, n in in_split.items()
+    )
+    rest = [c for c in classes if c not in lacking]
+    it = "it" if len(lacking) == 1 else "them"
+    drop = f"drop {it} with --classes {','.join(rest)}" if rest else "choose other --classes"
+    if all(n <= 1 for n in in_split.values()):
+        return f"{counts}; one image cannot be both trained on and held out: {drop}, or label more images"
+    return f"{counts}; use fewer folds (fit --cv K, sweep --folds K) or {drop}"
 
 
 def check_head_columns(

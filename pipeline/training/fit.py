@@ -7,11 +7,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import FitConfig
-from pipeline.errors import CacheError
+from pipeline.errors import CacheError, ConfigError
 from pipeline.features.registry import cache_key
 from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import open_dataset_of, split_cache
@@ -140,9 +141,22 @@ def train_head(
     exclude: frozenset[str] = frozenset(),
     progress=None,
 ):
-    """A head trained on the cache, leaving out the images in `exclude` (cross-validation)."""
+    """A head trained on the cache, leaving out the images in `exclude` (cross-validation);
+    data a head cannot learn from (its ValueError) is one line naming the cache."""
     background = learns_from_image_labels(config) or has_background(cache, classes)
     head = build_head(config, len(classes), background=background)
+    try:
+        return _trained(head, config, cache, classes, exclude, progress)
+    except ConfigError:  # a setting (a device there is none of): its own line
+        raise
+    except ValueError as exc:
+        raise CacheError(
+            f"{cache.directory}: the {config.head} head cannot learn from these features "
+            f"({' '.join(str(exc).split())}); check --classes and the split's labels"
+        ) from None
+
+
+def _trained(head, config: FitConfig, cache: FeatureCache, classes, exclude, progress):
     paths = cache.shard_paths()
     names = cache.class_names()
     if config.head == "weak":
@@ -176,13 +190,14 @@ def train_head(
     return head.fit_stream(chunks, progress=progress)
 
 
-def fit_head(config: FitConfig, *, progress=None) -> FitResult:
-    """Train the head of `config` on its split's cache and save it beside the features."""
+def fit_head(config: FitConfig, *, progress=None, path: Path | None = None) -> FitResult:
+    """Train the head of `config` on its split's cache and save it beside the features (or
+    at `path`: compare keeps its heads apart from those fit made)."""
     started = time.perf_counter()
     cache = open_fit_cache(config)
     classes = training_classes(config, cache)
     head = train_head(config, cache, classes, progress=progress)
-    path = head_path(cache.directory, config.head)
+    path = path or head_path(cache.directory, config.head)
     record = HeadRecord(
         head=config.head,
         classes=classes,

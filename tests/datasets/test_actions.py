@@ -195,3 +195,22 @@ def test_compare_and_report_on_an_action_run(action_voc, tmp_path):
     with Image.open(report / "contact-svm.png") as sheet:
         assert sheet.size == sheet_size(len(SYNTHETIC_ACTIONS), top=3)
     assert f"{read_ap(run)['mean']:.1f}" in (report / "results.md").read_text()
+
+
+def test_an_image_id_with_spaces_keeps_its_persons_and_labels(action_voc, tmp_path):
+    """ImageSets/Action lines are `<image id> <person> [label]`: split from the right, so an
+    id with a space is whole (issue 19)."""
+    year = Path(shutil.copytree(action_voc, tmp_path / "VOC2012"))
+    clean = VocDataset(action_voc).load("train", task=TaskConfig("action"))
+    first = clean.samples[0].sample_id.split("/")[0]
+    spaced = "photo 1 2"  # ends in digits, as a person and a label would
+    (year / "Annotations" / f"{first}.xml").rename(year / "Annotations" / f"{spaced}.xml")
+    (year / "JPEGImages" / f"{first}.jpg").rename(year / "JPEGImages" / f"{spaced}.jpg")
+    for path in (year / "ImageSets").rglob("*.txt"):
+        path.write_text(path.read_text().replace(first, spaced))
+    task = VocDataset(year).load("train", task=TaskConfig("action"))
+    assert [s.sample_id for s in task.samples] == [
+        s.sample_id.replace(first, spaced) for s in clean.samples
+    ]
+    np.testing.assert_array_equal(task.truth, clean.truth)
+    assert task.samples[0].image_path == year / "JPEGImages" / f"{spaced}.jpg"

@@ -245,7 +245,7 @@ def check_predictions_match_scores(run: dict, head_file: Path, images: list[Path
 def test_cvat_export_end_to_end(cvat, tmp_path):
     run = run_chain(f"voc:{cvat}", tmp_path / "cache", "trainval", "test")
     assert set(run["ap"]) == {*CUSTOM_CLASSES, "mean"} and run["ap"]["mean"] > CHANCE_MARGIN
-    (head,) = (tmp_path / "cache").glob("trainval-*/heads/svm.joblib")
+    (head,) = (tmp_path / "cache").glob("trainval-*/heads/svm.safetensors")
     test_ids = (cvat / "ImageSets" / "Main" / "test.txt").read_text().split()
     images = [next((cvat / "JPEGImages").glob(f"{i}.*")) for i in test_ids]
     rows = check_predictions_match_scores(run, head, images, tmp_path)
@@ -275,7 +275,7 @@ def test_image_labels_train_whole_image_heads_and_refuse_patch_heads(
     assert run["ap"]["mean"] > CHANCE_MARGIN, run["ap"]
     run = run_chain(f"csv:{labels_csv}", tmp_path / "c", "trainval", "test", "--grid", "whole")
     assert run["ap"]["mean"] > CHANCE_MARGIN, run["ap"]
-    (head,) = (tmp_path / "c").glob("trainval-*/heads/svm.joblib")
+    (head,) = (tmp_path / "c").glob("trainval-*/heads/svm.safetensors")
     images = sorted((labels_csv.parent / "photos").glob("0000[23]*.jpg"))[:5]
     code, text = invoke("predict", "--head", str(head), "--output", str(tmp_path / "p.csv"),
                         "--maps", str(tmp_path / "maps"), *map(str, images))  # fmt: skip
@@ -307,12 +307,13 @@ def test_a_train2017_split_keeps_a_sample_and_keep_overrides_it(coco, tmp_path):
     for keep in ("auto", "all"):
         code, out = invoke("extract", "--split", "train2017", "--keep", keep, *common)
         assert code == 0, out
-        (manifest,) = (tmp_path / "cache").glob("train2017-*/manifest.json")
+        manifest = Path(out.strip().rsplit(" -> ", 1)[1]) / "manifest.json"
         counts[keep] = sum(
             s["patches"] for s in json.loads(manifest.read_text())["shards"].values()
         )
     assert counts["auto"] < 0.7 * counts["all"]  # the object patches and a 10% sample
-    assert "rebuilt" in out and "changed" in out  # switching what is kept redoes the shards
+    assert "rebuilt" not in out  # each keep rule has its own cache (issue 19, item 2)
+    assert len(list((tmp_path / "cache").glob("train2017-*/manifest.json"))) == 2
 
 
 def test_two_datasets_in_one_cache_stay_apart(cvat, shapes_voc, tmp_path):
@@ -376,3 +377,111 @@ def test_plain_images_are_scored_without_labels_by_another_datasets_head(shapes_
     code, out = invoke("fit", "--split", "photos", "--head", "svm", *photos)
     (line,) = error_lines(out)
     assert code == 2 and "has no labels to train on" in line
+
+
+# --- issue 19: images contained in the dataset, COCO types checked ---------------------------
+
+
+def private_image(tmp_path: Path) -> Path:
+    """An image outside every dataset: a reader must never read it."""
+    path = tmp_path / "private" / "secret.jpg"
+    path.parent.mkdir()
+    Image.new("RGB", (128, 96), (1, 2, 3)).save(path)
+    return path
+
+
+def assert_outside(exc: pytest.ExceptionInfo, listed_in: Path, image: Path, root: Path) -> None:
+    message = str(exc.value)
+    assert message.startswith(f"{listed_in}: image ") and "outside the dataset" in message
+    assert str(image) in message and str(root) in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("how", ["../", "absolute", "image-dir"])
+def test_coco_file_name_outside_the_dataset_is_refused(coco, tmp_path, how):
+    root = Path(shutil.copytree(coco, tmp_path / "coco"))
+    secret = private_image(tmp_path)
+    path = root / "annotations" / "instances_test.json"
+    data = json.loads(path.read_text())
+    image_dir = None
+    if how == "image-dir":  # outside --image-dir and outside the dataset
+        image_dir = Path(shutil.copytree(root / "test", tmp_path / "photos"))
+        data["images"][1]["file_name"] = "../private/secret.jpg"
+    else:
+        data["images"][1]["file_name"] = "../../private/secret.jpg" if how == "../" else str(secret)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError) as exc:
+        CocoDataset(root, image_dir).load("test")
+    assert_outside(exc, path, Path("private/secret.jpg"), image_dir or root)
+    split = CocoDataset(root, image_dir).load("test", skip_bad=True)
+    assert "outside the dataset" in split.samples[1].error
+
+
+@pytest.mark.parametrize("how", ["../", "absolute", "image-dir"])
+def test_csv_image_outside_the_dataset_is_refused(labels_csv, tmp_path, how):
+    root = Path(shutil.copytree(labels_csv.parent, tmp_path / "csv"))
+    secret = private_image(tmp_path)
+    path = root / "labels.csv"
+    rows = path.read_text().splitlines()
+    image_dir = None
+    if how == "image-dir":
+        image_dir = Path(shutil.copytree(root / "photos", tmp_path / "photos"))
+        name = "../private/secret.jpg"
+        rows = [rows[0], *(row.removeprefix("photos/") for row in rows[1:])]
+    else:
+        name = "../private/secret.jpg" if how == "../" else str(secret)
+    rows[-1] = f"{name},car,test"
+    path.write_text("\n".join(rows) + "\n")
+    dataset = open_dataset(f"csv:{path}", image_dir=image_dir and str(image_dir))
+    with pytest.raises(DataError) as exc:
+        dataset.load("test")
+    assert_outside(exc, path, Path("private/secret.jpg"), image_dir or root)
+    assert "outside the dataset" in dataset.load("test", skip_bad=True).samples[-1].error
+
+
+def test_imagefolder_symlink_outside_the_dataset_is_refused(imagefolder, tmp_path):
+    root = Path(shutil.copytree(imagefolder, tmp_path / "folder"))
+    secret = private_image(tmp_path)
+    (root / "val" / "car" / "leak.jpg").symlink_to(secret)
+    with pytest.raises(DataError) as exc:
+        open_dataset(f"imagefolder:{root}").load("val")
+    assert_outside(exc, root / "val", root / "val" / "car" / "leak.jpg", root)
+
+
+def _set(*keys):
+    """A change to one field of the COCO JSON: data[k0][k1]... = value."""
+
+    def change(data, value):
+        *path, last = keys
+        for key in path:
+            data = data[key]
+        data[last] = value
+
+    return change
+
+
+# case -> (change, value, what the message says)
+COCO_TYPES = {
+    "string image id": (_set("images", 0, "id"), "1", "matches no image"),
+    "annotation of no image": (_set("annotations", 0, "image_id"), 9999, "matches no image"),
+    "width '500px'": (_set("images", 0, "width"), "500px", "'width' is '500px'"),
+    "null in a bbox": (_set("annotations", 0, "bbox", 1), None, "'bbox' is ["),
+    "images entry a string": (_set("images", 0), "000001.jpg", "images[0] is '000001.jpg'"),
+    "string category id": (_set("categories", 1, "id"), "car", "'id' is 'car'"),
+    "empty file_name": (_set("images", 0, "file_name"), "", "'file_name' is ''"),
+    "annotations entry a list": (_set("annotations", 0), [1, 2], "annotations[0] is [1, 2]"),
+    "repeated image id": (_set("images", 1, "id"), 1, "repeats the id of images[0]"),
+}
+
+
+@pytest.mark.parametrize("case", COCO_TYPES)
+def test_coco_fields_of_the_wrong_type_are_one_line_naming_the_entry(coco, tmp_path, case):
+    change, value, says = COCO_TYPES[case]
+    root = Path(shutil.copytree(coco, tmp_path / "coco"))
+    path = root / "annotations" / "instances_test.json"
+    data = json.loads(path.read_text())
+    change(data, value)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError) as exc:
+        CocoDataset(root).load("test")
+    message = str(exc.value)
+    assert message.startswith(f"{path}: ") and says in message and "\n" not in message, message

@@ -105,10 +105,11 @@ def test_read_split(tmp_path):
     assert read_split(year, "trainval") == ["000001", "000002", "000003"]
 
 
-def test_read_split_skips_blank_lines_and_extra_columns(tmp_path):
+def test_read_split_skips_blank_lines_and_strips_each_id(tmp_path):
+    """One id a line, whole (an id may hold a space, issue 19), stripped."""
     main = tmp_path / "ImageSets" / "Main"
     main.mkdir(parents=True)
-    (main / "test.txt").write_text("000004\n\n  \n000002  1\n")
+    (main / "test.txt").write_text("000004\n\n  \n  000002 \t\n")
     assert read_split(tmp_path, "test") == ["000004", "000002"]
 
 
@@ -326,13 +327,14 @@ def test_class_label():
 def test_image_labels_from_class_files(tmp_path):
     year = small_tree(tmp_path / "VOC2007")
     main = year / "ImageSets" / "Main"
-    # the files disagree with the XML on purpose: they must win
-    (main / "car_trainval.txt").write_text("000001 -1\n000002  1\n000003  0\n")
-    (main / "dog_trainval.txt").write_text("000003  1\n")  # 000001, 000002 absent
+    # the files disagree with the XML on purpose: they win for the ids they list (a -1
+    # against a box is refused: see test_a_class_file_saying_absent_...)
+    (main / "car_trainval.txt").write_text("000001  0\n000002  1\n000003  0\n")
+    (main / "dog_trainval.txt").write_text("000003  1\n")  # 000001, 000002: from the XML
     ids = ["000001", "000002", "000003"]
     truth = image_labels(year, "trainval", ("car", "dog"), load_records(year, ids))
     assert truth.dtype == np.int8
-    np.testing.assert_array_equal(truth, [[-1, -1], [1, -1], [0, 1]])
+    np.testing.assert_array_equal(truth, [[0, -1], [1, 1], [0, 1]])
 
 
 def test_image_labels_follow_the_ids_order(tmp_path):
@@ -355,11 +357,11 @@ def test_image_labels_mix_file_and_xml(tmp_path):
     year = small_tree(tmp_path / "VOC2007")
     main = year / "ImageSets" / "Main"
     (main / "car_trainval.txt").unlink()
-    (main / "dog_trainval.txt").write_text("000001 1\n000002 -1\n000003 -1\n")
+    (main / "dog_trainval.txt").write_text("000001 1\n000002 0\n000003 0\n")
     truth = image_labels(
         year, "trainval", ("car", "dog"), load_records(year, ["000001", "000002", "000003"])
     )
-    np.testing.assert_array_equal(truth, [[1, 1], [0, -1], [-1, -1]])
+    np.testing.assert_array_equal(truth, [[1, 1], [0, 0], [-1, 0]])
 
 
 def test_writer_class_files_match_xml_labels(tmp_path):
@@ -384,3 +386,137 @@ def test_one_bad_image_of_an_unlabelled_split_is_the_only_one_skipped(tmp_path):
     assert [r.error is None for r in records] == [True, False, True]
     assert "cannot read" in records[1].error and "000002.jpg" in records[1].error
     assert [(r.width, r.height) for r in (records[0], records[2])] == [(64, 48), (64, 48)]
+
+
+# --- issue 19: image paths contained, the image named like the XML, truth, ids with spaces ----
+
+
+def set_filename(year: Path, image_id: str, filename: str) -> Path:
+    """Rewrite the <filename> of `image_id`'s XML; returns the XML."""
+    xml = year / "Annotations" / f"{image_id}.xml"
+    xml.write_text(xml.read_text().replace(f"<filename>{image_id}.jpg", f"<filename>{filename}"))
+    return xml
+
+
+@pytest.mark.parametrize("how", ["../", "absolute", "symlink"])
+def test_an_image_outside_the_tree_is_refused_naming_the_xml_and_the_path(tmp_path, how):
+    """A <filename> with ../, an absolute one, or a symlink out of the tree (symlinks are
+    followed): the image lies outside the dataset and is never read."""
+    year = small_tree(tmp_path / "VOC2007")
+    outside = tmp_path / "private.jpg"
+    (year / "JPEGImages" / "000002.jpg").rename(outside)
+    xml = year / "Annotations" / "000002.xml"
+    if how == "symlink":
+        (year / "JPEGImages" / "000002.jpg").symlink_to(outside)
+    else:
+        set_filename(year, "000002", "../private.jpg" if how == "../" else str(outside))
+    with pytest.raises(DataError) as exc:
+        load_records(year, ["000001", "000002"])
+    message = str(exc.value)
+    assert message.startswith(f"{xml}: image ") and "outside the dataset" in message, message
+    assert str(year) in message and str(outside) in message and "\n" not in message
+    records = load_records(year, ["000001", "000002"], skip_bad=True)  # skipped, never read
+    assert records[0].error is None and "outside the dataset" in records[1].error
+
+
+def test_a_symlink_inside_the_tree_is_followed(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    (year / "JPEGImages" / "000002.jpg").rename(year / "000002-original.jpg")
+    (year / "JPEGImages" / "000002.jpg").symlink_to(year / "000002-original.jpg")
+    (record,) = load_records(year, ["000002"])
+    assert record.image_path == year / "JPEGImages" / "000002.jpg"
+
+
+def test_an_xml_copied_from_another_image_reads_the_image_named_like_it(tmp_path):
+    """000003.xml says <filename>000001.jpg</filename> (copied from 000001, same size): the
+    image of 000003 is still JPEGImages/000003.jpg."""
+    year = small_tree(tmp_path / "VOC2007")
+    set_filename(year, "000003", "000001.jpg")
+    records = load_records(year, ["000001", "000003"])
+    assert [r.image_path for r in records] == [
+        year / "JPEGImages" / "000001.jpg",
+        year / "JPEGImages" / "000003.jpg",
+    ]
+
+
+def test_filename_names_the_image_when_none_is_named_like_the_xml(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    (year / "JPEGImages" / "000003.jpg").rename(year / "JPEGImages" / "photo three.png")
+    set_filename(year, "000003", "photo three.png")
+    (record,) = load_records(year, ["000003"])
+    assert record.image_path == year / "JPEGImages" / "photo three.png"
+
+
+def test_two_ids_of_one_image_file_are_refused_naming_both(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    (year / "JPEGImages" / "000003.jpg").unlink()
+    xml = set_filename(year, "000003", "000001.jpg")
+    for skip_bad in (False, True):
+        with pytest.raises(DataError) as exc:
+            load_records(year, ["000001", "000002", "000003"], skip_bad=skip_bad)
+        message = str(exc.value)
+        assert message.startswith(f"{xml}: ") and "'000001' and '000003'" in message, message
+        assert str(year / "JPEGImages" / "000001.jpg") in message
+
+
+def test_ids_a_class_file_leaves_out_take_their_truth_from_the_xml(tmp_path):
+    """car_trainval.txt lists 000003 only: 000001 (a car box) is present, 000002 (only a
+    difficult car) difficult, not absent."""
+    year = small_tree(tmp_path / "VOC2007")
+    (year / "ImageSets" / "Main" / "car_trainval.txt").write_text("000003 -1\n")
+    ids = ["000001", "000002", "000003"]
+    truth = image_labels(year, "trainval", ("car",), load_records(year, ids))
+    np.testing.assert_array_equal(truth, [[1], [0], [-1]])
+
+
+def test_a_class_file_saying_absent_against_a_box_of_the_class_is_refused(tmp_path):
+    year = small_tree(tmp_path / "VOC2007")
+    path = year / "ImageSets" / "Main" / "car_trainval.txt"
+    path.write_text("000001 -1\n000002  1\n000003 -1\n")
+    ids = ["000001", "000002", "000003"]
+    with pytest.raises(DataError) as exc:
+        image_labels(year, "trainval", ("car",), load_records(year, ids))
+    message = str(exc.value)
+    assert message.startswith(f"{path}: ") and "'000001'" in message, message
+    assert str(year / "Annotations" / "000001.xml") in message
+
+
+def test_the_real_voc_subset_has_no_contradiction_between_class_files_and_xml(voc_subset):
+    """Its class files say 1 for classes without boxes, and 0 where the XML has an unflagged
+    box: neither is refused; it has no -1 against a box."""
+    from pipeline.datasets.voc import VocDataset
+
+    dataset = VocDataset(voc_subset)
+    for split in ("train", "val", "trainval", "test"):
+        data = dataset.load(split)
+        assert data.truth.shape == (len(data.samples), 20)
+
+
+def spaced_tree(tmp_path: Path) -> Path:
+    """small_tree with the id 000002 renamed 'photo 2' (its XML, its image, every list)."""
+    year = small_tree(tmp_path / "VOC2007")
+    (year / "Annotations" / "000002.xml").rename(year / "Annotations" / "photo 2.xml")
+    (year / "JPEGImages" / "000002.jpg").rename(year / "JPEGImages" / "photo 2.jpg")
+    for path in (year / "ImageSets" / "Main").glob("*.txt"):
+        path.write_text(path.read_text().replace("000002", "photo 2"))
+    return year
+
+
+def test_a_split_file_line_is_one_whole_id(tmp_path):
+    year = spaced_tree(tmp_path)
+    assert read_split(year, "trainval") == ["000001", "photo 2", "000003"]
+    (record,) = load_records(year, ["photo 2"])
+    assert record.image_path == year / "JPEGImages" / "photo 2.jpg"
+
+
+def test_a_class_file_line_is_an_id_then_its_label_split_from_the_right(tmp_path):
+    year = spaced_tree(tmp_path)
+    records = load_records(year, ["000001", "photo 2", "000003"])
+    main = year / "ImageSets" / "Main"
+    main.joinpath("dog_trainval.txt").write_text("000001 -1\nphoto 2  0\n000003  1\n")
+    truth = image_labels(year, "trainval", ("car", "dog"), records)
+    np.testing.assert_array_equal(truth, [[1, -1], [0, 0], [-1, 1]])  # 'photo 2' dog: 0
+    main.joinpath("car_trainval.txt").write_text("000001 1\nphoto 2 1\n000003 x\n")
+    with pytest.raises(DataError, match="line 3 is '000003 x'") as exc:
+        image_labels(year, "trainval", ("car",), records)
+    assert str(main / "car_trainval.txt") in str(exc.value)

@@ -1,7 +1,8 @@
 """Bad input, one fault per image: each stops extract with one line naming the file (exit
 2), or with --on-error skip is logged, listed in its shard's metadata and counted in the
 summary; a rerun after fixing the files adds them. Files that look odd but are images
-(grayscale, CMYK, PNG named .jpg) decode and are kept, not skipped."""
+(grayscale, CMYK, PNG named .jpg, 16 bits, alpha, turned by EXIF) decode to what they show
+and are kept, not skipped."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from cli_helpers import SMALL, error_lines, extract_args, invoke
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.datasets.voc import read_split
 from pipeline.features.images import decode_rgb
@@ -187,9 +188,26 @@ def _png_named_jpg(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-@pytest.mark.parametrize(
-    ("convert", "tolerance"), [(_grayscale, 0), (_cmyk, 12), (_png_named_jpg, 0)]
-)
+def _sixteen_bit(path: Path) -> np.ndarray:
+    """A 16-bit grayscale PNG (named .jpg) of the photo's gray times 257: it shows that gray."""
+    with Image.open(path) as image:
+        gray = np.asarray(image.convert("L"))
+    Image.fromarray(gray.astype(np.uint16) * 257).save(path, "PNG")
+    return gray[..., None].repeat(3, axis=2)
+
+
+def _half_transparent(path: Path) -> np.ndarray:
+    """An RGBA PNG (named .jpg) of the photo at alpha 128: it shows over white."""
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(path, "PNG")
+    return np.rint(rgb * (128 / 255) + 255 * (127 / 255))
+
+
+ODD = [(_grayscale, 0), (_cmyk, 12), (_png_named_jpg, 0), (_sixteen_bit, 0), (_half_transparent, 1)]
+
+
+@pytest.mark.parametrize(("convert", "tolerance"), ODD)
 def test_odd_but_valid_images_decode_to_their_rgb_pixels(voc, convert, tolerance):
     path = _jpeg(voc, read_split(voc, "test")[0])
     expected = convert(path)
@@ -200,13 +218,49 @@ def test_odd_but_valid_images_decode_to_their_rgb_pixels(voc, convert, tolerance
 
 def test_odd_but_valid_images_are_extracted_not_skipped(voc, tmp_path):
     ids = read_split(voc, "test")
-    for convert, image_id in zip((_grayscale, _cmyk, _png_named_jpg), ids, strict=False):
+    for (convert, _), image_id in zip(ODD, ids, strict=False):
         convert(_jpeg(voc, image_id))
     code, out = _extract(voc, tmp_path / "cache", "--on-error", "skip")
     assert code == 0 and "skipped" not in out, out
     features = _cached(tmp_path / "cache")
     assert sorted(features) == ids
-    assert all(np.isfinite(features[i]).all() and len(features[i]) for i in ids[:3])
+    assert all(np.isfinite(features[i]).all() and len(features[i]) for i in ids[: len(ODD)])
+
+
+def test_a_photo_stored_turned_is_extracted_upright(voc, tmp_path):
+    """A phone photo stored turned (EXIF orientation 6) whose annotation says the upright size,
+    as a tool that applied the rotation writes it: extracted as the picture it shows, the same
+    features as the upright pixels saved without orientation."""
+    turned, upright = read_split(voc, "test")[:2]
+    with Image.open(_jpeg(voc, turned)) as image:
+        stored = image.transpose(Image.Transpose.ROTATE_90)  # upright is this turned clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: show it turned 90 degrees clockwise
+    stored.save(_jpeg(voc, turned), "JPEG", quality=95, exif=exif)
+    with Image.open(_jpeg(voc, turned)) as image:  # what it shows, as PIL's viewer turns it
+        ImageOps.exif_transpose(image).save(_jpeg(voc, upright), "PNG")
+    code, out = _extract(voc, tmp_path / "cache")
+    assert code == 0 and not error_lines(out), out
+    features = _cached(tmp_path / "cache")
+    np.testing.assert_array_equal(features[turned], features[upright])
+
+
+def _bomb(path: Path) -> None:
+    """A PNG whose header says 20000x20000 (PIL refuses it as a decompression bomb)."""
+    Image.new("1", (20000, 20000)).save(path, "PNG")
+
+
+def test_a_decompression_bomb_is_one_bad_image(voc, tmp_path):
+    ids = read_split(voc, "test")
+    _bomb(_jpeg(voc, ids[3]))
+    code, out = _extract(voc, tmp_path / "stop")
+    (error,) = error_lines(out)
+    assert code == 2 and str(_jpeg(voc, ids[3])) in error and "decompression bomb" in error, out
+    code, out = _extract(voc, tmp_path / "skip", "--on-error", "skip")
+    assert code == 0 and "1 bad images skipped" in out, out
+    (line,) = [line for line in out.splitlines() if line.startswith("skipped:")]
+    assert str(_jpeg(voc, ids[3])) in line
+    assert sorted(_cached(tmp_path / "skip")) == [i for i in ids if i != ids[3]]
 
 
 @pytest.mark.parametrize(
@@ -262,3 +316,44 @@ def test_score_says_what_extract_skipped_and_an_export_missing_images_is_incompl
     )
     comp = next((export / "results").rglob("comp1_cls_test_car.txt")).read_text().split()
     assert ids[2] not in comp and len(comp) == 2 * 15
+
+
+def _escape_filename(voc: Path, image_id: str) -> Path:
+    """The image moved out of the tree, the XML's <filename> pointing at it with ../"""
+    outside = voc.parent / "private.jpg"
+    _jpeg(voc, image_id).rename(outside)
+    text = _xml(voc, image_id).read_text()
+    _xml(voc, image_id).write_text(text.replace(f"{image_id}.jpg", "../../private.jpg"))
+    return outside
+
+
+def test_an_image_outside_the_tree_stops_extract_in_one_line_and_skip_never_reads_it(voc, tmp_path):
+    """Issue 19: a <filename> leading out of the dataset is refused naming the XML, the path
+    and the fix; with --on-error skip that image is skipped, never read."""
+    image_id = read_split(voc, "test")[1]
+    outside = _escape_filename(voc, image_id)
+    code, out = _extract(voc, tmp_path / "cache")
+    errors = error_lines(out)
+    assert code == 2 and len(errors) == 1 and "Traceback" not in out, out
+    assert str(_xml(voc, image_id)) in errors[0] and "outside the dataset" in errors[0], out
+    assert str(outside) in errors[0], out
+    code, out = _extract(voc, tmp_path / "cache", "--on-error", "skip")
+    assert code == 0 and "1 bad images skipped" in out, out
+    assert image_id not in _cached(tmp_path / "cache")
+
+
+def test_an_xml_copied_from_another_image_trains_on_its_own_image(voc, tmp_path):
+    """Issue 19: an XML whose <filename> names another image of the same size (copied from
+    it) reads the image named like the XML; two ids on one image file are refused."""
+    first, second = read_split(voc, "test")[:2]
+    xml = _xml(voc, second)
+    xml.write_text(xml.read_text().replace(f"{second}.jpg", f"{first}.jpg"))
+    code, out = _extract(voc, tmp_path / "cache")
+    assert code == 0, out
+    features = _cached(tmp_path / "cache")
+    assert not np.array_equal(features[first], features[second])
+    _jpeg(voc, second).unlink()
+    code, out = _extract(voc, tmp_path / "again")
+    errors = error_lines(out)
+    assert code == 2 and len(errors) == 1 and str(xml) in errors[0], out
+    assert f"'{first}' and '{second}'" in errors[0] and str(_jpeg(voc, first)) in errors[0], out

@@ -407,7 +407,7 @@ def test_head_copied_from_other_settings_is_refused_naming_both(copied, shapes_v
     assert code == 2, out
     (line,) = error_lines(out)
     trained, _, these = line.partition("; these features are ")
-    assert trained.startswith(f"error: {other_dir / 'heads' / 'svm.joblib'}: head trained on ")
+    assert trained.startswith(f"error: {other_dir / 'heads' / 'svm.safetensors'}: head trained on ")
     assert "backbone=resnet18" in trained and "input=64" in trained and "input=96" not in trained
     assert "backbone=resnet18" in these and "input=96" in these and "input=64" not in these
     assert line.endswith("fit it again for these settings (pipeline fit --head svm)")

@@ -201,7 +201,7 @@ def test_weak_head_on_a_voc_cache_learns_from_the_label_blind_sample_only(shapes
     cache, common = shapes_cache
     code, out = invoke("fit", "--head", "weak", "--epochs", "3", "--hidden", "16", *common)
     assert code == 0, out
-    path = next(cache.glob("trainval-*/heads/weak.joblib"))
+    path = next(cache.glob("trainval-*/heads/weak.safetensors"))
     head, record = load_head_file(path)
     shards = [read_shard(p) for p in sorted(path.parents[1].glob("shard-*.h5"))]
     sampled = sum(int(s.sampled.sum()) for s in shards)
@@ -245,7 +245,7 @@ def test_predict_pools_new_photos_as_the_weak_head_was_trained(shapes_voc, shape
     cache, common = shapes_cache
     code, out = invoke("fit", "--head", "weak", "--epochs", "6", "--hidden", "32", *common)
     assert code == 0, out
-    path = next(cache.glob("trainval-*/heads/weak.joblib"))
+    path = next(cache.glob("trainval-*/heads/weak.safetensors"))
     photos = sorted((shapes_voc / "JPEGImages").glob("*.jpg"))[-4:]
     output = tmp_path / "predictions.csv"
     code, out = invoke("predict", "--head", str(path), "--output", str(output),

@@ -12,6 +12,8 @@ from cli_helpers import SMALL, extract_splits, invoke, read_ap
 from PIL import Image
 from synthetic_voc import make_shapes_voc
 
+from stages.compare import METHODS
+
 CLASSES = ("bus", "car", "cat")
 
 
@@ -105,8 +107,15 @@ def test_report_from_two_runs(shapes_cache, tmp_path):
 
 
 def test_compare_runs_the_four_methods_into_one_report(shapes_voc, shapes_cache, tmp_path):
+    """The four methods, scored into one report; the heads compare fits live in its output
+    directory, so a head the user tuned with fit is never replaced (issue 19, item 3)."""
     cache, common = shapes_cache
     extract_splits(shapes_voc, cache, "--grid", "whole")
+    mine = {}
+    for head in ("mlp", "svm", "weak"):  # the user's own heads, tuned
+        assert invoke("fit", "--head", head, "--hidden", "16", "--epochs", "2", *common)[0] == 0
+        (path,) = cache.glob(f"trainval-*/heads/{head}.safetensors")
+        mine[path] = path.read_bytes()
     output = tmp_path / "compare"
     whole = tmp_path / "whole-best.toml"
     whole.write_text('head = "svm"\nsvm_c = 0.001\nk = 2.0\nscales = 3\n')
@@ -128,6 +137,10 @@ def test_compare_runs_the_four_methods_into_one_report(shapes_voc, shapes_cache,
         assert f"{name} {mean:.2f}" in out and name in table
         assert mean > 70
     assert (output / "ap-bars.png").stat().st_size > 0
+    assert all(path.read_bytes() == data for path, data in mine.items())
+    assert sorted(p.stem for p in (output / "heads").glob("*.safetensors")) == sorted(
+        name for name, _, _ in METHODS
+    )
     code, bad = invoke("compare", *common, "--method-config", f"nosuch={whole}")
     assert code == 2 and "METHOD one of whole-svm" in bad
 

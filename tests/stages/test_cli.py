@@ -175,7 +175,7 @@ def test_full_disk_outside_the_shards_is_one_line(shapes_cache, tmp_path, monkey
     fsync = os.fsync
 
     def full(fd: int) -> None:
-        if ".joblib.tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
+        if ".safetensors.tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         fsync(fd)
 
@@ -192,7 +192,7 @@ def test_full_disk_outside_the_shards_is_one_line(shapes_cache, tmp_path, monkey
     code, out = invoke("fit", "--head", "svm", *common)
     assert code == 2 and "Traceback" not in out, out
     (line,) = error_lines(out)
-    assert "svm.joblib: cannot write it (No space left on device); free space on" in line, line
+    assert "svm.safetensors: cannot write it (No space left on device); free space on" in line, line
     assert heads() == before
 
 
@@ -212,3 +212,22 @@ def test_a_setting_out_of_range_is_one_line_naming_its_flag(args, line):
     (error,) = error_lines(out)
     assert error.startswith(line), error
     assert "use --head svm with --grid whole" in out or args[1] != "--grid"
+
+
+def test_the_main_job_runs_on_the_voc_root_it_is_given(shapes_voc, tmp_path):
+    """Issue 19, item 14: `.ci/main --voc-root DIR` exported MIDLEVEL_VOC_ROOT, which an
+    exported MIDLEVEL_DATA beat: the job ran on another dataset. It now passes --data."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    other = tmp_path / "other"
+    shutil.copytree(shapes_voc, other)
+    job = Path(__file__).resolve().parents[2] / ".ci" / "job"
+    env = {**os.environ, "MIDLEVEL_DATA": f"voc:{other}"}
+    done = subprocess.run(["bash", str(job), "--voc-root", str(shapes_voc), *SMALL],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "ap.json").read_text())["config"]["data"] == f"voc:{shapes_voc}"
+    assert (tmp_path / "report" / "results.md").is_file()

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from cli_helpers import error_lines, extract_splits, invoke
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline import load_head
 from pipeline.evaluation.score_maps import grid_shape
@@ -28,10 +28,10 @@ def fitted(request, shapes_voc, tmp_path_factory) -> dict:
     assert code == 0, out
     code, out = invoke("score", "--head", "svm", "--output", str(cache / "ap.csv"), *common)
     assert code == 0, out
-    (head,) = cache.glob("trainval-*/heads/svm.joblib")
+    (head,) = cache.glob("trainval-*/heads/svm.safetensors")
     ids = (shapes_voc / "ImageSets" / "Main" / "test.txt").read_text().split()
     images = [shapes_voc / "JPEGImages" / f"{i}.jpg" for i in ids]
-    return {"cache": cache, "head": head, "images": images, "mode": request.param}
+    return {"cache": cache, "head": head, "images": images, "mode": request.param, "common": common}
 
 
 def read_rows(path: Path) -> dict[str, dict]:
@@ -60,12 +60,30 @@ def test_predict_gives_the_scores_of_score_in_each_mode(fitted, tmp_path):
     assert sidecar["fingerprint"]["backbone"]["name"] == "resnet18" and sidecar["images"] == 16
 
 
-def test_a_bad_photo_is_skipped_with_a_line_and_folders_and_globs_work(fitted, tmp_path):
+def test_the_summary_names_the_pooling_of_a_head_that_pools_its_own_way(fitted, tmp_path):
+    """Issue 19, item 15: predict's summary said "k 5" for a head that pools by its max."""
+    code, out = invoke("fit", "--head", "weak", "--pool", "max", "--epochs", "2", *fitted["common"])
+    assert code == 0, out
+    head = out.strip().rsplit(" -> ", 1)[1]
+    code, text = invoke("predict", "--head", head, "--output", str(tmp_path / "p.csv"),
+                        *map(str, fitted["images"][:2]))  # fmt: skip
+    assert code == 0 and "3 classes, max pooling in " in text and "k 5" not in text, text
+
+
+BAD_PHOTOS = {
+    "garbage": lambda path: path.write_bytes(b"not a jpeg"),
+    # a PNG whose header says 20000x20000: PIL's DecompressionBombError, which is no OSError
+    "decompression bomb": lambda path: Image.new("1", (20000, 20000)).save(path, "PNG"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_PHOTOS)
+def test_a_bad_photo_is_skipped_with_a_line_and_folders_and_globs_work(fitted, tmp_path, bad):
     photos = tmp_path / "photos"
     photos.mkdir()
     for image in fitted["images"][:4]:
         shutil.copy(image, photos / image.name)
-    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    BAD_PHOTOS[bad](photos / "broken.jpg")
     out = tmp_path / "p.csv"
     code, text = invoke("predict", "--head", str(fitted["head"]), "--output", str(out), str(photos))
     assert code == 0, text
@@ -80,6 +98,20 @@ def test_a_bad_photo_is_skipped_with_a_line_and_folders_and_globs_work(fitted, t
     code, text = invoke("predict", "--head", str(fitted["head"]), "--output", str(out),
                         str(photos / "0000*.jpg"))  # fmt: skip
     assert code == 0 and "predict: 4 images," in text, text
+
+
+def test_a_quoted_glob_under_home_finds_the_photos(fitted, tmp_path, monkeypatch):
+    """`'~/photos/*.jpg'` quoted, so that the shell leaves both the ~ and the * to predict."""
+    photos = tmp_path / "home" / "photos"
+    photos.mkdir(parents=True)
+    for image in fitted["images"][:3]:
+        shutil.copy(image, photos / image.name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = tmp_path / "p.csv"
+    code, text = invoke("predict", "--head", str(fitted["head"]), "--output", str(out),
+                        "~/photos/*.jpg")  # fmt: skip
+    assert code == 0 and "predict: 3 images," in text, text
+    assert sorted(read_rows(out)) == sorted(p.stem for p in fitted["images"][:3])
 
 
 def test_through_the_cache_is_the_same_and_resumes(fitted, tmp_path):
@@ -136,11 +168,35 @@ def test_python_api_on_paths_arrays_and_pil_images(fitted):
         head.predict(np.zeros((4, 4, 3), dtype=np.float32))
 
 
+def test_a_photo_stored_turned_is_predicted_upright(fitted, tmp_path):
+    """A phone photo stored turned (EXIF orientation 6) is scored, mapped and overlaid as the
+    upright picture it shows: as its upright pixels saved without orientation are."""
+    turned, upright = tmp_path / "turned.jpg", tmp_path / "upright.png"
+    with Image.open(fitted["images"][0]) as image:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # EXIF orientation: show it turned 90 degrees clockwise
+        image.transpose(Image.Transpose.ROTATE_90).save(turned, quality=95, exif=exif)
+    with Image.open(turned) as image:  # what it shows, as PIL's viewer turns it
+        ImageOps.exif_transpose(image).save(upright)
+    head = load_head(fitted["head"])
+    expected = head.predict(upright)
+    with Image.open(turned) as image:
+        assert head.predict(image) == pytest.approx(expected, rel=1e-5)  # a PIL image
+    assert head.predict(turned) == pytest.approx(expected, rel=1e-5)  # a path
+    assert head.score_maps(turned)["car"].shape == grid_shape(128, 96)
+    maps = tmp_path / "maps"
+    code, text = invoke("predict", "--head", str(fitted["head"]), "--output",
+                        str(tmp_path / "p.csv"), "--maps", str(maps), str(turned))  # fmt: skip
+    assert code == 0, text
+    with Image.open(maps / "overlays" / "turned.png") as overlay:
+        assert overlay.size == overlay_layout(128, 96, 2).size
+
+
 def test_a_head_is_found_by_name_and_refused_with_other_weights(fitted, tmp_path):
     cache = tmp_path / "cache"
     target = cache / "trainval-000000000000" / "heads"
     target.mkdir(parents=True)
-    for suffix in (".joblib", ".json"):
+    for suffix in (".safetensors", ".json"):
         shutil.copy(fitted["head"].with_suffix(suffix), target / f"svm{suffix}")
     image = str(fitted["images"][0])
     code, text = invoke("predict", "--head", "svm", "--cache-dir", str(cache), "--output",

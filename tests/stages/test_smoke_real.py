@@ -147,7 +147,7 @@ def test_voc_and_coco_readers_give_the_same_boxes_features_and_ap(real_slice):
 def test_predict_on_real_photos_returns_the_pooled_scores_of_score(real_slice):
     from pipeline import load_head
 
-    (head_file,) = real_slice["voc"].glob("trainval-*/heads/svm.joblib")
+    (head_file,) = real_slice["voc"].glob("trainval-*/heads/svm.safetensors")
     head = load_head(head_file)
     with open(real_slice["voc"] / "ap-scores.csv") as handle:
         rows = list(csv.DictReader(handle))

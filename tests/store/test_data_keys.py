@@ -4,7 +4,9 @@ given the dataset refuse features made from older data."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -128,3 +130,112 @@ def test_a_split_that_grew_adds_shards_and_is_refused_until_extracted(voc, tmp_p
     assert "1 shards new, 3 reused" in out and "the split now has 16 images (it had 12)" in out
     code, out = invoke("fit", "--head", "svm", *common)
     assert code == 0, out
+
+
+def shard_times(cache: Path) -> dict[str, int]:
+    """Every shard of the cache, by its path, with its modification time."""
+    return {str(p): p.stat().st_mtime_ns for p in cache.glob("*/shard-*.h5")}
+
+
+def test_two_datasets_in_one_cache_dir_keep_their_own_shards(voc, tmp_path):
+    """Issue 19, item 1: two VOC trees with VOC classes used to share `test-<digest>`, so
+    extracting the second rebuilt the first's shards in place; each now has its own."""
+    cache, other = tmp_path / "cache", Path(shutil.copytree(voc, tmp_path / "B" / "VOC2007"))
+    image_id = read_split(other, "test")[0]
+    with Image.open(other / "JPEGImages" / f"{image_id}.jpg") as image:
+        image.rotate(90).save(other / "JPEGImages" / f"{image_id}.jpg")  # another dataset
+    extract(voc, cache)
+    first = shard_times(cache)
+    out = extract(other, cache)
+    assert "rebuilt" not in out and "4 shards new, 0 reused" in out, out
+    assert {p: t for p, t in shard_times(cache).items() if p in first} == first
+    assert len(shard_times(cache)) == 8  # the first's shards untouched, the second's beside
+    for tree in (voc, other):
+        code, out = invoke("fit", "--head", "svm", "--split", "test", "--voc-root", str(tree),
+                           "--cache-dir", str(cache), *SMALL)  # fmt: skip
+        assert code == 0, out
+
+
+def test_each_keep_rule_has_its_own_cache(voc, tmp_path):
+    """Issue 19, item 2: `--keep all` of a training split used to rebuild, in place, the
+    sampled cache the MLP and SVM need; both now stay, and each verb reads the one asked for."""
+    cache = tmp_path / "cache"
+    args = ["--split", "trainval", "--voc-root", str(voc), "--cache-dir", str(cache), *SMALL]
+    code, out = invoke("extract", "--workers", "0", *args)
+    assert code == 0, out
+    sampled = shard_times(cache)
+    code, out = invoke("extract", "--workers", "0", "--keep", "all", *args)
+    assert code == 0 and "rebuilt" not in out, out
+    assert {p: t for p, t in shard_times(cache).items() if p in sampled} == sampled
+    assert len(list(cache.glob("trainval-*/manifest.json"))) == 2
+    code, out = invoke("fit", "--head", "svm", *args)  # auto: the sampled cache
+    assert code == 0, out
+    code, every = invoke("fit", "--head", "weak", "--epochs", "1", "--keep", "all", *args)
+    assert code == 0, every
+    code, sample = invoke("fit", "--head", "weak", "--epochs", "1", *args)
+    assert code == 0, sample
+    patches = [int(re.search(r"(\d+) patches of", text)[1]) for text in (every, sample)]
+    assert patches[0] > 3 * patches[1], patches  # every patch, against the label-blind tenth
+
+
+def as_made_before_datasets_had_their_own_caches(cache: Path) -> Path:
+    """The test cache as midlevel 0.3 left it: `test-<digest>`, no source nor keep recorded."""
+    (directory,) = cache.glob("test-*")
+    fingerprint = json.loads((directory / "fingerprint.json").read_text())
+    del fingerprint["source"], fingerprint["keep"]
+    (directory / "fingerprint.json").write_text(json.dumps(fingerprint))
+    return directory.rename(cache / f"test-{fingerprint['digest']}")
+
+
+def test_a_cache_made_before_is_adopted_after_a_check_not_extracted_again(voc, tmp_path):
+    """A genuine VOC tree's cache of midlevel 0.3 (one directory for every VOC tree) is taken
+    over, heads and all, once its recorded data digests are this tree's; fit given the data
+    says to run extract for that, and a stale one is extracted again instead."""
+    cache = tmp_path / "cache"
+    extract(voc, cache)
+    common = ["--split", "test", "--voc-root", str(voc), "--cache-dir", str(cache), *SMALL]
+    assert invoke("fit", "--head", "svm", *common)[0] == 0
+    legacy = as_made_before_datasets_had_their_own_caches(cache)
+    code, out = invoke("fit", "--head", "svm", *common)
+    (line,) = error_lines(out)
+    assert code == 2 and "run pipeline extract --split test: it adopts" in line, line
+    assert f"taken from {legacy.name}: the same data" in extract(voc, cache)
+    assert not legacy.exists() and len(list(cache.glob("test-*/heads/svm.safetensors"))) == 1
+    assert invoke("score", "--head", "svm", "--train-split", "test", "--output",
+                  str(tmp_path / "ap.csv"), *common)[0] == 0  # fmt: skip
+    legacy = as_made_before_datasets_had_their_own_caches(cache)
+    image_id = read_split(voc, "test")[0]
+    with Image.open(voc / "JPEGImages" / f"{image_id}.jpg") as image:
+        image.rotate(90).save(voc / "JPEGImages" / f"{image_id}.jpg")
+    out = extract(voc, cache)
+    assert "4 shards new" in out and "taken from" not in out and legacy.exists()
+
+
+def test_two_datasets_extracted_into_one_cache_at_once_both_finish_whole(voc, tmp_path):
+    """Issue 19: two extracts of two datasets into one --cache-dir at the same time each
+    write their own cache (before, one rebuilt the other's shards under it)."""
+    import subprocess
+    import sys
+
+    from cli_helpers import assert_same_shards
+
+    cache, other = tmp_path / "cache", Path(shutil.copytree(voc, tmp_path / "B" / "VOC2007"))
+    image_id = read_split(other, "test")[0]
+    with Image.open(other / "JPEGImages" / f"{image_id}.jpg") as image:
+        image.rotate(90).save(other / "JPEGImages" / f"{image_id}.jpg")
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *extract_args(tree, cache, "--workers", "0")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for tree in (voc, other)
+    ]
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0 and "4 shards new" in out, err[-2000:]
+    for tree in (voc, other):  # each cache is what an extract alone makes
+        alone = tmp_path / f"alone-{tree.parent.name}"
+        directory = Path(extract(tree, alone).strip().rsplit(" -> ", 1)[1])
+        assert_same_shards(directory, cache / directory.name)

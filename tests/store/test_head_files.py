@@ -33,10 +33,10 @@ def test_save_then_load_round_trips_with_its_record(tmp_path):
     head = fitted(0)
     save_head(path, head, HeadRecord(head="svm", classes=("a",)))
     back, record = load_head_file(path)
-    assert record.classes == ("a",) and len(record.joblib_sha256) == 64
+    assert record.classes == ("a",) and len(record.sha256) == 64
     X = np.ones((3, 4), np.float32)
     np.testing.assert_array_equal(back.decision_function(X), head.decision_function(X))
-    assert sorted(p.name for p in path.parent.iterdir()) == ["svm.joblib", "svm.json"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["svm.json", "svm.safetensors"]
 
 
 X = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
@@ -50,9 +50,9 @@ def assert_is(loaded, record, head: LinearSVMHead, classes: list[str]) -> None:
 
 
 def assert_pair_on_disk_agrees(path) -> dict:
-    """The .json beside the .joblib is the record of that .joblib (its SHA-256)."""
+    """The .json beside the head file is the record of that file (its SHA-256)."""
     record = json.loads(path.with_suffix(".json").read_text())
-    assert record["joblib_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     return record
 
 
@@ -62,11 +62,11 @@ def full_disk() -> OSError:
 
 # (file interrupted, when, what stops the save, which head must load afterwards)
 POINTS = [
-    (".joblib", "before", KeyboardInterrupt, "old"),
-    (".joblib", "before", full_disk, "old"),
-    (".joblib", "during", KeyboardInterrupt, "old"),
-    (".joblib", "during", full_disk, "old"),
-    (".joblib", "killed", KeyboardInterrupt, "old"),
+    (".safetensors", "before", KeyboardInterrupt, "old"),
+    (".safetensors", "before", full_disk, "old"),
+    (".safetensors", "during", KeyboardInterrupt, "old"),
+    (".safetensors", "during", full_disk, "old"),
+    (".safetensors", "killed", KeyboardInterrupt, "old"),
     (".json", "before", KeyboardInterrupt, "new"),  # between the two writes
     (".json", "before", full_disk, "new"),
     (".json", "during", KeyboardInterrupt, "new"),
@@ -132,7 +132,7 @@ def test_an_interrupted_save_leaves_the_old_head_or_the_new_one_whole(
 def test_a_fit_killed_between_its_two_writes_loads_the_new_head_and_mends_its_record(
     tmp_path, monkeypatch
 ):
-    """Ctrl-C after the new .joblib is renamed, before its .json is: the .joblib carries its
+    """Ctrl-C after the new head file is renamed, before its .json is: the file carries its
     own record, so the new head loads with the new classes, and the stale .json (the old
     fit's) is rewritten from it."""
     path = head_path(tmp_path / "trainval-abc", "svm")
@@ -157,7 +157,7 @@ def test_a_fit_killed_between_its_two_writes_loads_the_new_head_and_mends_its_re
 
 
 def test_a_missing_record_is_rebuilt_and_a_read_only_folder_still_loads(tmp_path, monkeypatch):
-    """No .json at all (deleted, or the first fit killed before it): rebuilt from the .joblib.
+    """No .json at all (deleted, or the first fit killed before it): rebuilt from the head file.
     Where it cannot be written (a read-only cache), the head loads all the same."""
     import pipeline.store.head_files as store
 
@@ -179,8 +179,8 @@ def test_a_missing_record_is_rebuilt_and_a_read_only_folder_still_loads(tmp_path
     assert record == HeadRecord.from_dict(written) and assert_pair_on_disk_agrees(path) == written
 
 
-def test_a_json_that_agrees_with_its_joblib_is_the_record_read(tmp_path):
-    """A .json whose SHA-256 is its .joblib's is that head's record as it is on disk (what
+def test_a_json_that_agrees_with_its_head_file_is_the_record_read(tmp_path):
+    """A .json whose SHA-256 is its head file's is that head's record as it is on disk (what
     predict's and score's settings checks read; a copied heads/ folder keeps it)."""
     path = head_path(tmp_path / "trainval-abc", "svm")
     save_head(path, fitted(0), HeadRecord(head="svm", classes=("a",), fingerprint={"w": "x"}))
@@ -191,24 +191,24 @@ def test_a_json_that_agrees_with_its_joblib_is_the_record_read(tmp_path):
 
 
 def test_a_head_of_the_old_format_loads_and_a_mismatched_old_pair_is_refused(tmp_path):
-    """Heads saved before the record went into the .joblib (a bare estimator): the .json is
-    their only record, checked by its SHA-256 as before."""
+    """Heads saved before the record went into the .joblib (a bare estimator, trusted): the
+    .json is their only record, checked by its SHA-256 as before."""
     import joblib
 
-    path = head_path(tmp_path / "trainval-abc", "svm")
+    path = head_path(tmp_path / "trainval-abc", "svm").with_suffix(".joblib")
     path.parent.mkdir(parents=True)
     head = fitted(3)
     joblib.dump(head, path)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     path.with_suffix(".json").write_text(json.dumps({"classes": ["x"], "joblib_sha256": sha}))
-    loaded, record = load_head_file(path)
+    loaded, record = load_head_file(path, trust_pickle=True)
     assert_is(loaded, record, head, ["x"])
     joblib.dump(fitted(4), path)
     with pytest.raises(CacheError, match="come from different fits"):
-        load_head_file(path)
+        load_head_file(path, trust_pickle=True)
     path.with_suffix(".json").unlink()
-    with pytest.raises(CacheError, match="record is missing or unreadable"):
-        load_head_file(path)
+    with pytest.raises(CacheError, match="record svm.json is missing or unreadable"):
+        load_head_file(path, trust_pickle=True)
 
 
 def test_find_head_by_name_path_or_refusal(tmp_path):
@@ -233,7 +233,7 @@ def test_find_head_by_name_path_or_refusal(tmp_path):
 )
 def test_a_head_pickled_under_its_former_module_loads(tmp_path, monkeypatch, module, former):
     """Heads saved before the library was grouped into packages name their class by its old
-    module (pipeline.heads.LinearSVMHead, pipeline.image_head.ImageSVMHead): they load."""
+    module (pipeline.heads.LinearSVMHead, pipeline.image_head.ImageSVMHead): trusted, they load."""
     import importlib
     import sys
 
@@ -246,7 +246,7 @@ def test_a_head_pickled_under_its_former_module_loads(tmp_path, monkeypatch, mod
         head = cls(epochs=2).fit(X, (X[:, 0] > 0).astype(int))
     else:
         head = cls().fit(X, np.where(X[:, :2] > 0, 1, -1))
-    path = head_path(tmp_path / "trainval-abc", "svm")
+    path = head_path(tmp_path / "trainval-abc", "svm").with_suffix(".joblib")
     path.parent.mkdir(parents=True)
     with monkeypatch.context() as old_layout:  # pickled as the former code named it
         old_layout.setattr(cls, "__module__", former)
@@ -256,6 +256,73 @@ def test_a_head_pickled_under_its_former_module_loads(tmp_path, monkeypatch, mod
         )
     assert former.encode() in path.read_bytes()
     monkeypatch.delitem(sys.modules, "pipeline.image_head", raising=False)
-    loaded, record = load_head_file(path)
+    loaded, record = load_head_file(path, trust_pickle=True)
     assert type(loaded) is cls and record.classes == ("a",)
     np.testing.assert_array_equal(loaded.decision_function(X), head.decision_function(X))
+
+
+class Payload:
+    """What a crafted pickle carries: unpickling it runs `touch <target>`."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_a_pickled_head_runs_no_code_unless_trusted(tmp_path):
+    """Issue 19, item 10: `--head FILE` and `load_head` unpickled any .joblib, so a crafted
+    one ran its code (then a KeyError traceback). A pickle is now refused in one line naming
+    the option that trusts it, and nothing of it runs."""
+    import joblib
+    from cli_helpers import error_lines, invoke
+
+    from pipeline import load_head
+
+    ran = tmp_path / "ran"
+    path = tmp_path / "heads" / "evil.joblib"
+    path.parent.mkdir()
+    joblib.dump({"format": "midlevel-head/2", "estimator": Payload(ran), "record": {}}, path)
+    with pytest.raises(CacheError, match="--trust-pickled-head"):
+        load_head(path)
+    code, out = invoke("predict", "--head", str(path), str(tmp_path / "photo.jpg"))
+    (line,) = error_lines(out)
+    assert code == 2 and "runs any code it holds" in line, out
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (
+            lambda meta: {**meta, "state": meta["state"].replace("LinearSVMHead", "os.system")},
+            "is not a class a head file may hold",
+        ),
+        (
+            lambda meta: {**meta, "record": json.dumps({"classes": "abc"})},
+            "its record's 'classes' is 'abc'",
+        ),
+        (
+            lambda meta: {**meta, "record": json.dumps({"classes": ["a"], "k": -1})},
+            "its record's 'k' is -1",
+        ),
+        (lambda meta: {**meta, "format": "pickle"}, "format 'pickle'"),
+    ],
+)
+def test_a_head_file_that_midlevel_did_not_write_is_one_line(tmp_path, spoil, message):
+    """A head file is arrays and JSON: a foreign class, a record of the wrong types or another
+    format is refused naming the file, never a traceback and never an import of its choosing."""
+    from safetensors.numpy import load, save
+
+    path = head_path(tmp_path / "trainval-abc", "svm")
+    save_head(path, fitted(0), HeadRecord(head="svm", classes=("a",)))
+    data = path.read_bytes()
+    meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    path.write_bytes(save(load(data), metadata=spoil(meta)))
+    path.with_suffix(".json").unlink()
+    with pytest.raises(CacheError) as info:
+        load_head_file(path)
+    assert str(info.value).startswith(f"{path}: not a head midlevel wrote") and message in str(
+        info.value
+    )

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from pipeline import __version__
+from pipeline.config import CacheSettings
 from pipeline.errors import CacheError
-from pipeline.store.cache import FeatureCache, WriterLock, open_cache
+from pipeline.store.cache import FeatureCache, WriterLock
+from pipeline.store.freshness import split_cache
 from pipeline.store.keys import FeatureSettings, cache_path
 from pipeline.store.shards import (
     FEATURE_CHUNK_BYTES,
@@ -391,49 +393,53 @@ def test_prepare_follows_a_split_that_shrinks_or_grows(tmp_path):
     assert cache.prepare(n_images=7, images_per_shard=3, overwrite=False) is None
 
 
-# --- open_cache ---------------------------------------------------------------------------
+# --- split_cache (which cache serves a split, given no dataset) ---------------------------------------------------------------------------
 
 
 def settings(name: str) -> FeatureSettings:
     return FeatureSettings(backbone={"name": name, "weights": None, "input_size": 224})
 
 
-def test_open_cache_missing(tmp_path):
+def open_cache(root, split: str, settings: FeatureSettings) -> FeatureCache:
+    return split_cache(CacheSettings(cache_dir=str(root)), split, None, settings)
+
+
+def test_split_cache_missing(tmp_path):
     s = settings("resnet50")
     with pytest.raises(CacheError, match="run pipeline extract --split trainval first"):
-        open_cache(tmp_path, "trainval", s.as_dict(), s.digest())
+        open_cache(tmp_path, "trainval", s)
 
 
-def test_open_cache_other_settings_named(tmp_path):
+def test_split_cache_other_settings_named(tmp_path):
     made, asked = settings("resnet50"), settings("efficientnet_lite0")
     cache = FeatureCache(
         cache_path(tmp_path, "trainval", made.digest()), made.as_dict(), made.digest()
     )
     cache.prepare(n_images=1, images_per_shard=1, overwrite=False)
     with pytest.raises(CacheError) as exc:
-        open_cache(tmp_path, "trainval", asked.as_dict(), asked.digest())
+        open_cache(tmp_path, "trainval", asked)
     message = str(exc.value)
     assert "backbone=resnet50" in message and "backbone=efficientnet_lite0" in message
     assert f"trainval-{made.digest()}" in message
 
 
-def test_open_cache_ignores_other_splits(tmp_path):
+def test_split_cache_ignores_other_splits(tmp_path):
     made = settings("resnet50")
     cache = FeatureCache(
         cache_path(tmp_path, "trainval", made.digest()), made.as_dict(), made.digest()
     )
     cache.prepare(n_images=1, images_per_shard=1, overwrite=False)
     with pytest.raises(CacheError, match="run pipeline extract --split train first"):
-        open_cache(tmp_path, "train", made.as_dict(), made.digest())
+        open_cache(tmp_path, "train", made)
 
 
-def test_open_cache_found(tmp_path):
+def test_split_cache_found(tmp_path):
     s = settings("resnet50")
     assert settings("resnet50").digest() == s.digest() != settings("vgg16").digest()
     made = FeatureCache(cache_path(tmp_path, "test", s.digest()), s.as_dict(), s.digest())
     made.prepare(n_images=3, images_per_shard=3, overwrite=False)
     finish(made, 0, n_shards=1, digest=s.digest())
-    cache = open_cache(tmp_path, "test", s.as_dict(), s.digest())
+    cache = open_cache(tmp_path, "test", s)
     assert cache.directory == tmp_path / f"test-{s.digest()}"
     assert cache.shard_paths() == [cache.shard_path(0)]
 

@@ -197,6 +197,33 @@ def test_a_new_sweep_keeps_the_rows_of_earlier_ones(shapes_cache, tmp_path):
     assert means == sorted(means, reverse=True)
 
 
+def test_a_resumed_sweep_runs_again_on_changed_data(shapes_voc, tmp_path):
+    """Issue 19, item 4: rows are keyed by the shards' data digests too, so after the
+    annotations change and extract rebuilds their shards, the rows of the old data are not
+    reused (they were: "(0 run, 2 kept)" with the old best)."""
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    from pipeline.datasets.voc import read_split
+
+    voc = Path(shutil.copytree(shapes_voc, tmp_path / "VOC2007"))
+    common = ["--voc-root", str(voc), "--cache-dir", str(tmp_path / "cache"), *SMALL]
+    args = ["sweep", *common, *FAST, "--param", "k=1,5", "--folds", "2", "--jobs", "1",
+            "--output", str(tmp_path / "sweep.csv")]  # fmt: skip
+    assert invoke("extract", "--split", "trainval", "--workers", "0", *common)[0] == 0
+    code, text = invoke(*args)
+    assert code == 0 and "(2 run, 0 kept)" in text, text
+    xml = voc / "Annotations" / f"{read_split(voc, 'trainval')[0]}.xml"
+    tree = ET.parse(xml)
+    tree.find("object/bndbox/xmax").text = str(int(tree.find("object/bndbox/xmax").text) - 4)
+    tree.write(xml)
+    code, text = invoke("extract", "--split", "trainval", "--workers", "0", *common)
+    assert code == 0 and "rebuilt shard-00000.h5 (its images or annotations changed)" in text
+    code, text = invoke(*args)
+    assert code == 0 and "(2 run, 0 kept)" in text, text
+    assert len(read_rows(tmp_path / "sweep.csv")) == 4  # the old data's rows stay, apart
+
+
 ONE_IMAGE_IDS = [f"{i:06d}" for i in range(1, 13)]  # make_one_image_voc's trainval
 # the fold (1-based, of 3, seed 0) that holds image 000001, the only image of cat
 CAT_FOLD = next(f for f, ids in enumerate(image_folds(ONE_IMAGE_IDS, 3, 0), 1) if "000001" in ids)
@@ -307,7 +334,7 @@ def test_a_class_in_a_few_images_all_held_out_together_asks_for_fewer_folds(tmp_
     positives[:, 0] = 5  # bus everywhere
     positives[[1, 3], 1] = 2  # car in 000001 and 000003
     positives[[2, 4], 2] = 1  # cat in 000002 and 000004
-    labels = SplitLabels(ids, positives, None)
+    labels = SplitLabels(ids, positives, None, positives > 0, np.ones(6, bool), None)
     config = FitConfig(split="trainval")
     classes = ("bus", "car", "cat")
     check_fold(config, Cache(), classes, labels, frozenset(ids[1:3]), 1, 3)  # one of each left
@@ -319,3 +346,60 @@ def test_a_class_in_a_few_images_all_held_out_together_asks_for_fewer_folds(tmp_
         "'trainval'), cat (2 positive images in split 'trainval'); use fewer folds (fit --cv K, "
         "sweep --folds K) or drop them with --classes bus"
     )
+
+
+@pytest.fixture(scope="module")
+def big_objects(tmp_path_factory) -> list[str]:
+    """Eight 64 px images, a car over nearly all of each but the first: on a 2-scale grid
+    only the first has background patches, and few images have a label-blind sample."""
+    from PIL import Image
+
+    from pipeline.datasets.voc_writer import VocObject, VocSample, write_voc_tree
+    from pipeline.datasets.voc_xml import VOC_CLASSES
+
+    rng = np.random.default_rng(0)
+    ids = [f"{i:06d}" for i in range(1, 9)]
+    samples = [
+        VocSample(
+            image_id,
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)),
+            [VocObject("car", (3, 3, 20, 20) if k == 0 else (3, 3, 62, 62))],
+        )  # fmt: skip
+        for k, image_id in enumerate(ids)
+    ]
+    root = tmp_path_factory.mktemp("big")
+    voc = write_voc_tree(root / "VOC2007", samples, {"trainval": ids}, VOC_CLASSES)
+    coarse = [*SMALL, "--scales", "2", "--min-scale", "0.6"]  # the later options win
+    return ["--voc-root", str(voc), "--cache-dir", str(root / "cache"), *coarse, "--classes", "car"]
+
+
+@pytest.mark.parametrize(
+    ("head", "ratio", "cv", "message"),
+    [
+        ("mlp", "1", "2", "holds every image with background patches (1 image in split"),
+        (
+            "weak",
+            "0.05",
+            "2",
+            "holds every positive image with a patch in its label-blind sample of car",
+        ),
+        (
+            "weak",
+            "0.1",
+            "4",
+            "none of its held-out images with a class has a patch in its label-blind",
+        ),
+    ],
+)
+def test_folds_without_background_or_sampled_positives_are_refused(
+    big_objects, head, ratio, cv, message
+):
+    """Issue 19, item 11: a fold whose training rows hold no background (the MLP) or whose
+    positives have no patch in their label-blind sample (the weak head) ended in a
+    ValueError traceback; a held-out fold that scores no positive printed "mAP nan ± nan"."""
+    common = [*big_objects, "--background-ratio", ratio]
+    assert invoke("extract", "--split", "trainval", "--workers", "0", *common)[0] == 0
+    code, out = invoke("fit", "--head", head, "--epochs", "1", "--cv", cv, *common)
+    assert code == 2 and "Traceback" not in out and "nan" not in out, out
+    (line,) = error_lines(out)
+    assert message in line, line

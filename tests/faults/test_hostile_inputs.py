@@ -261,6 +261,7 @@ def image_bytes(draw) -> tuple[bytes, str]:
     return data, "." + fmt.lower()
 
 
+@pytest.mark.filterwarnings("ignore:(Corrupt EXIF|Truncated File):UserWarning")  # PIL, on bad TIFFs
 @CASES
 @given(image_bytes(), odd_text)
 def test_an_image_file_reads_as_8_bit_rgb_of_its_size_or_refuses_in_one_line(case, name):
@@ -289,6 +290,7 @@ def head_file(shapes_cache) -> str:
     return out.strip().rsplit(" -> ", 1)[1]
 
 
+@pytest.mark.filterwarnings("ignore:(Corrupt EXIF|Truncated File):UserWarning")
 @settings(CASES, max_examples=12)
 @given(st.lists(image_bytes(), min_size=4, max_size=8))
 def test_predict_scores_or_skips_every_hostile_photo(head_file, files):

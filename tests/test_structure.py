@@ -127,6 +127,7 @@ def test_help_and_refusals_do_not_load_torch(tmp_path):
     ):
         status, modules = modules_after(*args)
         assert "torch" not in modules and "torchvision" not in modules, args
+        assert "numpy" not in modules or "--help" not in args, args  # help parses options only
     assert status == 2
 
 

@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import importlib
 
-from pipeline.heads.state import CLASSES
-
+# Every class a head file may name: the heads, and the scikit-learn parts they hold.
+CLASSES = {
+    "MLPHead": "pipeline.heads.mlp",
+    "LinearSVMHead": "pipeline.heads.linear_svm",
+    "ImageSVMHead": "pipeline.heads.image_svm",
+    "WeakPatchHead": "pipeline.heads.weak",
+    "SGDClassifier": "sklearn.linear_model",
+    "StandardScaler": "sklearn.preprocessing",
+}
 __all__ = [name for name, module in CLASSES.items() if module.startswith("pipeline.")]
 
 

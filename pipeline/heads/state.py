@@ -7,15 +7,8 @@ import importlib
 
 import numpy as np
 
-# Every class a head file may name: the heads, and the scikit-learn parts they hold.
-CLASSES = {
-    "MLPHead": "pipeline.heads.mlp",
-    "LinearSVMHead": "pipeline.heads.linear_svm",
-    "ImageSVMHead": "pipeline.heads.image_svm",
-    "WeakPatchHead": "pipeline.heads.weak",
-    "SGDClassifier": "sklearn.linear_model",
-    "StandardScaler": "sklearn.preprocessing",
-}
+from pipeline.heads import CLASSES
+
 PLAIN = (bool, int, float, str, type(None))
 
 

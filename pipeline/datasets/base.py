@@ -191,11 +191,11 @@ def labels_truth(
     return truth
 
 
-def split_role_keeps_sample(split: str) -> bool:
-    """Whether a split is a training split by its name: train, trainval, train2017, training...
-    A training split keeps its object patches and a label-blind sample of the rest; any
-    other split (val, valid, test, test2017) keeps every patch."""
-    return split.lower().startswith("train")
+def keep_by_role(split: str, labelled: bool = True) -> str:
+    """The patches "auto" keeps: "sample" (object patches and a label-blind sample of the
+    rest) for a labelled training split by its name (train, trainval, train2017, training...),
+    "all" for any other split (val, valid, test, test2017) or one without labels."""
+    return "sample" if labelled and split.lower().startswith("train") else "all"
 
 
 def find_images(folder: Path) -> list[Path]:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pipeline.config import ExtractConfig, GridConfig
 from pipeline.datasets import Dataset, SplitData, open_dataset
-from pipeline.datasets.base import split_role_keeps_sample
+from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError, DataError, MidlevelError
 from pipeline.features.ranks import all_agree, from_environment, process_group, summed
 from pipeline.features.registry import cache_key
@@ -84,7 +84,7 @@ def resolve_keep(keep: str, split: str, data: SplitData, grid: GridConfig) -> st
     if grid.kind == "whole":
         return "all"
     if keep == "auto":
-        return "sample" if split_role_keeps_sample(split) and data.truth is not None else "all"
+        return keep_by_role(split, labelled=data.truth is not None)
     return keep
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.config import CacheSettings
 from pipeline.datasets import Dataset, open_dataset
-from pipeline.datasets.base import split_role_keeps_sample
+from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError
 from pipeline.store.cache import FeatureCache, WriterLock
 from pipeline.store.data_digests import DIGESTS_FILE, split_digests
@@ -78,7 +78,7 @@ def _keeping(found: list[FeatureCache], keep: str, split: str) -> FeatureCache:
     if keep == "auto":
         if len(found) == 1:
             return found[0]
-        keep = "sample" if split_role_keeps_sample(split) else "all"
+        keep = keep_by_role(split)
     matches = [c for c in found if c.keep in (keep, None)]  # None: made before keep keyed it
     if len(matches) != 1:
         kept = ", ".join(f"{c.directory.name} keeps {c.keep}" for c in found)

@@ -10,7 +10,7 @@ import tomllib
 import typing
 from pathlib import Path
 
-from pipeline.config import NESTED, BackboneConfig, FitConfig, places, setting, with_settings
+from pipeline.config import NESTED, FitConfig, places, setting, with_settings
 from pipeline.errors import ConfigError, MidlevelError
 
 # What a sweep may vary: the head and its settings, in the order a config file lists them.
@@ -144,8 +144,8 @@ def read_options_file(path: Path, known: set[str]) -> dict:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MidlevelError(f"{path}: cannot read the config ({exc}); fix its TOML") from None
-    full = FitConfig(head="weak", classes=("car",), backbone=BackboneConfig("w", "w", 1))
-    allowed = known | set(SWEEPABLE) | set(fit_options(full))
+    # Every key fit_options writes, for any head: fit's options are known to every verb.
+    allowed = known | {*HEAD_SETTINGS, *WEAK_SETTINGS, *FEATURE_SETTINGS, "classes"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise MidlevelError(f"{path}: unknown option(s) {', '.join(unknown)}; remove them")

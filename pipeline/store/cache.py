@@ -1,6 +1,6 @@
-"""One cache directory, `<cache>/<split>-<digest>/`: its fingerprint.json (the settings),
-manifest.json (finished shards, their data digests, "complete"), the shards, and the .lock
-its one writer holds (layout in docs/cache.md)."""
+"""One cache directory, `<cache>/<split>-<digest>-<tag>/` (the tag: its dataset and keep
+rule): fingerprint.json (the settings), manifest.json (finished shards, their data digests,
+"complete"), the shards, and the .lock its one writer holds (layout in docs/cache.md)."""
 
 from __future__ import annotations
 

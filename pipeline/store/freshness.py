@@ -53,7 +53,7 @@ def split_cache(
         begun = split_caches(config.cache_dir, split, settings.digest(), finished=False)
         found = [c for c in begun if c.source == source]
     else:
-        wanted = without_data(json.loads(json.dumps(settings.as_dict())))
+        wanted = without_data(settings.as_dict())
         begun = split_caches(config.cache_dir, split, finished=False)
         found = [c for c in begun if without_data(c.fingerprint) == wanted]
         sources = sorted({c.source or "" for c in found})

@@ -202,9 +202,7 @@ def check_serves(record: HeadRecord, fingerprint: dict, path: Path) -> None:
     """Refuse a head trained on other feature settings than `fingerprint`'s, naming both; the
     dataset may differ (a head scores any split of its settings, labelled or not)."""
     trained = record.fingerprint
-    same = trained is not None and without_data(json.loads(json.dumps(trained))) == without_data(
-        json.loads(json.dumps(fingerprint))
-    )
+    same = trained is not None and without_data(trained) == without_data(fingerprint)
     if not same:
         name = record.head or path.stem
         raise CacheError(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -67,8 +68,10 @@ def settings_of(fingerprint: dict) -> dict:
 
 
 def without_data(fingerprint: dict) -> dict:
-    """The fingerprint's feature settings: what a head must share with a split it scores."""
-    return {k: v for k, v in settings_of(fingerprint).items() if k != "data"}
+    """The fingerprint's feature settings: what a head must share with a split it scores; as
+    JSON reads them back (tuples as lists), so that a settings dict compares with a file's."""
+    settings = {k: v for k, v in settings_of(fingerprint).items() if k != "data"}
+    return json.loads(json.dumps(settings))
 
 
 def describe_data(fingerprint: dict) -> str:

@@ -22,6 +22,8 @@ DEVICES = ("auto", "cpu", "cuda")
 ON_ERROR = ("stop", "skip")
 HEADS = ("mlp", "svm", "weak")
 REDUCES = ("mean", "max")  # how the patches covering a pixel make its score
+PROTOCOLS = ("union", "vissl")  # how a label budget draws images (docs/labels.md)
+STRATEGIES = ("uncertainty", "diversity", "combined")  # which images to label next
 
 
 def _check(ok: bool, setting: str, value, problem: str) -> None:
@@ -231,6 +233,22 @@ class ScoreConfig(ScoredSplit):
 
 
 @dataclass(frozen=True)
+class SuggestConfig(ScoredSplit):
+    """The `batch` images of `split` (a pool, unlabelled or not) to label next for a head
+    trained on `train_split`, by `strategy`; their contact sheet at `sheet`."""
+
+    strategy: str = "combined"
+    batch: int = 20
+    output: str = "suggest.csv"
+    sheet: str | None = None  # None: <output stem>.png beside it
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("strategy", self.strategy, STRATEGIES)
+        _check(self.batch >= 1, "batch", self.batch, "suggest at least 1 image")
+
+
+@dataclass(frozen=True)
 class LocalizeConfig(ScoredSplit):
     """Score maps of a split that keeps every patch, overlays of the first `overlays` images
     (None: all), `top` classes each, and pointing."""
@@ -262,6 +280,51 @@ class SweepConfig:
     jobs: int = -1
     output: str = "sweep.csv"
     best_output: str | None = None  # None: <output stem>-best.toml beside it
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """AP on `test_split` against labelled training images: each method (a head on its grid,
+    `method_settings` replacing base settings) fitted on the images each budget buys, `seeds`
+    draws each; with `simulate`, rounds of `batch` images picked by each strategy up to `up_to`."""
+
+    base: FitConfig
+    methods: tuple[str, ...] = ("patches-mlp", "patches-svm", "patches-weak", "whole-svm")
+    method_settings: dict = field(default_factory=dict)
+    test_split: str = "test"
+    shots: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # k positive images per class
+    images: tuple[int, ...] = ()  # labelled images in all
+    all_data: bool = True  # a row on the whole training split too
+    seeds: int = 5
+    protocol: str = "union"
+    simulate: tuple[str, ...] = ()  # strategies beside random; () runs no simulation
+    simulate_methods: tuple[str, ...] | None = None  # None: every method
+    batch: int = 10
+    up_to: int = 100
+    jobs: int = -1
+    output: str = "curve.csv"
+    plot: str | None = None  # None: <output stem>.png beside it
+
+    def __post_init__(self):
+        check_choice("protocol", self.protocol, PROTOCOLS)
+        for strategy in self.simulate:
+            check_choice("simulate", strategy, STRATEGIES)
+        _check(self.seeds >= 1, "seeds", self.seeds, "give at least 1")
+        _check(self.batch >= 1, "batch", self.batch, "give at least 1 image a round")
+        _check(self.up_to >= 1, "up_to", self.up_to, "give at least 1 image")
+        counts = (*self.shots, *self.images)
+        _check(all(n >= 1 for n in counts), "shots", counts, "give counts >= 1")
+        _check(bool(counts) or self.all_data, "shots", counts, "give --shots and/or --images")
+        vissl = self.protocol == "vissl"
+        _check(
+            not vissl or not self.images, "protocol", self.protocol,
+            "the vissl protocol draws k positives per class; use --shots, not --images",
+        )  # fmt: skip
+        _check(
+            not vissl or set(self.methods) == {"whole-svm"}, "protocol", self.protocol,
+            "vissl trains one SVM per class on its own images: only --heads whole-svm does so "
+            "(the patch heads learn every class from the same rows; use --protocol union)",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

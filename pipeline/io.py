@@ -7,8 +7,10 @@ target and renamed onto it. An OS error (a full disk) becomes one line naming th
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import hashlib
+import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -52,6 +54,15 @@ def write_atomically(path: str | Path, data: bytes | memoryview) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """A table of rows (the first row's keys are the columns), whole or untouched."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, text.getvalue().encode())
 
 
 def json_bytes(payload, *, sort_keys: bool = True) -> bytes:

@@ -4,7 +4,7 @@ output directory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import CompareConfig, ReportConfig, ScoreConfig
@@ -13,14 +13,7 @@ from pipeline.reporting.report import Report, build_report
 from pipeline.reporting.runs import write_run
 from pipeline.store.head_files import head_path
 from pipeline.training.fit import fit_head
-from pipeline.training.settings import apply_setting
-
-METHODS = (
-    ("whole-svm", "whole", "svm"),
-    ("patches-svm", "patches", "svm"),
-    ("patches-mlp", "patches", "mlp"),
-    ("patches-weak", "patches", "weak"),  # image labels alone (Oquab et al., CVPR 2015)
-)
+from pipeline.training.methods import METHODS, method_config
 
 
 @dataclass(frozen=True)
@@ -43,11 +36,8 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     means, runs = {}, []
-    for name, kind, head in METHODS:
-        fit_config = apply_setting(
-            replace(config.base, head=head, grid=replace(config.base.grid, kind=kind)),
-            config.method_settings.get(name, {}),
-        )
+    for name in METHODS:
+        fit_config = method_config(config.base, name, config.method_settings.get(name))
         head_file = head_path(output, name)  # never a head the user fitted
         fit_head(fit_config, progress=progress, path=head_file)
         score_config = ScoreConfig(
@@ -69,7 +59,5 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
         write_run(result)
         means[name] = float(result.table()[-1]["ap_voc07"])
         runs.append(score_config.output)
-    report = build_report(
-        ReportConfig(tuple(runs), str(output), tuple(n for n, _, _ in METHODS), config.base.data)
-    )
+    report = build_report(ReportConfig(tuple(runs), str(output), tuple(METHODS), config.base.data))
     return CompareSummary(means, report)

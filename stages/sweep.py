@@ -5,7 +5,6 @@ keyed by its whole fit config, the cache digest and the folds), and the best is 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import time
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from pipeline.config import FitConfig, SweepConfig
 from pipeline.errors import MidlevelError
-from pipeline.io import write_atomically
+from pipeline.io import write_csv
 from pipeline.reporting.provenance import beside, write_sidecar
 from pipeline.store.cache import FeatureCache
 from pipeline.training.crossval import cross_validate
@@ -64,11 +63,8 @@ def setting_key(config: FitConfig, cache: FeatureCache, folds: int) -> str:
     """What a row measured: the whole fit config (head, its settings, seed, classes), the
     cache's settings and the data its shards were made from, and the folds; a setting's
     values alone would let an SVM sweep reuse MLP rows, or a row outlive its data."""
-    shards = cache.manifest()["shards"]
-    data = [shards[name].get("data", "") for name in sorted(shards)]
     return json.dumps(
-        {"fit": fit_options(config), "digest": cache.digest, "data": data, "folds": folds},
-        sort_keys=True,
+        {"fit": fit_options(config), **cache.contents(), "folds": folds}, sort_keys=True
     )
 
 
@@ -119,12 +115,7 @@ def _best_first(rows: list[dict]) -> list[dict]:
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
     """Best first; atomic, so a kill mid-write leaves the previous table."""
-    rows = _best_first(rows)
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomically(path, text.getvalue().encode())
+    write_csv(path, _best_first(rows))
 
 
 def best_path(config: SweepConfig) -> Path:

@@ -6,7 +6,19 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli import compare, demo, extract, fit, localize, predict, report, score, sweep
+from pipeline.cli import (
+    compare,
+    curve,
+    demo,
+    extract,
+    fit,
+    localize,
+    predict,
+    report,
+    score,
+    suggest,
+    sweep,
+)
 from pipeline.cli.errors import Cli
 
 
@@ -20,7 +32,7 @@ def cli() -> None:
     """
 
 
-for verb in (demo, extract, fit, sweep, score, compare, localize, report, predict):
+for verb in (demo, extract, fit, sweep, curve, suggest, score, compare, localize, report, predict):
     cli.add_command(verb.command)
 
 

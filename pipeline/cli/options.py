@@ -228,3 +228,29 @@ scored_split = options(
 def fit_config(opts: dict) -> FitConfig:
     """The FitConfig of a verb's dataset, feature and head options."""
     return build(FitConfig(), dataset_of(opts))
+
+
+method_config = click.option(
+    "--method-config", "method_configs", multiple=True,
+    help="METHOD=FILE: head settings of one method (whole-svm, patches-svm, patches-mlp, "
+    "patches-weak) from a config file such as a sweep's best; repeatable.",
+)  # fmt: skip
+
+
+def method_settings(texts: tuple[str, ...]) -> dict[str, dict]:
+    """--method-config METHOD=FILE options -> {method: its head settings}."""
+    from pipeline.training.methods import METHODS, SHORT
+    from pipeline.training.settings import read_head_setting
+
+    settings = {}
+    for text in texts:
+        method, _, path = text.partition("=")
+        method = SHORT.get(method, method)
+        if method not in METHODS or not path:
+            raise UserError(
+                f"--method-config {text!r}: write METHOD=FILE, METHOD one of {', '.join(METHODS)}"
+            )
+        if not Path(path).is_file():
+            raise UserError(f"{path}: config file not found; pass an existing file")
+        settings[method] = read_head_setting(Path(path))
+    return settings

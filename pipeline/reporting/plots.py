@@ -23,6 +23,7 @@ from pipeline.evaluation.metrics import precision_recall  # noqa: E402
 from pipeline.reporting.runs import MEAN, Run  # noqa: E402
 
 COLUMNS = 4  # PR-curve subplots per row
+SHEET_COLUMNS = 5  # suggested images per row of their contact sheet
 CELL_INCHES = 3.2  # side of one PR-curve subplot
 THUMB = 128  # contact sheet thumbnail side, pixels
 BORDER = 6  # contact sheet border width, pixels: wide enough to read the colour at a glance
@@ -68,7 +69,7 @@ def plot_pr_curves(runs: list[Run], path: str | Path) -> Path:
             ax.legend(fontsize=7, loc="lower left")
     for ax in axes.flat[len(classes) :]:
         ax.set_visible(False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_ap_bars(runs: list[Run], path: str | Path) -> Path:
@@ -89,7 +90,7 @@ def plot_ap_bars(runs: list[Run], path: str | Path) -> Path:
     ax.legend(
         fontsize=8, ncols=min(len(runs), 4), loc="lower left", bbox_to_anchor=(0, 1), frameon=False
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def contact_sheet(
@@ -120,7 +121,7 @@ def contact_sheet(
                         f"{run.ap_csv}: image {image_id!r} is not in the dataset given; pass "
                         "--data with the dataset that was scored"
                     )
-                thumbs[image_id] = _thumbnail(image_paths[image_id])
+                thumbs[image_id] = thumbnail(image_paths[image_id])
             y0 = c * cell
             canvas[y0 : y0 + cell, x0 : x0 + cell] = TRUTH_COLOURS[int(run.truth[i, c])]
             inner = np.full((THUMB, THUMB, 3), 255, dtype=np.uint8)
@@ -140,10 +141,10 @@ def contact_sheet(
         spine.set_visible(False)
     ax.text(top * cell / 2, -10, f"{run.name}: highest scores", ha="center", va="bottom")
     ax.text(top * cell * 1.5 + gap, -10, "lowest scores", ha="center", va="bottom")
-    return _save(fig, path, tight=False)
+    return save_figure(fig, path, tight=False)
 
 
-def _thumbnail(path: Path) -> np.ndarray:
+def thumbnail(path: Path) -> np.ndarray:
     """[h, w, 3] uint8 of what the image shows (upright, 8-bit), shrunk to fit THUMB x THUMB."""
     try:
         image = Image.fromarray(read_rgb(path))
@@ -153,7 +154,7 @@ def _thumbnail(path: Path) -> np.ndarray:
     return np.asarray(image)
 
 
-def _save(fig, path: str | Path, tight: bool = True) -> Path:
+def save_figure(fig, path: str | Path, tight: bool = True) -> Path:
     """Write the PNG and close the figure, so that reports of many runs do not pile up memory."""
     path = Path(path)
     try:
@@ -163,3 +164,18 @@ def _save(fig, path: str | Path, tight: bool = True) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def suggestion_sheet(rows: list[dict], image_paths: Mapping[str, Path], path: str | Path) -> Path:
+    """The suggested images in rank order, SHEET_COLUMNS a row, each titled with its rank,
+    id and the head's top class: what a labeller opens before labelling them."""
+    columns = min(SHEET_COLUMNS, len(rows))
+    lines = math.ceil(len(rows) / columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(2.4 * columns, 2.6 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows, strict=False):
+        ax.imshow(thumbnail(image_paths[row["image"]]))
+        top = row["top_classes"].split("; ")[0] if row["top_classes"] else ""
+        ax.set_title(f"{row['rank']}. {row['image']}\n{top}", fontsize=8)
+    return save_figure(fig, path)

@@ -255,6 +255,12 @@ class FeatureCache:
                 out += json.loads(h5.attrs.get("skipped", "[]"))
         return out
 
+    def contents(self) -> dict:
+        """What the cache holds: its settings' digest and each shard's data digest, so that a
+        result keyed by them is not reused once either changes."""
+        shards = self.manifest()["shards"]
+        return {"digest": self.digest, "data": [shards[n].get("data", "") for n in sorted(shards)]}
+
     def extract_seconds(self) -> float:
         """What extracting this cache cost, summed over its shards."""
         return sum(s.get("seconds", 0.0) for s in self.manifest().get("shards", {}).values())

@@ -139,14 +139,18 @@ def train_head(
     classes: tuple[str, ...],
     *,
     exclude: frozenset[str] = frozenset(),
+    class_images: dict[str, frozenset[str]] | None = None,
     progress=None,
 ):
-    """A head trained on the cache, leaving out the images in `exclude` (cross-validation);
-    data a head cannot learn from (its ValueError) is one line naming the cache."""
+    """A head trained on the cache, leaving out the images in `exclude` (cross-validation, a
+    label budget); `class_images`: the whole-image SVM of each class sees the labels of these
+    images only. Data a head cannot learn from (its ValueError) is one line naming the cache."""
+    if class_images is not None and config.grid.kind != "whole":
+        raise ValueError("per-class images need per-class SVMs: the whole-image SVM")
     background = learns_from_image_labels(config) or has_background(cache, classes)
     head = build_head(config, len(classes), background=background)
     try:
-        return _trained(head, config, cache, classes, exclude, progress)
+        return _trained(head, config, cache, classes, exclude, class_images, progress)
     except ConfigError:  # a setting (a device there is none of): its own line
         raise
     except ValueError as exc:
@@ -156,7 +160,7 @@ def train_head(
         ) from None
 
 
-def _trained(head, config: FitConfig, cache: FeatureCache, classes, exclude, progress):
+def _trained(head, config: FitConfig, cache, classes, exclude, class_images, progress):
     paths = cache.shard_paths()
     names = cache.class_names()
     if config.head == "weak":
@@ -167,8 +171,12 @@ def _trained(head, config: FitConfig, cache: FeatureCache, classes, exclude, pro
         X, Y = [], []
         for shard in map(read_shard, paths):  # one row per image, in image order
             kept = ~np.isin(shard.image_ids, list(exclude))
+            labels = shard.image_labels[kept][:, columns]
+            for j, name in enumerate(classes if class_images is not None else ()):
+                hidden = ~np.isin(np.asarray(shard.image_ids)[kept], list(class_images[name]))
+                labels[hidden, j] = 0  # not this class's images: left out of its SVM
             X.append(shard.features[kept])
-            Y.append(shard.image_labels[kept][:, columns])
+            Y.append(labels)
         X, Y = np.concatenate(X), np.concatenate(Y)
         lacking = [c for j, c in enumerate(classes) if not (Y[:, j] == -1).any()]
         if lacking:

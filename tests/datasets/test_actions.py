@@ -18,7 +18,7 @@ from pipeline.datasets.voc_action import enlarge
 from pipeline.datasets.voc_xml import ACTIONS, parse_annotation
 from pipeline.errors import DataError
 from pipeline.reporting.plots import BORDER, DPI, HEADER_INCHES, LABEL_INCHES, THUMB
-from stages.compare import METHODS
+from pipeline.training.methods import METHODS
 
 PERSON = """<object><name>person</name>
   <bndbox><xmin>11</xmin><ymin>21</ymin><xmax>50</xmax><ymax>80</ymax></bndbox>{actions}</object>"""
@@ -171,7 +171,7 @@ def test_compare_and_report_on_an_action_run(action_voc, tmp_path):
                        "--hidden", "32", "--output", str(output), *common)  # fmt: skip
     assert code == 0, out
     persons = len(VocDataset(action_voc).load("val", task=TaskConfig("action")).samples)
-    for name, _, _ in METHODS:
+    for name in METHODS:
         ap = read_ap(output / f"{name}.csv")
         assert set(ap) == {*SYNTHETIC_ACTIONS, "mean"}, (name, ap)
         # each action is on about a third of the persons: chance AP is about 33; the weak
@@ -185,7 +185,7 @@ def test_compare_and_report_on_an_action_run(action_voc, tmp_path):
         with Image.open(output / f"contact-{name}.png") as sheet:
             assert sheet.size == sheet_size(len(SYNTHETIC_ACTIONS)), name
     table = (output / "results.md").read_text()
-    assert all(name in table for name, _, _ in METHODS)
+    assert all(name in table for name in METHODS)
     assert "skipped" not in out, out  # every run's contact sheet was drawn
 
     run = output / "patches-svm.csv"

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from pipeline.datasets.pixels import image_size, read_rgb, shown_rgb
 from pipeline.errors import DataError
-from pipeline.reporting.plots import _thumbnail
+from pipeline.reporting.plots import thumbnail
 
 W, H = 40, 30  # the upright picture's size
 ORIENTATION = 0x0112  # the EXIF tag
@@ -125,7 +125,7 @@ def test_an_orientation_out_of_range_leaves_the_picture_as_stored(tmp_path, orie
 
 def test_contact_sheets_show_the_upright_photo(tmp_path):
     path = _stored(tmp_path / "photo.png", 8)
-    np.testing.assert_array_equal(_thumbnail(path), _upright())  # under THUMB: not shrunk
+    np.testing.assert_array_equal(thumbnail(path), _upright())  # under THUMB: not shrunk
 
 
 RNG = np.random.default_rng(0)

@@ -12,7 +12,7 @@ from cli_helpers import SMALL, extract_splits, invoke, read_ap
 from PIL import Image
 from synthetic_voc import make_shapes_voc
 
-from stages.compare import METHODS
+from pipeline.training.methods import METHODS
 
 CLASSES = ("bus", "car", "cat")
 
@@ -139,7 +139,7 @@ def test_compare_runs_the_four_methods_into_one_report(shapes_voc, shapes_cache,
     assert (output / "ap-bars.png").stat().st_size > 0
     assert all(path.read_bytes() == data for path, data in mine.items())
     assert sorted(p.stem for p in (output / "heads").glob("*.safetensors")) == sorted(
-        name for name, _, _ in METHODS
+        name for name in METHODS
     )
     code, bad = invoke("compare", *common, "--method-config", f"nosuch={whole}")
     assert code == 2 and "METHOD one of whole-svm" in bad

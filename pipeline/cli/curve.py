@@ -1,0 +1,98 @@
+"""`pipeline curve`: AP against the number of labelled images, from the cached splits."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli.options import (
+    config_file,
+    dataset,
+    features,
+    fit_config,
+    head,
+    method_config,
+    method_settings,
+)
+from pipeline.config import PROTOCOLS, STRATEGIES, CurveConfig
+
+
+@click.command("curve")
+@config_file
+@dataset
+@features
+@head
+@click.option(
+    "--heads",
+    default="mlp,svm,weak,whole-svm",
+    help="Methods to fit: mlp, svm, weak (patch grid), whole-svm (--grid whole features), comma-separated.",
+)
+@method_config
+@click.option(
+    "--test-split", default=CurveConfig.test_split, help="Labelled split every fit is scored on."
+)
+@click.option(
+    "--shots",
+    default="1,2,4,8,16,32,64,all",
+    help="k positive images per class (whole images, all their labels), and/or all.",
+)
+@click.option(
+    "--images",
+    default="",
+    help="Labelled images in all (one positive of every class first), e.g. 10,20,50,100.",
+)
+@click.option(
+    "--seeds",
+    type=int,
+    default=CurveConfig.seeds,
+    help="Independent draws per budget, the same for every head.",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default=CurveConfig.protocol,
+    help="union: the images of k positives per class; vissl: per class k positives and (C-1)k negatives (whole-svm).",
+)
+@click.option(
+    "--simulate",
+    default="",
+    help=f"Active labelling beside random: strategies among {', '.join(STRATEGIES)}.",
+)
+@click.option(
+    "--simulate-heads", default=None, help="Methods the simulation runs for [default: --heads]."
+)
+@click.option(
+    "--batch", type=int, default=CurveConfig.batch, help="Simulation: images labelled a round."
+)
+@click.option(
+    "--up-to", type=int, default=CurveConfig.up_to, help="Simulation: labelled images it stops at."
+)
+@click.option(
+    "--jobs", type=int, default=CurveConfig.jobs, help="Parallel processes (-1: one per core)."
+)
+@click.option("--output", default=CurveConfig.output, help="One row per fit (CSV).")
+@click.option("--plot", default=None, help="The curve's PNG [default: <output stem>.png].")
+def command(heads, method_configs, test_split, shots, images, seeds, protocol, simulate,
+            simulate_heads, batch, up_to, jobs, output, plot, **opts) -> None:  # fmt: skip
+    """AP on the test split against labelled training images, for each head, seeded draws.
+
+    Extract trainval and the test split first (and --grid whole for whole-svm); --head is
+    ignored: --heads names the methods.
+    """
+    from pipeline.training.budgets import parse_counts
+    from pipeline.training.methods import method_names
+    from stages import curve as stage
+
+    k, all_shots = parse_counts(shots, "--shots")
+    n, all_images = parse_counts(images, "--images")
+    strategies = tuple(dict.fromkeys(s.strip() for s in simulate.split(",") if s.strip()))
+    config = CurveConfig(
+        fit_config(opts), method_names(heads, "--heads"), method_settings(method_configs),
+        test_split, k, n, all_shots or all_images, seeds, protocol, strategies,
+        method_names(simulate_heads, "--simulate-heads") if simulate_heads else None,
+        batch, up_to, jobs, output, plot,
+    )  # fmt: skip
+    summary = stage.run(config)
+    from pipeline.reporting.curves import curve_table
+
+    click.echo(curve_table(summary.points))
+    click.echo(summary.line())

@@ -1,0 +1,173 @@
+"""A label-budget curve read at a glance: curve.csv's rows averaged over seeds, as a plot of mean
+AP against labelled images (log axis) with its spread, and as a table for the terminal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+from pipeline.reporting.plots import plt, save_figure
+
+BUDGET_ARM = "budget"  # a plain curve's rows; a simulation's rows name their strategy
+CLOSE = 2.0  # points of mAP: "within CLOSE of its own all-data AP"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One method, arm and budget (a simulation: round) over its seeds."""
+
+    method: str
+    arm: str
+    budget: str
+    images: float  # mean labelled images over the seeds
+    maps: tuple[float, ...]  # mAP (percent) of each seed whose fit the budget supported
+    seeds: int  # seeds run, supported or not
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.maps)) if self.maps else float("nan")
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.maps)) if self.maps else float("nan")
+
+    def cell(self) -> str:
+        if not self.maps:
+            return f"- ({self.images:.0f} img)"
+        lacking = f" [{self.seeds - len(self.maps)} unfit]" if len(self.maps) < self.seeds else ""
+        return f"{self.mean:.1f}±{self.std:.1f} ({self.images:.0f} img){lacking}"
+
+
+def aggregate(rows: list[dict]) -> list[Point]:
+    """Points in the rows' order of first appearance; a simulation's by round."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        budget = row["budget"] if row["arm"] == BUDGET_ARM else f"round {row['round']}"
+        groups.setdefault((row["method"], row["arm"], budget), []).append(row)
+    points = [
+        Point(
+            method,
+            arm,
+            budget,
+            float(np.mean([float(r["images"]) for r in group])),
+            tuple(float(r["map"]) for r in group if str(r["map"]) != ""),
+            len(group),
+        )  # fmt: skip
+        for (method, arm, budget), group in groups.items()
+    ]
+    return sorted(
+        points, key=lambda p: (p.method, p.arm != BUDGET_ARM, p.arm, p.budget == "all", p.images)
+    )
+
+
+def all_data(points: list[Point], method: str) -> Point | None:
+    return next((p for p in points if p.method == method and p.budget == "all"), None)
+
+
+def images_to_come_close(points: list[Point], method: str) -> Point | None:
+    """The smallest budget whose mean mAP is within CLOSE points of the method's all-data one."""
+    full = all_data(points, method)
+    if full is None or not full.maps:
+        return None
+    return next(
+        (
+            p for p in points
+            if p.method == method and p.arm == BUDGET_ARM and p.budget != "all"
+            and p.maps and p.mean >= full.mean - CLOSE
+        ),
+        None,
+    )  # fmt: skip
+
+
+def curve_table(points: list[Point]) -> str:
+    """A text table: a line per method (and simulation arm), a column per budget."""
+    lines = []
+    for arm_kind in (BUDGET_ARM, "simulation"):
+        chosen = [p for p in points if (p.arm == BUDGET_ARM) == (arm_kind == BUDGET_ARM)]
+        if not chosen:
+            continue
+        budgets = list(dict.fromkeys(p.budget for p in chosen))
+        rows = list(dict.fromkeys((p.method, p.arm) for p in chosen))
+        name = max(len(f"{m} {a}") for m, a in rows)
+        cells = {(p.method, p.arm, p.budget): p.cell() for p in chosen}
+        width = max(len(c) for c in [*cells.values(), *budgets]) + 2
+        lines.append(" " * (name + 2) + "".join(b.rjust(width) for b in budgets))
+        for method, arm in rows:
+            label = method if arm == BUDGET_ARM else f"{method} {arm}"
+            lines.append(
+                label.ljust(name + 2)
+                + "".join(cells.get((method, arm, b), "").rjust(width) for b in budgets)
+            )
+        lines.append("")
+    for method in dict.fromkeys(p.method for p in points):
+        full, close = all_data(points, method), images_to_come_close(points, method)
+        if full is not None and full.maps:
+            reach = (
+                f"{close.budget} ({close.images:.0f} images) comes within {CLOSE:g} points"
+                if close else f"no budget comes within {CLOSE:g} points"
+            )  # fmt: skip
+            lines.append(f"{method}: all {full.images:.0f} images give {full.mean:.2f}; {reach}")
+    return "\n".join(lines).rstrip()
+
+
+def plot_label_curve(points: list[Point], path: str | Path, *, title: str = "") -> Path:
+    """Mean AP against labelled images on a log axis, a line per method with its spread over
+    seeds (± one std) and its all-data AP dashed; a second panel for a simulation's arms."""
+    simulated = [p for p in points if p.arm != BUDGET_ARM]
+    panels = 2 if simulated else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), squeeze=False)
+    methods = list(dict.fromkeys(p.method for p in points))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    ax = axes[0, 0]
+    for method in methods:
+        line = [
+            p
+            for p in points
+            if p.method == method and p.arm == BUDGET_ARM and p.maps and p.budget != "all"
+        ]
+        _line(ax, line, colours[method], "-", method)
+        full = all_data(points, method)
+        if full is not None and full.maps:
+            ax.axhline(
+                full.mean,
+                color=colours[method],
+                ls="--",
+                lw=1,
+                label=f"{method}, all {full.images:.0f} images",
+            )
+    _axes(ax, "label budget", title)
+    if simulated:
+        ax = axes[0, 1]
+        styles = ["--", "-", "-.", ":"]
+        arms = list(dict.fromkeys(p.arm for p in simulated))
+        arms = sorted(arms, key=lambda a: a != "random")
+        for method in dict.fromkeys(p.method for p in simulated):
+            for arm, style in zip(arms, styles * len(arms), strict=False):
+                line = [p for p in simulated if p.method == method and p.arm == arm and p.maps]
+                _line(ax, line, colours[method], style, f"{method}, {arm}")
+        _axes(ax, "active labelling", "")
+    return save_figure(fig, path)
+
+
+def _line(ax, points: list[Point], colour, style: str, label: str) -> None:
+    if not points:
+        return
+    x = np.array([p.images for p in points])
+    mean, std = np.array([p.mean for p in points]), np.array([p.std for p in points])
+    ax.plot(x, mean, style, color=colour, marker="o", ms=3, label=label)
+    ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+
+
+def _axes(ax, name: str, title: str) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("labelled training images (log scale)")
+    ax.set_ylabel("mean AP on the evaluation split (%)")
+    ax.set_title(f"{name}: {title}" if title else name, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")

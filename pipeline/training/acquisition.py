@@ -1,0 +1,123 @@
+"""Which unlabelled images to label next, judged only by what an unlabelled image gives: the
+head's pooled scores over its label-blind patch sample, and the mean feature of that sample;
+never a label, nor a patch its boxes selected (docs/labels.md#which-images-to-label-next)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from pipeline.store.cache import FeatureCache
+
+CANDIDATES = 4  # combined: the k-center picks among the batch x CANDIDATES most uncertain
+DUPLICATE = 0.25  # near-duplicates: closer than this share of the pool's median neighbour gap
+NEIGHBOUR_SAMPLE = 2000  # images the median neighbour gap is measured on
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Per image, the mean of its label-blind patch sample's features, unit length."""
+
+    image_ids: list[str]
+    vectors: np.ndarray  # [n_images, D] float32
+
+    def of(self, image_ids) -> np.ndarray:
+        where = {i: n for n, i in enumerate(self.image_ids)}
+        return self.vectors[[where[i] for i in image_ids]]
+
+
+def image_embeddings(cache: FeatureCache) -> Embeddings:
+    """The embedding of every image of the cache with a patch in its label-blind sample."""
+    ids, vectors = [], []
+    for shard in cache.iter_shards():
+        index = shard.image_index[shard.sampled]
+        n = len(shard.image_ids)
+        counts = np.bincount(index, minlength=n)
+        members = sparse.csr_matrix(
+            (np.ones(len(index), np.float32), (index, np.arange(len(index)))), shape=(n, len(index))
+        )
+        sums = members @ shard.features[shard.sampled].astype(np.float32)
+        seen = counts > 0
+        ids += [i for i, s in zip(shard.image_ids, seen, strict=True) if s]
+        vectors.append(sums[seen] / counts[seen, None])
+    vectors = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return Embeddings(ids, (vectors / np.maximum(norms, 1e-12)).astype(np.float32))
+
+
+def uncertainty(log_scores: np.ndarray, power: float) -> np.ndarray:
+    """[n] the summed binary entropy of each image's class scores on p's own scale
+    (exp(log score / power)); 0 for an image without a score."""
+    p = np.clip(np.exp(np.nan_to_num(log_scores, nan=-np.inf) / power), 1e-12, 1 - 1e-12)
+    return -(p * np.log(p) + (1 - p) * np.log1p(-p)).sum(axis=1) * ~np.isnan(log_scores).any(1)
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)] Euclidean distances of unit vectors."""
+    return np.sqrt(np.clip(2.0 - 2.0 * a @ b.T, 0.0, None))
+
+
+def duplicate_gap(pool: np.ndarray, seed: int = 0) -> float:
+    """Below this distance two images count as near-duplicates: DUPLICATE x the median
+    distance of a pool image to its nearest other one (on a sample of a large pool)."""
+    if len(pool) < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    sample = pool[rng.permutation(len(pool))[:NEIGHBOUR_SAMPLE]]
+    gaps = _distances(sample, pool)
+    gaps[gaps < 1e-6] = np.inf  # itself (and exact copies: a gap of 0 says nothing of the pool)
+    nearest = gaps.min(axis=1)
+    nearest = nearest[np.isfinite(nearest)]
+    return float(DUPLICATE * np.median(nearest)) if len(nearest) else 0.0
+
+
+def k_center(pool: np.ndarray, labelled: np.ndarray, n: int, gap: float, among=None):
+    """Greedy k-center: up to n pool indices, each the farthest from the labelled images and
+    those picked before it, never closer to one than `gap`; (index, its distance) pairs."""
+    among = np.arange(len(pool)) if among is None else np.asarray(among)
+    nearest = np.full(len(among), np.inf)
+    if len(labelled):
+        nearest = _distances(pool[among], labelled).min(axis=1)
+    elif len(among):  # nothing labelled: start at the image farthest from the pool's mean
+        nearest = _distances(pool[among], pool.mean(0, keepdims=True))[:, 0]
+    picked = []
+    while len(picked) < n and len(among):
+        best = int(np.argmax(nearest))
+        if not nearest[best] > gap:  # every image left is a near-duplicate, or picked
+            break
+        picked.append((int(among[best]), float(nearest[best])))
+        nearest = np.minimum(nearest, _distances(pool[among], pool[among[best]][None])[:, 0])
+        nearest[best] = -np.inf
+    return picked
+
+
+def most_uncertain(unsure: np.ndarray, pool: np.ndarray, labelled: np.ndarray, n: int, gap: float):
+    """The n most uncertain pool images, skipping near-duplicates of a labelled or picked one."""
+    picked, kept = [], list(labelled)
+    for i in np.argsort(-unsure, kind="stable"):
+        if len(picked) == n:
+            break
+        if kept and _distances(pool[i][None], np.asarray(kept))[0].min() <= gap:
+            continue
+        picked.append((int(i), float(unsure[i])))
+        kept.append(pool[i])
+    return picked
+
+
+def choose(
+    strategy: str, pool: np.ndarray, labelled: np.ndarray, log_scores: np.ndarray | None,
+    power: float,
+    batch: int,
+) -> list[tuple[int, float]]:  # fmt: skip
+    """`batch` (pool index, strategy score) pairs, best first. pool [n, D] and labelled [m, D]
+    are embeddings; log_scores [n, C] the head's pooled image scores of the pool."""
+    gap = duplicate_gap(pool)
+    if strategy == "diversity":
+        return k_center(pool, labelled, batch, gap)
+    unsure = uncertainty(log_scores, power)
+    if strategy == "uncertainty":
+        return most_uncertain(unsure, pool, labelled, batch, gap)
+    among = np.argsort(-unsure, kind="stable")[: CANDIDATES * batch]
+    return [(i, float(unsure[i])) for i, _ in k_center(pool, labelled, batch, gap, among)]

@@ -1,0 +1,163 @@
+"""A head fitted on the images a labelling budget buys and scored on the evaluation split: one
+point of a label-budget curve; and the rounds of an active-labelling simulation, where a
+strategy picks the next images from what unlabelled images give (pipeline/training/acquisition.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from pipeline.config import FitConfig
+from pipeline.errors import CacheError
+from pipeline.evaluation.pooling import score_power
+from pipeline.evaluation.scoring import average_precisions, score_images
+from pipeline.features.registry import cache_key
+from pipeline.store.cache import FeatureCache
+from pipeline.store.freshness import open_dataset_of, split_cache
+from pipeline.training.acquisition import Embeddings, choose, image_embeddings
+from pipeline.training.budgets import Budget, Draw, SplitTruth, draw, image_order
+from pipeline.training.crossval import SplitLabels, split_labels
+from pipeline.training.fit import open_fit_cache, train_head, training_classes
+
+
+@dataclass(frozen=True)
+class CurveMethod:
+    """One head of a curve: its fit config, its training and evaluation caches, and what each
+    training image gives it to learn from."""
+
+    name: str
+    config: FitConfig
+    train: FeatureCache
+    test: FeatureCache
+    labels: SplitLabels
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.classes
+
+
+def open_method(name: str, config: FitConfig, test_split: str) -> CurveMethod:
+    """The caches of one head, refusing an evaluation split without labels (no AP)."""
+    train = open_fit_cache(config)
+    config = replace(config, classes=training_classes(config, train))
+    dataset = open_dataset_of(config)
+    test = split_cache(config, test_split, dataset, cache_key(config, dataset))
+    if not test.labelled:
+        raise CacheError(
+            f"{test.directory}: split {test_split!r} has no labels, so no AP to draw a curve "
+            "with; pass a labelled --test-split"
+        )
+    return CurveMethod(name, config, train, test, split_labels(config, train, config.classes))
+
+
+def split_truth(cache: FeatureCache, classes: tuple[str, ...]) -> SplitTruth:
+    """The image labels of `classes` in a training cache, which draws are made from."""
+    columns = [cache.class_names().index(c) for c in classes]
+    ids, labels = [], []
+    for shard in cache.iter_shards(features=False):
+        ids += shard.image_ids
+        labels.append(shard.image_labels[:, columns])
+    return SplitTruth.of(ids, np.concatenate(labels), classes)
+
+
+def budget_problem(method: CurveMethod, drawn: Draw) -> str | None:
+    """Why the drawn images cannot train this head (a class without a positive, or without a
+    negative for the whole-image SVM, no background row for a patch head), or None."""
+    labels, config = method.labels, method.config
+    rows = drawn.mask(labels.image_ids, method.classes)
+    n = len(drawn.images)
+    positive = {
+        "weak": "positive image with a patch in its label-blind sample",
+        "whole": "positive image",
+    }.get("whole" if config.grid.kind == "whole" else config.head, "positive patch")
+    checks = [(positive, labels.positives > 0)]
+    if labels.negatives is not None:
+        checks.append(("negative image", labels.negatives))
+    for what, has in checks:
+        lacking = [c for j, c in enumerate(method.classes) if not (has[:, j] & rows[:, j]).any()]
+        if lacking:
+            return f"no {what} of {', '.join(lacking)} in the {n} drawn images"
+    if labels.background is not None and not (labels.background[rows[:, 0]] > 0).any():
+        return f"no background patch in the {n} drawn images"
+    return None
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One fit on a draw: its evaluation APs (fractions), or why there are none."""
+
+    drawn: Draw
+    aps: np.ndarray | None
+    note: str
+    seconds: float
+
+
+def fit_draw(method: CurveMethod, drawn: Draw):
+    """(the head trained on the drawn images, or None, and what it measured on the evaluation
+    split); the draw's seed seeds the head too, so that seeds give independent fits."""
+    started = time.perf_counter()
+    problem = budget_problem(method, drawn)
+    if problem is not None:
+        return None, Measured(drawn, None, problem, 0.0)
+    config = replace(method.config, seed=method.config.seed + drawn.seed)
+    exclude = frozenset(method.labels.image_ids) - drawn.images
+    try:
+        head = train_head(
+            config, method.train, method.classes, exclude=exclude, class_images=drawn.class_images
+        )
+    except CacheError as exc:
+        return None, Measured(drawn, None, str(exc), time.perf_counter() - started)
+    scored = score_images(head, method.test, method.classes, method.classes, config.k)
+    aps = average_precisions(scored)[0]
+    return head, Measured(drawn, aps, "", time.perf_counter() - started)
+
+
+def pool_scores(head, method: CurveMethod, pool: list[str]) -> np.ndarray:
+    """[len(pool), C] the head's pooled log scores of training images over their label-blind
+    samples alone (score_images reads only those); their truth is dropped here, unseen."""
+    scored = score_images(
+        head, method.train, method.classes, method.classes, method.config.k, only=frozenset(pool)
+    )
+    where = {i: n for n, i in enumerate(scored.image_ids)}
+    return scored.scores[[where[i] for i in pool]]
+
+
+def simulate(
+    method: CurveMethod, truth: SplitTruth, strategy: str, seed: int, batch: int, up_to: int,
+    embeddings: Embeddings | None = None,
+) -> Iterator[Measured]:  # fmt: skip
+    """Rounds of active labelling: from one positive of every class, `batch` more images a
+    round chosen by `strategy` ("random": the order of --images budgets) until `up_to`; a
+    round whose images could not train a head picks by diversity, which needs none."""
+    order = image_order(truth, seed)
+    labelled = list(draw(truth, Budget("shots", 1), seed).images)
+    embeddings = embeddings or image_embeddings(method.train)
+    embedded = set(embeddings.image_ids)
+    while True:
+        labelled_now = Draw(Budget("images", len(labelled)), seed, frozenset(labelled))
+        head, measured = fit_draw(method, labelled_now)
+        yield measured
+        wanted = min(batch, up_to - len(labelled))
+        if wanted <= 0:
+            return
+        taken = set(labelled)
+        if strategy == "random":
+            labelled += [i for i in order if i not in taken][:wanted]
+            continue
+        pool = [i for i in embeddings.image_ids if i not in taken]
+        known = [i for i in labelled if i in embedded]
+        if head is None:  # the labelled images cannot train a head yet: pick by features alone
+            picks = choose(
+                "diversity", embeddings.of(pool), embeddings.of(known), None, 1.0, wanted
+            )
+        else:
+            picks = choose(
+                strategy, embeddings.of(pool), embeddings.of(known), pool_scores(head, method, pool),
+                score_power(head, method.config.k), wanted,
+            )  # fmt: skip
+        if not picks:
+            return
+        labelled += [pool[i] for i, _ in picks]

@@ -1,0 +1,264 @@
+"""`pipeline curve`: AP against labelled training images, each head fitted from the cache on the
+images each budget buys (the same draws for every head), and with --simulate, rounds of
+active labelling beside random. Rows are written as fits finish and keyed by the heads'
+settings, both caches' data, the budget and the seed, so that a rerun keeps finished rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+from tqdm import tqdm
+
+from pipeline.config import CurveConfig
+from pipeline.errors import CacheError
+from pipeline.evaluation.metrics import mean_ap
+from pipeline.io import write_csv
+from pipeline.reporting.curves import BUDGET_ARM, Point, aggregate, plot_label_curve
+from pipeline.reporting.provenance import beside, write_sidecar
+from pipeline.training.budgets import Budget, SplitTruth, budgets_of, draw
+from pipeline.training.curve import (
+    CurveMethod,
+    Measured,
+    fit_draw,
+    open_method,
+    simulate,
+    split_truth,
+)
+from pipeline.training.methods import method_config
+from pipeline.training.settings import fit_options
+
+
+@dataclass(frozen=True)
+class Task:
+    """One fit on a budget's draw, or one simulation arm (a strategy's rounds)."""
+
+    method: str
+    arm: str  # BUDGET_ARM, or a strategy
+    seed: int
+    budget: Budget | None = None
+
+
+@dataclass(frozen=True)
+class CurveSummary:
+    rows: list[dict]
+    points: list[Point]
+    fits: int
+    new: int
+    seconds: float
+    jobs: int
+    peak_bytes: int
+    output: str
+    plot: str
+    others: int
+
+    def line(self) -> str:
+        run_rate = f" ({self.new / self.seconds:.2f} fits/s)" if self.new and self.seconds else ""
+        small = sum(1 for r in self.rows if r["note"])
+        notes = f"; {small} fits the budget could not support (see their note)" if small else ""
+        kept = (
+            f"; {self.others} rows of other settings or data kept, not plotted"
+            if self.others
+            else ""
+        )
+        return (
+            f"curve: {self.fits} fits ({self.new} run, {self.fits - self.new} kept) in "
+            f"{self.seconds:.1f} s on {self.jobs} jobs{run_rate}, peak memory "
+            f"{self.peak_bytes / 2**30:.2f} GiB a process{notes}{kept} -> {self.output}, {self.plot}"
+        )
+
+
+def plot_path(config: CurveConfig) -> Path:
+    return beside(config.output, config.plot, ".png")
+
+
+def _key(method: CurveMethod, config: CurveConfig, task: Task, **more) -> str:
+    """What a row measured: the head's settings, both caches' contents, budget or arm, seed."""
+    return json.dumps(
+        {
+            "method": method.name, "fit": fit_options(method.config),
+            "train": method.train.contents(), "test": method.test.contents(),
+            "arm": task.arm, "seed": task.seed, "protocol": config.protocol,
+            "budget": task.budget.label if task.budget else None, **more,
+        },
+        sort_keys=True,
+    )  # fmt: skip
+
+
+def _arm_key(method, config, task) -> str:
+    return _key(method, config, task, batch=config.batch)
+
+
+def _measure(method: CurveMethod, truth: SplitTruth, config: CurveConfig, task: Task, threads: int):
+    """(task, its fits, this process's peak memory in bytes); runs in a worker process."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if task.arm == BUDGET_ARM:
+        measured = [fit_draw(method, draw(truth, task.budget, task.seed, config.protocol))[1]]
+    else:
+        measured = list(simulate(method, truth, task.arm, task.seed, config.batch, config.up_to))
+    return task, measured, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _row(method, config, task, truth, measured: Measured, fit_round: int | None) -> dict:
+    drawn, classes = measured.drawn, method.classes
+    positives = drawn.positives(truth)
+    aps = measured.aps
+    cells = [""] * len(classes) if aps is None else [round(100 * float(a), 2) for a in aps]
+    row = {
+        "method": method.name,
+        "arm": task.arm,
+        "budget": drawn.budget.label,
+        "seed": task.seed,
+        "round": "" if fit_round is None else fit_round,
+        "images": len(drawn.images),
+        **{f"positives_{c}": positives[c] for c in classes},
+        **{f"ap_{c}": cell for c, cell in zip(classes, cells, strict=True)},
+        "map": "" if aps is None else round(100 * mean_ap(aps), 2),
+        "note": measured.note,
+        "fit_seconds": round(measured.seconds, 2),
+    }
+    more = {} if fit_round is None else {"batch": config.batch, "round": fit_round}
+    return row | {"key": _key(method, config, task, **more)}
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _shared_truth(methods: list[CurveMethod]) -> SplitTruth:
+    """The image labels every head's draws come from; refuses heads whose training caches
+    hold different images (their draws would differ)."""
+    first = methods[0]
+    truth = split_truth(first.train, first.classes)
+    for other in methods[1:]:
+        ids = tuple(sorted(other.labels.image_ids))
+        if ids != truth.image_ids:
+            raise CacheError(
+                f"{other.train.directory}: holds {len(ids)} training images, the cache of "
+                f"{first.name} {len(truth.image_ids)}, so their draws would differ; extract both "
+                "grids of the split with the same --limit and --on-error"
+            )
+    return truth
+
+
+def _tasks(config: CurveConfig, truth: SplitTruth) -> list[Task]:
+    """Arms first, then budgets largest first: the long fits start early."""
+    simulated = config.simulate_methods or config.methods
+    arms = [
+        Task(m, s, seed)
+        for m in config.methods if m in simulated
+        for s in (("random", *config.simulate) if config.simulate else ())
+        for seed in range(config.seeds)
+    ]  # fmt: skip
+    budgets = sorted(budgets_of(config), key=lambda b: (b.kind != "all", -(b.size or 0)))
+    fits = [
+        Task(m, BUDGET_ARM, seed, b)
+        for b in budgets
+        for m in config.methods
+        for seed in range(config.seeds)
+    ]
+    return arms + fits
+
+
+def _fits_of(task: Task, config: CurveConfig, first_round: dict[int, int]) -> int:
+    """How many fits a task runs (an arm: one a round), for the progress bar."""
+    if task.arm == BUDGET_ARM:
+        return 1
+    start = first_round[task.seed]
+    return 1 + max(0, -(-(config.up_to - start) // config.batch))
+
+
+def run(config: CurveConfig) -> CurveSummary:
+    started = time.perf_counter()
+    methods = {
+        name: open_method(
+            name,
+            method_config(config.base, name, config.method_settings.get(name)),
+            config.test_split,
+        )
+        for name in config.methods
+    }
+    truth = _shared_truth(list(methods.values()))
+    output = Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    earlier = _read_rows(output)
+    tasks = _tasks(config, truth)
+    keys = {}
+    for task in tasks:
+        method = methods[task.method]
+        keys[task] = (
+            _key(method, config, task) if task.arm == BUDGET_ARM else _arm_key(method, config, task)
+        )
+    wanted = set(keys.values())
+
+    def task_key(row: dict) -> str:
+        found = json.loads(row["key"])
+        if found.get("round") is None:
+            return row["key"]
+        return json.dumps({k: v for k, v in found.items() if k != "round"}, sort_keys=True)
+
+    done = [r for r in earlier if task_key(r) in wanted]
+    others = [r for r in earlier if task_key(r) not in wanted]
+    finished = {task_key(r) for r in done}
+    todo = [t for t in tasks if keys[t] not in finished]
+    first_round = {s: len(draw(truth, Budget("shots", 1), s).images) for s in range(config.seeds)}
+    jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    rows, peak = list(done), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    results = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(
+        joblib.delayed(_measure)(methods[t.method], truth, config, t, threads) for t in todo
+    )
+    total = sum(_fits_of(t, config, first_round) for t in todo)
+    new = 0
+    with tqdm(total=total, desc="curve", unit="fit") as bar:
+        for task, measured, task_peak in results:
+            method = methods[task.method]
+            arm = task.arm != BUDGET_ARM
+            rows += [
+                _row(method, config, task, truth, m, r if arm else None)
+                for r, m in enumerate(measured)
+            ]
+            new += len(measured)
+            peak = max(peak, task_peak)
+            bar.total -= _fits_of(task, config, first_round) - len(measured)  # an arm ended early
+            bar.update(len(measured))
+            write_csv(output, _with_columns(rows + others))
+    if not rows:
+        raise CacheError(f"{output}: no fit to write; give budgets and seeds")
+    write_csv(output, _with_columns(rows + others))
+    points = aggregate(rows)
+    plot = plot_label_curve(points, plot_path(config), title=_title(config, methods))
+    write_sidecar(
+        output, "curve", config,
+        caches={n: {"train": m.train.contents(), "test": m.test.contents(), "fingerprint": m.train.fingerprint} for n, m in methods.items()},
+    )  # fmt: skip
+    return CurveSummary(
+        rows, points, len(rows), new, time.perf_counter() - started, jobs, peak, str(output),
+        str(plot), len(others),
+    )  # fmt: skip
+
+
+def _with_columns(rows: list[dict]) -> list[dict]:
+    """Every row with every column any row has (rows of other classes leave theirs blank)."""
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    columns = [c for c in columns if c != "key"] + ["key"]
+    return [{c: r.get(c, "") for c in columns} for r in rows]
+
+
+def _title(config: CurveConfig, methods: dict[str, CurveMethod]) -> str:
+    first = next(iter(methods.values()))
+    return (
+        f"{first.config.split} -> {config.test_split}, {len(first.classes)} classes, "
+        f"{config.seeds} seeds, protocol {config.protocol}"
+    )

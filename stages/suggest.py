@@ -1,0 +1,101 @@
+"""`pipeline suggest`: the images of a pool to label next for a fitted head, ranked by a
+strategy that sees only what an unlabelled image gives; a CSV and a contact sheet."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import SuggestConfig
+from pipeline.errors import CacheError
+from pipeline.evaluation.pooling import score_power
+from pipeline.evaluation.scoring import open_head_on_split, score_images
+from pipeline.features.registry import cache_key
+from pipeline.io import write_csv
+from pipeline.reporting.plots import suggestion_sheet
+from pipeline.reporting.provenance import beside, write_sidecar
+from pipeline.store.freshness import open_dataset_of, split_cache
+from pipeline.training.acquisition import choose, image_embeddings
+
+TOP = 3  # classes named per suggested image
+
+
+@dataclass(frozen=True)
+class SuggestSummary:
+    rows: list[dict]
+    pool: int
+    labelled: int
+    seconds: float
+    output: str
+    sheet: str | None
+
+    def line(self) -> str:
+        sheet = f", {self.sheet}" if self.sheet else " (no dataset given: no contact sheet)"
+        return (
+            f"suggest: {len(self.rows)} of {self.pool} pool images to label next "
+            f"({self.labelled} labelled already) in {self.seconds:.1f} s -> {self.output}{sheet}"
+        )
+
+
+def run(config: SuggestConfig) -> SuggestSummary:
+    started = time.perf_counter()
+    opened = open_head_on_split(config)
+    dataset = open_dataset_of(config)
+    train = split_cache(config, config.train_split, dataset, cache_key(config, dataset))
+    labelled = image_embeddings(train)
+    pool = image_embeddings(opened.cache)
+    known = set(labelled.image_ids)
+    candidates = [i for i in pool.image_ids if i not in known]
+    if not candidates:
+        raise CacheError(
+            f"{opened.cache.directory}: split {config.split!r} has no image outside the "
+            f"training split {config.train_split!r} to suggest; pass a pool --split"
+        )
+    k = opened.record.k
+    scored = score_images(
+        opened.head, opened.cache, opened.classes, opened.record.classes, k,
+        only=frozenset(candidates),
+    )  # fmt: skip
+    where = {i: n for n, i in enumerate(scored.image_ids)}
+    log_scores = scored.scores[[where[i] for i in candidates]]  # the truth is never read
+    power = score_power(opened.head, k)
+    picks = choose(
+        config.strategy, pool.of(candidates), labelled.vectors, log_scores, power, config.batch
+    )
+    paths = _image_paths(dataset, config)
+    rows = []
+    for rank, (index, value) in enumerate(picks, 1):
+        p = np.exp(log_scores[index] / power)
+        top = np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable")[:TOP]
+        rows.append({
+            "rank": rank,
+            "image": candidates[index],
+            "path": paths.get(candidates[index], ""),
+            "strategy": config.strategy,
+            "strategy_score": round(value, 4),
+            "top_classes": "; ".join(f"{opened.classes[c]} {p[c]:.2f}" for c in top),
+        })  # fmt: skip
+    output = Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(output, rows)
+    sheet = None
+    if paths:
+        sheet = str(suggestion_sheet(rows, paths, beside(output, config.sheet, ".png")))
+    write_sidecar(
+        output, "suggest", config, head=opened.sidecar(), pool=opened.cache.contents(),
+        labelled=train.contents(),
+    )  # fmt: skip
+    return SuggestSummary(
+        rows, len(candidates), len(known), time.perf_counter() - started, str(output), sheet
+    )
+
+
+def _image_paths(dataset, config: SuggestConfig) -> dict[str, Path]:
+    """image id -> its file, from the dataset given (none given: no paths, no sheet)."""
+    if dataset is None:
+        return {}
+    split = dataset.load(config.split, task=config.task, skip_bad=True)
+    return {s.sample_id: s.image_path for s in split.samples}

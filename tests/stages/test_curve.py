@@ -1,0 +1,203 @@
+"""`pipeline curve` and `pipeline suggest` end to end on a synthetic tree: rows, budgets too
+small for a head, resuming, the simulation's random arm, and suggestions with their sheet."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from cli_helpers import SMALL, error_lines, invoke
+from PIL import Image
+from synthetic_voc import make_shapes_voc
+
+FAST = ["--epochs", "3", "--hidden", "16", "--svm-epochs", "2", "--jobs", "2"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def extract(voc: Path, cache: Path, splits=("trainval", "test"), grids=("patches", "whole")):
+    common = ["--voc-root", str(voc), "--cache-dir", str(cache), *SMALL]
+    for grid in grids:
+        for split in splits:
+            code, out = invoke(
+                "extract", "--split", split, "--workers", "0", "--grid", grid, *common
+            )
+            assert code == 0, out
+    return common
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """30 trainval and 12 test images, both grids extracted: (voc dir, cache, options)."""
+    root = tmp_path_factory.mktemp("curve")
+    voc = make_shapes_voc(root / "data", n_trainval=30, n_test=12)
+    cache = root / "cache"
+    return voc, cache, extract(voc, cache)
+
+
+@pytest.fixture(scope="module")
+def curve(tree, tmp_path_factory):
+    """Every head, k = 1, 2 and all, images = 8, two seeds."""
+    _, _, common = tree
+    out = tmp_path_factory.mktemp("out") / "curve.csv"
+    args = ["curve", *common, *FAST, "--shots", "1,2,all", "--images", "8", "--seeds", "2",
+            "--output", str(out)]  # fmt: skip
+    code, text = invoke(*args)
+    assert code == 0, text
+    return out, args, text
+
+
+def test_curve_writes_a_row_per_head_budget_and_seed(curve):
+    out, _, text = curve
+    rows = read_rows(out)
+    assert len(rows) == 4 * 4 * 2
+    assert {r["method"] for r in rows} == {
+        "patches-mlp",
+        "patches-svm",
+        "patches-weak",
+        "whole-svm",
+    }
+    assert {r["budget"] for r in rows} == {"shots=1", "shots=2", "images=8", "all"}
+    for row in rows:
+        if row["note"]:
+            assert row["map"] == "" and all(row[f"ap_{c}"] == "" for c in ("bus", "car", "cat"))
+        else:
+            aps = [float(row[f"ap_{c}"]) for c in ("bus", "car", "cat")]
+            assert float(row["map"]) == pytest.approx(sum(aps) / 3, abs=0.01)
+        if row["budget"] == "all":
+            assert row["images"] == "30" and not row["note"]
+        if row["budget"] == "images=8":
+            assert row["images"] == "8"
+    # the same draw for every head: images and positives agree across methods
+    for budget in ("shots=1", "shots=2", "images=8"):
+        for seed in ("0", "1"):
+            drawn = {
+                (r["images"], r["positives_bus"], r["positives_car"], r["positives_cat"])
+                for r in rows if r["budget"] == budget and r["seed"] == seed
+            }  # fmt: skip
+            assert len(drawn) == 1, (budget, seed, drawn)
+            assert all(int(n) >= int(budget[-1]) for n in list(drawn)[0][1:] if budget[0] == "s")
+    assert "curve: 32 fits (32 run, 0 kept)" in text and "fits/s" in text
+    assert "patches-mlp: all 30 images give" in text
+    with Image.open(out.with_suffix(".png")) as image:
+        assert image.size[0] >= 600
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["kind"] == "curve" and set(sidecar["caches"]) == {r["method"] for r in rows}
+
+
+def test_budgets_too_small_for_a_head_are_reported_in_their_row(tree, tmp_path):
+    _, _, common = tree
+    out = tmp_path / "tiny.csv"
+    code, text = invoke("curve", *common, *FAST, "--heads", "mlp,whole-svm", "--shots", "1",
+                        "--images", "1", "--seeds", "1", "--output", str(out))  # fmt: skip
+    assert code == 0, text
+    notes = {(r["method"], r["budget"]): r["note"] for r in read_rows(out)}
+    # one image: two classes have no positive patch for the MLP, no negative for the SVM
+    assert notes[("patches-mlp", "images=1")].startswith("no positive patch of ")
+    assert notes[("patches-mlp", "images=1")].endswith("in the 1 drawn images")
+    assert notes[("whole-svm", "images=1")].startswith("no ")
+    assert "fits the budget could not support" in text
+
+
+def test_a_rerun_keeps_finished_rows_and_reruns_those_whose_data_changed(tmp_path):
+    voc = make_shapes_voc(tmp_path / "data", n_trainval=30, n_test=12)
+    cache = tmp_path / "cache"
+    common = extract(voc, cache, grids=("patches",))
+    out = tmp_path / "curve.csv"
+    args = ["curve", *common, *FAST, "--heads", "svm", "--shots", "1,all", "--seeds", "2",
+            "--output", str(out)]  # fmt: skip
+    code, text = invoke(*args)
+    assert code == 0 and "(4 run, 0 kept)" in text, text
+    first = read_rows(out)
+    code, text = invoke(*args)
+    assert code == 0 and "(0 run, 4 kept)" in text, text
+    assert read_rows(out) == first
+    # a test image's truth changes: every row is scored again, none kept
+    annotation = voc / "Annotations" / "000031.xml"
+    annotation.write_text(
+        annotation.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1)
+    )
+    code, text = invoke(*args)
+    assert code == 2 and "pipeline extract" in text, text  # the stale cache is refused first
+    extract(voc, cache, splits=("test",), grids=("patches",))
+    code, text = invoke(*args)
+    assert (
+        code == 0 and "(4 run, 0 kept)" in text and "4 rows of other settings or data kept" in text
+    ), text
+
+
+def test_the_random_arm_equals_a_plain_curve_at_the_same_budgets(tree, tmp_path):
+    _, _, common = tree
+    out = tmp_path / "sim.csv"
+    code, text = invoke("curve", *common, *FAST, "--heads", "svm", "--shots", "1", "--seeds",
+                        "2", "--simulate", "uncertainty,diversity,combined", "--batch", "3",
+                        "--up-to", "9", "--output", str(out))  # fmt: skip
+    assert code == 0, text
+    rows = read_rows(out)
+    random = [r for r in rows if r["arm"] == "random"]
+    assert {r["round"] for r in random} >= {"0", "1", "2"}
+    assert max(int(r["images"]) for r in random) == 9
+    counts = sorted({r["images"] for r in random}, key=int)
+    plain_out = tmp_path / "plain.csv"
+    code, text = invoke("curve", *common, *FAST, "--heads", "svm", "--shots", "", "--images",
+                        ",".join(counts), "--seeds", "2", "--output", str(plain_out))  # fmt: skip
+    assert code == 0, text
+    plain = {(r["images"], r["seed"]): r for r in read_rows(plain_out)}
+    for row in random:
+        twin = plain[(row["images"], row["seed"])]
+        for column in ("map", "ap_bus", "ap_car", "ap_cat", "positives_car"):
+            assert row[column] == twin[column], (row["images"], column)
+    for strategy in ("uncertainty", "diversity", "combined"):
+        arm = [r for r in rows if r["arm"] == strategy]
+        assert sorted(int(r["images"]) for r in arm if r["seed"] == "0") == sorted(
+            int(r["images"]) for r in random if r["seed"] == "0"
+        )
+
+
+def test_refusals_are_one_line(tree, tmp_path):
+    _, _, common = tree
+    for extra, message in (
+        (["--protocol", "vissl"], "only --heads whole-svm"),
+        (["--shots", "1,two"], "--shots '1,two'"),
+        (["--heads", "mlp,cnn"], "unknown cnn"),
+        (["--simulate", "greedy"], "--simulate 'greedy': choose one of"),
+        (["--test-split", "train"], "run pipeline extract --split train first"),
+    ):
+        code, out = invoke("curve", *common, *extra, "--output", str(tmp_path / "x.csv"))
+        assert code == 2 and len(error_lines(out)) == 1 and message in out, (extra, out)
+
+
+def test_vissl_protocol_on_the_whole_image_svm(tree, tmp_path):
+    _, _, common = tree
+    out = tmp_path / "vissl.csv"
+    code, text = invoke("curve", *common, "--heads", "whole-svm", "--protocol", "vissl",
+                        "--shots", "2", "--seeds", "1", "--jobs", "1", "--output", str(out))  # fmt: skip
+    assert code == 0, text
+    (row,) = read_rows(out)
+    assert row["note"] == "" and float(row["map"]) > 0
+    assert all(row[f"positives_{c}"] == "2" for c in ("bus", "car", "cat"))
+
+
+def test_suggest_ranks_a_pool_and_draws_its_sheet(tree, tmp_path):
+    _, _, common = tree
+    code, out = invoke("fit", *common, "--head", "svm", "--svm-epochs", "2")
+    assert code == 0, out
+    csv_path = tmp_path / "suggest.csv"
+    code, out = invoke("suggest", *common, "--head", "svm", "--split", "test", "--batch", "4",
+                       "--output", str(csv_path))  # fmt: skip
+    assert code == 0, out
+    rows = read_rows(csv_path)
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    assert len({r["image"] for r in rows}) == 4
+    assert all(Path(r["path"]).is_file() and r["strategy"] == "combined" for r in rows)
+    assert all(len(r["top_classes"].split("; ")) == 3 for r in rows)
+    assert csv_path.with_suffix(".png").is_file()
+    assert "suggest: 4 of 12 pool images" in out
+    code, out = invoke("suggest", *common, "--head", "svm", "--split", "trainval",
+                       "--output", str(csv_path))  # fmt: skip
+    assert code == 2 and "no image outside the training split" in out, out

@@ -1,0 +1,119 @@
+"""Which images to label next: planted uncertain, outlier and duplicate images, and a planted
+leak (box-selected patches, labels) that a strategy must not see."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.store.cache import FeatureCache
+from pipeline.store.shards import Shard, write_shard
+from pipeline.training.acquisition import CANDIDATES, choose, image_embeddings, uncertainty
+
+DIM = 16
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def cluster(n: int, seed: int = 0, spread: float = 0.05) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return unit(np.ones(DIM) + rng.normal(0, spread, (n, DIM)))
+
+
+def sure_scores(n: int, classes: int = 3) -> np.ndarray:
+    """Log scores on p's scale (power 1) the head is sure of: p 0.01 or 0.99."""
+    p = np.where(np.random.default_rng(1).random((n, classes)) < 0.5, 0.01, 0.99)
+    return np.log(p)
+
+
+def test_uncertainty_ranks_the_planted_unsure_image_first():
+    pool, scores = cluster(20), sure_scores(20)
+    scores[7] = np.log(0.5)  # unsure of every class
+    scores[12, 0] = np.log(0.4)  # unsure of one
+    picks = choose("uncertainty", pool, cluster(3, seed=5), scores, 1.0, 2)
+    assert [i for i, _ in picks] == [7, 12]
+    assert picks[0][1] == pytest.approx(3 * np.log(2))  # three classes at p = 0.5: 3 ln 2
+    power = 5.0  # a mean-of-p^k score: judged on p's scale, exp(score / k)
+    assert uncertainty(scores * power, power) == pytest.approx(uncertainty(scores, 1.0))
+
+
+def test_diversity_ranks_the_planted_outlier_first_and_combined_mixes_both():
+    pool, scores = cluster(20), sure_scores(20)
+    pool[4] = unit(-np.ones((1, DIM)) + np.eye(DIM)[0])  # far from everything
+    scores[9] = np.log(0.5)
+    assert choose("diversity", pool, cluster(3, seed=5), scores, 1.0, 1)[0][0] == 4
+    scores[4] = np.log(0.6)  # the outlier is unsure too: combined takes it first
+    combined = [i for i, _ in choose("combined", pool, cluster(3, seed=5), scores, 1.0, 2)]
+    unsure = np.argsort(-uncertainty(scores, 1.0), kind="stable")[: CANDIDATES * 2]
+    assert combined[0] == 4 and set(combined) <= set(unsure)
+    scores[4] = np.log(1e-6)  # surest of all of the outlier: combined leaves it
+    assert 4 not in [i for i, _ in choose("combined", pool, cluster(3, seed=5), scores, 1.0, 2)]
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "diversity", "combined"])
+def test_a_batch_holds_no_near_duplicates(strategy):
+    pool, scores = cluster(30, spread=0.3), sure_scores(30)
+    pool[11] = pool[3]  # the same photo twice, both unsure and both far out
+    pool[3] = pool[11] = unit(-np.ones((1, DIM)) + np.eye(DIM)[1])
+    scores[3] = scores[11] = np.log(0.5)
+    picks = [i for i, _ in choose(strategy, pool, cluster(3, seed=5), scores, 1.0, 5)]
+    assert len(picks) == 5 and len({3, 11} & set(picks)) == 1, picks
+
+
+def planted_cache(tmp_path, *, leak_labels: int) -> FeatureCache:
+    """Six images: each a label-blind sample of ordinary patches; image 000002 also has
+    box-selected patches far out (a cache of a training split keeps them), image 000004 a
+    sample a little apart from the rest. `leak_labels` changes the image labels."""
+    rng = np.random.default_rng(0)
+    features, index, sampled, labels = [], [], [], []
+    for image in range(6):
+        ordinary = np.ones(DIM) + rng.normal(0, 0.05, (5, DIM))
+        if image == 4:
+            ordinary += np.eye(DIM)[2] * 0.8
+        features.append(ordinary)
+        index += [image] * 5
+        sampled += [True] * 5
+        labels += [6] * 5  # background
+        if image == 2:
+            features.append(-10 * np.ones((3, DIM)))  # its object: would win any diversity
+            index += [image] * 3
+            sampled += [False] * 3
+            labels += [0] * 3
+    image_labels = np.full((6, 6), -1, np.int8)
+    image_labels[2, 0] = 1
+    image_labels[:, leak_labels] = 1
+    shard = Shard(
+        features=np.concatenate(features).astype(np.float16),
+        boxes=np.zeros((len(index), 4), np.float32),
+        labels=np.array(labels, np.int16),
+        sampled=np.array(sampled),
+        image_index=np.array(index, np.int32),
+        image_ids=[f"{i:06d}" for i in range(6)],
+        sizes=np.full((6, 2), 100, np.int32),
+        image_labels=image_labels,
+    )
+    cache = FeatureCache(tmp_path / f"c{leak_labels}", {}, "d")
+    cache.prepare(n_images=6, images_per_shard=6, overwrite=True)
+    classes = json.dumps([f"c{i}" for i in range(6)])
+    write_shard(cache.shard_path(0), shard, {"digest": "d", "class_names": classes})
+    cache.record(0, images=6, patches=len(index), seconds=0.0, n_shards=1)
+    return cache
+
+
+def test_a_strategy_sees_no_box_selected_patch_and_no_label(tmp_path):
+    picks = []
+    for leak in (1, 3):
+        embeddings = image_embeddings(planted_cache(tmp_path, leak_labels=leak))
+        pool = [i for i in embeddings.image_ids if i != "000000"]
+        chosen = choose("diversity", embeddings.of(pool), embeddings.of(["000000"]), None, 1.0, 2)
+        picks.append([pool[i] for i, _ in chosen])
+    # Had the box-selected patches of 000002 counted, it would lead by far; its embedding is
+    # its label-blind sample's mean, so the planted real outlier 000004 leads.
+    assert picks[0][0] == "000004"
+    assert picks[0] == picks[1]  # other image labels, the same choice
+    embeddings = image_embeddings(planted_cache(tmp_path, leak_labels=1))
+    assert (embeddings.of(["000002"]) > 0).all()

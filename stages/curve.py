@@ -92,7 +92,18 @@ def _key(method: CurveMethod, config: CurveConfig, task: Task, **more) -> str:
 
 
 def _arm_key(method, config, task) -> str:
-    return _key(method, config, task, batch=config.batch)
+    return _key(method, config, task, batch=config.batch, up_to=config.up_to)
+
+
+def _task_key(row: dict) -> str:
+    """The key of the task that made a row: a simulation's rounds share their arm's."""
+    try:
+        found = json.loads(row.get("key") or "")
+    except (TypeError, ValueError):
+        return ""  # not a row of this tool: kept, never matched
+    if not isinstance(found, dict) or found.get("round") is None:
+        return row["key"]
+    return json.dumps({k: v for k, v in found.items() if k != "round"}, sort_keys=True)
 
 
 def _measure(method: CurveMethod, truth: SplitTruth, config: CurveConfig, task: Task, threads: int):
@@ -125,7 +136,11 @@ def _row(method, config, task, truth, measured: Measured, fit_round: int | None)
         "note": measured.note,
         "fit_seconds": round(measured.seconds, 2),
     }
-    more = {} if fit_round is None else {"batch": config.batch, "round": fit_round}
+    more = (
+        {}
+        if fit_round is None
+        else {"batch": config.batch, "up_to": config.up_to, "round": fit_round}
+    )
     return row | {"key": _key(method, config, task, **more)}
 
 
@@ -152,7 +167,7 @@ def _shared_truth(methods: list[CurveMethod]) -> SplitTruth:
     return truth
 
 
-def _tasks(config: CurveConfig, truth: SplitTruth) -> list[Task]:
+def _tasks(config: CurveConfig) -> list[Task]:
     """Arms first, then budgets largest first: the long fits start early."""
     simulated = config.simulate_methods or config.methods
     arms = [
@@ -193,7 +208,7 @@ def run(config: CurveConfig) -> CurveSummary:
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     earlier = _read_rows(output)
-    tasks = _tasks(config, truth)
+    tasks = _tasks(config)
     keys = {}
     for task in tasks:
         method = methods[task.method]
@@ -201,16 +216,9 @@ def run(config: CurveConfig) -> CurveSummary:
             _key(method, config, task) if task.arm == BUDGET_ARM else _arm_key(method, config, task)
         )
     wanted = set(keys.values())
-
-    def task_key(row: dict) -> str:
-        found = json.loads(row["key"])
-        if found.get("round") is None:
-            return row["key"]
-        return json.dumps({k: v for k, v in found.items() if k != "round"}, sort_keys=True)
-
-    done = [r for r in earlier if task_key(r) in wanted]
-    others = [r for r in earlier if task_key(r) not in wanted]
-    finished = {task_key(r) for r in done}
+    done = [r for r in earlier if _task_key(r) in wanted]
+    others = [r for r in earlier if _task_key(r) not in wanted]
+    finished = {_task_key(r) for r in done}
     todo = [t for t in tasks if keys[t] not in finished]
     first_round = {s: len(draw(truth, Budget("shots", 1), s).images) for s in range(config.seeds)}
     jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))

@@ -12,12 +12,12 @@ import numpy as np
 from pipeline.config import SuggestConfig
 from pipeline.errors import CacheError
 from pipeline.evaluation.pooling import score_power
-from pipeline.evaluation.scoring import open_head_on_split, score_images
-from pipeline.features.registry import cache_key
+from pipeline.evaluation.scoring import HeadOnSplit, open_head_on_split, score_images
 from pipeline.io import write_csv
 from pipeline.reporting.plots import suggestion_sheet
 from pipeline.reporting.provenance import beside, write_sidecar
-from pipeline.store.freshness import open_dataset_of, split_cache
+from pipeline.store.cache import FeatureCache
+from pipeline.store.freshness import open_dataset_of
 from pipeline.training.acquisition import choose, image_embeddings
 
 TOP = 3  # classes named per suggested image
@@ -27,16 +27,21 @@ TOP = 3  # classes named per suggested image
 class SuggestSummary:
     rows: list[dict]
     pool: int
-    labelled: int
+    labelled: int | None  # None: the head's training images were not found
     seconds: float
     output: str
     sheet: str | None
 
     def line(self) -> str:
         sheet = f", {self.sheet}" if self.sheet else " (no dataset given: no contact sheet)"
+        known = (
+            f"{self.labelled} labelled already"
+            if self.labelled is not None
+            else "the head's training cache is not beside its file: diversity from the pool alone"
+        )
         return (
-            f"suggest: {len(self.rows)} of {self.pool} pool images to label next "
-            f"({self.labelled} labelled already) in {self.seconds:.1f} s -> {self.output}{sheet}"
+            f"suggest: {len(self.rows)} of {self.pool} pool images to label next ({known}) "
+            f"in {self.seconds:.1f} s -> {self.output}{sheet}"
         )
 
 
@@ -44,10 +49,10 @@ def run(config: SuggestConfig) -> SuggestSummary:
     started = time.perf_counter()
     opened = open_head_on_split(config)
     dataset = open_dataset_of(config)
-    train = split_cache(config, config.train_split, dataset, cache_key(config, dataset))
-    labelled = image_embeddings(train)
+    train = training_cache(opened)
+    labelled = image_embeddings(train) if train is not None else None
     pool = image_embeddings(opened.cache)
-    known = set(labelled.image_ids)
+    known = set(labelled.image_ids) if labelled is not None else set()
     candidates = [i for i in pool.image_ids if i not in known]
     if not candidates:
         raise CacheError(
@@ -62,9 +67,8 @@ def run(config: SuggestConfig) -> SuggestSummary:
     where = {i: n for n, i in enumerate(scored.image_ids)}
     log_scores = scored.scores[[where[i] for i in candidates]]  # the truth is never read
     power = score_power(opened.head, k)
-    picks = choose(
-        config.strategy, pool.of(candidates), labelled.vectors, log_scores, power, config.batch
-    )
+    centres = labelled.vectors if labelled is not None else np.zeros((0, pool.vectors.shape[1]))
+    picks = choose(config.strategy, pool.of(candidates), centres, log_scores, power, config.batch)
     paths = _image_paths(dataset, config)
     rows = []
     for rank, (index, value) in enumerate(picks, 1):
@@ -86,11 +90,22 @@ def run(config: SuggestConfig) -> SuggestSummary:
         sheet = str(suggestion_sheet(rows, paths, beside(output, config.sheet, ".png")))
     write_sidecar(
         output, "suggest", config, head=opened.sidecar(), pool=opened.cache.contents(),
-        labelled=train.contents(),
+        labelled=train.contents() if train is not None else None,
     )  # fmt: skip
     return SuggestSummary(
-        rows, len(candidates), len(known), time.perf_counter() - started, str(output), sheet
-    )
+        rows, len(candidates), train.manifest().get("n_images") if train is not None else None,
+        time.perf_counter() - started, str(output), sheet,
+    )  # fmt: skip
+
+
+def training_cache(opened: HeadOnSplit) -> FeatureCache | None:
+    """The cache the head was fitted on, where its file sits (heads/ of that cache), whose
+    images are labelled already; None for a head file kept elsewhere."""
+    directory = opened.path.parent.parent
+    if not (directory / "fingerprint.json").is_file():
+        return None
+    cache = FeatureCache.load(directory)
+    return cache if cache.digest == opened.record.digest else None
 
 
 def _image_paths(dataset, config: SuggestConfig) -> dict[str, Path]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -134,7 +135,7 @@ class ScoreResult:
 
 def head_for_split(config: ScoredSplit, cache: FeatureCache):
     """The head `config.head` names (a head file, or a name: the head of that name trained
-    on `config.train_split` with the scored split's settings and dataset), with its record;
+    on `config.train_split` with the scored split's settings and dataset), its record and file;
     refuses one trained on other features, naming both settings."""
     if names_a_file(config.head):
         path = find_head(config.head, config.cache_dir)
@@ -142,7 +143,7 @@ def head_for_split(config: ScoredSplit, cache: FeatureCache):
         path = head_of_split(cache, config.train_split, config.head)
     head, record = load_head_file(path, trust_pickle=config.trust_pickle)
     check_serves(record, cache.fingerprint, path)
-    return head, record
+    return head, record, path
 
 
 def head_columns(record: HeadRecord, requested: tuple[str, ...] | None, head: str):
@@ -167,6 +168,7 @@ class HeadOnSplit:
     classes: tuple[str, ...]  # the classes to score
     columns: list[int]  # their columns in the head's output
     cache: FeatureCache
+    path: Path  # the head file
 
     def sidecar(self) -> dict:
         """The head's part of a result's provenance sidecar."""
@@ -177,9 +179,9 @@ def open_head_on_split(config: ScoredSplit) -> HeadOnSplit:
     """The split's cache, then the head (refusing one trained on other features or classes)."""
     dataset = open_dataset_of(config)
     cache = split_cache(config, config.split, dataset, cache_key(config, dataset))
-    head, record = head_for_split(config, cache)
+    head, record, path = head_for_split(config, cache)
     classes, columns = head_columns(record, config.classes, config.head)
-    return HeadOnSplit(head, record, classes, columns, cache)
+    return HeadOnSplit(head, record, classes, columns, cache, path)
 
 
 def score_split(config: ScoreConfig) -> ScoreResult:

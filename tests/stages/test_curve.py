@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,27 @@ def test_suggest_ranks_a_pool_and_draws_its_sheet(tree, tmp_path):
     code, out = invoke("suggest", *common, "--head", "svm", "--split", "trainval",
                        "--output", str(csv_path))  # fmt: skip
     assert code == 2 and "no image outside the training split" in out, out
+
+
+def test_suggest_on_plain_photos_passes_over_a_near_duplicate(tree, tmp_path):
+    voc, cache, common = tree
+    code, out = invoke("fit", *common, "--head", "svm", "--svm-epochs", "2")
+    assert code == 0, out
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("000031", "000032", "000033", "000034", "000035"):
+        shutil.copy(voc / "JPEGImages" / f"{name}.jpg", photos / f"{name}.jpg")
+    shutil.copy(voc / "JPEGImages" / "000031.jpg", photos / "copy-of-000031.jpg")
+    options = [a for a in common if a not in ("--voc-root", str(voc))]
+    pool = ["--data", f"images:{photos}", *options]
+    code, out = invoke("extract", *pool, "--split", "pool", "--workers", "0")
+    assert code == 0, out
+    (head,) = cache.glob("trainval-*/heads/svm.safetensors")
+    csv_path = tmp_path / "suggest.csv"
+    code, out = invoke("suggest", *pool, "--split", "pool", "--head", str(head), "--strategy",
+                       "diversity", "--batch", "5", "--output", str(csv_path))  # fmt: skip
+    assert code == 0, out
+    chosen = [r["image"] for r in read_rows(csv_path)]
+    assert len({"000031", "copy-of-000031"} & set(chosen)) == 1, chosen
+    assert len(chosen) == 5 and "30 labelled already" in out, out[-400:]
+    assert all(Path(r["path"]).parent == photos for r in read_rows(csv_path))

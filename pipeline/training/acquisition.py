@@ -14,6 +14,7 @@ from pipeline.store.cache import FeatureCache
 CANDIDATES = 4  # combined: the k-center picks among the batch x CANDIDATES most uncertain
 DUPLICATE = 0.25  # near-duplicates: closer than this share of the pool's median neighbour gap
 NEIGHBOUR_SAMPLE = 2000  # images the median neighbour gap is measured on
+BLOCK = 512  # pool images a distance block holds
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,19 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(2.0 - 2.0 * a @ b.T, 0.0, None))
 
 
+def _nearest(a: np.ndarray, b: np.ndarray, *, skip_zero: bool = False) -> np.ndarray:
+    """[len(a)] distance of each row of a to its nearest row of b, in blocks of a so that a
+    pool of 100,000 images never holds their whole distance matrix; `skip_zero` ignores
+    distances of 0 (a row itself, or an exact copy)."""
+    out = np.empty(len(a))
+    for start in range(0, len(a), BLOCK):
+        block = _distances(a[start : start + BLOCK], b)
+        if skip_zero:
+            block[block < 1e-6] = np.inf
+        out[start : start + BLOCK] = block.min(axis=1) if block.shape[1] else np.inf
+    return out
+
+
 def duplicate_gap(pool: np.ndarray, seed: int = 0) -> float:
     """Below this distance two images count as near-duplicates: DUPLICATE x the median
     distance of a pool image to its nearest other one (on a sample of a large pool)."""
@@ -66,9 +80,7 @@ def duplicate_gap(pool: np.ndarray, seed: int = 0) -> float:
         return 0.0
     rng = np.random.default_rng(seed)
     sample = pool[rng.permutation(len(pool))[:NEIGHBOUR_SAMPLE]]
-    gaps = _distances(sample, pool)
-    gaps[gaps < 1e-6] = np.inf  # itself (and exact copies: a gap of 0 says nothing of the pool)
-    nearest = gaps.min(axis=1)
+    nearest = _nearest(sample, pool, skip_zero=True)  # exact copies say nothing of the pool
     nearest = nearest[np.isfinite(nearest)]
     return float(DUPLICATE * np.median(nearest)) if len(nearest) else 0.0
 
@@ -79,9 +91,10 @@ def k_center(pool: np.ndarray, labelled: np.ndarray, n: int, gap: float, among=N
     among = np.arange(len(pool)) if among is None else np.asarray(among)
     nearest = np.full(len(among), np.inf)
     if len(labelled):
-        nearest = _distances(pool[among], labelled).min(axis=1)
+        nearest = _nearest(pool[among], labelled)
     elif len(among):  # nothing labelled: start at the image farthest from the pool's mean
-        nearest = _distances(pool[among], pool.mean(0, keepdims=True))[:, 0]
+        centre = pool.mean(0, keepdims=True)
+        nearest = _distances(pool[among], centre / max(np.linalg.norm(centre), 1e-12))[:, 0]
     picked = []
     while len(picked) < n and len(among):
         best = int(np.argmax(nearest))

@@ -5,7 +5,7 @@ trains in memory on the image labels."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from pipeline.store.head_files import HeadRecord, head_path, save_head
 from pipeline.store.shards import read_shard
 from pipeline.training.classes import check_classes, head_labels, select_classes
 
+HELD_BYTES = 256 * 2**20  # a head's rows up to this size are read once, not once an epoch
 IMAGE_LABEL_HEADS = ("weak",)  # patch heads that learn from image labels, never from boxes
 
 
@@ -117,20 +118,44 @@ def shard_order(config: FitConfig, n_shards: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([config.seed, epoch]).permutation(n_shards)
 
 
+def held(read: Callable[[int], tuple], limit: int = HELD_BYTES) -> Callable[[int], tuple]:
+    """read(k), the rows a head learns from in shard k, kept after the first read while all
+    of them fit in `limit` bytes: the epochs of a small draw (a label budget, a fold) read the
+    split once; a split larger than that streams from disk every epoch, one shard at a time."""
+    kept: dict[int, tuple] = {}
+    size = 0
+
+    def get(k: int) -> tuple:
+        nonlocal size
+        if k in kept:
+            return kept[k]
+        chunk = read(k)
+        if size is not None:
+            size += sum(a.nbytes for a in chunk)
+            if size <= limit:
+                kept[k] = chunk
+            else:
+                kept.clear()
+                size = None
+        return chunk
+
+    return get
+
+
 def weak_chunks(config: FitConfig, paths: list, names: list[str], classes, exclude):
     """chunks(epoch) of the weak head: per shard, the patches of its label-blind sample (every
     patch in a split that keeps them all; never the patches a box selected) of the images not
     in `exclude`, their image index, and the image labels of `classes`."""
     columns = [names.index(c) for c in classes]
 
-    def chunks(epoch: int):
-        for k in shard_order(config, len(paths), epoch):
-            shard = read_shard(paths[k])
-            images = ~np.isin(shard.image_ids, list(exclude))
-            keep = shard.sampled & images[shard.image_index]
-            yield shard.features[keep], shard.image_index[keep], shard.image_labels[:, columns]
+    def read(k: int) -> tuple:
+        shard = read_shard(paths[k])
+        images = ~np.isin(shard.image_ids, list(exclude))
+        keep = shard.sampled & images[shard.image_index]
+        return shard.features[keep], shard.image_index[keep], shard.image_labels[:, columns]
 
-    return chunks
+    rows = held(read)
+    return lambda epoch: (rows(k) for k in shard_order(config, len(paths), epoch))
 
 
 def train_head(
@@ -186,15 +211,16 @@ def _trained(head, config: FitConfig, cache, classes, exclude, class_images, pro
             )
         return head.fit(X, Y)
 
-    def chunks(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for k in shard_order(config, len(paths), epoch):
-            shard = read_shard(paths[k])
-            y = head_labels(shard.labels, names, classes)
-            keep = y >= 0
-            if exclude:
-                keep &= ~np.isin(np.asarray(shard.image_ids)[shard.image_index], list(exclude))
-            yield shard.features[keep], y[keep]
+    def read(k: int) -> tuple[np.ndarray, np.ndarray]:
+        shard = read_shard(paths[k])
+        y = head_labels(shard.labels, names, classes)
+        keep = y >= 0
+        if exclude:
+            keep &= ~np.isin(np.asarray(shard.image_ids)[shard.image_index], list(exclude))
+        return shard.features[keep], y[keep]
 
+    rows = held(read)
+    chunks = lambda epoch: (rows(k) for k in shard_order(config, len(paths), epoch))  # noqa: E731
     return head.fit_stream(chunks, progress=progress)
 
 

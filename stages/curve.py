@@ -69,7 +69,7 @@ class CurveSummary:
         )
         return (
             f"curve: {self.fits} fits ({self.new} run, {self.fits - self.new} kept) in "
-            f"{self.seconds:.1f} s on {self.jobs} jobs{run_rate}, peak memory "
+            f"{self.seconds:.1f} s on {self.jobs} job{'s' if self.jobs > 1 else ''}{run_rate}, peak memory "
             f"{self.peak_bytes / 2**30:.2f} GiB a process{notes}{kept} -> {self.output}, {self.plot}"
         )
 

@@ -123,12 +123,13 @@ def plot_label_curve(points: list[Point], path: str | Path, *, title: str = "") 
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     ax = axes[0, 0]
     for method in methods:
-        line = [
-            p
-            for p in points
-            if p.method == method and p.arm == BUDGET_ARM and p.maps and p.budget != "all"
-        ]
-        _line(ax, line, colours[method], "-", method)
+        for kind, style, words in (("shots", "-", "k per class"), ("images", ":", "images")):
+            line = [
+                p for p in points
+                if p.method == method and p.arm == BUDGET_ARM and p.maps
+                and p.budget.startswith(f"{kind}=")
+            ]  # fmt: skip
+            _line(ax, line, colours[method], style, f"{method}, {words}")
         full = all_data(points, method)
         if full is not None and full.maps:
             ax.axhline(

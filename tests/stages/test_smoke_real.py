@@ -157,3 +157,28 @@ def test_predict_on_real_photos_returns_the_pooled_scores_of_score(real_slice):
         for name, value in scores.items():
             # equal to float32 rounding: BLAS sums a shard and one image in another order
             assert head.k * np.log(value) == pytest.approx(float(row[name]), rel=1e-5, abs=1e-9)
+
+
+def test_a_curve_on_real_photos_ends_where_fit_and_score_do(real_slice, tmp_path):
+    """The curve's all-data row of seed 0 is `fit` then `score` (same settings, same seed);
+    smaller budgets draw whole real images, each class with its k positives."""
+    common = ["--data", f"voc:{real_slice['tree']}", "--cache-dir", str(real_slice["voc"]), *SMALL]
+    out = tmp_path / "curve.csv"
+    code, text = invoke("curve", *common, "--heads", "svm", "--classes", "bus,car,cat,person,train",
+                        "--shots", "1,2,all", "--seeds", "2", "--jobs", "1", "--output", str(out))  # fmt: skip
+    assert code == 0, text
+    with open(out, newline="") as handle:
+        rows = {(r["budget"], r["seed"]): r for r in csv.DictReader(handle)}
+    assert float(rows[("all", "0")]["map"]) == read_ap(real_slice["voc"] / "ap.csv")["mean"]
+    assert rows[("all", "0")]["images"] == str(SLICE["trainval"])
+    for seed in ("0", "1"):
+        one, two = rows[("shots=1", seed)], rows[("shots=2", seed)]
+        assert int(one["images"]) <= int(two["images"]) < SLICE["trainval"]
+        for name in ("bus", "car", "cat", "person", "train"):
+            assert int(two[f"positives_{name}"]) >= min(
+                2, int(rows[("all", "0")][f"positives_{name}"])
+            )
+    code, text = invoke("suggest", *common, "--head", "svm", "--batch", "5",
+                        "--output", str(tmp_path / "suggest.csv"))  # fmt: skip
+    assert code == 0 and "suggest: 5 of 20 pool images" in text, text
+    assert (tmp_path / "suggest.png").is_file()

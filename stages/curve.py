@@ -168,13 +168,13 @@ def _shared_truth(methods: list[CurveMethod]) -> SplitTruth:
 
 
 def _tasks(config: CurveConfig) -> list[Task]:
-    """Arms first, then budgets largest first: the long fits start early."""
+    """Arms first, then budgets largest first: the long tasks start early."""
     simulated = config.simulate_methods or config.methods
     arms = [
         Task(m, s, seed)
+        for seed in range(config.seeds)  # seed by seed: an interrupted run has whole seeds
         for m in config.methods if m in simulated
         for s in (("random", *config.simulate) if config.simulate else ())
-        for seed in range(config.seeds)
     ]  # fmt: skip
     budgets = sorted(budgets_of(config), key=lambda b: (b.kind != "all", -(b.size or 0)))
     fits = [

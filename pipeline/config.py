@@ -24,6 +24,7 @@ HEADS = ("mlp", "svm", "weak")
 REDUCES = ("mean", "max")  # how the patches covering a pixel make its score
 PROTOCOLS = ("union", "vissl")  # how a label budget draws images (docs/labels.md)
 STRATEGIES = ("uncertainty", "diversity", "combined")  # which images to label next
+SCHEDULES = ("epochs", "steps")  # a label budget's SGD: its epochs, or the whole split's steps
 
 
 def _check(ok: bool, setting: str, value, problem: str) -> None:
@@ -297,6 +298,7 @@ class CurveConfig:
     all_data: bool = True  # a row on the whole training split too
     seeds: int = 5
     protocol: str = "union"
+    schedule: str = "epochs"
     simulate: tuple[str, ...] = ()  # strategies beside random; () runs no simulation
     simulate_methods: tuple[str, ...] | None = None  # None: every method
     batch: int = 10
@@ -307,6 +309,7 @@ class CurveConfig:
 
     def __post_init__(self):
         check_choice("protocol", self.protocol, PROTOCOLS)
+        check_choice("schedule", self.schedule, SCHEDULES)
         for strategy in self.simulate:
             check_choice("simulate", strategy, STRATEGIES)
         _check(self.seeds >= 1, "seeds", self.seeds, "give at least 1")

@@ -85,6 +85,7 @@ def _key(method: CurveMethod, config: CurveConfig, task: Task, **more) -> str:
             "method": method.name, "fit": fit_options(method.config),
             "train": method.train.contents(), "test": method.test.contents(),
             "arm": task.arm, "seed": task.seed, "protocol": config.protocol,
+            **({"schedule": config.schedule} if config.schedule != "epochs" else {}),
             "budget": task.budget.label if task.budget else None, **more,
         },
         sort_keys=True,
@@ -201,6 +202,7 @@ def run(config: CurveConfig) -> CurveSummary:
             name,
             method_config(config.base, name, config.method_settings.get(name)),
             config.test_split,
+            config.schedule,
         )
         for name in config.methods
     }

@@ -13,7 +13,7 @@ from pipeline.cli.options import (
     method_config,
     method_settings,
 )
-from pipeline.config import PROTOCOLS, STRATEGIES, CurveConfig
+from pipeline.config import PROTOCOLS, SCHEDULES, STRATEGIES, CurveConfig
 
 
 @click.command("curve")
@@ -53,6 +53,13 @@ from pipeline.config import PROTOCOLS, STRATEGIES, CurveConfig
     help="union: the images of k positives per class; vissl: per class k positives and (C-1)k negatives (whole-svm).",
 )
 @click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default=CurveConfig.schedule,
+    help="epochs: every fit runs --epochs (few images: few SGD steps); steps: fewer images run "
+    "more epochs, the whole split's SGD steps (at most 10x).",
+)
+@click.option(
     "--simulate",
     default="",
     help=f"Active labelling beside random: strategies among {', '.join(STRATEGIES)}.",
@@ -71,7 +78,7 @@ from pipeline.config import PROTOCOLS, STRATEGIES, CurveConfig
 )
 @click.option("--output", default=CurveConfig.output, help="One row per fit (CSV).")
 @click.option("--plot", default=None, help="The curve's PNG [default: <output stem>.png].")
-def command(heads, method_configs, test_split, shots, images, seeds, protocol, simulate,
+def command(heads, method_configs, test_split, shots, images, seeds, protocol, schedule, simulate,
             simulate_heads, batch, up_to, jobs, output, plot, **opts) -> None:  # fmt: skip
     """AP on the test split against labelled training images, for each head, seeded draws.
 
@@ -87,7 +94,7 @@ def command(heads, method_configs, test_split, shots, images, seeds, protocol, s
     strategies = tuple(dict.fromkeys(s.strip() for s in simulate.split(",") if s.strip()))
     config = CurveConfig(
         fit_config(opts), method_names(heads, "--heads"), method_settings(method_configs),
-        test_split, k, n, all_shots or all_images, seeds, protocol, strategies,
+        test_split, k, n, all_shots or all_images, seeds, protocol, schedule, strategies,
         method_names(simulate_heads, "--simulate-heads") if simulate_heads else None,
         batch, up_to, jobs, output, plot,
     )  # fmt: skip

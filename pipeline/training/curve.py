@@ -4,6 +4,7 @@ strategy picks the next images from what unlabelled images give (pipeline/traini
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,6 +23,8 @@ from pipeline.training.budgets import Budget, Draw, SplitTruth, draw, image_orde
 from pipeline.training.crossval import SplitLabels, split_labels
 from pipeline.training.fit import open_fit_cache, train_head, training_classes
 
+STEPS_CAP = 10  # the "steps" schedule runs at most this many times a head's epochs
+
 
 @dataclass(frozen=True)
 class CurveMethod:
@@ -33,13 +36,16 @@ class CurveMethod:
     train: FeatureCache
     test: FeatureCache
     labels: SplitLabels
+    schedule: str = "epochs"  # SCHEDULES
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.config.classes
 
 
-def open_method(name: str, config: FitConfig, test_split: str) -> CurveMethod:
+def open_method(
+    name: str, config: FitConfig, test_split: str, schedule: str = "epochs"
+) -> CurveMethod:
     """The caches of one head, refusing an evaluation split without labels (no AP)."""
     train = open_fit_cache(config)
     config = replace(config, classes=training_classes(config, train))
@@ -50,7 +56,24 @@ def open_method(name: str, config: FitConfig, test_split: str) -> CurveMethod:
             f"{test.directory}: split {test_split!r} has no labels, so no AP to draw a curve "
             "with; pass a labelled --test-split"
         )
-    return CurveMethod(name, config, train, test, split_labels(config, train, config.classes))
+    labels = split_labels(config, train, config.classes)
+    return CurveMethod(name, config, train, test, labels, schedule)
+
+
+def scheduled(method: CurveMethod, drawn: Draw) -> FitConfig:
+    """The fit config of a draw, seeded by it; with the "steps" schedule, an SGD head on
+    fewer images runs more epochs, as many SGD steps as on the whole split (up to
+    STEPS_CAP times its epochs), so that a small budget is not also a short training."""
+    config = replace(method.config, seed=method.config.seed + drawn.seed)
+    if method.schedule != "steps" or config.grid.kind == "whole":
+        return config
+    factor = min(len(method.labels.image_ids) / max(len(drawn.images), 1), STEPS_CAP)
+    mlp, svm = config.mlp, config.svm
+    return replace(
+        config,
+        mlp=replace(mlp, epochs=math.ceil(mlp.epochs * factor)),
+        svm=replace(svm, epochs=math.ceil(svm.epochs * factor)),
+    )
 
 
 def split_truth(cache: FeatureCache, classes: tuple[str, ...]) -> SplitTruth:
@@ -102,7 +125,7 @@ def fit_draw(method: CurveMethod, drawn: Draw):
     problem = budget_problem(method, drawn)
     if problem is not None:
         return None, Measured(drawn, None, problem, 0.0)
-    config = replace(method.config, seed=method.config.seed + drawn.seed)
+    config = scheduled(method, drawn)
     exclude = frozenset(method.labels.image_ids) - drawn.images
     try:
         head = train_head(

@@ -9,6 +9,7 @@ from pipeline.config import CurveConfig, FitConfig
 from pipeline.errors import ConfigError, MidlevelError
 from pipeline.training.budgets import (
     Budget,
+    Draw,
     SplitTruth,
     budgets_of,
     draw,
@@ -97,3 +98,38 @@ def test_budget_options_parse_and_refuse_in_one_line():
         CurveConfig(FitConfig(), protocol="vissl")
     with pytest.raises(ConfigError, match="use --shots, not --images"):
         CurveConfig(FitConfig(), methods=("whole-svm",), protocol="vissl", images=(10,))
+
+
+def test_the_steps_schedule_gives_a_small_budget_the_whole_splits_sgd_steps():
+    from dataclasses import replace
+
+    from pipeline.training.crossval import SplitLabels
+    from pipeline.training.curve import STEPS_CAP, CurveMethod, scheduled
+
+    ids = [f"{i:06d}" for i in range(60)]
+    labels = SplitLabels(
+        ids, np.zeros((60, 1)), None, np.zeros((60, 1), bool), np.ones(60, bool), None
+    )
+    base = FitConfig(seed=7)
+    method = CurveMethod("patches-mlp", base, None, None, labels, schedule="steps")
+
+    def epochs(n: int, seed: int = 0, kind: str = "patches") -> tuple[int, int, int]:
+        grid = replace(base.grid, kind=kind)
+        config = scheduled(
+            replace(
+                method, config=replace(base, grid=grid, head="svm" if kind == "whole" else "mlp")
+            ),
+            Draw(Budget("images", n), seed, frozenset(ids[:n])),
+        )
+        return config.mlp.epochs, config.svm.epochs, config.seed
+
+    assert epochs(60) == (20, 10, 7)  # the whole split: fit's own epochs
+    assert epochs(15, seed=2) == (80, 40, 9)  # a quarter of the images: 4x the epochs
+    assert epochs(1) == (20 * STEPS_CAP, 10 * STEPS_CAP, 7)  # capped
+    assert epochs(15, kind="whole")[:2] == (20, 10)  # liblinear converges: no epochs
+    assert (
+        scheduled(
+            replace(method, schedule="epochs"), Draw(Budget("images", 15), 0, frozenset(ids[:15]))
+        ).mlp.epochs
+        == 20
+    )

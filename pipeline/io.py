@@ -65,6 +65,15 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
     write_atomically(path, text.getvalue().encode())
 
 
+def read_csv(path: str | Path) -> list[dict]:
+    """The rows of a table written by write_csv, [] when there is none yet (a resumed run)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def json_bytes(payload, *, sort_keys: bool = True) -> bytes:
     """Indented JSON; values JSON does not know (paths, numpy scalars) as text."""
     return (json.dumps(payload, indent=2, sort_keys=sort_keys, default=str) + "\n").encode()

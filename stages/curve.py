@@ -5,7 +5,6 @@ settings, both caches' data, the budget and the seed, so that a rerun keeps fini
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import resource
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from pipeline.config import CurveConfig
 from pipeline.errors import CacheError
 from pipeline.evaluation.metrics import mean_ap
-from pipeline.io import write_csv
+from pipeline.io import read_csv, write_csv
 from pipeline.reporting.curves import BUDGET_ARM, Point, aggregate, plot_label_curve
 from pipeline.reporting.provenance import beside, write_sidecar
 from pipeline.training.budgets import Budget, SplitTruth, budgets_of, draw
@@ -145,13 +144,6 @@ def _row(method, config, task, truth, measured: Measured, fit_round: int | None)
     return row | {"key": _key(method, config, task, **more)}
 
 
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _shared_truth(methods: list[CurveMethod]) -> SplitTruth:
     """The image labels every head's draws come from; refuses heads whose training caches
     hold different images (their draws would differ)."""
@@ -209,7 +201,7 @@ def run(config: CurveConfig) -> CurveSummary:
     truth = _shared_truth(list(methods.values()))
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    earlier = _read_rows(output)
+    earlier = read_csv(output)
     tasks = _tasks(config)
     keys = {}
     for task in tasks:

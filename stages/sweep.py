@@ -4,7 +4,6 @@ keyed by its whole fit config, the cache digest and the folds), and the best is 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from pipeline.config import FitConfig, SweepConfig
 from pipeline.errors import MidlevelError
-from pipeline.io import write_csv
+from pipeline.io import read_csv, write_csv
 from pipeline.reporting.provenance import beside, write_sidecar
 from pipeline.store.cache import FeatureCache
 from pipeline.training.crossval import cross_validate
@@ -98,13 +97,6 @@ def _row(
     }
 
 
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _with_columns(rows: list[dict], columns: list[str]) -> list[dict]:
     return [{n: r.get(n, "") for n in columns} for r in rows]
 
@@ -129,7 +121,7 @@ def run(config: SweepConfig) -> SweepSummary:
     cache = open_fit_cache(config.base)
     digest, output = cache.digest, Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    earlier = _read_rows(output)
+    earlier = read_csv(output)
     names = sorted({n for s in config.settings for n in s} | set(setting_names(earlier)))
     keys = [
         setting_key(apply_setting(config.base, s), cache, config.folds) for s in config.settings

@@ -200,6 +200,8 @@ def test_coco_json_reads_right_or_refuses_in_one_line(data):
 @CASES
 @given(st.lists(st.tuples(odd_text, odd_text), min_size=1, max_size=4), st.booleans())
 @example(rows=[("car\x00", "car")], header=True)  # a NUL in a name: a ValueError once
+@example(rows=[("/", "car")], header=True)  # a folder for a name: a ValueError once
+@example(rows=[("..", "car")], header=False)
 def test_a_labels_csv_reads_right_or_refuses_in_one_line(rows, header):
     root = workspace()
     try:

@@ -83,6 +83,10 @@ class LabelsCsvDataset(Dataset):
             name = (row["image"] or "").strip().replace("\\", "/")
             if not name:
                 raise DataError(f"{path}: a row has an empty image column; fill or remove it")
+            if PurePosixPath(name).name in ("", ".", ".."):
+                raise DataError(
+                    f"{path}: image {name!r} names a folder, not an image file; fix its image column"
+                )
             sample_id = str(PurePosixPath(name).with_suffix(""))
             if sample_id in seen:
                 raise DataError(

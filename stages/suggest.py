@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.config import SuggestConfig
 from pipeline.errors import CacheError
 from pipeline.evaluation.pooling import score_power
-from pipeline.evaluation.scoring import HeadOnSplit, open_head_on_split, score_images
+from pipeline.evaluation.scoring import HeadOnSplit, blind_scores, open_head_on_split
 from pipeline.io import write_csv
 from pipeline.reporting.plots import suggestion_sheet
 from pipeline.reporting.provenance import beside, write_sidecar
@@ -60,12 +60,9 @@ def run(config: SuggestConfig) -> SuggestSummary:
             f"training split {config.train_split!r} to suggest; pass a pool --split"
         )
     k = opened.record.k
-    scored = score_images(
-        opened.head, opened.cache, opened.classes, opened.record.classes, k,
-        only=frozenset(candidates),
-    )  # fmt: skip
-    where = {i: n for n, i in enumerate(scored.image_ids)}
-    log_scores = scored.scores[[where[i] for i in candidates]]  # the truth is never read
+    log_scores = blind_scores(
+        opened.head, opened.cache, opened.classes, opened.record.classes, k, candidates
+    )
     power = score_power(opened.head, k)
     centres = labelled.vectors if labelled is not None else np.zeros((0, pool.vectors.shape[1]))
     picks = choose(config.strategy, pool.of(candidates), centres, log_scores, power, config.batch)

@@ -64,6 +64,16 @@ def score_images(
     return ImageScores(image_ids, np.concatenate(pooled), np.concatenate(truth))
 
 
+def blind_scores(
+    head, cache: FeatureCache, classes, head_classes, k: float, image_ids: list[str]
+) -> np.ndarray:
+    """[len(image_ids), C] pooled log scores of these images, in this order, over their
+    label-blind samples; their truth is not returned, so a choice made from it sees no label."""
+    scored = score_images(head, cache, classes, head_classes, k, only=frozenset(image_ids))
+    where = {i: n for n, i in enumerate(scored.image_ids)}
+    return scored.scores[[where[i] for i in image_ids]]
+
+
 def _truth_columns(cache: FeatureCache, classes: tuple[str, ...]) -> list[int] | None:
     """Where each class's truth is in the cache's image labels (None: an unlabelled split,
     all 0); refuses a labelled split without one of the classes (AP would be undefined)."""

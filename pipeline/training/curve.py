@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.config import FitConfig
 from pipeline.errors import CacheError
 from pipeline.evaluation.pooling import score_power
-from pipeline.evaluation.scoring import average_precisions, score_images
+from pipeline.evaluation.scoring import average_precisions, blind_scores, score_images
 from pipeline.features.registry import cache_key
 from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import open_dataset_of, split_cache
@@ -138,16 +138,6 @@ def fit_draw(method: CurveMethod, drawn: Draw):
     return head, Measured(drawn, aps, "", time.perf_counter() - started)
 
 
-def pool_scores(head, method: CurveMethod, pool: list[str]) -> np.ndarray:
-    """[len(pool), C] the head's pooled log scores of training images over their label-blind
-    samples alone (score_images reads only those); their truth is dropped here, unseen."""
-    scored = score_images(
-        head, method.train, method.classes, method.classes, method.config.k, only=frozenset(pool)
-    )
-    where = {i: n for n, i in enumerate(scored.image_ids)}
-    return scored.scores[[where[i] for i in pool]]
-
-
 def simulate(
     method: CurveMethod, truth: SplitTruth, strategy: str, seed: int, batch: int, up_to: int,
     embeddings: Embeddings | None = None,
@@ -178,7 +168,8 @@ def simulate(
             )
         else:
             picks = choose(
-                strategy, embeddings.of(pool), embeddings.of(known), pool_scores(head, method, pool),
+                strategy, embeddings.of(pool), embeddings.of(known),
+                blind_scores(head, method.train, method.classes, method.classes, method.config.k, pool),
                 score_power(head, method.config.k), wanted,
             )  # fmt: skip
         if not picks:

@@ -18,6 +18,7 @@ TASKS = ("object", "action")
 MODES = ("crop", "shared")
 KEEP_CHOICES = ("auto", "sample", "all")
 RUNTIMES = ("auto", "torch", "onnxruntime")  # the frozen net's: auto is ONNX Runtime on a CPU
+PRECISIONS = ("fp32", "int8")  # the frozen net's numbers: int8 is ONNX Runtime's static quantization
 DEVICES = ("auto", "cpu", "cuda")
 ON_ERROR = ("stop", "skip")
 HEADS = ("mlp", "svm", "weak")
@@ -455,3 +456,19 @@ def with_settings(config, settings: dict):
                 top[root] = value
     top |= {root: replace(getattr(config, root), **leaves) for root, leaves in nested.items()}
     return replace(config, **top)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """A fitted head (a file, or a name in `cache_dir`) into a model folder that runs without
+    torch (pipeline/deploy/runtime.py): its ONNX graphs and model.json."""
+
+    head: str
+    output: str = "model"
+    cache_dir: str = "cache"
+    precision: str = "fp32"
+    weights: str | None = None  # a local copy of the head's weights file, checked by digest
+    trust_pickle: bool = False
+
+    def __post_init__(self):
+        check_choice("precision", self.precision, PRECISIONS)

@@ -14,7 +14,7 @@ from pipeline.config import ExtractConfig
 from pipeline.datasets import Sample
 from pipeline.datasets.base import whole_image
 from pipeline.datasets.image_files import ImageFilesDataset
-from pipeline.datasets.pixels import shown_rgb
+from pipeline.datasets.pixels import array_rgb, shown_rgb
 from pipeline.errors import BackboneUnavailable, CacheError, DataError
 from pipeline.evaluation.pooling import image_log_scores, score_power
 from pipeline.evaluation.score_maps import score_map
@@ -161,19 +161,8 @@ def _describe(part: dict) -> str:
 
 
 def _as_array(image) -> np.ndarray:
-    """[H, W, 3] uint8 of a PIL image (what it shows, as a file of it would: its EXIF
-    orientation applied, any mode made 8-bit RGB) or of a uint8 numpy array (gray, RGB, or
-    RGBA shown over white like an RGBA file; pipeline/datasets/pixels.py)."""
-    if isinstance(image, Image.Image):
-        return shown_rgb(image)
-    pixels = np.asarray(image)
-    if pixels.dtype != np.uint8 or not (
-        pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4))
-    ):
-        raise DataError(
-            f"an image array of shape {pixels.shape} and dtype {pixels.dtype}: pass [H, W, 3] uint8"
-        )
-    return shown_rgb(Image.fromarray(pixels))
+    """[H, W, 3] uint8 of a PIL image or a uint8 numpy array, as a file of it would show."""
+    return shown_rgb(image) if isinstance(image, Image.Image) else array_rgb(image)
 
 
 def load_head(

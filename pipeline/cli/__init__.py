@@ -10,6 +10,7 @@ from pipeline.cli import (
     compare,
     curve,
     demo,
+    export,
     extract,
     fit,
     localize,
@@ -32,7 +33,9 @@ def cli() -> None:
     """
 
 
-for verb in (demo, extract, fit, sweep, curve, suggest, score, compare, localize, report, predict):
+for verb in (
+    demo, extract, fit, sweep, curve, suggest, score, compare, localize, report, predict, export,
+):
     cli.add_command(verb.command)
 
 

@@ -56,9 +56,9 @@ class ImageFileError(DataError):
 
 
 @contextmanager
-def _opened(path: Path, doing: str, fix: str) -> Iterator[Image.Image]:
-    """The open image; any failure inside the block an ImageFileError: `<path>: cannot
-    <doing> (<reason>); <fix>`."""
+def _opened(path, doing: str, fix: str, *, name: str | None = None) -> Iterator[Image.Image]:
+    """The open image of a path (or a file object called `name`); any failure inside the
+    block an ImageFileError: `<path>: cannot <doing> (<reason>); <fix>`."""
     try:
         with Image.open(path) as image:
             yield image
@@ -67,7 +67,8 @@ def _opened(path: Path, doing: str, fix: str) -> Iterator[Image.Image]:
         raise ImageFileError(path, None, message) from None
     except READ_ERRORS as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ImageFileError(path, reason, f"{path}: cannot {doing} ({reason}); {fix}") from None
+        shown = path if name is None else name
+        raise ImageFileError(shown, reason, f"{shown}: cannot {doing} ({reason}); {fix}") from None
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -81,6 +82,25 @@ def read_rgb(path: Path) -> np.ndarray:
     """[H, W, 3] uint8 (writable, C order) of what the image file shows (docs/datasets.md)."""
     with _opened(path, "decode", "replace the file or drop its id") as image:
         return shown_rgb(image)
+
+
+def decode_rgb_bytes(data: bytes, name: str) -> np.ndarray:
+    """[H, W, 3] uint8 of an image file's bytes (an upload called `name`), as read_rgb."""
+    with _opened(io.BytesIO(data), "decode", "send a JPEG or PNG photo", name=name) as image:
+        return shown_rgb(image)
+
+
+def array_rgb(pixels) -> np.ndarray:
+    """[H, W, 3] uint8 of a uint8 numpy array (gray, RGB, or RGBA shown over white as an RGBA
+    file is); DataError for any other shape or dtype."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or not (
+        pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4))
+    ):
+        raise DataError(
+            f"an image array of shape {pixels.shape} and dtype {pixels.dtype}: pass [H, W, 3] uint8"
+        )
+    return shown_rgb(Image.fromarray(pixels))
 
 
 def shown_rgb(image: Image.Image) -> np.ndarray:

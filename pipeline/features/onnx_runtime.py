@@ -77,6 +77,7 @@ class OrtPart(torch.nn.Module):
 
     def __init__(self, path: Path):
         super().__init__()
+        self.path = path  # what an export copies (pipeline/deploy/export.py)
         ort = _onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = cpu_threads()

@@ -38,6 +38,14 @@ class ImageSVMHead(ClassifierMixin, BaseEstimator):
         self.loss_curve_: list[float] = []
         return self
 
+    link = "sigmoid"  # margins -> p (an export's model.json says it)
+
+    def dense_layers(self) -> dict:
+        """The head as its standardisation and one dense layer (an export's graph)."""
+        scaler = self.scaler_
+        return {"mean": scaler.mean_, "scale": scaler.scale_,
+                "layers": [(self.coef_, self.intercept_)], "link": self.link}  # fmt: skip
+
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "coef_")
         X = np.asarray(X, dtype=np.float32)

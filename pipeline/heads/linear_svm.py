@@ -61,5 +61,16 @@ class LinearSVMHead(StreamingHead):
             margins = np.stack([-margins, margins], axis=1)
         return margins
 
+    link = "sigmoid"  # margins -> p (an export's model.json says it)
+
+    def dense_layers(self) -> dict:
+        """The head as its standardisation and one dense layer (an export's graph); two
+        classes as two opposite margins, as `_margins` gives them."""
+        coef, intercept = self.sgd_.coef_, self.sgd_.intercept_
+        if coef.shape[0] == 1:
+            coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
+        return {"mean": self.mean_, "scale": self.scale_, "layers": [(coef, intercept)],
+                "link": self.link}  # fmt: skip
+
     def _log_link(self, margins: np.ndarray) -> np.ndarray:
         return -np.logaddexp(0.0, -margins)  # log sigmoid, exact for any margin

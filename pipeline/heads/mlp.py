@@ -22,6 +22,8 @@ class MLPHead(TorchModelState, StreamingHead):
     draws that leave the global generator alone make a CPU fit deterministic; a pickled head
     holds a CPU copy of `model_`, so it loads anywhere. device: cpu, cuda or auto."""
 
+    link = "softmax"  # margins -> class probabilities (an export's model.json says it)
+
     def __init__(
         self,
         *,

@@ -102,6 +102,8 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
     [N, C] (what the score maps show). `classes_` are the class columns 0..C-1 of Y.
     """
 
+    link = "sigmoid"  # patch logits -> p(class | patch) (an export's model.json says it)
+
     def __init__(
         self,
         *,

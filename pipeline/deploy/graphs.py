@@ -1,0 +1,185 @@
+"""The graphs around the frozen net's exported parts, built node by node: the crop and
+normalisation before the net, the pooled cells of shared mode, the head after it; joined
+with the parts into one graph per part of an export (docs/deploy.md lists their inputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, compose, helper, numpy_helper
+
+OPSET = 20  # the exported parts' (pipeline/features/onnx_runtime.py): compose needs one
+IR_VERSION = 9
+FLOAT = TensorProto.FLOAT
+
+
+def _model(nodes, inputs, outputs, arrays: dict[str, np.ndarray], name: str) -> onnx.ModelProto:
+    initializers = [numpy_helper.from_array(np.asarray(v), k) for k, v in arrays.items()]
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
+
+
+def _tensor(name: str, shape: Sequence, elem: int = FLOAT):
+    return helper.make_tensor_value_info(name, elem, list(shape))
+
+
+def _first_zeros(prefix: str, rows: str) -> list:
+    """Nodes giving `{prefix}index`: int64 zeros, one per row of `rows` (RoiAlign's batch
+    index: every box is on the one image)."""
+    zero = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    return [
+        helper.make_node("Shape", [rows], [f"{prefix}rows"], start=0, end=1),
+        helper.make_node("ConstantOfShape", [f"{prefix}rows"], [f"{prefix}index"], value=zero),
+    ]
+
+
+def _normalise(prefix: str, source: str, out: str) -> list:
+    return [
+        helper.make_node("Sub", [source, f"{prefix}mean"], [f"{prefix}centred"]),
+        helper.make_node("Div", [f"{prefix}centred", f"{prefix}std"], [out]),
+    ]
+
+
+def _pixel_stats(prefix: str, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """ImageNet mean and std on the 0..255 scale, shaped to broadcast over [B, 3, H, W]."""
+    shape = (1, 3, 1, 1)
+    return {
+        f"{prefix}mean": (np.asarray(mean, np.float32) * 255).reshape(shape),
+        f"{prefix}std": (np.asarray(std, np.float32) * 255).reshape(shape),
+    }
+
+
+def crop_prep(size: int, mean, std) -> onnx.ModelProto:
+    """image [1, 3, H, W] (RGB, 0..255) and boxes [N, 4] (x0, y0, x1, y1 in pixels) -> the
+    normalised patches [N, 3, size, size]: RoiAlign with adaptive sampling, the box filter
+    that torchvision's roi_align applies in pipeline/features/backbone.py `crop`."""
+    p = "crop/"
+    nodes = [
+        *_first_zeros(p, "boxes"),
+        helper.make_node(
+            "RoiAlign", ["image", "boxes", f"{p}index"], [f"{p}patches"], mode="avg",
+            output_height=size, output_width=size, sampling_ratio=0, spatial_scale=1.0,
+            coordinate_transformation_mode="half_pixel",
+        ),  # fmt: skip
+        *_normalise(p, f"{p}patches", "x"),
+    ]
+    inputs = [_tensor("image", [1, 3, "height", "width"]), _tensor("boxes", ["patches", 4])]
+    return _model(nodes, inputs, [_tensor("x", ["patches", 3, size, size])],
+                  _pixel_stats(p, mean, std), "crop")  # fmt: skip
+
+
+def trunk_prep(mean, std) -> onnx.ModelProto:
+    """image [1, 3, h, w] (RGB, 0..255, resized to one scale) -> normalised."""
+    p = "trunk/"
+    inputs = [_tensor("image", [1, 3, "height", "width"])]
+    return _model(_normalise(p, "image", "x"), inputs, [_tensor("x", [1, 3, "height", "width"])],
+                  _pixel_stats(p, mean, std), "trunk")  # fmt: skip
+
+
+def roi_cells(pool: int, cell: float, samples: int, averaged: bool) -> onnx.ModelProto:
+    """fmap [1, C, h, w] and rois [N, 4] (in the resized image's pixels) -> each patch's
+    cells [N, C, pool, pool], or their mean [N, C, 1, 1] when the net's head averages them
+    (shared mode's roi_align / roi_mean in pipeline/features/backbone.py)."""
+    p = "cells/"
+    pooled = "x" if not averaged else f"{p}cells"
+    nodes = [
+        *_first_zeros(p, "rois"),
+        helper.make_node(
+            "RoiAlign", ["fmap", "rois", f"{p}index"], [pooled], mode="avg",
+            output_height=pool, output_width=pool, sampling_ratio=samples,
+            spatial_scale=1.0 / cell, coordinate_transformation_mode="half_pixel",
+        ),  # fmt: skip
+    ]
+    if averaged:
+        axes = {f"{p}axes": np.array([2, 3], np.int64)}
+        nodes.append(helper.make_node("ReduceMean", [pooled, f"{p}axes"], ["x"], keepdims=1))
+    else:
+        axes = {}
+    inputs = [_tensor("fmap", [1, "channels", "height", "width"]), _tensor("rois", ["patches", 4])]
+    return _model(nodes, inputs, [_tensor("x", ["patches", "channels", None, None])], axes,
+                  "cells")  # fmt: skip
+
+
+def head_graph(dense: dict, dim: int) -> onnx.ModelProto:
+    """features [N, D] -> margins [N, columns]: the features rounded to float16 as the cache
+    stores them (the head was trained on those), standardised, then the head's dense layers
+    with ReLU between them. `dense`: a head's `dense_layers()`."""
+    p = "head/"
+    arrays = {
+        f"{p}mean": np.asarray(dense["mean"], np.float32),
+        f"{p}scale": np.asarray(dense["scale"], np.float32),
+    }
+    nodes = [
+        helper.make_node("Cast", ["features"], [f"{p}half"], to=TensorProto.FLOAT16),
+        helper.make_node("Cast", [f"{p}half"], [f"{p}stored"], to=FLOAT),
+        helper.make_node("Sub", [f"{p}stored", f"{p}mean"], [f"{p}centred"]),
+        helper.make_node("Div", [f"{p}centred", f"{p}scale"], [f"{p}in0"]),
+    ]
+    layers = dense["layers"]
+    for i, (weight, bias) in enumerate(layers):
+        arrays[f"{p}w{i}"] = np.asarray(weight, np.float32)
+        arrays[f"{p}b{i}"] = np.asarray(bias, np.float32)
+        last = i == len(layers) - 1
+        out = "margins" if last else f"{p}dense{i}"
+        nodes.append(helper.make_node("Gemm", [f"{p}in{i}", f"{p}w{i}", f"{p}b{i}"], [out],
+                                      transB=1))  # fmt: skip
+        if not last:
+            nodes.append(helper.make_node("Relu", [out], [f"{p}in{i + 1}"]))
+    columns = np.asarray(layers[-1][1]).shape[0]
+    return _model(nodes, [_tensor("features", ["patches", dim])],
+                  [_tensor("margins", ["patches", columns])], arrays, "head")  # fmt: skip
+
+
+def chain(*models: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """The models joined output to input in order (each one's only output feeds the next
+    one's first input); every model's inner names get its own prefix from `names`, the
+    first one's inputs and the last one's outputs keep theirs."""
+    joined = None
+    for model, name in zip(models, names, strict=True):
+        model = _same_versions(model)
+        renamed = compose.add_prefix(model, f"{name}/", rename_inputs=False, rename_outputs=False)
+        inner = {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
+        renamed = _prefix_io(renamed, f"{name}/", inner - _ends(models, model))
+        if joined is None:
+            joined = renamed
+            continue
+        feed = joined.graph.output[0].name
+        joined = compose.merge_models(
+            joined, renamed, io_map=[(feed, renamed.graph.input[0].name)]
+        )
+    return joined
+
+
+def _ends(models, model) -> set[str]:
+    """The names that stay as they are: the first model's inputs, the last one's outputs."""
+    keep = set()
+    if model is models[0]:
+        keep |= {i.name for i in model.graph.input}
+    if model is models[-1]:
+        keep |= {o.name for o in model.graph.output}
+    return keep
+
+
+def _prefix_io(model: onnx.ModelProto, prefix: str, names: set[str]) -> onnx.ModelProto:
+    """Inputs and outputs in `names` renamed with the prefix (the joins in between)."""
+    mapping = {n: prefix + n for n in names}
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    for value in [*graph.input, *graph.output]:
+        value.name = mapping.get(value.name, value.name)
+    return model
+
+
+def _same_versions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """compose joins only models of one IR version and opset."""
+    opsets = {o.domain: o.version for o in model.opset_import}
+    if opsets.get("", OPSET) != OPSET:
+        model = onnx.version_converter.convert_version(model, OPSET)
+    model.ir_version = IR_VERSION
+    return model

@@ -18,7 +18,8 @@ TASKS = ("object", "action")
 MODES = ("crop", "shared")
 KEEP_CHOICES = ("auto", "sample", "all")
 RUNTIMES = ("auto", "torch", "onnxruntime")  # the frozen net's: auto is ONNX Runtime on a CPU
-PRECISIONS = ("fp32", "int8")  # the frozen net's numbers: int8 is ONNX Runtime's static quantization
+# the frozen net's numbers: int8 is ONNX Runtime's static quantization (docs/deploy.md)
+PRECISIONS = ("fp32", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 ON_ERROR = ("stop", "skip")
 HEADS = ("mlp", "svm", "weak")

@@ -34,7 +34,18 @@ def cli() -> None:
 
 
 for verb in (
-    demo, extract, fit, sweep, curve, suggest, score, compare, localize, report, predict, export,
+    demo,
+    extract,
+    fit,
+    sweep,
+    curve,
+    suggest,
+    score,
+    compare,
+    localize,
+    report,
+    predict,
+    export,
 ):
     cli.add_command(verb.command)
 

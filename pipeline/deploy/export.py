@@ -131,7 +131,11 @@ def _manifest(predictor: Predictor, files: dict[str, str], precision: str) -> di
         "grid": asdict(predictor.grid),
         "input_size": backbone.input_size,
         "batch": backbone.batch_size,
-        **({"cell": backbone.cell, "pool": backbone.parts.pool, "samples": SAMPLES} if shared else {}),
+        **(
+            {"cell": backbone.cell, "pool": backbone.parts.pool, "samples": SAMPLES}
+            if shared
+            else {}
+        ),
         "preprocessing": {
             "pixels": "RGB, 0..255 float32, EXIF orientation applied (docs/datasets.md)",
             "mean": [255 * m for m in spec.mean],
@@ -141,8 +145,11 @@ def _manifest(predictor: Predictor, files: dict[str, str], precision: str) -> di
         "link": predictor.head.link,
         "pooling": _pooling(predictor),
         "head": {
-            "name": record.head, "class": type(predictor.head).__name__,
-            "file": Path(predictor.path).name, "sha256": record.sha256, "params": record.params,
+            "name": record.head,
+            "class": type(predictor.head).__name__,
+            "file": Path(predictor.path).name,
+            "sha256": record.sha256,
+            "params": record.params,
         },  # fmt: skip
         "digest": record.digest,
         "fingerprint": predictor.fingerprint,

@@ -61,8 +61,14 @@ def crop_prep(size: int, mean, std) -> onnx.ModelProto:
     nodes = [
         *_first_zeros(p, "boxes"),
         helper.make_node(
-            "RoiAlign", ["image", "boxes", f"{p}index"], [f"{p}patches"], mode="avg",
-            output_height=size, output_width=size, sampling_ratio=0, spatial_scale=1.0,
+            "RoiAlign",
+            ["image", "boxes", f"{p}index"],
+            [f"{p}patches"],
+            mode="avg",
+            output_height=size,
+            output_width=size,
+            sampling_ratio=0,
+            spatial_scale=1.0,
             coordinate_transformation_mode="half_pixel",
         ),  # fmt: skip
         *_normalise(p, f"{p}patches", "x"),
@@ -89,9 +95,15 @@ def roi_cells(pool: int, cell: float, samples: int, averaged: bool) -> onnx.Mode
     nodes = [
         *_first_zeros(p, "rois"),
         helper.make_node(
-            "RoiAlign", ["fmap", "rois", f"{p}index"], [pooled], mode="avg",
-            output_height=pool, output_width=pool, sampling_ratio=samples,
-            spatial_scale=1.0 / cell, coordinate_transformation_mode="half_pixel",
+            "RoiAlign",
+            ["fmap", "rois", f"{p}index"],
+            [pooled],
+            mode="avg",
+            output_height=pool,
+            output_width=pool,
+            sampling_ratio=samples,
+            spatial_scale=1.0 / cell,
+            coordinate_transformation_mode="half_pixel",
         ),  # fmt: skip
     ]
     if averaged:
@@ -148,9 +160,7 @@ def chain(*models: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
             joined = renamed
             continue
         feed = joined.graph.output[0].name
-        joined = compose.merge_models(
-            joined, renamed, io_map=[(feed, renamed.graph.input[0].name)]
-        )
+        joined = compose.merge_models(joined, renamed, io_map=[(feed, renamed.graph.input[0].name)])
     return joined
 
 

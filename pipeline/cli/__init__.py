@@ -17,6 +17,7 @@ from pipeline.cli import (
     predict,
     report,
     score,
+    serve,
     suggest,
     sweep,
 )
@@ -46,6 +47,7 @@ for verb in (
     report,
     predict,
     export,
+    serve,
 ):
     cli.add_command(verb.command)
 

@@ -1,0 +1,40 @@
+"""`pipeline serve`: which model folder, where to listen, and the limits."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.deploy.serve_config import ServeConfig
+
+
+@click.command("serve")
+@click.argument("model", metavar="DIR")
+@click.option(
+    "--host", default=ServeConfig.host, show_default=True,
+    help="Interface to listen on (0.0.0.0: every interface).",
+)  # fmt: skip
+@click.option(
+    "--port", type=int, default=ServeConfig.port, show_default=True,
+    help="0: any free port (the printed line names it).",
+)  # fmt: skip
+@click.option(
+    "--max-upload-mb", type=float, default=ServeConfig.max_upload_mb, show_default=True,
+    help="Larger uploads are refused (413) before or while they are read.",
+)  # fmt: skip
+@click.option(
+    "--workers-threads", "threads", type=int, default=None,
+    help="Predictions run at once, sharing the cores [default: 2, or 1 on one core].",
+)  # fmt: skip
+@click.option(
+    "--max-pending", type=int, default=ServeConfig.max_pending, show_default=True,
+    help="Requests running or waiting; more are refused (503) before being read.",
+)  # fmt: skip
+@click.option(
+    "--example", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="A photo the page offers to try (served at /example).",
+)  # fmt: skip
+def command(model, **opts) -> None:
+    """An exported model folder (pipeline export) behind HTTP: a page, /predict, /health."""
+    from stages import serve as stage
+
+    stage.run(ServeConfig(model=model, **opts), ready=click.echo)

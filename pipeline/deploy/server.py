@@ -1,0 +1,274 @@
+"""The HTTP face of an exported model (`pipeline serve`): POST /predict scores a photo, GET /
+is a page to try it in a browser, /health and /model describe what runs (docs/serve.md).
+
+Bad input gets a 4xx with a one-line JSON reason ({"detail": "..."}), never a crash: an
+upload over the limit (413, from its Content-Length before it is read, else counted while
+it arrives), a body that is no photo or no form (415, 400), a file that does not decode
+(422: the runtime's DataError, decompression bombs included), a full queue (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from PIL import Image
+from starlette.datastructures import Headers, UploadFile
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from pipeline.datasets.pixels import READ_ERRORS
+from pipeline.deploy.overlay import COLOURS, overlay_png
+from pipeline.errors import DataError, MidlevelError
+
+PAGE = Path(__file__).with_name("page.html")
+FIELD = "file"  # the multipart field of the photo
+RAW_TYPES = ("image/", "application/octet-stream")  # a raw body of these is the photo itself
+TOP = 5  # classes in "top" unless ?top= says otherwise
+MB = 1 << 20
+
+
+def cores() -> int:
+    """The cores this process may use (a container's or taskset's share, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def split_threads(threads: int | None = None) -> tuple[int, int]:
+    """(prediction threads, ONNX Runtime threads per run) with their product <= the cores:
+    more runs at once than cores only queue for them, and each slows the others.
+
+    Default: two prediction threads of half the cores each (on 1 core, one of one), so that
+    one request's decode, pooling and overlay (numpy and Pillow, mostly single-threaded)
+    overlap another's net instead of leaving cores idle; bench/serve_load.py measures it.
+    """
+    available = cores()
+    threads = threads or min(2, available)
+    return threads, max(1, available // threads)
+
+
+def create_app(
+    model,
+    *,
+    max_upload_mb: float = 20.0,
+    threads: int | None = None,
+    max_pending: int = 64,
+    example: Path | None = None,
+) -> FastAPI:
+    """The app serving `model` (a pipeline.deploy.runtime.Model).
+
+    threads: predictions run at once, in a pool of that many threads sharing the model's
+    one ONNX Runtime session (its run() is thread-safe); default: as many as the cores
+    hold at model.threads each (split_threads). max_pending: requests admitted at once,
+    running or waiting; more get 503 before their body is read, which bounds the memory
+    held by uploads (max_pending x max_upload_mb). example: a photo served at /example,
+    for the page's "try the example" button.
+    """
+    threads = threads or max(1, cores() // max(1, getattr(model, "threads", 1)))
+    app = FastAPI(title="midlevel", docs_url="/docs", redoc_url=None)
+    app.add_middleware(UploadLimit, limit_mb=max_upload_mb)
+    app.exception_handler(RequestValidationError)(_one_line_validation_error)
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+    page = PAGE.read_text()
+    state = app.state.counts = {"pending": 0, "predictions": 0, "refused": 0}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict:
+        """Liveness and load: what a probe or a dashboard reads."""
+        return {
+            "status": "ok",
+            "classes": len(model.classes),
+            "threads": threads,
+            "onnxruntime_threads": getattr(model, "threads", None),
+            "pending": state["pending"],
+            "predictions": state["predictions"],
+            "refused": state["refused"],
+        }
+
+    @app.get("/model")
+    def model_info() -> dict:
+        """What the model is: its classes, fingerprint and export settings, and the limits."""
+        info = model.info
+        return {
+            "classes": list(model.classes),
+            "colours": ["#{:02x}{:02x}{:02x}".format(*c) for c in COLOURS],
+            **{
+                key: info.get(key) for key in ("fingerprint", "digest", "precision", "mode", "head")
+            },
+            "max_upload_mb": max_upload_mb,
+            "example": example is not None,
+        }
+
+    if example is not None:
+
+        @app.get("/example", include_in_schema=False)
+        def example_photo() -> FileResponse:
+            return FileResponse(example)
+
+    @app.post("/predict", openapi_extra=UPLOAD_SCHEMA)
+    async def predict(
+        request: Request,
+        top: int = Query(TOP, ge=1, description="classes listed in 'top', best first"),
+        maps: bool = Query(False, description="add the heat-map overlay as base64 PNG"),
+    ) -> dict:
+        """Scores of one photo: a multipart upload (field 'file') or the raw bytes of the
+        photo with an image/* Content-Type."""
+        if state["pending"] >= max_pending:
+            state["refused"] += 1
+            raise HTTPException(
+                503,
+                f"busy: {state['pending']} requests running or waiting; retry in a moment",
+                headers={"Retry-After": "1"},
+            )
+        state["pending"] += 1
+        try:
+            data, name = await _photo(request)
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(pool, _answer, model, data, name, top, maps)
+        finally:
+            state["pending"] -= 1
+        state["predictions"] += 1
+        return body
+
+    return app
+
+
+def _answer(model, data: bytes, name: str, top: int, maps: bool) -> dict:
+    """The JSON of one photo's prediction (in a pool thread: decode, net, pooling, overlay)."""
+    _check_pixels(data, name)
+    try:
+        p = model.predict(data, name=name)
+    except DataError as exc:
+        raise HTTPException(422, _line(exc)) from None
+    body = {
+        "scores": {c: float(s) for c, s in zip(model.classes, p.scores, strict=True)},
+        "top": [{"class": c, "score": s} for c, s in p.top(top)],
+        "milliseconds": round(p.milliseconds, 2),
+        "width": p.width,
+        "height": p.height,
+    }
+    if maps:
+        try:
+            score_maps = model.score_maps(p)
+        except MidlevelError as exc:  # e.g. a whole-image head: no patches to map
+            raise HTTPException(400, _line(exc)) from None
+        png = overlay_png(p.pixels, score_maps, model.classes, p.scores, top=min(top, 3))
+        body["overlay_png"] = base64.b64encode(png).decode("ascii")
+    return body
+
+
+def _check_pixels(data: bytes, name: str) -> None:
+    """422 for a photo over PIL's MAX_IMAGE_PIXELS by its header: PIL refuses twice that,
+    but between 1x and 2x (89-179 megapixels) it only warns, and would decode it."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except READ_ERRORS:
+        return  # the runtime reads it again and says why it cannot
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise HTTPException(
+            422,
+            f"{name}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over this "
+            f"server's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP; send a smaller photo",
+        )
+
+
+async def _photo(request: Request) -> tuple[bytes, str]:
+    """(bytes, name) of the photo in a request: the multipart field 'file', or the body."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=16) as form:
+            upload = form.get(FIELD)
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(
+                    400, f"no file in the form field '{FIELD}': send the photo as -F {FIELD}=@PHOTO"
+                )
+            data, name = await upload.read(), upload.filename or "upload"
+    elif kind.startswith(RAW_TYPES):
+        data, name = await request.body(), "upload"
+    else:
+        raise HTTPException(
+            415,
+            f"Content-Type {kind or 'none'!r}: send the photo as multipart/form-data field "
+            f"'{FIELD}', or as the raw body with an image/* Content-Type",
+        )
+    if not data:
+        raise HTTPException(400, f"{name}: the file is empty")
+    return data, name
+
+
+class UploadLimit:
+    """ASGI middleware: 413 for a request body over `limit` bytes, at once from its
+    Content-Length (nothing read), else when the bytes counted while it arrives pass it
+    (a chunked upload declares no length)."""
+
+    def __init__(self, app: ASGIApp, *, limit_mb: float):
+        self.app, self.limit_mb, self.limit = app, limit_mb, round(limit_mb * MB)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            response = JSONResponse({"detail": self.reason(int(declared))}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, self.reason(None))
+            return message
+
+        await self.app(scope, counted, send)
+
+    def reason(self, size: int | None) -> str:
+        upload = f"an upload of {size / MB:.1f} MB" if size is not None else "the upload"
+        return (
+            f"{upload} is over this server's limit of {self.limit_mb:g} MB "
+            "(pipeline serve --max-upload-mb); send a smaller photo"
+        )
+
+
+async def _one_line_validation_error(request: Request, exc: RequestValidationError):
+    """422 with one line ("top: Input should be ...") instead of FastAPI's list of errors."""
+    reasons = [
+        f"{'.'.join(str(part) for part in error['loc'][1:])}: {error['msg']}"
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": "; ".join(reasons)}, status_code=422)
+
+
+def _line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+UPLOAD_SCHEMA = {  # /docs shows the upload, which the handler reads itself (to count bytes)
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {FIELD: {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}

@@ -1,0 +1,276 @@
+"""`pipeline serve`'s app through the framework's test client: every endpoint answers what the
+model answers in process, every bad input gets a 4xx with one line and the server keeps
+serving, concurrent clients each get their own photo's scores; the verb itself on a port."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from cli_helpers import error_lines, invoke
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from pipeline.deploy.runtime import Model
+from pipeline.deploy.server import create_app, split_threads
+
+LIMIT_MB = 1.0
+
+
+@pytest.fixture(scope="module")
+def exported(shapes_cache, shapes_voc, tmp_path_factory) -> dict:
+    """An SVM head on the shapes tree exported to a model folder, and its test photos."""
+    cache, common = shapes_cache
+    code, out = invoke("fit", "--head", "svm", *common)
+    assert code == 0, out
+    head = out.strip().rsplit(" -> ", 1)[1]
+    folder = tmp_path_factory.mktemp("served") / "model"
+    code, out = invoke("export", "--head", head, "--output", str(folder))
+    assert code == 0, out
+    ids = (shapes_voc / "ImageSets" / "Main" / "test.txt").read_text().split()
+    photos = [shapes_voc / "JPEGImages" / f"{i}.jpg" for i in ids]
+    return {"folder": folder, "photos": photos}
+
+
+@pytest.fixture(scope="module")
+def model(exported) -> Model:
+    return Model.load(exported["folder"], threads=1)
+
+
+@pytest.fixture(scope="module")
+def client(model, exported):
+    app = create_app(model, max_upload_mb=LIMIT_MB, threads=2, example=exported["photos"][0])
+    with TestClient(app) as client:
+        yield client
+
+
+def upload(client, path: Path, query: str = "") -> httpx.Response:
+    with open(path, "rb") as handle:
+        return client.post(f"/predict{query}", files={"file": (path.name, handle, "image/jpeg")})
+
+
+def scores_in_process(model: Model, path: Path) -> dict[str, float]:
+    p = model.predict(path.read_bytes())
+    return dict(zip(model.classes, p.scores.tolist(), strict=True))
+
+
+def assert_serving(client, model, photo: Path) -> None:
+    """A good photo still gets its scores (the server survived what came before)."""
+    response = upload(client, photo)
+    assert response.status_code == 200, response.text
+    assert response.json()["scores"] == pytest.approx(scores_in_process(model, photo), rel=1e-6)
+
+
+def test_predict_answers_the_scores_of_the_model_in_process(client, model, exported):
+    photo = exported["photos"][3]
+    body = upload(client, photo, "?top=2").json()
+    expected = scores_in_process(model, photo)
+    assert list(body["scores"]) == list(model.classes)
+    assert body["scores"] == pytest.approx(expected, rel=1e-6)
+    best = sorted(expected, key=expected.get, reverse=True)[:2]
+    assert [entry["class"] for entry in body["top"]] == best
+    assert body["top"][0]["score"] == pytest.approx(expected[best[0]], rel=1e-6)
+    with Image.open(photo) as image:
+        assert (body["width"], body["height"]) == image.size
+    assert body["milliseconds"] > 0 and "overlay_png" not in body
+    # the photo as the raw body, with an image Content-Type: the same answer
+    raw = client.post(
+        "/predict", content=photo.read_bytes(), headers={"content-type": "image/jpeg"}
+    )
+    assert raw.status_code == 200 and raw.json()["scores"] == body["scores"]
+    assert len(raw.json()["top"]) == len(model.classes)  # top 5 of 3 classes: all of them
+
+
+def test_maps_adds_the_overlay_of_the_top_classes(client, model, exported):
+    photo = exported["photos"][5]
+    body = upload(client, photo, "?maps=1&top=1").json()
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_png"])))
+    assert overlay.format == "PNG"
+    with Image.open(photo) as image:  # 128 x 96, enlarged to 320 wide
+        assert overlay.width == 320 and overlay.height > 320 * image.height / image.width
+    p = model.predict(photo.read_bytes())
+    from pipeline.deploy.overlay import overlay_image
+
+    expected = overlay_image(p.pixels, model.score_maps(p), model.classes, p.scores, top=1)
+    np.testing.assert_array_equal(np.asarray(overlay.convert("RGB")), np.asarray(expected))
+
+
+def test_health_model_page_and_example(client, model, exported):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["classes"] == 3 and health["threads"] == 2
+    assert health["predictions"] >= 0 and health["pending"] == 0
+    info = client.get("/model").json()
+    assert info["classes"] == ["bus", "car", "cat"]
+    assert info["digest"] == model.info["digest"] and info["mode"] == model.info["mode"]
+    assert info["precision"] == "fp32" and info["head"]["name"] == "svm"
+    assert info["fingerprint"]["backbone"]["name"] == "resnet18" and info["max_upload_mb"] == 1
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "fetch(`predict?maps=1" in page.text
+    # self-contained: no script, style, image or font from elsewhere (the server may be offline)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text)
+    assert not re.search(r"@import|url\(\s*['\"]?(https?:)?//", page.text)
+    example = client.get("/example")
+    assert example.status_code == 200 and example.content == exported["photos"][0].read_bytes()
+
+
+def truncated(photo: Path) -> bytes:
+    data = photo.read_bytes()
+    return data[: len(data) // 2]
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    """A small PNG whose header declares width x height (1-bit, compresses to a few KB)."""
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def chunks(total: int):
+    """A body with no Content-Length (sent chunked): the server must count it."""
+    for _ in range(total // 65536):
+        yield b"\xff" * 65536
+
+
+BAD = {
+    # name: (request keyword arguments given the photos, status, a word of the reason)
+    "not an image": (lambda p: {"files": {"file": ("a.jpg", b"not a jpeg", "image/jpeg")}}, 422, "a.jpg: cannot decode"),
+    "truncated JPEG": (lambda p: {"files": {"file": ("t.jpg", truncated(p[0]), "image/jpeg")}}, 422, "t.jpg: cannot decode"),
+    # over 2x PIL's MAX_IMAGE_PIXELS: PIL's own refusal, through the runtime's DataError
+    "decompression bomb": (lambda p: {"files": {"file": ("b.png", png_of_size(20000, 20000), "image/png")}}, 422, "b.png: cannot decode"),
+    # between 1x and 2x PIL only warns: the server refuses it from the header
+    "decompression bomb, PIL's warning band": (lambda p: {"files": {"file": ("w.png", png_of_size(10000, 10000), "image/png")}}, 422, "10000x10000 pixels"),
+    "over the upload limit": (lambda p: {"files": {"file": ("big.jpg", b"\xff" * (3 << 20), "image/jpeg")}}, 413, "an upload of 3.0 MB is over"),
+    "over the limit, chunked": (lambda p: {"content": chunks(3 << 20), "headers": {"content-type": "image/jpeg"}}, 413, "the upload is over"),
+    "missing file field": (lambda p: {"files": {"photo": ("a.jpg", p[0].read_bytes(), "image/jpeg")}}, 400, "no file in the form field 'file'"),
+    "file field as text": (lambda p: {"data": {"file": "a.jpg"}, "files": {"other": ("x", b"x")}}, 400, "no file in the form field 'file'"),
+    "empty file": (lambda p: {"files": {"file": ("e.jpg", b"", "image/jpeg")}}, 400, "e.jpg: the file is empty"),
+    "not a photo's content type": (lambda p: {"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "Content-Type 'application/json'"),
+    "no body": (lambda p: {}, 415, "Content-Type 'none'"),
+    "broken multipart": (lambda p: {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400, "no file in the form field 'file'"),
+    "multipart without a boundary": (lambda p: {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 400, "Missing boundary"),
+    "two files": (lambda p: {"files": [("file", ("a.jpg", b"1")), ("file", ("b.jpg", b"2"))]}, 400, "Too many files"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD)
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the warning band
+def test_bad_input_is_a_4xx_with_one_line_and_the_server_keeps_serving(
+    client, model, exported, case
+):
+    make, status, reason = BAD[case]
+    response = client.post("/predict", **make(exported["photos"]))
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and reason in detail, detail
+    assert_serving(client, model, exported["photos"][1])
+
+
+def test_a_bad_query_is_one_line(client, exported):
+    response = upload(client, exported["photos"][0], "?top=0")
+    assert response.status_code == 422
+    assert response.json() == {"detail": "top: Input should be greater than or equal to 1"}
+
+
+def test_concurrent_clients_each_get_their_own_photos_scores(client, model, exported):
+    """50 requests from 8 threads over 16 photos: a mix-up between requests (a shared buffer,
+    the wrong result returned) gives a request another photo's scores."""
+    photos = exported["photos"]
+    expected = {p: scores_in_process(model, p) for p in photos}
+    before = client.get("/health").json()["predictions"]
+
+    def one(i: int) -> tuple[Path, dict]:
+        photo = photos[i % len(photos)]
+        response = upload(client, photo)
+        assert response.status_code == 200, response.text
+        return photo, response.json()["scores"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(one, range(50)))
+    assert len(answers) == 50
+    for photo, scores in answers:
+        assert scores == pytest.approx(expected[photo], rel=1e-6), photo.name
+    assert len({tuple(expected[p].values()) for p in photos}) > 8  # the photos do differ
+    assert client.get("/health").json()["predictions"] == before + 50
+
+
+class Gated:
+    """The model, with predict held until `gate` opens (to fill the server's queue)."""
+
+    def __init__(self, model: Model):
+        self.model, self.gate, self.entered = model, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict(self, image, **kwargs):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return self.model.predict(image, **kwargs)
+
+
+def test_a_full_queue_is_refused_with_503_before_the_upload_is_read(model, exported):
+    gated = Gated(model)
+    with TestClient(create_app(gated, max_pending=1, threads=1)) as client:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(upload, client, exported["photos"][0])
+            assert gated.entered.wait(30)
+            refused = upload(client, exported["photos"][1])
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert refused.json()["detail"].startswith("busy: 1 requests running or waiting")
+            gated.gate.set()
+            assert first.result().status_code == 200
+        assert_serving(client, model, exported["photos"][1])
+        assert client.get("/health").json()["refused"] == 1
+
+
+def test_threads_share_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert split_threads() == (2, 4) and split_threads(3) == (3, 2) and split_threads(16) == (16, 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert split_threads() == (1, 1)
+
+
+def test_the_verb_serves_on_a_port_and_stops_on_ctrl_c(exported):
+    """`pipeline serve DIR --port 0`: one line with the URL, real HTTP, Ctrl-C ends it."""
+    command = [sys.executable, "-m", "pipeline", "serve", str(exported["folder"]), "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        match = re.match(
+            r"serve: .* \(3 classes, crop mode, fp32\) at (http://127\.0\.0\.1:\d+/) ", line
+        )
+        assert match, line + server.stderr.read() if server.poll() is not None else line
+        url = match[1]
+        assert httpx.get(url + "health", timeout=30).json()["status"] == "ok"
+        photo = exported["photos"][2]
+        answer = httpx.post(url + "predict", files={"file": photo.read_bytes()}, timeout=60)
+        assert answer.status_code == 200 and set(answer.json()["scores"]) == {"bus", "car", "cat"}
+        code, out = invoke("serve", str(exported["folder"]), "--port", url.rsplit(":", 1)[1][:-1])
+        (error,) = error_lines(out)
+        assert (
+            code == 2 and "cannot listen on 127.0.0.1" in error and "pick another --port" in error
+        )
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+        assert server.returncode == 0, err
+        assert out.strip() == "serve: stopped after 1 predictions", out
+    finally:
+        server.kill()
+
+
+def test_the_verb_refuses_a_folder_that_is_no_export(tmp_path):
+    code, out = invoke("serve", str(tmp_path))
+    (error,) = error_lines(out)
+    assert code == 2 and str(tmp_path) in error and "model.json" in error

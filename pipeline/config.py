@@ -93,9 +93,11 @@ class BackboneConfig:
     weights: str | None = None
     input_size: int | None = None  # None: the net's own
     mode: str = "crop"
+    precision: str = "fp32"  # int8: ONNX Runtime's static quantization, a cache of its own
 
     def __post_init__(self):
         check_choice("mode", self.mode, MODES)
+        check_choice("precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -401,6 +403,7 @@ PLACES = {
     "weights": ("backbone.weights",),
     "input_size": ("backbone.input_size",),
     "mode": ("backbone.mode",),
+    "precision": ("backbone.precision",),
     "grid_kind": ("grid.kind",),
     "scales": ("grid.scales",),
     "min_scale": ("grid.min_scale",),
@@ -467,9 +470,10 @@ class ExportConfig:
     head: str
     output: str = "model"
     cache_dir: str = "cache"
-    precision: str = "fp32"
+    precision: str | None = None  # the frozen net's; None: that of the head's features
     weights: str | None = None  # a local copy of the head's weights file, checked by digest
     trust_pickle: bool = False
 
     def __post_init__(self):
-        check_choice("precision", self.precision, PRECISIONS)
+        if self.precision is not None:
+            check_choice("precision", self.precision, PRECISIONS)

@@ -15,10 +15,11 @@ from pipeline.datasets import Sample
 from pipeline.datasets.base import whole_image
 from pipeline.datasets.image_files import ImageFilesDataset
 from pipeline.datasets.pixels import array_rgb, shown_rgb
-from pipeline.errors import BackboneUnavailable, CacheError, DataError
+from pipeline.errors import BackboneUnavailable, CacheError, DataError, MidlevelError
 from pipeline.evaluation.pooling import image_log_scores, score_power
 from pipeline.evaluation.score_maps import score_map
 from pipeline.features.registry import fingerprint_part
+from pipeline.store.cache import FeatureCache
 from pipeline.store.head_files import HeadRecord, find_head, load_head_file
 
 PREDICT_SPLIT = "predict"  # the cache split of photos predicted through the cache
@@ -40,7 +41,8 @@ class Predictor:
     """A head with its backbone, ready to score images. Build it with `load_head`."""
 
     def __init__(self, path: Path, head, record: HeadRecord, *, device: str, weights: str | None,
-                 runtime: str = "auto", batch_size: int | None = None):  # fmt: skip
+                 runtime: str = "auto", batch_size: int | None = None,
+                 precision: str | None = None):  # fmt: skip
         if record.settings("task").name != "object":
             raise CacheError(
                 f"{path}: an action head scores person boxes; score VOC Action splits with "
@@ -54,6 +56,9 @@ class Predictor:
         self.grid = record.settings("grid")
         self.fingerprint = record.fingerprint or {}
         self._check_weights(self.fingerprint.get("backbone") or {})
+        self.trained_precision = backbone.precision
+        if precision is not None:  # the net at another precision than the head's features
+            self.backbone_config = replace(self.backbone_config, precision=precision)
         self.device, self.runtime, self.batch_size = device, runtime, batch_size
         if hasattr(head, "device"):  # a head fitted on a GPU still predicts on this machine
             head.set_params(device=device)
@@ -79,15 +84,40 @@ class Predictor:
         if self._backbone is None:
             from pipeline.features.engine import load_backbone
 
+            calibration = None
+            if self.backbone_config.precision == "int8":
+                calibration = self.calibration()
             self._backbone = load_backbone(
                 ExtractConfig(
                     backbone=self.backbone_config,
                     device=self.device,
                     runtime=self.runtime,
                     batch_size=self.batch_size,
-                )  # fmt: skip
+                ),
+                calibration=calibration,
             )
         return self._backbone
+
+    def calibration(self):
+        """The training images an int8 net calibrates on: those of the head's training split
+        (the same draw as its extract made, so the same int8 net), read from its dataset."""
+        from pipeline.datasets import open_dataset
+        from pipeline.features.quantize import calibration_set
+
+        source, split = (
+            FeatureCache.load(self.path.parent.parent).source,
+            self.record.config.get("split"),
+        )
+        try:
+            dataset = open_dataset(source or "")
+            data = dataset.load(split, task=self.record.settings("task"))
+        except MidlevelError as exc:
+            raise BackboneUnavailable(
+                f"{self.path}: int8 calibrates on the head's training images ({source}, split "
+                f"{split}), which cannot be read here ({exc}); use --precision fp32, or export "
+                "the model where they are"
+            ) from None
+        return calibration_set(dataset, split, data, self.grid, self.record.settings("task"))
 
     def _pool(self, features: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarray]:
         """([C] log mean p^k, [N, C] patch probabilities) of one image's patch features."""
@@ -168,15 +198,16 @@ def _as_array(image) -> np.ndarray:
 def load_head(
     head: str | Path, *, cache_dir: str | Path = "cache", device: str = "auto",
     weights: str | None = None, runtime: str = "auto", batch_size: int | None = None,
-    trust_pickle: bool = False,
+    trust_pickle: bool = False, precision: str | None = None,
 ) -> Predictor:  # fmt: skip
     """A fitted head ready to predict: `head` is a heads/<name>.safetensors file, or the name
     of the one head of that name in `cache_dir`; `weights` a local copy of its weights file;
     `runtime` and `batch_size` as extract's; `trust_pickle` loads a head midlevel 0.3 pickled
-    (loading a pickle runs any code it holds: only for a file you made yourself)."""
+    (loading a pickle runs any code it holds: only for a file you made yourself); `precision`
+    the frozen net's (None: that of the features the head was trained on)."""
     path = find_head(str(head), cache_dir)
     estimator, record = load_head_file(path, trust_pickle=trust_pickle)
     return Predictor(
         path, estimator, record, device=device, weights=weights, runtime=runtime,
-        batch_size=batch_size,
+        batch_size=batch_size, precision=precision,
     )  # fmt: skip

@@ -31,9 +31,9 @@ from pipeline.config import PRECISIONS, ExportConfig
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
-    default=ExportConfig.precision,
-    show_default=True,
-    help="The frozen net's numbers: int8 is static quantization (docs/deploy.md).",
+    default=None,
+    help="The frozen net's numbers: int8 is static quantization, calibrated on the head's "
+    "training images (docs/deploy.md#int8) [default: that of the head's features].",
 )
 @click.option("--weights", default=None, help="A local copy of the head's backbone weights FILE.")
 @trust_pickled_head

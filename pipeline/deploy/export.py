@@ -50,7 +50,7 @@ def export_head(config: ExportConfig) -> ExportSummary:
         raise CacheError(f"{output}: not empty and not a model folder; pass a new --output DIR")
     predictor = load_head(
         config.head, cache_dir=config.cache_dir, device="cpu", weights=config.weights,
-        runtime="onnxruntime", trust_pickle=config.trust_pickle,
+        runtime="onnxruntime", trust_pickle=config.trust_pickle, precision=config.precision,
     )  # fmt: skip
     built = _graphs(predictor)
     output.mkdir(parents=True, exist_ok=True)
@@ -58,9 +58,10 @@ def export_head(config: ExportConfig) -> ExportSummary:
     for name, model in built.items():
         write_atomically(output / name, model.SerializeToString())
         files[name] = sha256(output / name)
-    write_json(output / MANIFEST, _manifest(predictor, files, config.precision), sort_keys=False)
+    write_json(output / MANIFEST, _manifest(predictor, files), sort_keys=False)
     return ExportSummary(
-        head=str(predictor.path), mode=predictor.backbone.mode, precision=config.precision,
+        head=str(predictor.path), mode=predictor.backbone.mode,
+        precision=predictor.backbone.precision,
         classes=len(predictor.classes),
         files={name: (output / name).stat().st_size for name in built},
         output=str(output), seconds=time.perf_counter() - started,
@@ -118,7 +119,7 @@ def _pooling(predictor: Predictor) -> dict:
     return {**{name: getattr(head, name) for name in names}, "k": predictor.k}
 
 
-def _manifest(predictor: Predictor, files: dict[str, str], precision: str) -> dict:
+def _manifest(predictor: Predictor, files: dict[str, str]) -> dict:
     backbone, record = predictor.backbone, predictor.record
     spec = get_spec(backbone.name)
     shared = backbone.mode == "shared"
@@ -127,7 +128,8 @@ def _manifest(predictor: Predictor, files: dict[str, str], precision: str) -> di
         "midlevel": __version__,
         "classes": list(predictor.classes),
         "mode": backbone.mode,
-        "precision": precision,
+        "precision": backbone.precision,
+        "trained_precision": predictor.trained_precision,  # of the features the head learnt on
         "grid": asdict(predictor.grid),
         "input_size": backbone.input_size,
         "batch": backbone.batch_size,

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.ops import roi_align
@@ -22,7 +24,10 @@ from pipeline.features.generic_nets import (
     penultimate_net,
     timm_shared_parts,
 )
-from pipeline.features.onnx_runtime import onnx_part, resolve_runtime
+from pipeline.features.images import decode_rgb
+from pipeline.features.onnx_runtime import OrtPart, onnx_part, resolve_runtime
+from pipeline.features.patches import patch_grid
+from pipeline.features.quantize import CALIBRATION_SEED, Calibration, quantize_part
 from pipeline.features.registry import (
     RANDOM,
     BackboneInfo,
@@ -34,6 +39,7 @@ from pipeline.features.registry import (
     weights_id,
 )
 from pipeline.features.roi_mean import roi_mean
+from pipeline.io import file_digest
 
 SAMPLES = 2  # roi_align's bilinear samples per cell and axis in shared mode
 
@@ -211,6 +217,7 @@ class FrozenBackbone(nn.Module):
         *,
         runtime: str = "auto",
         batch_size: int | None = None,
+        calibration: Calibration | None = None,
     ):
         super().__init__()
         spec = get_spec(config.name)
@@ -227,12 +234,75 @@ class FrozenBackbone(nn.Module):
         self.register_buffer("mean", torch.tensor(spec.mean).view(shape).to(device) * 255)
         self.register_buffer("std", torch.tensor(spec.std).view(shape).to(device) * 255)
         self.runtime = resolve_runtime(runtime, device)
+        self.precision = config.precision
+        if self.precision == "int8" and self.runtime != "onnxruntime":
+            raise BackboneUnavailable(
+                "--precision int8 runs the net under ONNX Runtime on a CPU; use --device cpu "
+                "and --runtime auto, or --precision fp32"
+            )
         if self.runtime == "onnxruntime":
             self._to_onnxruntime(config)
         self.runtime_version = _runtime_version(self.runtime)
         self.batch_size = batch_size or default_batch(config.name, self.runtime)
         if self.mode == "shared":  # map cells per pixel of the resized image (the stride)
             self.cell = self.input_size / self._trunk_map(self.input_size, self.input_size)[-1]
+        if self.precision == "int8":
+            self._quantize(calibration)
+
+    def _quantize(self, calibration: Calibration | None) -> None:
+        """The ONNX part (whole net for crop, trunk for shared) swapped for its int8 twin,
+        calibrated on patches of the training images; refused where the net did not export."""
+        if self.runtime != "onnxruntime":
+            raise BackboneUnavailable(
+                f"{self.name} does not export to ONNX (see the warning above), so it does not "
+                "quantize; use --precision fp32"
+            )
+        if calibration is None:
+            raise BackboneUnavailable("--precision int8 needs the training images to calibrate on")
+        part = self.net if self.mode == "crop" else self.parts.trunk
+        path = quantize_part(part.path, calibration.digest, self._calibration_inputs(calibration))
+        if self.mode == "crop":
+            self.net = OrtPart(path)
+        else:
+            self.parts = replace(self.parts, trunk=OrtPart(path))
+        self.runtime_version += f" int8 {file_digest(path)[:12]}"
+
+    @torch.inference_mode()
+    def _calibration_inputs(self, calibration: Calibration) -> Iterator[np.ndarray]:
+        """What the quantized part sees, from each calibration image: one seeded grid patch
+        (crop; batches of 32), or the image at one seeded grid scale, a window of at most
+        twice the input size of it (shared; the activations of the whole map, bounded)."""
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        batch = []
+        for path in calibration.images:
+            image = decode_rgb(path)
+            boxes = torch.from_numpy(patch_grid(image.shape[2], image.shape[1], calibration.grid))
+            if self.mode == "crop":
+                batch.append(self._normalise(self.crop(image, boxes[[rng.integers(len(boxes))]])))
+                if len(batch) == 32:
+                    yield torch.cat(batch).numpy()
+                    batch = []
+                continue
+            sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3).unique()
+            x = self._normalise(self._at_scale(image, float(sides[rng.integers(len(sides))]))[0])
+            window, cell = 2 * self.input_size, int(self.cell)
+            top, left = (
+                int(rng.integers(max(1, (n - window) // cell + 1))) * cell for n in x.shape[2:]
+            )
+            yield x[:, :, top : top + window, left : left + window].numpy()
+        if batch:
+            yield torch.cat(batch).numpy()
+
+    def _at_scale(self, image: torch.Tensor, side: float) -> tuple[torch.Tensor, tuple[int, int]]:
+        """([1, 3, h, w] float, (h, w)): the image resized so that a patch of this side
+        becomes the net's input size (bilinear, antialiased when shrinking)."""
+        factor = self.input_size / side
+        size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[2] * factor)))
+        source = image.to(self.device, torch.float32).unsqueeze(0)
+        resized = nn.functional.interpolate(
+            source, size=size, mode="bilinear", antialias=factor < 1, align_corners=False
+        )
+        return resized, size
 
     def _to_onnxruntime(self, config: BackboneConfig) -> None:
         """The frozen part (whole net for crop, trunk for shared) under ONNX Runtime; a part

@@ -229,9 +229,10 @@ def array_features(backbone, pixels: np.ndarray, grid: GridConfig):
     return boxes, image_features(backbone, item)
 
 
-def load_backbone(config, *, local_rank: int = 0, world: int = 1):
+def load_backbone(config, *, local_rank: int = 0, world: int = 1, calibration=None):
     """The frozen backbone of `config.backbone` on `config.device` (a torchrun rank's GPU),
-    under `config.runtime`, `config.batch_size` patches a forward (None: the fastest)."""
+    under `config.runtime`, `config.batch_size` patches a forward (None: the fastest);
+    `calibration` the training images an int8 net is calibrated on."""
     import torch
 
     from pipeline.features.backbone import FrozenBackbone
@@ -241,8 +242,9 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1):
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
     return FrozenBackbone(
-        config.backbone, device, runtime=config.runtime, batch_size=config.batch_size
-    )
+        config.backbone, device, runtime=config.runtime, batch_size=config.batch_size,
+        calibration=calibration,
+    )  # fmt: skip
 
 
 def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
@@ -252,7 +254,14 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
 
     config, cache, samples = job.config, job.cache, job.data.samples
     setup = time.perf_counter()
-    backbone = load_backbone(config, local_rank=ranks.local_rank, world=ranks.world)
+    calibration = None
+    if config.backbone.precision == "int8":
+        from pipeline.features.quantize import calibration_set
+
+        calibration = calibration_set(job.dataset, config.split, job.data, config.grid, config.task)
+    backbone = load_backbone(
+        config, local_rank=ranks.local_rank, world=ranks.world, calibration=calibration
+    )
     per_shard = config.images_per_shard
     indices = [
         i for k in pending for i in range(k * per_shard, min((k + 1) * per_shard, len(samples)))

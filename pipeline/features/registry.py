@@ -194,6 +194,11 @@ def fingerprint_part(config: BackboneConfig) -> dict:
     if mode != "crop":  # crop caches keep the digest they had before modes existed
         part["mode"] = mode
         part["geometry"] = SHARED_GEOMETRY
+    if config.precision != "fp32":  # fp32 caches keep the digest they had before int8
+        from pipeline.features.quantize import RECIPE
+
+        part["precision"] = config.precision
+        part["quantization"] = RECIPE
     return part
 
 

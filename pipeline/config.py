@@ -369,8 +369,10 @@ class PredictConfig:
     """A fitted head (a file, or a name in `cache_dir`) on image files, folders or globs.
     `cached` None: through the feature cache (resumable) for many images, else in memory."""
 
-    head: str
+    head: str | None
     sources: tuple[str, ...]
+    model: str | None = None  # an exported model folder, run without torch (instead of head)
+    precision: str | None = None  # the frozen net's; None: that of the head's features
     cache_dir: str = "cache"
     output: str = "predictions.csv"
     maps: str | None = None  # a directory for maps.h5 and overlays (patch heads)
@@ -390,6 +392,12 @@ class PredictConfig:
         check_choice("runtime", self.runtime, RUNTIMES)
         check_choice("on_error", self.on_error, ON_ERROR)
         _check(self.k is None or self.k > 0, "k", self.k, "must be > 0")
+        _check((self.head is None) != (self.model is None), "head", self.head,
+               "pass either --head or --model DIR")  # fmt: skip
+        if self.precision is not None:
+            check_choice("precision", self.precision, PRECISIONS)
+            _check(self.model is None, "precision", self.precision,
+                   "an exported model has the precision it was exported at")  # fmt: skip
 
 
 NESTED = {

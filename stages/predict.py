@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from pipeline.config import ExtractConfig, PredictConfig
 from pipeline.datasets.image_files import ImageFilesDataset
+from pipeline.deploy.runtime import Model
 from pipeline.errors import CacheError, DataError
 from pipeline.evaluation.pooling import describe_pooling
 from pipeline.evaluation.score_maps import score_map
@@ -51,49 +52,110 @@ class PredictSummary:
 
 
 def run(config: PredictConfig) -> PredictSummary:
-    """Every image of `config.sources` through the head, into CSV (and maps)."""
+    """Every image of `config.sources` through the head (or the exported model), into CSV
+    (and maps)."""
     started = time.perf_counter()
-    predictor = load_head(
-        config.head, cache_dir=config.cache_dir, device=config.device, weights=config.weights,
-        runtime=config.runtime, batch_size=config.batch_size, trust_pickle=config.trust_pickle,
-    )  # fmt: skip
-    k = predictor.k if config.k is None else config.k
-    if config.maps and predictor.grid.kind != "patches":
-        raise CacheError(f"{predictor.path}: a whole-image head has no patch maps; drop --maps")
+    if config.model is not None:
+        source = _ModelSource(Model.load(config.model), config)
+    else:
+        source = _HeadSource(config)
+    if config.maps and source.grid.kind != "patches":
+        raise CacheError(f"{source.path}: a whole-image head has no patch maps; drop --maps")
     dataset = ImageFilesDataset(list(config.sources))
     samples = dataset.load(PREDICT_SPLIT, skip_bad=True).samples
-    cached = config.cached if config.cached is not None else len(samples) > CACHE_ABOVE
-    if cached:
-        results, skipped, cache_dir = _through_cache(config, predictor, dataset, samples, k)
+    if config.model is not None:
+        (results, skipped), cache_dir = _in_memory(config, source, samples), None
+    elif config.cached if config.cached is not None else len(samples) > CACHE_ABOVE:
+        results, skipped, cache_dir = _through_cache(
+            config, source.predictor, dataset, samples, source.k
+        )
     else:
-        (results, skipped), cache_dir = _in_memory(config, predictor, samples, k), None
-    _write_predictions(Path(config.output), predictor.classes, results, config.top)
+        (results, skipped), cache_dir = _in_memory(config, source, samples), None
+    _write_predictions(Path(config.output), source.classes, results, config.top)
     if config.maps:
-        _write_maps(Path(config.maps), predictor, results)
+        _write_maps(Path(config.maps), source.classes, str(source.path), results)
     write_sidecar(
-        config.output,
-        "predict",
-        replace(config, k=k),
-        head={"path": str(predictor.path), **predictor.record.sidecar()},
-        fingerprint=predictor.fingerprint,
-        skipped=skipped,
-        images=len(results),
-    )
+        config.output, "predict", replace(config, k=source.k), head=source.provenance(),
+        fingerprint=source.fingerprint, skipped=skipped, images=len(results),
+    )  # fmt: skip
     return PredictSummary(
-        images=len(results), skipped=len(skipped), classes=len(predictor.classes),
-        pooling=describe_pooling(predictor.head, k),
-        seconds=time.perf_counter() - started, output=config.output, maps=config.maps,
-        cached=cache_dir,
+        images=len(results), skipped=len(skipped), classes=len(source.classes),
+        pooling=source.pooling, seconds=time.perf_counter() - started, output=config.output,
+        maps=config.maps, cached=cache_dir,
     )  # fmt: skip
 
 
-def _in_memory(config: PredictConfig, predictor: Predictor, samples, k: float):
+class _HeadSource:
+    """Predictions of a head file with its torch backbone (pipeline/predict.py)."""
+
+    def __init__(self, config: PredictConfig):
+        self.predictor = predictor = load_head(
+            config.head, cache_dir=config.cache_dir, device=config.device, weights=config.weights,
+            runtime=config.runtime, batch_size=config.batch_size, trust_pickle=config.trust_pickle,
+            precision=config.precision,
+        )  # fmt: skip
+        if predictor.backbone_config.precision != predictor.trained_precision:
+            tqdm.write(_precision_warning(predictor.trained_precision,
+                                          predictor.backbone_config.precision), file=sys.stderr)  # fmt: skip
+        self.k = predictor.k if config.k is None else config.k
+        self.path, self.classes, self.grid = predictor.path, predictor.classes, predictor.grid
+        self.fingerprint = predictor.fingerprint
+        self.pooling = describe_pooling(predictor.head, self.k)
+
+    def provenance(self) -> dict:
+        return {"path": str(self.path), **self.predictor.record.sidecar()}
+
+    def predictions(self, samples, workers: int):
+        return self.predictor.predict_samples(samples, k=self.k, workers=workers)
+
+
+class _ModelSource:
+    """Predictions of an exported model folder with the torch-free runtime, one photo at a
+    time in this process (pipeline/deploy/runtime.py)."""
+
+    def __init__(self, model: Model, config: PredictConfig):
+        self.model, self.path = model, model.folder
+        pooling = model.info["pooling"]
+        self.k = float(pooling["k"]) if config.k is None else config.k
+        self.classes, self.grid = model.classes, model.grid
+        self.fingerprint = model.fingerprint
+        self.pooling = (
+            f"k {self.k:g}" if pooling["pool"] == "mean-pk" else f"{pooling['pool']} pooling"
+        )
+
+    def provenance(self) -> dict:
+        info = self.model.info
+        return {"model": str(self.path), "precision": info["precision"], **info["head"],
+                "classes": list(self.classes), "digest": info.get("digest")}  # fmt: skip
+
+    def predictions(self, samples, workers: int):
+        for index, sample in enumerate(samples):
+            if sample.error is not None:
+                yield {"index": index, "error": sample.error}
+                continue
+            try:
+                p = self.model.predict(sample.image_path, name=sample.sample_id, k=self.k)
+            except DataError as exc:
+                yield {"index": index, "error": str(exc)}
+                continue
+            yield ImagePrediction(sample.sample_id, sample.image_path, p.scores, p.log_scores,
+                                  p.boxes, p.probs, p.width, p.height)  # fmt: skip
+
+
+def _precision_warning(trained: str, now: str) -> str:
+    return (
+        f"warning: the head learnt on {trained} features and the net runs at {now} here: its "
+        "scores differ a little from those of its own precision (docs/deploy.md#int8)"
+    )
+
+
+def _in_memory(config: PredictConfig, source, samples):
     """(predictions in order, bad files skipped) of the samples; a bad file is logged, or
     raised with --on-error stop (the bar closed first: the error gets a line of its own)."""
     results, skipped = [], []
     bar = tqdm(total=len(samples), unit="img", desc="predict", dynamic_ncols=True)
     with bar:
-        for result in predictor.predict_samples(samples, k=k, workers=config.workers):
+        for result in source.predictions(samples, config.workers):
             bar.update()
             if isinstance(result, ImagePrediction):
                 results.append(result)
@@ -113,7 +175,8 @@ def _through_cache(config: PredictConfig, predictor: Predictor, dataset, samples
         runtime=config.runtime, batch_size=config.batch_size, workers=config.workers, keep="all",
         on_error=config.on_error,
     )  # fmt: skip
-    summary = extract_split(extract, dataset=dataset)
+    calibration = predictor.calibration() if predictor.backbone_config.precision == "int8" else None
+    summary = extract_split(extract, dataset=dataset, calibration=calibration)
     cache = FeatureCache.load(Path(summary.cache_dir))
     by_id = {s.sample_id: s for s in samples}
     results = []
@@ -137,16 +200,15 @@ def _write_predictions(path: Path, classes, results: list[ImagePrediction], top:
             writer.writerow([r.sample_id, str(r.path), best, *(f"{v:.6g}" for v in r.scores)])
 
 
-def _write_maps(directory: Path, predictor: Predictor, results: list[ImagePrediction]) -> None:
+def _write_maps(directory: Path, classes, head: str, results: list[ImagePrediction]) -> None:
     """maps.h5 and an overlay per image, as pipeline localize writes them."""
     overlays = directory / "overlays"
     overlays.mkdir(parents=True, exist_ok=True)
-    classes = predictor.classes
-    with MapsFile(directory / "maps.h5", classes, "mean", head=str(predictor.path)) as maps_file:
+    with MapsFile(directory / "maps.h5", classes, "mean", head=head) as maps_file:
         for r in tqdm(results, unit="img", desc="maps", dynamic_ncols=True):
             maps = score_map(r.boxes, r.probs, r.width, r.height)
             maps_file.add(r.sample_id, maps, r.width, r.height)
             top = min(2, len(classes))
             overlay = overlay_image(r.path, maps, classes, top, (r.width, r.height))
             overlay.save(overlays / f"{file_key(r.sample_id)}.png")
-    write_sidecar(directory / "maps.h5", "predict", {"head": str(predictor.path)})
+    write_sidecar(directory / "maps.h5", "predict", {"head": head})

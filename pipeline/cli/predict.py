@@ -5,15 +5,27 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.options import compute, trust_pickled_head
-from pipeline.config import ON_ERROR, ExtractConfig, PredictConfig
+from pipeline.config import ON_ERROR, PRECISIONS, ExtractConfig, PredictConfig
 
 
 @click.command("predict")
 @click.argument("sources", nargs=-1, required=True)
 @click.option(
     "--head",
-    required=True,
+    default=None,
     help="A head FILE (cache/<split>-<digest>-<tag>/heads/mlp.safetensors) or the name of a head in --cache-dir.",
+)
+@click.option(
+    "--model",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Instead of --head: a model folder of pipeline export, run without torch (docs/deploy.md).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=None,
+    help="The frozen net's numbers with --head [default: those of the head's features].",
 )
 @click.option(
     "--cache-dir",

@@ -88,9 +88,12 @@ def resolve_keep(keep: str, split: str, data: SplitData, grid: GridConfig) -> st
     return keep
 
 
-def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> ExtractResult:
+def extract_split(
+    config: ExtractConfig, *, dataset: Dataset | None = None, calibration=None
+) -> ExtractResult:
     """Extract `config.split` of the dataset (`config.data`, or `dataset` as given) into
-    its cache: shards missing, bad, or made from other data are (re)done, the rest kept."""
+    its cache: shards missing, bad, or made from other data are (re)done, the rest kept.
+    `calibration`: an int8 net's training images (default: the dataset's training split)."""
     dataset = dataset or open_dataset(config.data, image_dir=config.image_dir)
     split_data = dataset.load(
         config.split, task=config.task, limit=config.limit, skip_bad=config.on_error == "skip"
@@ -139,7 +142,7 @@ def extract_split(config: ExtractConfig, *, dataset: Dataset | None = None) -> E
         pending = _pending(cache, n_shards, rebuilt, retry_skipped=config.on_error == "stop")
         totals, runtime = dict.fromkeys(_TOTALS, 0.0), ""
         if ranks.share(pending):
-            job = _Job(config, cache, dataset, split_data, keep, data, n_shards)
+            job = _Job(config, cache, dataset, split_data, keep, data, n_shards, calibration)
             totals, runtime = _extract_shards(job, ranks.share(pending), ranks)
         totals = summed(ranks, totals)
     return ExtractResult(
@@ -186,6 +189,7 @@ class _Job:
     keep: str
     digests: list[str]
     n_shards: int
+    calibration: object = None  # pipeline/features/quantize.Calibration, for int8
 
 
 def iter_image_features(
@@ -254,8 +258,8 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
 
     config, cache, samples = job.config, job.cache, job.data.samples
     setup = time.perf_counter()
-    calibration = None
-    if config.backbone.precision == "int8":
+    calibration = job.calibration
+    if config.backbone.precision == "int8" and calibration is None:
         from pipeline.features.quantize import calibration_set
 
         calibration = calibration_set(job.dataset, config.split, job.data, config.grid, config.task)

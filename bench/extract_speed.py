@@ -23,14 +23,17 @@ peak RSS (the measuring process; DataLoader workers are apart):
    under torch, so that the runtime's gain on the whole path shows; the net's setup (build,
    ONNX export) is left out, as extract's own rate does, but not its first calls (a few
    images are dominated by them). Shared mode's patches/s counts the patches as if cropped
-   (the same patches), so it compares with crop's;
+   (the same patches), so it compares with crop's; crop int8 and shared int8: the same at
+   --precision int8 (ONNX Runtime's static quantization; its calibration on the training
+   split is setup, left out like the export);
 4. naive: what a user would write: a DataLoader over patches, each opened with PIL,
    cropped, resized and normalised by torchvision transforms, a float32 torch forward per
    batch.
 
 Then the ratios and their targets (ok / BELOW TARGET): crop / machine >= 0.8, shared / crop
 >= 3.3 at the same runtime, crop / naive and shared / naive >= 5, onnxruntime forward /
-torch forward >= 1 (auto's choice of ONNX Runtime pays). And what bounds them, measured on
+torch forward >= 1 (auto's choice of ONNX Runtime pays), crop int8 / crop and shared int8 /
+shared >= 1.8. And what bounds them, measured on
 the same patches under the runtime used: the forward's own fraction of the machine (bounds
 crop / machine), the share of crop cutting in a forward (bounds crop / forward), the
 trunk / head split of a forward and the grid's sharing factor (bound shared / crop: sharing
@@ -62,7 +65,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-from pipeline.config import RUNTIMES, BackboneConfig, ExtractConfig, GridConfig
+from pipeline.config import PRECISIONS, RUNTIMES, BackboneConfig, ExtractConfig, GridConfig
 from pipeline.datasets.voc import load_records, read_split, resolve_year_dir
 from pipeline.errors import BackboneUnavailable
 from pipeline.features.backbone import FrozenBackbone, build_net
@@ -85,6 +88,8 @@ TARGETS = {  # ratio -> the least it should be
     "crop / naive": 5.0,
     "shared / naive": 5.0,
     "onnxruntime forward / torch forward": 1.0,
+    "crop int8 / crop": 1.8,
+    "shared int8 / shared": 1.8,
 }
 
 
@@ -194,7 +199,9 @@ def extract(method: str, options: dict, grid: GridConfig) -> dict:
             data=f"voc:{options['voc_root']}",
             split=options["split"],
             cache_dir=cache,
-            backbone=BackboneConfig(options["backbone"], options["weights"], None, method),
+            backbone=BackboneConfig(
+                options["backbone"], options["weights"], None, method, options["precision"]
+            ),
             grid=grid,
             device=options["device"],
             runtime=options["runtime"],
@@ -311,31 +318,36 @@ def measure(method: str, options: dict) -> dict:
     return {**result, "rss_mib": rss}
 
 
-def child(argv: list[str], method: str, device: str, runtime: str) -> dict:
+def child(argv: list[str], method: str, device: str, runtime: str, precision="fp32") -> dict:
     """One measurement in its own process (the last of repeated options wins in click)."""
     command = [sys.executable, __file__, *argv, "--method", method, "--device", device,
-               "--runtime", runtime]  # fmt: skip
+               "--runtime", runtime, "--precision", precision]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{method} on {device} under {runtime}: failed\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def rows_for(device: str, runtime: str) -> list[tuple[str, str, str]]:
-    """(label, method, runtime) of each row on `device`: torch only on CUDA; on a CPU both
-    forwards, the extract paths under `runtime` and, unless that is torch, under torch."""
+def rows_for(device: str, runtime: str) -> list[tuple[str, str, str, str]]:
+    """(label, method, runtime, precision) of each row on `device`: torch only on CUDA; on a
+    CPU both forwards, the extract paths under `runtime` and, unless that is torch, at int8
+    (ONNX Runtime's static quantization) and under torch."""
     if device == "cuda":
-        return [("forward torch", "forward", "torch")] + [
-            (name, name, "torch") for name in ("crop", "shared", "naive")
+        return [("forward torch", "forward", "torch", "fp32")] + [
+            (name, name, "torch", "fp32") for name in ("crop", "shared", "naive")
         ]
     rows = [
-        ("forward torch", "forward", "torch"),
-        ("forward onnxruntime", "forward", "onnxruntime"),
+        ("forward torch", "forward", "torch", "fp32"),
+        ("forward onnxruntime", "forward", "onnxruntime", "fp32"),
     ]
-    rows += [("crop", "crop", runtime), ("shared", "shared", runtime)]
+    rows += [("crop", "crop", runtime, "fp32"), ("shared", "shared", runtime, "fp32")]
     if runtime != "torch":
-        rows += [("crop torch", "crop", "torch"), ("shared torch", "shared", "torch")]
-    return rows + [("naive", "naive", "torch")]
+        rows += [("crop int8", "crop", runtime, "int8"), ("shared int8", "shared", runtime, "int8")]
+        rows += [
+            ("crop torch", "crop", "torch", "fp32"),
+            ("shared torch", "shared", "torch", "fp32"),
+        ]
+    return rows + [("naive", "naive", "torch", "fp32")]
 
 
 def ratio_line(name: str, value: float, note: str = "") -> str:
@@ -371,6 +383,9 @@ def print_device(results: dict) -> None:
     if "forward onnxruntime" in rate:
         speedup = rate["forward onnxruntime"] / rate["forward torch"]
         print(ratio_line("onnxruntime forward / torch forward", speedup))
+    for mode in ("crop", "shared"):
+        if f"{mode} int8" in rate:
+            print(ratio_line(f"{mode} int8 / {mode}", rate[f"{mode} int8"] / rate[mode]))
     if "crop torch" in rate:
         print(f"  (the whole path: crop {rate['crop'] / rate['crop torch']:.2f}x and shared "
               f"{rate['shared'] / rate['shared torch']:.2f}x their torch rows)")  # fmt: skip
@@ -431,6 +446,7 @@ def print_bounds(results: dict, limit: float, forward: float, rate: dict) -> Non
     help="The crop and shared rows' runtime on a CPU.",
 )
 @click.option("--method", type=click.Choice(METHODS), default=None, hidden=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", hidden=True)
 def main(method, **options) -> None:
     if method:  # a child: one measurement, as JSON
         print(json.dumps(measure(method, options)))
@@ -450,8 +466,8 @@ def main(method, **options) -> None:
     for device in devices:
         runtime = options["runtime"] if device == "cpu" else "torch"
         results = {"machine": child(argv, "machine", device, runtime)}
-        for name, method_name, row_runtime in rows_for(device, runtime):
-            results[name] = child(argv, method_name, device, row_runtime)
+        for name, method_name, row_runtime, precision in rows_for(device, runtime):
+            results[name] = child(argv, method_name, device, row_runtime, precision)
         results["bounds"] = child(argv, "bounds", device, runtime)
         where = (
             f"cpu: torch {torch.get_num_threads()} threads, ONNX Runtime {cpu_threads()}"

@@ -19,6 +19,7 @@ from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import open_dataset_of, split_cache
 from pipeline.store.head_files import (
     HeadRecord,
+    check_same_int8_net,
     check_serves,
     find_head,
     head_of_split,
@@ -153,6 +154,7 @@ def head_for_split(config: ScoredSplit, cache: FeatureCache):
         path = head_of_split(cache, config.train_split, config.head)
     head, record = load_head_file(path, trust_pickle=config.trust_pickle)
     check_serves(record, cache.fingerprint, path)
+    check_same_int8_net(path, cache)
     return head, record, path
 
 

@@ -213,6 +213,32 @@ def check_serves(record: HeadRecord, fingerprint: dict, path: Path) -> None:
         )
 
 
+def check_same_int8_net(path: Path, cache: FeatureCache) -> None:
+    """Refuse int8 features made by another int8 net than those the head learnt on (its
+    training images changed, so its calibration did): the shards name the graph they came
+    from (docs/deploy.md#int8)."""
+    if (cache.fingerprint.get("backbone") or {}).get("precision") != "int8":
+        return
+    training = Path(path).parent.parent
+    if not (training / "fingerprint.json").is_file() or not cache.shard_paths():
+        return
+    trained, here = _int8_net(FeatureCache.load(training)), _int8_net(cache)
+    if trained and here and trained != here:
+        raise CacheError(
+            f"{cache.directory}: int8 features of net {here}, but the head {path} learnt on "
+            f"those of net {trained} (the training images changed since, and with them the "
+            "calibration); extract both splits again with --overwrite"
+        )
+
+
+def _int8_net(cache: FeatureCache) -> str | None:
+    """The int8 graph's digest in a cache's runtime attribute ("onnxruntime 1.x int8 SHA")."""
+    if not cache.shard_paths():
+        return None
+    words = str(cache.attrs().get("runtime", "")).split()
+    return words[-1] if "int8" in words else None
+
+
 def saved_head(directory: Path, name: str) -> Path | None:
     """The head file `name` in a cache directory: a head file, else a pickle of midlevel 0.3."""
     for path in (head_path(directory, name), head_path(directory, name).with_suffix(PICKLED)):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from cli_helpers import SMALL, error_lines, extract_splits, invoke
@@ -154,6 +155,16 @@ def test_int8_is_a_cache_of_its_own_and_the_int8_export_predicts_as_predict(shap
     assert record["fingerprint"]["backbone"]["precision"] == "int8"
     code, out = invoke("export", "--head", str(head), "--output", str(tmp_path / "int8"))
     assert code == 0 and "int8" in out, out
+    code, out = invoke("score", "--head", "svm", "--output", str(tmp_path / "ap.csv"), *common)
+    assert code == 0, out
+    (test,) = (
+        p for p in tmp_path.glob("test-*") if p.name.split("-")[1] in str(head.parent.parent)
+    )
+    for shard in test.glob("shard-*.h5"):  # as if made by another calibration
+        with h5py.File(shard, "r+") as h5:
+            h5.attrs["runtime"] = h5.attrs["runtime"].rsplit(" ", 1)[0] + " 0123456789ab"
+    code, out = invoke("score", "--head", "svm", "--output", str(tmp_path / "ap.csv"), *common)
+    assert code == 2 and len(error_lines(out)) == 1 and "int8 features of net 0123456789ab" in out
     images = sorted((shapes_voc / "JPEGImages").glob("*.jpg"))[:2]
     model = Model.load(tmp_path / "int8")
     got = np.array([model.predict(image).scores for image in images])

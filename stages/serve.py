@@ -1,27 +1,33 @@
 """`pipeline serve`: an exported model folder behind HTTP until Ctrl-C. What only the verb
-does: load the model, build the app (pipeline/deploy/server.py), bind the port (a port in
-use is one line, not a traceback), say the URL, and run uvicorn."""
+does: export a head given instead of a folder (once), load the model, build the app
+(pipeline/deploy/server.py), bind the port (a port in use is one line, not a traceback),
+say the URL, and run uvicorn."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
 
+from pipeline.config import ExportConfig
+from pipeline.deploy.bundle import MANIFEST, is_model_folder, sha256
 from pipeline.deploy.runtime import Model
 from pipeline.deploy.serve_config import ServeConfig
 from pipeline.deploy.server import create_app, split_threads
 from pipeline.errors import ConfigError
+from pipeline.store.head_files import find_head
 
 
 def run(config: ServeConfig, *, ready: Callable[[str], None] = print) -> None:
     """Serve `config.model` until interrupted; `ready` gets one line with the URL once the
     port is bound (with port 0 it names the port the system chose)."""
+    folder = _model_folder(config, ready)
     threads, onnx_threads = split_threads(config.threads)
-    model = Model.load(config.model, threads=onnx_threads)
+    model = Model.load(folder, threads=onnx_threads)
     example = Path(config.example) if config.example else None
     app = create_app(
         model, max_upload_mb=config.max_upload_mb, threads=threads,
@@ -31,14 +37,35 @@ def run(config: ServeConfig, *, ready: Callable[[str], None] = print) -> None:
     host, port = listening.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     ready(
-        f"serve: {config.model} ({len(model.classes)} classes, {model.mode} mode, "
+        f"serve: {folder} ({len(model.classes)} classes, {model.mode} mode, "
         f"{model.info.get('precision')}) at http://{shown}:{port}/ ({threads} threads x "
         f"{onnx_threads} ONNX Runtime threads; Ctrl-C stops)"
     )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops, then raises Ctrl-C again
         server.run(sockets=[listening])
-    ready(f"serve: stopped after {app.state.counts['predictions']} predictions")
+    served = app.state.counts["predictions"]
+    ready(f"serve: stopped after {served} prediction{'' if served == 1 else 's'}")
+
+
+def _model_folder(config: ServeConfig, ready: Callable[[str], None]) -> Path:
+    """The folder to serve: `config.model` when it is a folder (Model.load says what is
+    wrong with one `pipeline export` did not write), else a head (its file, or its name in
+    config.cache_dir) exported once into <head>-model/ beside its file, and reused while the
+    head's SHA-256 is the one that folder's model.json records."""
+    given = Path(config.model)
+    if given.is_dir():
+        return given
+    head = find_head(config.model, config.cache_dir)
+    folder = head.with_name(f"{head.name.split('.')[0]}-model")  # heads/mlp-model/
+    if is_model_folder(folder):
+        recorded = json.loads((folder / MANIFEST).read_text()).get("head", {}).get("sha256")
+        if recorded == sha256(head):
+            return folder
+    from pipeline.deploy.export import export_head  # torch: only to export
+
+    ready(export_head(ExportConfig(head=str(head), output=str(folder))).line())
+    return folder
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -33,8 +33,16 @@ from pipeline.deploy.serve_config import ServeConfig
     "--example", type=click.Path(exists=True, dir_okay=False), default=None,
     help="A photo the page offers to try (served at /example).",
 )  # fmt: skip
+@click.option(
+    "--cache-dir", envvar="MIDLEVEL_CACHE_DIR", default=ServeConfig.cache_dir, show_default=True,
+    help="Where a head given by name is found.",
+)  # fmt: skip
 def command(model, **opts) -> None:
-    """An exported model folder (pipeline export) behind HTTP: a page, /predict, /health."""
+    """An exported model folder (pipeline export) behind HTTP: a page, /predict, /health.
+
+    DIR may also be a head (its file, or its name in --cache-dir): it is exported once into
+    <head>-model/ beside the head file.
+    """
     from stages import serve as stage
 
     stage.run(ServeConfig(model=model, **opts), ready=click.echo)

@@ -1,8 +1,8 @@
 """The served heat-map overlay as PNG bytes: the photo in grey, each pixel tinted in the colour
 of the top class whose map is highest there (blending them all would mix the colours into
-mud), as strongly as that map, outlined where it passes 50%; each class's peak marked, and a
-legend of score bars below. Pillow and numpy only, so that a serving install needs no
-matplotlib."""
+mud), as strongly as that map, outlined where it passes 50%, with the peak of each class
+that passes it marked; a legend of score bars below. Pillow and numpy only, so that a
+serving install needs no matplotlib."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from pipeline.evaluation.score_maps import map_peak
 # One colour per shown class, best first: saturated hues far apart, readable over grey.
 COLOURS = ((255, 69, 58), (10, 132, 255), (255, 214, 10), (48, 209, 88), (191, 90, 242))
 ALPHA = 0.75  # a map's opacity where p = 1 (p times this: p = 0 leaves the photo as it is)
-PHOTO_DIM = 0.7  # the grey photo times this, so that the colours stand out
+# The photo's grey levels 0..255 drawn as these: lower contrast lets the colours stand out,
+# and the raised black keeps a night photo's maps as readable as a bright one's.
+PHOTO_GREYS = (48.0, 200.0)
 CONTOUR = 0.5  # p of the drawn contour: inside, the patches there say "this class" on average
 LONG_SIDE = (320, 768)  # pixels: a photo is enlarged or shrunk into this (PNG size, legibility)
 ROW, FONT, PAD = 30, 17, 10  # legend row height, font size, margin (pixels)
@@ -44,7 +46,9 @@ def overlay_image(
         int(c) for c in np.argsort(-np.asarray(scores), kind="stable")[: min(top, len(COLOURS))]
     ]
     grey = Image.fromarray(pixels).convert("L").resize(size, Image.Resampling.BILINEAR)
-    out = np.repeat((np.asarray(grey, np.float32) * PHOTO_DIM)[..., None], 3, axis=2)
+    low, high = PHOTO_GREYS
+    levels = low + (high - low) / 255 * np.asarray(grey, np.float32)
+    out = np.repeat(levels[..., None], 3, axis=2)
     values = np.stack([_upsampled(maps[c], size) for c in shown])  # [shown, H, W]
     winner = values.argmax(axis=0)  # ties to the better class
     strongest = values.max(axis=0)
@@ -57,6 +61,8 @@ def overlay_image(
     photo = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(photo)
     for rank, c in enumerate(shown):
+        if maps[c].max() < CONTOUR:  # a class seen nowhere: its peak would point at noise
+            continue
         x, y = map_peak(maps[c], *size)
         for radius, fill in ((8, (30, 30, 30)), (6, (255, 255, 255)), (4, COLOURS[rank])):
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)

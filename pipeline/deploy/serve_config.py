@@ -12,7 +12,7 @@ from pipeline.errors import ConfigError
 class ServeConfig:
     """An exported model folder behind HTTP on host:port (port 0: any free port)."""
 
-    model: str  # the folder `pipeline export` wrote
+    model: str  # the folder `pipeline export` wrote, or a head (file, or name in cache_dir)
     host: str = "127.0.0.1"  # this machine only; 0.0.0.0 serves every interface
     port: int = 8000
     # A 12-megapixel phone JPEG is 3-8 MB; 20 MB leaves room for PNGs without letting one
@@ -21,6 +21,7 @@ class ServeConfig:
     threads: int | None = None  # predictions at once [default: server.split_threads]
     max_pending: int = 64  # requests running or waiting; more get 503 before being read
     example: str | None = None  # a photo the page offers to try, served at /example
+    cache_dir: str = "cache"  # where a head given by name is found
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.datasets.pixels import READ_ERRORS
 from pipeline.deploy.overlay import COLOURS, overlay_png
-from pipeline.errors import DataError, MidlevelError
+from pipeline.errors import DataError
 
 PAGE = Path(__file__).with_name("page.html")
 FIELD = "file"  # the multipart field of the photo
@@ -157,11 +157,7 @@ def _answer(model, data: bytes, name: str, top: int, maps: bool) -> dict:
         "height": p.height,
     }
     if maps:
-        try:
-            score_maps = model.score_maps(p)
-        except MidlevelError as exc:  # e.g. a whole-image head: no patches to map
-            raise HTTPException(400, _line(exc)) from None
-        png = overlay_png(p.pixels, score_maps, model.classes, p.scores, top=min(top, 3))
+        png = overlay_png(p.pixels, model.score_maps(p), model.classes, p.scores, top=min(top, 3))
         body["overlay_png"] = base64.b64encode(png).decode("ascii")
     return body
 

@@ -14,7 +14,7 @@ from pipeline.deploy.overlay import (
     COLOURS,
     LONG_SIDE,
     PAD,
-    PHOTO_DIM,
+    PHOTO_GREYS,
     ROW,
     overlay_image,
     overlay_png,
@@ -22,6 +22,7 @@ from pipeline.deploy.overlay import (
 from pipeline.evaluation.score_maps import map_peak
 
 GREY = 128
+SHOWN = PHOTO_GREYS[0] + (PHOTO_GREYS[1] - PHOTO_GREYS[0]) * GREY / 255  # GREY as drawn
 
 
 def half_hot(cls: int, classes: int = 2) -> np.ndarray:
@@ -41,9 +42,9 @@ def test_the_best_class_is_drawn_in_the_first_colour_where_its_map_is_high():
     width = LONG_SIDE[0]  # a small photo is enlarged to the shortest long side
     height = round(80 * width / 100)
     assert image.shape == (height + PAD + 2 * ROW, width, 3)
-    tinted = (1 - ALPHA) * GREY * PHOTO_DIM + ALPHA * np.array(COLOURS[0])
+    tinted = (1 - ALPHA) * SHOWN + ALPHA * np.array(COLOURS[0])
     np.testing.assert_allclose(image[height // 4, width // 8], tinted, atol=2)
-    np.testing.assert_allclose(image[height // 4, 7 * width // 8], [GREY * PHOTO_DIM] * 3, atol=1)
+    np.testing.assert_allclose(image[height // 4, 7 * width // 8], [SHOWN] * 3, atol=1)
     contour = image[height // 4, width // 4 : 3 * width // 4]
     assert (contour == COLOURS[0]).all(axis=1).any()  # the 50% line, in the class's colour
     # the peak: a cell in the middle of the hot half, a dot of the class's colour ringed in white
@@ -51,6 +52,8 @@ def test_the_best_class_is_drawn_in_the_first_colour_where_its_map_is_high():
     assert abs(peak_x - width * 12 / 25 / 2) < width / 25 and abs(peak_y - height / 2) < height / 20
     assert tuple(image[peak_y, peak_x]) == COLOURS[0]
     assert tuple(image[peak_y, peak_x + 5]) == (255, 255, 255)
+    # class a's map is 0 everywhere: no peak of it drawn (no COLOURS[1] pixel on the photo)
+    assert not (image[:height] == COLOURS[1]).all(axis=2).any()
 
 
 def test_the_legend_bars_are_as_long_as_the_scores():
@@ -91,7 +94,7 @@ def test_where_two_maps_overlap_the_higher_one_colours_the_pixel_unmixed():
     maps[1] = 0.6  # class b, everywhere
     image = np.asarray(overlay_image(photo(), maps, ("a", "b"), np.array([0.8, 0.7])))
     height, width = round(80 * LONG_SIDE[0] / 100), LONG_SIDE[0]
-    grey = GREY * PHOTO_DIM
+    grey = SHOWN
     left = (1 - ALPHA * 0.9) * grey + ALPHA * 0.9 * np.array(COLOURS[0])
     right = (1 - ALPHA * 0.6) * grey + ALPHA * 0.6 * np.array(COLOURS[1])
     np.testing.assert_allclose(image[height // 3, width // 8], left, atol=2)

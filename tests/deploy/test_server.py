@@ -8,6 +8,7 @@ import base64
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def exported(shapes_cache, shapes_voc, tmp_path_factory) -> dict:
     assert code == 0, out
     ids = (shapes_voc / "ImageSets" / "Main" / "test.txt").read_text().split()
     photos = [shapes_voc / "JPEGImages" / f"{i}.jpg" for i in ids]
-    return {"folder": folder, "photos": photos}
+    return {"folder": folder, "photos": photos, "head": Path(head)}
 
 
 @pytest.fixture(scope="module")
@@ -242,35 +243,81 @@ def test_threads_share_the_cores(monkeypatch):
     assert split_threads() == (1, 1)
 
 
-def test_the_verb_serves_on_a_port_and_stops_on_ctrl_c(exported):
-    """`pipeline serve DIR --port 0`: one line with the URL, real HTTP, Ctrl-C ends it."""
-    command = [sys.executable, "-m", "pipeline", "serve", str(exported["folder"]), "--port", "0"]
+def serving(target: Path) -> tuple[subprocess.Popen, list[str], str]:
+    """`pipeline serve TARGET --port 0` started: (the process, its lines up to the one with
+    the URL, the URL)."""
+    command = [sys.executable, "-m", "pipeline", "serve", str(target), "--port", "0"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    lines = []
+    while not lines or not lines[-1].startswith("serve: "):
         line = server.stdout.readline()
-        match = re.match(
-            r"serve: .* \(3 classes, crop mode, fp32\) at (http://127\.0\.0\.1:\d+/) ", line
-        )
-        assert match, line + server.stderr.read() if server.poll() is not None else line
-        url = match[1]
+        if not line:
+            server.kill()
+            pytest.fail(f"the server ended: {lines} {server.stderr.read()}")
+        lines.append(line.strip())
+    match = re.search(
+        r" at (http://127\.0\.0\.1:\d+/) \(2 threads x 1 ONNX Runtime threads;", lines[-1]
+    )
+    assert match, lines
+    return server, lines, match[1]
+
+
+def stopped(server: subprocess.Popen) -> str:
+    """What the server printed after Ctrl-C, once it ended with code 0."""
+    server.send_signal(signal.SIGINT)
+    out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    return out.strip()
+
+
+def test_the_verb_serves_on_a_port_and_stops_on_ctrl_c(exported, model):
+    """`pipeline serve DIR --port 0`: one line with the URL, real HTTP, Ctrl-C ends it."""
+    server, lines, url = serving(exported["folder"])
+    try:
+        assert lines == [lines[-1]] and "(3 classes, crop mode, fp32) at http://" in lines[-1]
         assert httpx.get(url + "health", timeout=30).json()["status"] == "ok"
         photo = exported["photos"][2]
         answer = httpx.post(url + "predict", files={"file": photo.read_bytes()}, timeout=60)
-        assert answer.status_code == 200 and set(answer.json()["scores"]) == {"bus", "car", "cat"}
+        assert answer.json()["scores"] == pytest.approx(scores_in_process(model, photo), rel=1e-6)
         code, out = invoke("serve", str(exported["folder"]), "--port", url.rsplit(":", 1)[1][:-1])
         (error,) = error_lines(out)
         assert (
             code == 2 and "cannot listen on 127.0.0.1" in error and "pick another --port" in error
         )
-        server.send_signal(signal.SIGINT)
-        out, err = server.communicate(timeout=30)
-        assert server.returncode == 0, err
-        assert out.strip() == "serve: stopped after 1 predictions", out
+        assert stopped(server) == "serve: stopped after 1 prediction"
     finally:
         server.kill()
+
+
+def test_a_head_is_exported_once_beside_its_file_and_served(exported, model, tmp_path):
+    heads = tmp_path / "heads"
+    heads.mkdir()
+    for part in exported["head"].parent.glob("svm.*"):  # the head and its record
+        shutil.copy(part, heads / part.name)
+    photo = exported["photos"][4]
+    for run in ("exports", "reuses"):
+        server, lines, url = serving(heads / "svm.safetensors")
+        try:
+            if run == "exports":
+                assert len(lines) == 2 and lines[0].startswith("export: "), lines
+                folder = re.escape(str(heads / "svm-model"))
+                assert re.search(rf"-> {folder}/ \(crop\.onnx [\d.]+ MB, model\.json\)$", lines[0])
+            else:
+                assert len(lines) == 1, lines
+            assert lines[-1].startswith(f"serve: {heads / 'svm-model'} (3 classes")
+            answer = httpx.post(url + "predict", files={"file": photo.read_bytes()}, timeout=60)
+            assert answer.json()["scores"] == pytest.approx(
+                scores_in_process(model, photo), rel=1e-6
+            )
+            assert stopped(server) == "serve: stopped after 1 prediction"
+        finally:
+            server.kill()
 
 
 def test_the_verb_refuses_a_folder_that_is_no_export(tmp_path):
     code, out = invoke("serve", str(tmp_path))
     (error,) = error_lines(out)
     assert code == 2 and str(tmp_path) in error and "model.json" in error
+    code, out = invoke("serve", "nohead", "--cache-dir", str(tmp_path))
+    (error,) = error_lines(out)
+    assert code == 2 and "no head named 'nohead'" in error

@@ -19,6 +19,7 @@ from pipeline.deploy.bundle import read_manifest
 from pipeline.deploy.pooling import image_log_scores, log_link, score_power
 from pipeline.evaluation.score_maps import score_map
 from pipeline.features.patches import patch_grid
+from pipeline.features.resize import resized
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class Model:
             rows = np.flatnonzero(sides == side)
             factor = size / float(side)
             shape = (max(1, round(height * factor)), max(1, round(width * factor)))
-            fmap = trunk.run(["fmap"], {"image": _resized(pixels, shape)})[0]
+            fmap = trunk.run(["fmap"], {"image": resized(pixels, shape)})[0]
             scale = np.array([shape[1] / width, shape[0] / height] * 2, np.float32)
             margins = head.run(["margins"], {"fmap": fmap, "rois": boxes[rows] * scale})[0]
             if out is None:
@@ -142,18 +143,3 @@ def _pixels(image, name: str | None) -> tuple[str, np.ndarray]:
     if isinstance(image, Image.Image):
         return name or "image", shown_rgb(image)
     return name or "array", array_rgb(image)
-
-
-def _resized(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """[1, 3, h, w] float32 of the photo resized bilinearly, antialiased when shrinking: per
-    channel in float, as torch's interpolate does it in pipeline/features/backbone.py."""
-    height, width = shape
-    planes = [
-        np.asarray(
-            Image.fromarray(pixels[:, :, c].astype(np.float32)).resize(
-                (width, height), Image.Resampling.BILINEAR
-            )
-        )
-        for c in range(3)
-    ]
-    return np.stack(planes)[None]

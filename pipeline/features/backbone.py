@@ -38,6 +38,7 @@ from pipeline.features.registry import (
     torchvision_weights,
     weights_id,
 )
+from pipeline.features.resize import resized
 from pipeline.features.roi_mean import roi_mean
 from pipeline.io import file_digest
 
@@ -295,14 +296,17 @@ class FrozenBackbone(nn.Module):
 
     def _at_scale(self, image: torch.Tensor, side: float) -> tuple[torch.Tensor, tuple[int, int]]:
         """([1, 3, h, w] float, (h, w)): the image resized so that a patch of this side
-        becomes the net's input size (bilinear, antialiased when shrinking)."""
+        becomes the net's input size: bilinear, antialiased when shrinking; on a CPU by the
+        runtime's own resize (pipeline/features/resize.py), on CUDA by torch's."""
         factor = self.input_size / side
         size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[2] * factor)))
+        if self.device.type == "cpu":
+            return torch.from_numpy(resized(image.permute(1, 2, 0).cpu().numpy(), size)), size
         source = image.to(self.device, torch.float32).unsqueeze(0)
-        resized = nn.functional.interpolate(
+        scaled = nn.functional.interpolate(
             source, size=size, mode="bilinear", antialias=factor < 1, align_corners=False
         )
-        return resized, size
+        return scaled, size
 
     def _to_onnxruntime(self, config: BackboneConfig) -> None:
         """The frozen part (whole net for crop, trunk for shared) under ONNX Runtime; a part
@@ -356,15 +360,10 @@ class FrozenBackbone(nn.Module):
         """
         out = torch.empty(len(boxes), self.feature_dim, device=self.device)
         sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3)
-        source = image.to(self.device, torch.float32).unsqueeze(0)
         for side in sides.unique():
             rows = torch.nonzero(sides == side).flatten()
-            factor = self.input_size / float(side)
-            size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[2] * factor)))
-            resized = nn.functional.interpolate(
-                source, size=size, mode="bilinear", antialias=factor < 1, align_corners=False
-            )
-            fmap = self._run(self.parts.trunk, self._normalise(resized))
+            scaled, size = self._at_scale(image, float(side))
+            fmap = self._run(self.parts.trunk, self._normalise(scaled))
             rois = self._map_rois(boxes[rows], image, size)
             if self.parts.averaged:  # the same samples as roi_align's, averaged at once
                 cells = roi_mean(fmap, rois, self.parts.pool, 1 / self.cell, SAMPLES)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.datasets.pixels import READ_ERRORS
 from pipeline.deploy.overlay import COLOURS, overlay_png
+from pipeline.deploy.runtime import cpu_threads
+from pipeline.deploy.serve_config import ServeConfig
 from pipeline.errors import DataError
 
 PAGE = Path(__file__).with_name("page.html")
@@ -34,20 +35,16 @@ TOP = 5  # classes in "top" unless ?top= says otherwise
 MB = 1 << 20
 
 
-def cores() -> int:
-    """The cores this process may use (a container's or taskset's share, not the host's)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def split_threads(threads: int | None = None) -> tuple[int, int]:
     """(prediction threads, ONNX Runtime threads per run) with their product <= the cores:
     more runs at once than cores only queue for them, and each slows the others.
 
     Default: two prediction threads of half the cores each (on 1 core, one of one), so that
     one request's decode, pooling and overlay (numpy and Pillow, mostly single-threaded)
-    overlap another's net instead of leaving cores idle; bench/serve_load.py measures it.
+    overlap another's net instead of leaving cores idle. On 2 busy cores it served ~30% more
+    requests/s than 1 x 2, at 1 as at 16 clients (docs/serve.md#benchmarks).
     """
-    available = cores()
+    available = cpu_threads()
     threads = threads or min(2, available)
     return threads, max(1, available // threads)
 
@@ -55,9 +52,9 @@ def split_threads(threads: int | None = None) -> tuple[int, int]:
 def create_app(
     model,
     *,
-    max_upload_mb: float = 20.0,
+    max_upload_mb: float = ServeConfig.max_upload_mb,
     threads: int | None = None,
-    max_pending: int = 64,
+    max_pending: int = ServeConfig.max_pending,
     example: Path | None = None,
 ) -> FastAPI:
     """The app serving `model` (a pipeline.deploy.runtime.Model).
@@ -69,7 +66,7 @@ def create_app(
     held by uploads (max_pending x max_upload_mb). example: a photo served at /example,
     for the page's "try the example" button.
     """
-    threads = threads or max(1, cores() // max(1, getattr(model, "threads", 1)))
+    threads = threads or max(1, cpu_threads() // model.threads)
     app = FastAPI(title="midlevel", docs_url="/docs", redoc_url=None)
     app.add_middleware(UploadLimit, limit_mb=max_upload_mb)
     app.exception_handler(RequestValidationError)(_one_line_validation_error)
@@ -88,7 +85,7 @@ def create_app(
             "status": "ok",
             "classes": len(model.classes),
             "threads": threads,
-            "onnxruntime_threads": getattr(model, "threads", None),
+            "onnxruntime_threads": model.threads,
             "pending": state["pending"],
             "predictions": state["predictions"],
             "refused": state["refused"],

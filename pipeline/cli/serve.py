@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import click
 
+from pipeline.cli.errors import UserError
 from pipeline.deploy.serve_config import ServeConfig
+
+# module -> package: the web stack, an extra (the rest of midlevel runs without it);
+# python-multipart is imported by starlette only when a form arrives, so it is looked for here
+NEEDS = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python_multipart": "python-multipart"}
 
 
 @click.command("serve")
@@ -43,6 +50,9 @@ def command(model, **opts) -> None:
     DIR may also be a head (its file, or its name in --cache-dir): it is exported once into
     <head>-model/ beside the head file.
     """
+    missing = [name for module, name in NEEDS.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise UserError(f"pipeline serve needs {', '.join(missing)}: pip install 'midlevel[serve]'")
     from stages import serve as stage
 
     stage.run(ServeConfig(model=model, **opts), ready=click.echo)

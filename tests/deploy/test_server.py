@@ -321,3 +321,20 @@ def test_the_verb_refuses_a_folder_that_is_no_export(tmp_path):
     code, out = invoke("serve", "nohead", "--cache-dir", str(tmp_path))
     (error,) = error_lines(out)
     assert code == 2 and "no head named 'nohead'" in error
+
+
+def test_the_verb_names_the_web_packages_it_lacks(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "python_multipart" else real(name, *a),
+    )
+    code, out = invoke("serve", str(tmp_path))
+    (error,) = error_lines(out)
+    assert (
+        code == 2
+        and error == "error: pipeline serve needs python-multipart: pip install 'midlevel[serve]'"
+    )

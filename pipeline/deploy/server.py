@@ -67,7 +67,9 @@ def create_app(
     for the page's "try the example" button.
     """
     threads = threads or max(1, cpu_threads() // model.threads)
-    app = FastAPI(title="midlevel", docs_url="/docs", redoc_url=None)
+    # no /docs: FastAPI's Swagger page loads its scripts from a CDN, and the server may be
+    # offline; /openapi.json describes the endpoints all the same
+    app = FastAPI(title="midlevel", docs_url=None, redoc_url=None)
     app.add_middleware(UploadLimit, limit_mb=max_upload_mb)
     app.exception_handler(RequestValidationError)(_one_line_validation_error)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")

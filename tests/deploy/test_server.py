@@ -122,6 +122,9 @@ def test_health_model_page_and_example(client, model, exported):
     # self-contained: no script, style, image or font from elsewhere (the server may be offline)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text)
     assert not re.search(r"@import|url\(\s*['\"]?(https?:)?//", page.text)
+    schema = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    assert "file" in schema["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert client.get("/docs").status_code == 404  # its scripts would come from a CDN
     example = client.get("/example")
     assert example.status_code == 200 and example.content == exported["photos"][0].read_bytes()
 

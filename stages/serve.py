@@ -13,10 +13,9 @@ from pathlib import Path
 
 import uvicorn
 
-from pipeline.config import ExportConfig
+from pipeline.config import ExportConfig, ServeConfig
 from pipeline.deploy.bundle import MANIFEST, is_model_folder, sha256
 from pipeline.deploy.runtime import Model
-from pipeline.deploy.serve_config import ServeConfig
 from pipeline.deploy.server import create_app, split_threads
 from pipeline.errors import ConfigError
 from pipeline.store.head_files import find_head

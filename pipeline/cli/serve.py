@@ -7,7 +7,7 @@ import importlib.util
 import click
 
 from pipeline.cli.errors import UserError
-from pipeline.deploy.serve_config import ServeConfig
+from pipeline.config import ServeConfig
 
 # module -> package: the web stack, an extra (the rest of midlevel runs without it);
 # python-multipart is imported by starlette only when a form arrives, so it is looked for here

@@ -68,6 +68,7 @@ def _opened(path, doing: str, fix: str, *, name: str | None = None) -> Iterator[
     except READ_ERRORS as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         shown = path if name is None else name
+        reason = reason.replace(str(path), str(shown))  # a file object's repr says nothing
         raise ImageFileError(shown, reason, f"{shown}: cannot {doing} ({reason}); {fix}") from None
 
 

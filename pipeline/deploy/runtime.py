@@ -17,6 +17,7 @@ from pipeline.config import GridConfig
 from pipeline.datasets.pixels import array_rgb, decode_rgb_bytes, read_rgb, shown_rgb
 from pipeline.deploy.bundle import read_manifest
 from pipeline.deploy.pooling import image_log_scores, log_link, score_power
+from pipeline.errors import CacheError
 from pipeline.evaluation.score_maps import score_map
 from pipeline.features.patches import patch_grid
 from pipeline.features.resize import resized
@@ -129,6 +130,8 @@ class Model:
     def score_maps(self, prediction: Prediction, *, reduce: str = "mean") -> np.ndarray:
         """[C, h, w] maps of a prediction: per 4-pixel cell, the mean (or max) of p(class |
         patch) over the patches covering it, as pipeline localize draws them."""
+        if self.grid.kind != "patches":
+            raise CacheError(f"{self.folder}: a whole-image head has no patches to map")
         p = prediction
         return score_map(p.boxes, p.probs, p.width, p.height, reduce=reduce)
 

@@ -45,7 +45,13 @@ def quantize_part(fp32_path: Path, calibration: str, batches: Iterable[np.ndarra
             if json.loads(record.read_text())["sha256"] == file_digest(target):
                 return target
     _quantize(fp32_path, target, batches)
-    info = {"recipe": RECIPE, "calibration": calibration, "from": fp32_path.name}
+    try:  # the fp32 part's record says which net, weights, part and input size this is
+        part = json.loads(fp32_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        part = {}
+    part = {k: v for k, v in part.items() if k not in ("sha256", "exporter")}
+    info = {**part, "precision": "int8", "recipe": RECIPE, "calibration": calibration,
+            "from": fp32_path.name}  # fmt: skip
     write_json(record, {**info, "sha256": file_digest(target)}, sort_keys=False)
     return target
 

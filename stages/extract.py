@@ -32,13 +32,12 @@ class ExtractSummary:
             if r.resized
             else ""
         )
-        cropped = ", the kept patches cropped: a training split" if r.cropped else ""
         return (
             f"extract {split}: {r.images} images, {r.patches} patches in {r.seconds:.1f} s "
             f"({rate:.1f} patches/s), {skipped}{r.bytes_written / 1e9:.3f} GB written, "
             f"{r.shards_written} shards new, {r.shards_reused} reused{adopted}"
             f"{rebuilt_text(r.rebuilt)}{resized}; "
-            f"setup {r.stages.get('setup', 0.0):.1f} s (the net, {r.runtime}{cropped}), read {r.stages['read']:.1f} s, "
+            f"setup {r.stages.get('setup', 0.0):.1f} s (the net, {r.runtime}), read {r.stages['read']:.1f} s, "
             f"compute {r.stages['compute']:.1f} s, write {r.stages['write']:.1f} s -> {r.cache_dir}"
         )
 

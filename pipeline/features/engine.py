@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -24,8 +24,8 @@ from pipeline.features.ranks import all_agree, from_environment, process_group, 
 from pipeline.features.registry import cache_key
 from pipeline.store.cache import FeatureCache, WriterLock
 from pipeline.store.data_digests import split_digests
-from pipeline.store.freshness import adopt, split_caches
-from pipeline.store.keys import FeatureSettings, cache_path
+from pipeline.store.freshness import adopt
+from pipeline.store.keys import cache_path
 from pipeline.store.shards import Shard, write_shard
 
 
@@ -44,7 +44,6 @@ class ExtractResult:
     resized: tuple[int, int] | None = None  # (images before, now) when the split changed size
     runtime: str = ""  # what ran the frozen net ("onnxruntime 1.x", "torch 2.x")
     adopted: str | None = None  # the cache of the same data whose shards this one took
-    cropped: bool = False  # a shared-mode split keeping a sample: its patches cropped
 
 
 def rebuilt_text(rebuilt: dict[str, str]) -> str:
@@ -100,7 +99,7 @@ def extract_split(
         config.split, task=config.task, limit=config.limit, skip_bad=config.on_error == "skip"
     )
     keep = resolve_keep(config.keep, config.split, split_data, config.grid)
-    settings = split_key(config, dataset, keep)
+    settings = cache_key(config, dataset)
     digest = settings.digest()
     source = dataset.source()
     cache = FeatureCache(
@@ -143,12 +142,7 @@ def extract_split(
         pending = _pending(cache, n_shards, rebuilt, retry_skipped=config.on_error == "stop")
         totals, runtime = dict.fromkeys(_TOTALS, 0.0), ""
         if ranks.share(pending):
-            made = config
-            if settings.training_mode:  # the kept patches cropped: store/keys.py TRAINING_MODE
-                made = replace(
-                    config, backbone=replace(config.backbone, mode=settings.training_mode)
-                )
-            job = _Job(made, cache, dataset, split_data, keep, data, n_shards, calibration)
+            job = _Job(config, cache, dataset, split_data, keep, data, n_shards, calibration)
             totals, runtime = _extract_shards(job, ranks.share(pending), ranks)
         totals = summed(ranks, totals)
     return ExtractResult(
@@ -165,24 +159,7 @@ def extract_split(
         resized=None if resized is None else (resized, len(samples)),
         runtime=runtime,
         adopted=adopted,
-        cropped=settings.training_mode is not None,
     )
-
-
-def split_key(config: ExtractConfig, dataset: Dataset, keep: str) -> FeatureSettings:
-    """The key of the split's cache. A split that keeps a sample of its patches is cropped in
-    shared mode (store/keys.py: TRAINING_MODE), unless its trunk's maps were begun before
-    this rule: that cache goes on as it was begun (--overwrite starts the cropped one)."""
-    settings = cache_key(config, dataset)
-    cropped = settings.for_sampled_split() if keep == "sample" else settings
-    if cropped == settings or config.overwrite:
-        return cropped
-
-    def begun(key: FeatureSettings) -> bool:
-        caches = split_caches(config.cache_dir, config.split, key.digest(), finished=False)
-        return any(c.source == dataset.source() and c.keep == keep for c in caches)
-
-    return settings if begun(settings) and not begun(cropped) else cropped
 
 
 _TOTALS = ("images", "patches", "bytes", "setup", "read", "compute", "write", "skipped")

@@ -50,10 +50,7 @@ def split_cache(
     among a dataset's caches, the one keeping `config.keep`'s patches."""
     if dataset is not None:
         source = dataset.source()
-        digests = dict.fromkeys([settings.digest(), settings.for_sampled_split().digest()])
-        begun = [
-            c for d in digests for c in split_caches(config.cache_dir, split, d, finished=False)
-        ]
+        begun = split_caches(config.cache_dir, split, settings.digest(), finished=False)
         found = [c for c in begun if c.source == source]
     else:
         wanted = without_data(settings.as_dict())
@@ -82,7 +79,7 @@ def _keeping(found: list[FeatureCache], keep: str, split: str) -> FeatureCache:
         if len(found) == 1:
             return found[0]
         keep = keep_by_role(split)
-    matches = cropped_first([c for c in found if c.keep in (keep, None)])  # None: before keep
+    matches = [c for c in found if c.keep in (keep, None)]  # None: made before keep keyed it
     if len(matches) != 1:
         kept = ", ".join(f"{c.directory.name} keeps {c.keep}" for c in found)
         raise CacheError(
@@ -90,16 +87,6 @@ def _keeping(found: list[FeatureCache], keep: str, split: str) -> FeatureCache:
             f"({kept}); pass --keep with the rule extract used"
         )
     return matches[0]
-
-
-def cropped_first(caches: list[FeatureCache]) -> list[FeatureCache]:
-    """Caches of one split and dataset, without those holding a shared-mode training split's
-    maps where the same split is cropped too (`training_mode`, store/keys.py): the cropped
-    cache is the one extract makes now."""
-    cropped = {(c.source, c.keep) for c in caches if "training_mode" in c.fingerprint}
-    return [
-        c for c in caches if "training_mode" in c.fingerprint or (c.source, c.keep) not in cropped
-    ]
 
 
 def _missing(config: CacheSettings, split: str, settings: FeatureSettings, dataset) -> CacheError:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from pipeline.config import NESTED
 from pipeline.errors import CacheError
-from pipeline.io import json_bytes, json_digest, write_atomically
+from pipeline.io import json_bytes, write_atomically
 from pipeline.store.cache import FeatureCache
-from pipeline.store.freshness import cropped_first, split_caches
-from pipeline.store.keys import cache_path, describe_fingerprint, sampled_twin, without_data
+from pipeline.store.freshness import split_caches
+from pipeline.store.keys import cache_path, describe_fingerprint, without_data
 
 HEADS_DIR = "heads"
 SUFFIX = ".safetensors"
@@ -249,13 +249,11 @@ def saved_head(directory: Path, name: str) -> Path | None:
 
 def head_of_split(cache: FeatureCache, train_split: str, name: str) -> Path:
     """The head `name` fitted on `train_split` of the scored cache's dataset, with its feature
-    settings: among that split's caches (one per keep rule; in shared mode, its cropped
-    sample too, store/keys.py: TRAINING_MODE), the one holding such a head."""
-    digests = dict.fromkeys([cache.digest, json_digest(sampled_twin(cache.fingerprint))])
-    caches = cropped_first([
-        c for d in digests for c in split_caches(cache.directory.parent, train_split, d)
+    settings: among that split's caches (one per keep rule), the one holding such a head."""
+    caches = [
+        c for c in split_caches(cache.directory.parent, train_split, cache.digest)
         if c.source == cache.source and saved_head(c.directory, name)
-    ])  # fmt: skip
+    ]  # fmt: skip
     if len(caches) == 1:
         return saved_head(caches[0].directory, name)
     mine = head_path(cache_path(cache.directory.parent, train_split, cache.digest), name)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.config import GridConfig, LabelRule, TaskConfig
@@ -12,14 +12,6 @@ from pipeline.io import json_digest
 
 # Shard layout version, part of the cache digest: 2 added `sampled` and `image_labels`.
 CACHE_FORMAT = 2
-# How a split that keeps a sample of its patches (a training split) is made in shared mode at
-# fp32: its kept patches are cropped, each through the whole net, as --mode crop does; the
-# whole image's trunk at every scale costs 2.4 times as much for the tenth of the patches
-# such a split keeps, and a head fitted on crops scores the maps about as well (measured:
-# docs/cache.md#training-splits-in-shared-mode). Recorded as `training_mode` in its
-# fingerprint: such caches have keys of their own, and a head fitted on one serves the
-# evaluation splits of its settings (`without_data` leaves the field out).
-TRAINING_MODE = "crop"
 
 
 @dataclass(frozen=True)
@@ -36,7 +28,6 @@ class FeatureSettings:
     labels: LabelRule = field(default_factory=LabelRule)
     task: TaskConfig = field(default_factory=TaskConfig)
     data: dict | None = None
-    training_mode: str | None = None  # TRAINING_MODE in a sampled split's key (shared mode)
 
     def as_dict(self) -> dict:
         settings = {
@@ -49,17 +40,7 @@ class FeatureSettings:
             settings["task"] = asdict(self.task)
         if self.data is not None:
             settings["data"] = self.data
-        if self.training_mode is not None:
-            settings["training_mode"] = self.training_mode
         return settings
-
-    def for_sampled_split(self) -> FeatureSettings:
-        """The key of a split keeping a sample of its patches with these settings: in shared
-        mode at fp32 the key with `training_mode` (its kept patches are cropped), otherwise
-        this key."""
-        if not crops_training(self.backbone):
-            return self
-        return replace(self, training_mode=TRAINING_MODE)
 
     def digest(self) -> str:
         """Short, stable hash of the settings; the code version is kept beside it, not in it."""
@@ -86,30 +67,10 @@ def settings_of(fingerprint: dict) -> dict:
     return {k: v for k, v in fingerprint.items() if k not in DIRECTORY_KEYS}
 
 
-def crops_training(backbone: dict) -> bool:
-    """Whether a split keeping a sample of its patches is cropped with this backbone part:
-    shared mode at fp32 (an int8 net is calibrated for the part it runs, so int8 training
-    splits keep the trunk's maps)."""
-    return backbone.get("mode") == "shared" and "precision" not in backbone
-
-
-def sampled_twin(fingerprint: dict) -> dict:
-    """The settings of the cache of a split keeping a sample, of the same settings as a
-    cache of `fingerprint` (its own where nothing differs): where fit's heads are found for
-    the splits they score."""
-    settings = settings_of(fingerprint)
-    if "training_mode" in settings or not crops_training(settings.get("backbone") or {}):
-        return settings
-    return {**settings, "training_mode": TRAINING_MODE}
-
-
 def without_data(fingerprint: dict) -> dict:
     """The fingerprint's feature settings: what a head must share with a split it scores; as
-    JSON reads them back (tuples as lists), so that a settings dict compares with a file's.
-    Neither the dataset nor `training_mode` (a head fitted on a shared-mode training split's
-    crops serves that setting's evaluation splits) is part of it."""
-    left_out = ("data", "training_mode")
-    settings = {k: v for k, v in settings_of(fingerprint).items() if k not in left_out}
+    JSON reads them back (tuples as lists), so that a settings dict compares with a file's."""
+    settings = {k: v for k, v in settings_of(fingerprint).items() if k != "data"}
     return json.loads(json.dumps(settings))
 
 
@@ -134,5 +95,4 @@ def describe_fingerprint(fingerprint: dict) -> str:
         f"covers={labels.get('min_patch_cover')}/{labels.get('min_box_cover')} "
         f"background={labels.get('background_ratio')} seed={labels.get('seed')}"
         + (f" task={task.get('name')} context={task.get('context')}" if task else "")
-        + (f" training_mode={trained}" if (trained := fingerprint.get("training_mode")) else "")
     )

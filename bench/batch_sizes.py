@@ -30,8 +30,8 @@ import torch
 from extract_speed import forward_rate
 
 from pipeline.config import RUNTIMES, BackboneConfig
+from pipeline.cores import cpu_threads
 from pipeline.features.backbone import FrozenBackbone
-from pipeline.features.onnx_runtime import cpu_threads
 from pipeline.features.registry import RANDOM, REGISTRY
 
 BATCHES = (8, 16, 32, 64)

@@ -66,12 +66,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from pipeline.config import PRECISIONS, RUNTIMES, BackboneConfig, ExtractConfig, GridConfig
+from pipeline.cores import cpu_threads
 from pipeline.datasets.voc import load_records, read_split, resolve_year_dir
 from pipeline.errors import BackboneUnavailable
 from pipeline.features.backbone import FrozenBackbone, build_net
 from pipeline.features.engine import extract_split
 from pipeline.features.images import decode_rgb
-from pipeline.features.onnx_runtime import cpu_threads
 from pipeline.features.patches import patch_grid
 from pipeline.features.registry import default_batch, get_spec
 from pipeline.heads.device import resolve_device

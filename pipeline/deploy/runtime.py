@@ -4,7 +4,6 @@ export` wrote and give a photo's class scores and score maps, as `pipeline predi
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import onnxruntime
 from PIL import Image
 
 from pipeline.config import GridConfig
+from pipeline.cores import cpu_threads
 from pipeline.datasets.pixels import array_rgb, decode_rgb_bytes, read_rgb, shown_rgb
 from pipeline.deploy.bundle import read_manifest
 from pipeline.deploy.pooling import image_log_scores, log_link, score_power
@@ -43,11 +43,6 @@ class Prediction:
         """The n best classes and their scores, best first (ties in class order)."""
         order = np.argsort(-self.scores, kind="stable")[:n]
         return [(self.classes[i], float(self.scores[i])) for i in order]
-
-
-def cpu_threads() -> int:
-    """The cores this process may use (a container's or taskset's share)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 class Model:

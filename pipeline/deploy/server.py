@@ -23,9 +23,9 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.config import ServeConfig
+from pipeline.cores import cpu_threads
 from pipeline.datasets.pixels import READ_ERRORS
 from pipeline.deploy.overlay import COLOURS, overlay_png
-from pipeline.deploy.runtime import cpu_threads
 from pipeline.errors import DataError
 
 PAGE = Path(__file__).with_name("page.html")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.cores import cpu_threads
 from pipeline.errors import BackboneUnavailable
 from pipeline.io import atomic_path, file_digest, json_digest, write_json
 
@@ -27,11 +28,6 @@ def model_cache_dir() -> Path:
         return Path(os.environ[MODEL_CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "midlevel" / "onnx"
-
-
-def cpu_threads() -> int:
-    """The cores this process may use (a container's or taskset's share, not the host's)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _onnxruntime():

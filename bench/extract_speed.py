@@ -25,7 +25,11 @@ peak RSS (the measuring process; DataLoader workers are apart):
    images are dominated by them). Shared mode's patches/s counts the patches as if cropped
    (the same patches), so it compares with crop's; crop int8 and shared int8: the same at
    --precision int8 (ONNX Runtime's static quantization; its calibration on the training
-   split is setup, left out like the export);
+   split is setup, left out like the export); crop train, shared train: the two paths on
+   the same number of images of --train-split, which keeps only the object patches and a
+   label-blind tenth of the rest (the rows above keep every patch, as an evaluation split
+   does): crop mode cuts only those, shared mode still runs its trunk over the whole image
+   at every scale (docs/benchmarks.md#shared-mode-on-a-training-split);
 4. naive: what a user would write: a DataLoader over patches, each opened with PIL,
    cropped, resized and normalised by torchvision transforms, a float32 torch forward per
    batch.
@@ -33,11 +37,11 @@ peak RSS (the measuring process; DataLoader workers are apart):
 Then the ratios and their targets (ok / BELOW TARGET): crop / machine >= 0.8, shared / crop
 >= 3.3 at the same runtime, crop / naive and shared / naive >= 5, onnxruntime forward /
 torch forward >= 1 (auto's choice of ONNX Runtime pays), crop int8 / crop and shared int8 /
-shared >= 1.8. And what bounds them, measured on
-the same patches under the runtime used: the forward's own fraction of the machine (bounds
-crop / machine), the share of crop cutting in a forward (bounds crop / forward), the
-trunk / head split of a forward and the grid's sharing factor (bound shared / crop: sharing
-divides only the trunk's work), shared mode's own split, and naive / forward.
+shared >= 1.8, shared / crop on a training split >= 1 (images/s). And what bounds them,
+measured on the same patches under the runtime used: the forward's own fraction of the
+machine (bounds crop / machine), the share of crop cutting in a forward (bounds crop /
+forward), the trunk / head split of a forward and the grid's sharing factor (bound shared /
+crop: sharing divides only the trunk's work), shared mode's own split, and naive / forward.
 
 With a CUDA device the same runs again there under torch with fp16 autocast (as
 FrozenBackbone does; the limit is then an 8192x8192 fp16 matmul): ONNX Runtime's CUDA
@@ -78,7 +82,7 @@ from pipeline.heads.device import resolve_device
 from pipeline.store.cache import FeatureCache
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
-METHODS = ("machine", "forward", "crop", "shared", "naive", "bounds")
+METHODS = ("machine", "forward", "crop", "shared", "crop-train", "shared-train", "naive", "bounds")
 SECONDS = 2.0  # timed seconds of each rate measured in a loop (machine, forward)
 # the matmul of the limit: what the net computes in on each device (fp16 autocast on CUDA)
 MATMUL = {"cpu": (2048, torch.float32), "cuda": (8192, torch.float16)}
@@ -90,6 +94,7 @@ TARGETS = {  # ratio -> the least it should be
     "onnxruntime forward / torch forward": 1.0,
     "crop int8 / crop": 1.8,
     "shared int8 / shared": 1.8,
+    "shared / crop, training split": 1.0,
 }
 
 
@@ -217,6 +222,7 @@ def extract(method: str, options: dict, grid: GridConfig) -> dict:
     batch = options["batch_size"] or default_batch(options["backbone"], runtime)
     return {
         "rate": summary.patches / working,
+        "images_per_s": summary.images / working,
         "patches": summary.patches,
         "runtime": runtime,
         "batch": batch if method == "crop" else None,  # shared: one trunk pass per scale
@@ -312,6 +318,9 @@ def measure(method: str, options: dict) -> dict:
         )
         rate = forward_rate(net, net.batch_size, SECONDS)
         result = {"rate": rate, "patches": None, "runtime": net.runtime, "batch": net.batch_size}
+    elif method.endswith("-train"):  # the kept patches of the training split
+        training = {**options, "split": options["train_split"]}
+        result = extract(method.removesuffix("-train"), training, grid)
     else:
         result = extract(method, options, grid)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
@@ -334,13 +343,16 @@ def rows_for(device: str, runtime: str) -> list[tuple[str, str, str, str]]:
     (ONNX Runtime's static quantization) and under torch."""
     if device == "cuda":
         return [("forward torch", "forward", "torch", "fp32")] + [
-            (name, name, "torch", "fp32") for name in ("crop", "shared", "naive")
+            (name.replace("-", " "), name, "torch", "fp32")
+            for name in ("crop", "shared", "crop-train", "shared-train", "naive")
         ]
     rows = [
         ("forward torch", "forward", "torch", "fp32"),
         ("forward onnxruntime", "forward", "onnxruntime", "fp32"),
     ]
     rows += [("crop", "crop", runtime, "fp32"), ("shared", "shared", runtime, "fp32")]
+    rows += [("crop train", "crop-train", runtime, "fp32")]
+    rows += [("shared train", "shared-train", runtime, "fp32")]
     if runtime != "torch":
         rows += [("crop int8", "crop", runtime, "int8"), ("shared int8", "shared", runtime, "int8")]
         rows += [
@@ -383,6 +395,10 @@ def print_device(results: dict) -> None:
     if "forward onnxruntime" in rate:
         speedup = rate["forward onnxruntime"] / rate["forward torch"]
         print(ratio_line("onnxruntime forward / torch forward", speedup))
+    if "shared train" in rate:
+        per_image = {name: results[name]["images_per_s"] for name in ("shared train", "crop train")}
+        training = per_image["shared train"] / per_image["crop train"]
+        print(ratio_line("shared / crop, training split", training, f"  (images/s, {used})"))
     for mode in ("crop", "shared"):
         if f"{mode} int8" in rate:
             print(ratio_line(f"{mode} int8 / {mode}", rate[f"{mode} int8"] / rate[mode]))
@@ -418,6 +434,12 @@ def print_bounds(results: dict, limit: float, forward: float, rate: dict) -> Non
 @click.command()
 @click.option("--voc-root", default=str(DEFAULT_VOC), show_default=True, help="VOC year dir.")
 @click.option("--split", default="test", show_default=True, help="Split (test keeps every patch).")
+@click.option(
+    "--train-split",
+    default="trainval",
+    show_default=True,
+    help="Training split of the train rows (keeps a sample of its patches).",
+)
 @click.option("--images", type=int, default=8, show_default=True, help="Images to extract.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True)
 @click.option(
@@ -476,8 +498,9 @@ def main(method, **options) -> None:
             "CUDA provider is not used"
         )
         print(f"\n{where}; {label}, {options['images']} images of {options['split']} "
-              f"({results['crop']['patches']} patches), {options['scales']} scales min "
-              f"{options['min_scale']}")  # fmt: skip
+              f"({results['crop']['patches']} patches; the train rows: as many of "
+              f"{options['train_split']}, {results['crop train']['patches']} patches kept), "
+              f"{options['scales']} scales min {options['min_scale']}")  # fmt: skip
         print_device(results)
     if devices == ["cpu"] and not torch.cuda.is_available():
         print("\nno CUDA device here: CPU figures only")

@@ -504,11 +504,8 @@ class ServeConfig:
     cache_dir: str = "cache"  # where a head given by name is found
 
     def __post_init__(self):
-        if not 0 <= self.port <= 65535:
-            raise ConfigError("port", self.port, "must be in 0..65535 (0: any free port)")
-        if not self.max_upload_mb > 0:
-            raise ConfigError("max_upload_mb", self.max_upload_mb, "must be above 0")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError("threads", self.threads, "must be at least 1")
-        if self.max_pending < 1:
-            raise ConfigError("max_pending", self.max_pending, "must be at least 1")
+        _check(0 <= self.port <= 65535, "port", self.port, "must be in 0..65535 (0: any free port)")
+        _check(self.max_upload_mb > 0, "max_upload_mb", self.max_upload_mb, "must be above 0")
+        _check(self.threads is None or self.threads >= 1, "threads", self.threads,
+               "must be at least 1")  # fmt: skip
+        _check(self.max_pending >= 1, "max_pending", self.max_pending, "must be at least 1")

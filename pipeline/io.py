@@ -27,6 +27,21 @@ def file_digest(path: str | Path, algorithm: Callable = hashlib.sha256) -> str:
         return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
+def recorded_damage(path: Path) -> str | None:
+    """Why a model-cache file cannot be used as it is (missing, its record `<name>.json`
+    unreadable, or its bytes not the SHA-256 that record holds), or None when it is sound."""
+    record = path.with_suffix(".json")
+    if not path.is_file() or not record.is_file():
+        return "missing"
+    try:
+        expected = json.loads(record.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its record is unreadable"
+    if file_digest(path) != expected:
+        return "its bytes differ from the SHA-256 recorded at export (damaged)"
+    return None
+
+
 def json_digest(payload) -> str:
     """Short, stable hash of JSON-able settings: 12 hex digits of the SHA-256 of sorted JSON."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

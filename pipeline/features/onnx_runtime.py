@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import sys
 import warnings
@@ -16,7 +15,7 @@ import torch
 
 from pipeline.cores import cpu_threads
 from pipeline.errors import BackboneUnavailable
-from pipeline.io import atomic_path, file_digest, json_digest, write_json
+from pipeline.io import atomic_path, file_digest, json_digest, recorded_damage, write_json
 
 MODEL_CACHE_ENV = "MIDLEVEL_MODEL_CACHE"
 EXPORT_FORMAT = 1  # bump when the exported graphs change meaning: old files are not reused
@@ -90,7 +89,7 @@ def onnx_part(module: torch.nn.Module, key: dict, example: torch.Tensor, dynamic
     """The ONNX Runtime twin of `module` (exported now if the model cache lacks a sound
     copy), or None with one warning line when this net does not export."""
     path = model_cache_dir() / f"{key['name']}-{key['part']}-{_key_digest(key)}.onnx"
-    problem = _damage(path)
+    problem = recorded_damage(path)
     if problem is None:
         try:
             return OrtPart(path)
@@ -113,20 +112,6 @@ def onnx_part(module: torch.nn.Module, key: dict, example: torch.Tensor, dynamic
 
 def _key_digest(key: dict) -> str:
     return json_digest({**key, "format": EXPORT_FORMAT})
-
-
-def _damage(path: Path) -> str | None:
-    """Why the exported file cannot be used as it is, or None when it is sound."""
-    record = path.with_suffix(".json")
-    if not path.is_file() or not record.is_file():
-        return "missing"
-    try:
-        expected = json.loads(record.read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "its record is unreadable"
-    if file_digest(path) != expected:
-        return "its bytes differ from the SHA-256 recorded at export (damaged)"
-    return None
 
 
 def _export(module, path: Path, key: dict, example: torch.Tensor, dynamic: dict) -> None:

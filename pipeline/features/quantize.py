@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.config import GridConfig
 from pipeline.datasets.base import keep_by_role
 from pipeline.errors import BackboneUnavailable
-from pipeline.io import atomic_path, file_digest, json_digest, write_json
+from pipeline.io import atomic_path, file_digest, json_digest, recorded_damage, write_json
 
 # What the fingerprint of int8 features names: a change of recipe is a new cache.
 RECIPE = "qdq-minmax-perchannel-firstlastfloat/1"
@@ -39,11 +39,8 @@ def quantize_part(fp32_path: Path, calibration: str, batches: Iterable[np.ndarra
     """The int8 twin of `fp32_path` (made now from the calibration `batches` of its input
     "x", unless the model cache holds a sound copy): its path."""
     target = quantized_path(fp32_path, calibration)
-    record = target.with_suffix(".json")
-    if target.is_file() and record.is_file():
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            if json.loads(record.read_text())["sha256"] == file_digest(target):
-                return target
+    if recorded_damage(target) is None:
+        return target
     _quantize(fp32_path, target, batches)
     try:  # the fp32 part's record says which net, weights, part and input size this is
         part = json.loads(fp32_path.with_suffix(".json").read_text())
@@ -52,7 +49,8 @@ def quantize_part(fp32_path: Path, calibration: str, batches: Iterable[np.ndarra
     part = {k: v for k, v in part.items() if k not in ("sha256", "exporter")}
     info = {**part, "precision": "int8", "recipe": RECIPE, "calibration": calibration,
             "from": fp32_path.name}  # fmt: skip
-    write_json(record, {**info, "sha256": file_digest(target)}, sort_keys=False)
+    record = {**info, "sha256": file_digest(target)}
+    write_json(target.with_suffix(".json"), record, sort_keys=False)
     return target
 
 

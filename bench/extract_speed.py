@@ -351,8 +351,8 @@ def rows_for(device: str, runtime: str) -> list[tuple[str, str, str, str]]:
         ("forward onnxruntime", "forward", "onnxruntime", "fp32"),
     ]
     rows += [("crop", "crop", runtime, "fp32"), ("shared", "shared", runtime, "fp32")]
-    rows += [("crop train", "crop-train", runtime, "fp32")]
-    rows += [("shared train", "shared-train", runtime, "fp32")]
+    rows += [("crop train", "crop-train", runtime, "fp32"),
+             ("shared train", "shared-train", runtime, "fp32")]  # fmt: skip
     if runtime != "torch":
         rows += [("crop int8", "crop", runtime, "int8"), ("shared int8", "shared", runtime, "int8")]
         rows += [
@@ -396,8 +396,7 @@ def print_device(results: dict) -> None:
         speedup = rate["forward onnxruntime"] / rate["forward torch"]
         print(ratio_line("onnxruntime forward / torch forward", speedup))
     if "shared train" in rate:
-        per_image = {name: results[name]["images_per_s"] for name in ("shared train", "crop train")}
-        training = per_image["shared train"] / per_image["crop train"]
+        training = results["shared train"]["images_per_s"] / results["crop train"]["images_per_s"]
         print(ratio_line("shared / crop, training split", training, f"  (images/s, {used})"))
     for mode in ("crop", "shared"):
         if f"{mode} int8" in rate:

@@ -14,6 +14,8 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.config import NESTED
 from pipeline.errors import CacheError
 from pipeline.io import json_bytes, write_atomically
@@ -152,7 +154,7 @@ def load_head_file(path: Path, *, trust_pickle: bool = False):
         head, inside = _unpickled(data) if path.suffix == PICKLED else _unpacked(data)
         written = _read_record(path)
         if written is not None and written.get("sha256", written.get("joblib_sha256")) == sha:
-            return head, HeadRecord.from_dict(written)  # the pair agrees: the copy as written
+            return head, _matching(head, HeadRecord.from_dict(written), path)  # the copy as written
         if inside is None:  # a bare estimator of midlevel 0.2: the .json is its only record
             raise ValueError(
                 f"its record {record_path(path).name} is missing or unreadable"
@@ -166,9 +168,29 @@ def load_head_file(path: Path, *, trust_pickle: bool = False):
             f"{path}: not a head midlevel wrote, or damaged ({type(exc).__name__}: {detail}); "
             "fit the head again"
         ) from None
+    _matching(head, record, path)
     with contextlib.suppress(CacheError, OSError):  # a read-only cache: the file's own serves
         _write_record(path, record.as_dict())
     return head, record
+
+
+def _matching(head, record: HeadRecord, path: Path) -> HeadRecord:
+    """The record, refused when its classes are not the head's outputs: a record edited apart
+    from its head would name a column (the background's) as a class it never learnt."""
+    weights = getattr(head, "class_weight", None)  # patch heads: {background label: weight}
+    background = isinstance(weights, dict)
+    learnt = list(range(len(record.classes) + background))
+    outputs = len(head.dense_layers()["layers"][-1][1])
+    labels = np.asarray(getattr(head, "classes_", learnt)).tolist()
+    at_its_label = not background or list(weights) == [len(record.classes)]
+    if at_its_label and labels == learnt and outputs == len(learnt):
+        return record
+    count = outputs - background
+    raise CacheError(
+        f"{path}: its record names {len(record.classes)} classes ({', '.join(record.classes)}), "
+        f"but the head has {outputs} outputs ({count} classes"
+        f"{' and the background' if background else ''}); fit the head again"
+    )
 
 
 def _unpacked(data: bytes):

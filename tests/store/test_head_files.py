@@ -23,9 +23,11 @@ from pipeline.store.head_files import (
 
 
 def fitted(seed: int) -> LinearSVMHead:
+    """A head of one class and the background (label 1), as fit makes them."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(60, 4)).astype(np.float32)
-    return LinearSVMHead(epochs=2, seed=seed).fit(X, (X[:, 0] > 0).astype(int))
+    head = LinearSVMHead(epochs=2, class_weight={1: 1.0}, seed=seed)
+    return head.fit(X, (X[:, 0] > 0).astype(int))
 
 
 def test_save_then_load_round_trips_with_its_record(tmp_path):
@@ -163,7 +165,7 @@ def test_a_missing_record_is_rebuilt_and_a_read_only_folder_still_loads(tmp_path
 
     path = head_path(tmp_path / "trainval-abc", "svm")
     head = fitted(2)
-    save_head(path, head, HeadRecord(head="svm", classes=("a", "b"), k=3.0))
+    save_head(path, head, HeadRecord(head="svm", classes=("a",), k=3.0))
     written = json.loads(path.with_suffix(".json").read_text())
     path.with_suffix(".json").unlink()
 
@@ -172,7 +174,7 @@ def test_a_missing_record_is_rebuilt_and_a_read_only_folder_still_loads(tmp_path
 
     monkeypatch.setattr(store, "write_atomically", read_only)
     loaded, record = load_head_file(path)
-    assert_is(loaded, record, head, ["a", "b"])
+    assert_is(loaded, record, head, ["a"])
     assert record == HeadRecord.from_dict(written) and not path.with_suffix(".json").exists()
     monkeypatch.undo()
     loaded, record = load_head_file(path)
@@ -242,10 +244,10 @@ def test_a_head_pickled_under_its_former_module_loads(tmp_path, monkeypatch, mod
     estimator_type = {"pipeline.heads.linear_svm": "LinearSVMHead"}.get(module, "ImageSVMHead")
     cls = getattr(importlib.import_module(module), estimator_type)
     X = np.linspace(-1, 1, 40, dtype=np.float32).reshape(10, 4)
-    if estimator_type == "LinearSVMHead":
-        head = cls(epochs=2).fit(X, (X[:, 0] > 0).astype(int))
-    else:
-        head = cls().fit(X, np.where(X[:, :2] > 0, 1, -1))
+    if estimator_type == "LinearSVMHead":  # one class and the background
+        head = cls(epochs=2, class_weight={1: 1.0}).fit(X, (X[:, 0] > 0).astype(int))
+    else:  # one column per class
+        head = cls().fit(X, np.where(X[:, :1] > 0, 1, -1))
     path = head_path(tmp_path / "trainval-abc", "svm").with_suffix(".joblib")
     path.parent.mkdir(parents=True)
     with monkeypatch.context() as old_layout:  # pickled as the former code named it
@@ -326,3 +328,65 @@ def test_a_head_file_that_midlevel_did_not_write_is_one_line(tmp_path, spoil, me
     assert str(info.value).startswith(f"{path}: not a head midlevel wrote") and message in str(
         info.value
     )
+
+
+def head_of_kind(kind: str):
+    """(a fitted head of this kind on random features, its class names): a patch head with or
+    without a background column, the weak head, the whole-image SVM."""
+    from pipeline.heads.image_svm import ImageSVMHead
+    from pipeline.heads.mlp import MLPHead
+    from pipeline.heads.weak import WeakPatchHead
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4)).astype(np.float32)
+    y = np.arange(60) % 3  # classes a, b and the background label 2
+    Y = np.where(rng.random((20, 2)) < 0.5, 1, -1).astype(np.int8)
+    Y[0], Y[1] = 1, -1
+    heads = {
+        "mlp": lambda: MLPHead(hidden=8, epochs=1, class_weight={2: 0.5}).fit(X, y),
+        "mlp-no-background": lambda: MLPHead(hidden=8, epochs=1).fit(X, y % 2),
+        "svm": lambda: LinearSVMHead(epochs=1, class_weight={2: 1.0}).fit(X, y),
+        "weak": lambda: WeakPatchHead(hidden=8, epochs=1).fit(X, np.arange(60) // 3, Y),
+        "whole-svm": lambda: ImageSVMHead().fit(X[:20], Y),
+    }
+    return heads[kind](), ("a", "b")
+
+
+def spoil_record(path, change) -> None:
+    """Rewrite the record inside the head file (its arrays and state untouched)."""
+    from safetensors.numpy import load, save
+
+    data = path.read_bytes()
+    meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    record = change(json.loads(meta["record"]))
+    path.write_bytes(save(load(data), metadata={**meta, "record": json.dumps(record)}))
+
+
+KINDS = ["mlp", "mlp-no-background", "svm", "weak", "whole-svm"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("where", ["inside", "json"])
+@pytest.mark.parametrize("change", [1, -1])
+def test_a_record_naming_other_classes_than_the_head_outputs_is_refused(
+    tmp_path, kind, where, change
+):
+    """Issue 26, defect 4: a record edited to one class more (or fewer) than the head was
+    trained on loaded, and predict named the background column as the extra class. The class
+    count (and the background column, where the head has one) must match the outputs."""
+    path = head_path(tmp_path / "trainval-abc", "mlp")
+    head, classes = head_of_kind(kind)
+    save_head(path, head, HeadRecord(head="mlp", classes=classes))
+    assert load_head_file(path)[1].classes == classes  # the genuine head loads
+    names = list(classes) + ["unicorn"] if change > 0 else list(classes[:1])
+    if where == "inside":
+        spoil_record(path, lambda record: {**record, "classes": names})
+        path.with_suffix(".json").unlink()
+    else:  # the readable copy, whose SHA-256 still names the head file
+        record = json.loads(path.with_suffix(".json").read_text())
+        path.with_suffix(".json").write_text(json.dumps({**record, "classes": names}))
+    with pytest.raises(CacheError) as info:
+        load_head_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and message.endswith("fit the head again"), message
+    assert "\n" not in message and f"{len(names)} classes" in message, message

@@ -10,15 +10,20 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 from cli_helpers import error_lines, invoke
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -237,6 +242,55 @@ def test_a_full_queue_is_refused_with_503_before_the_upload_is_read(model, expor
             assert first.result().status_code == 200
         assert_serving(client, model, exported["photos"][1])
         assert client.get("/health").json()["refused"] == 1
+
+
+@contextmanager
+def live(app) -> Iterator[int]:
+    """The app under the real uvicorn on 127.0.0.1, in a thread: its port."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    try:
+        until(lambda: server.started)
+        yield listening.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        listening.close()
+
+
+def until(condition, seconds: float = 60) -> None:
+    """Wait for `condition()` (polling), or fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "waited in vain"
+        time.sleep(0.05)
+
+
+def stalled(port: int, body: bytes = b"", length: int = 100_000) -> socket.socket:
+    """A POST /predict that sends its headers (Content-Length: length) and `body`, then nothing."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    )
+    connection.sendall(head.encode() + body)
+    return connection
+
+
+def test_stalled_bodies_hold_no_slot(model, exported):
+    """Three sockets that send headers and no body, against --max-pending 3: a real upload
+    is still answered (they count as pending only once their body is in)."""
+    with live(create_app(model, max_pending=3, threads=1)) as port:
+        url = f"http://127.0.0.1:{port}/"
+        sockets = [stalled(port) for _ in range(3)]
+        time.sleep(1)
+        photo = exported["photos"][0]
+        answer = httpx.post(url + "predict", files={"file": photo.read_bytes()}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        for connection in sockets:
+            connection.close()
 
 
 def test_threads_share_the_cores(monkeypatch):

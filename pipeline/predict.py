@@ -19,6 +19,7 @@ from pipeline.errors import BackboneUnavailable, CacheError, DataError, Midlevel
 from pipeline.evaluation.pooling import image_log_scores, score_power
 from pipeline.evaluation.score_maps import score_map
 from pipeline.features.registry import fingerprint_part
+from pipeline.features.work import check_photo_work
 from pipeline.store.cache import FeatureCache
 from pipeline.store.head_files import HeadRecord, find_head, load_head_file
 
@@ -142,17 +143,37 @@ class Predictor:
         from pipeline.features.patches import IGNORED
 
         k = self.k if k is None else k
+        refused = {i: why for i, sample in enumerate(samples) if (why := self._refusal(sample))}
         patches = PatchImages(
-            samples, list(range(len(samples))), grid=self.grid, rule=self.record.settings("labels"),
-            background=IGNORED, keep_all=True, patch_labels=False,
+            samples, [i for i in range(len(samples)) if i not in refused], grid=self.grid,
+            rule=self.record.settings("labels"), background=IGNORED, keep_all=True,
+            patch_labels=False,
         )  # fmt: skip
         items = iter_image_features(self.backbone, patches, workers=workers, timing=timing)
-        for item in items:
+        for index in range(len(samples)):
+            item = {"index": index, "error": refused[index]} if index in refused else next(items)
             if "error" in item:
                 yield item
             else:
                 sample = samples[item["index"]]
                 yield self.result(sample, item["boxes"], item["features"], k)
+
+    def _refusal(self, sample: Sample) -> str | None:
+        """Why a readable photo is not predicted: its work on this grid is over the limit
+        (known from its size, before it is decoded); None for the others."""
+        if sample.error is not None:
+            return None  # the dataset's own error item says why
+        x0, y0, x1, y1 = sample.region
+        try:
+            self._check_work(round(x1 - x0), round(y1 - y0), str(sample.image_path))
+        except DataError as exc:
+            return str(exc)
+        return None
+
+    def _check_work(self, width: int, height: int, name: str) -> None:
+        """DataError naming the limit when one photo would cost hundreds of normal ones."""
+        backbone = self.backbone
+        check_photo_work(width, height, self.grid, backbone.input_size, backbone.mode, name)
 
     def _one(self, image, k: float | None) -> ImagePrediction:
         if isinstance(image, str | Path):
@@ -165,6 +186,7 @@ class Predictor:
 
         pixels = _as_array(image)
         height, width = pixels.shape[:2]
+        self._check_work(width, height, "array")
         boxes, features = array_features(self.backbone, pixels, self.grid)
         sample = whole_image("array", Path(""), width, height)
         return self.result(sample, boxes, features, self.k if k is None else k)

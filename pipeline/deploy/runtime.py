@@ -21,6 +21,7 @@ from pipeline.errors import CacheError
 from pipeline.evaluation.score_maps import score_map
 from pipeline.features.patches import patch_grid
 from pipeline.features.resize import resized
+from pipeline.features.work import check_photo_work
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Model:
         started = time.perf_counter()
         name, pixels = _pixels(image, name)
         height, width = pixels.shape[:2]
+        check_photo_work(width, height, self.grid, int(self.info["input_size"]), self.mode, name)
         boxes = patch_grid(width, height, self.grid)
         run = self._crop_margins if self.mode == "crop" else self._shared_margins
         margins = run(pixels, boxes)

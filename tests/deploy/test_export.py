@@ -18,6 +18,7 @@ from conftest import REPO
 
 from pipeline import load_head
 from pipeline.deploy.runtime import Model
+from pipeline.errors import DataError
 
 HEADS = ("mlp", "svm", "weak")
 COARSE_REAL = ["--scales", "3", "--min-scale", "0.4"]
@@ -87,6 +88,17 @@ def test_predict_with_the_model_folder_writes_what_predict_with_the_head_writes(
     for by_head, by_model in zip(rows["--head"], rows["--model"], strict=True):
         for name in ("bus", "car", "cat"):
             assert float(by_model[name]) == pytest.approx(float(by_head[name]), abs=1e-5)
+
+
+def test_a_thin_photo_is_refused_before_any_pixel_is_resized(exported):
+    """Issue 26, defect 1: a 32x4 or 400x2 photo (the grid follows the short side) costs as
+    many patches, and in shared mode resized pixels, as hundreds of photos; the runtime
+    refuses it from its size (a DataError: the server's 422), in either mode."""
+    model = Model.load(exported["models"]["mlp"])
+    for width, height in ((32, 4), (400, 2)):
+        with pytest.raises(DataError, match=rf"^thin: {width}x{height} pixels .* limit of"):
+            model.predict(np.zeros((height, width, 3), np.uint8), name="thin")
+    assert model.predict(np.zeros((24, 96, 3), np.uint8)).scores.shape == (3,)  # 4:1 passes
 
 
 BLOCKER = """

@@ -15,6 +15,7 @@ from cli_helpers import error_lines, extract_splits, invoke
 from PIL import Image, ImageOps
 
 from pipeline import load_head
+from pipeline.errors import DataError
 from pipeline.evaluation.score_maps import grid_shape
 from pipeline.reporting.overlays import overlay_layout
 
@@ -210,3 +211,26 @@ def test_a_head_is_found_by_name_and_refused_with_other_weights(fitted, tmp_path
     code, text = invoke("predict", "--head", "svm", "--cache-dir", str(cache), image)
     (line,) = error_lines(text)
     assert code == 2 and "weights=sha256:0123456789abcdef" in line and "--weights FILE" in line
+
+
+def test_a_thin_photo_is_refused_before_its_pixels_are_resized(fitted, tmp_path):
+    """Issue 26, defect 1: the grid follows the short side, so a 32x4 photo makes 246 patches
+    on this grid (a 4:3 photo 38), and shared mode resizes it by input size / patch side; it
+    is skipped with a line naming the limit, or stops the run, as an unreadable photo is."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for image in fitted["images"][:2]:
+        shutil.copy(image, photos / image.name)
+    Image.new("RGB", (32, 4), (220, 30, 30)).save(photos / "thin.png")
+    out, head = tmp_path / "p.csv", str(fitted["head"])
+    code, text = invoke("predict", "--head", head, "--output", str(out), str(photos))
+    assert code == 0, text
+    (line,) = re.findall(r"skipped: [^\r\n]*", text)
+    assert str(photos / "thin.png") in line and "32x4 pixels" in line and "limit of" in line
+    assert "predict: 2 images (1 skipped)" in text
+    code, text = invoke("predict", "--head", head, "--output", str(out), "--on-error", "stop",
+                        str(photos))  # fmt: skip
+    (line,) = error_lines(text)
+    assert code == 2 and str(photos / "thin.png") in line and "limit of" in line
+    with pytest.raises(DataError, match=r"^array: 4x400 pixels .* over the limit of"):
+        load_head(fitted["head"]).predict(np.zeros((400, 4, 3), np.uint8))

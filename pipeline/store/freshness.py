@@ -17,7 +17,7 @@ from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError
 from pipeline.store.cache import FeatureCache, WriterLock
 from pipeline.store.data_digests import DIGESTS_FILE, split_digests
-from pipeline.store.keys import FeatureSettings, describe_data, describe_fingerprint, without_data
+from pipeline.store.keys import FeatureSettings, describe_both, describe_data, without_data
 
 
 def open_dataset_of(config: CacheSettings) -> Dataset | None:
@@ -109,10 +109,10 @@ def _missing(config: CacheSettings, split: str, settings: FeatureSettings, datas
         return CacheError(
             f"{mine}: no features for split {split!r}; run pipeline extract --split {split} first"
         )
-    found = json.loads(others[0].read_text())
+    wanted, found = describe_both(settings.as_dict(), json.loads(others[0].read_text()))
     return CacheError(
-        f"{mine}: no {split!r} features with these settings ({describe_fingerprint(settings.as_dict())}); "
-        f"{others[0].parent.name} has {describe_fingerprint(found)}: pass the options extract used, or extract again"
+        f"{mine}: no {split!r} features with these settings ({wanted}); "
+        f"{others[0].parent.name} has {found}: pass the options extract used, or extract again"
     )
 
 

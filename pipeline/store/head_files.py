@@ -21,7 +21,7 @@ from pipeline.errors import CacheError
 from pipeline.io import json_bytes, write_atomically
 from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import split_caches
-from pipeline.store.keys import cache_path, describe_fingerprint, without_data
+from pipeline.store.keys import cache_path, describe_both, describe_fingerprint, without_data
 
 HEADS_DIR = "heads"
 SUFFIX = ".safetensors"
@@ -224,15 +224,17 @@ def check_serves(record: HeadRecord, fingerprint: dict, path: Path) -> None:
     """Refuse a head trained on other feature settings than `fingerprint`'s, naming both; the
     dataset may differ (a head scores any split of its settings, labelled or not)."""
     trained = record.fingerprint
-    same = trained is not None and without_data(trained) == without_data(fingerprint)
-    if not same:
-        name = record.head or path.stem
-        raise CacheError(
-            f"{path}: head trained on "
-            f"{describe_fingerprint(trained) if trained else 'features ' + str(record.digest)}; "
-            f"these features are {describe_fingerprint(fingerprint)}; "
-            f"fit it again for these settings (pipeline fit --head {name})"
-        )
+    if trained is not None and without_data(trained) == without_data(fingerprint):
+        return
+    was, these = (
+        describe_both(trained, fingerprint)
+        if trained is not None
+        else (f"features {record.digest}", describe_fingerprint(fingerprint))
+    )
+    raise CacheError(
+        f"{path}: head trained on {was}; these features are {these}; "
+        f"fit it again for these settings (pipeline fit --head {record.head or Path(path).stem})"
+    )
 
 
 def check_same_int8_net(path: Path, cache: FeatureCache) -> None:

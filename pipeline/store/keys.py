@@ -87,12 +87,40 @@ def describe_fingerprint(fingerprint: dict) -> str:
     grid = fingerprint.get("grid", {})
     labels = fingerprint.get("labels", {})
     task = fingerprint.get("task")
+    recipe = backbone.get("quantization")
     return (
         f"backbone={backbone.get('name')} weights={backbone.get('weights')} "
         f"input={backbone.get('input_size')} mode={backbone.get('mode', 'crop')} "
+        f"precision={backbone.get('precision', 'fp32')}{f' ({recipe})' if recipe else ''} "
         f"grid={grid.get('kind', 'patches')} scales={grid.get('scales')} "
         f"min_scale={grid.get('min_scale')} overlap={grid.get('overlap')} "
         f"covers={labels.get('min_patch_cover')}/{labels.get('min_box_cover')} "
         f"background={labels.get('background_ratio')} seed={labels.get('seed')}"
         + (f" task={task.get('name')} context={task.get('context')}" if task else "")
     )
+
+
+def describe_both(first: dict, second: dict) -> tuple[str, str]:
+    """Two fingerprints' feature settings described so that the lines differ where they do:
+    a setting the usual line leaves out (the shared-mode geometry, the feature layer...) is
+    named on both sides when it differs."""
+    a, b = _leaves(without_data(first)), _leaves(without_data(second))
+    shown = describe_fingerprint(first), describe_fingerprint(second)
+    if shown[0] != shown[1]:
+        return shown
+    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return tuple(
+        line + "".join(f" {k}={json.dumps(leaves.get(k))}" for k in differ)
+        for line, leaves in zip(shown, (a, b), strict=True)
+    )
+
+
+def _leaves(settings: dict, prefix: str = "") -> dict:
+    """{"backbone.name": "resnet18", ...}: a nested dict's values by dotted path."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out |= _leaves(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
+    return out

@@ -8,6 +8,8 @@ without its dashes, a sweep parameter, a key of a config file); `PLACES` says wh
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field, fields, replace
 
 from pipeline.errors import ConfigError
@@ -40,68 +42,156 @@ def check_choice(setting: str, value, choices: tuple) -> None:
 
 
 @dataclass(frozen=True)
-class GridConfig:
+class Range:
+    """Where a number setting may be: a whole number (an int) or a finite real, from `low` to
+    `high`, each bound included unless `above` / `below` says the value must be beyond it;
+    `none`: None is allowed too (a default chosen later)."""
+
+    low: float
+    high: float
+    whole: bool = False
+    above: bool = False
+    below: bool = False
+    none: bool = False
+
+    def holds(self, value) -> bool:
+        if value is None:
+            return self.none
+        if isinstance(value, bool) or not isinstance(value, int if self.whole else numbers.Real):
+            return False
+        if not math.isfinite(value):
+            return False
+        low_ok = value > self.low if self.above else value >= self.low
+        return low_ok and (value < self.high if self.below else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.whole:
+            return f"give a whole number from {self.low:,} to {self.high:,}"
+        opening, closing = "(" if self.above else "[", ")" if self.below else "]"
+        return f"give a finite number in {opening}{self.low:g}, {self.high:g}{closing}"
+
+
+def check_range(setting: str, value, allowed: Range) -> None:
+    """Refuse a value outside `allowed` (NaN, inf, a float for a count...), naming the setting."""
+    _check(allowed.holds(value), setting, value, str(allowed))
+
+
+def ranged(default, allowed: Range, *, setting: str | None = None):
+    """A dataclass field whose value `Settings` checks against `allowed`; `setting`: its name
+    where the field's own name is not the one flags and files use (svm.C is svm_c)."""
+    return field(default=default, metadata={"range": allowed, "setting": setting})
+
+
+class Settings:
+    """Base of every config: each field declared with `ranged` is checked on creation."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            if "range" in f.metadata:
+                check_range(
+                    f.metadata["setting"] or f.name, getattr(self, f.name), f.metadata["range"]
+                )
+
+
+COUNT = Range(1, 10**9, whole=True)  # a number of things: images, rows, classes named
+SHARE = Range(0, 1, above=True)  # a share of something that must not be nothing
+SEED = Range(0, 2**32 - 1, whole=True)  # what numpy's and torch's generators take
+POWER = Range(0, 100, above=True)  # the pooling exponent k: p^k underflows to 0 past ~100
+JOBS = Range(-1, 256, whole=True)  # processes at once; -1: one per core (0 is refused)
+FOLDS = Range(2, 100, whole=True)  # cross-validation folds
+BATCH = Range(1, 65536, whole=True, none=True)  # patches per forward; None: the fastest
+WORKERS = Range(0, 64, whole=True)  # DataLoader decode processes; 0: in this one
+TOP = Range(1, 1000, whole=True)  # classes or images shown
+
+
+def check_jobs(jobs: int) -> None:
+    check_range("jobs", jobs, JOBS)
+    _check(jobs != 0, "jobs", jobs, "give -1 (one per core) or a count from 1")
+
+
+def check_path(setting: str, value: str | None) -> None:
+    """A file or folder setting: None (its default) or a path that names something."""
+    _check(
+        value is None or (isinstance(value, str) and value.strip() != "" and "\0" not in value),
+        setting, value, "give a path",
+    )  # fmt: skip
+
+
+def check_name(setting: str, value: str) -> None:
+    """A split's (or head's) name, which becomes part of a file name in the cache: never empty,
+    a path, or a name that leaves the cache directory."""
+    _check(
+        isinstance(value, str) and value.strip() == value and value not in ("", ".", "..")
+        and not any(c in value for c in "/\\\0"),
+        setting, value, "give a name without slashes (a split of the dataset: trainval, test...)",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GridConfig(Settings):
     """Square patches at `scales` sizes, side = min(W, H) * s with s geometric from 1 down to
     `min_scale`, neighbours overlapping by at least `overlap`, spread from border to border.
     The paper's ~500 patches, 8 scales, 50% overlap: min_scale 0.15 (not a floor-count grid's
     0.13, since the border is always covered) gives exactly 500 on a 500x375 VOC image.
-    kind "whole": one feature per image, squashed to the net's input (the DeCAF baseline)."""
+    kind "whole": one feature per image, squashed to the net's input (the DeCAF baseline).
+    An overlap above 0.9 would make 100x the patches of the paper's for nearly the same view."""
 
-    scales: int = 8
-    min_scale: float = 0.15
-    overlap: float = 0.5
+    scales: int = ranged(8, Range(1, 32, whole=True))
+    min_scale: float = ranged(0.15, SHARE)
+    overlap: float = ranged(0.5, Range(0, 0.9))
     kind: str = "patches"
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("grid_kind", self.kind, GRID_KINDS)
-        _check(self.scales >= 1, "scales", self.scales, "give at least 1")
-        _check(0 < self.min_scale <= 1, "min_scale", self.min_scale, "give a share in (0, 1]")
-        _check(0 <= self.overlap < 1, "overlap", self.overlap, "give a share in [0, 1)")
 
 
 @dataclass(frozen=True)
-class LabelRule:
+class LabelRule(Settings):
     """The paper's label rule: P is class o when a box B of o has |P∩B| >= min_patch_cover*|P|
     and >= min_box_cover*|B| (0.2, 0.6) and no box of another class does. Training splits
     keep a seeded, label-blind `background_ratio` share of all patches (paper: about 10%)."""
 
-    min_patch_cover: float = 0.2
-    min_box_cover: float = 0.6
-    background_ratio: float = 0.1
-    seed: int = 0
+    min_patch_cover: float = ranged(0.2, SHARE)
+    min_box_cover: float = ranged(0.6, SHARE)
+    background_ratio: float = ranged(0.1, Range(0, 1))
+    seed: int = ranged(0, SEED)
 
 
 @dataclass(frozen=True)
-class TaskConfig:
+class TaskConfig(Settings):
     """Which task the cache serves: VOC classification, or VOC 2012 Action persons, whose
     box grows by `context` times its size (half per side) for its patches."""
 
     name: str = "object"
-    context: float = 0.5
+    context: float = ranged(0.5, Range(0, 10))
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("task_name", self.name, TASKS)
 
 
 @dataclass(frozen=True)
-class BackboneConfig:
+class BackboneConfig(Settings):
     """The frozen net and its weights (None: the registry's ImageNet weights; a file; or
     "random", untrained). mode "crop" runs every patch through the whole net (the paper);
-    "shared" runs the trunk once per image and scale and pools each patch from its map."""
+    "shared" runs the trunk once per image and scale and pools each patch from its map.
+    `input_size` from 32 px (the nets' five stride-2 stages leave one cell) to 1024."""
 
     name: str = "efficientnet_lite0"
     weights: str | None = None
-    input_size: int | None = None  # None: the net's own
+    input_size: int | None = ranged(None, Range(32, 1024, whole=True, none=True))  # None: the net's
     mode: str = "crop"
     precision: str = "fp32"  # int8: ONNX Runtime's static quantization, a cache of its own
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("mode", self.mode, MODES)
         check_choice("precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True)
-class CacheSettings:
+class CacheSettings(Settings):
     """Where the dataset and the cache are, and the feature settings that key the cache, so
     that fit and score find exactly what extract wrote. `data` is KIND:PATH or a path ("":
     read the cache alone); `image_dir` where a COCO JSON's or a CSV's images are."""
@@ -118,7 +208,9 @@ class CacheSettings:
     keep: str = "auto"
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("keep", self.keep, KEEP_CHOICES)
+        check_path("cache_dir", self.cache_dir)
 
 
 @dataclass(frozen=True)
@@ -128,10 +220,10 @@ class ExtractConfig(CacheSettings):
     split: str = "trainval"
     device: str = "auto"
     runtime: str = "auto"
-    batch_size: int | None = None  # patches per forward; None: the backbone's fastest
-    workers: int = 1
-    images_per_shard: int = 64
-    limit: int | None = None  # the split's first N images, for quick looks
+    batch_size: int | None = ranged(None, BATCH)  # patches per forward; None: the fastest
+    workers: int = ranged(1, WORKERS)
+    images_per_shard: int = ranged(64, Range(1, 100_000, whole=True))
+    limit: int | None = ranged(None, Range(1, 10**9, whole=True, none=True))  # the first N images
     overwrite: bool = False
     on_error: str = "stop"  # a bad image stops the run, or is skipped, logged and recorded
 
@@ -140,51 +232,50 @@ class ExtractConfig(CacheSettings):
         check_choice("device", self.device, DEVICES)
         check_choice("runtime", self.runtime, RUNTIMES)
         check_choice("on_error", self.on_error, ON_ERROR)
+        check_name("split", self.split)
 
 
 @dataclass(frozen=True)
-class MLPConfig:
+class MLPConfig(Settings):
     """FCa (hidden units, ReLU, dropout) and FCb (classes + background, softmax): paper 3.2.
-    The optimiser's settings are common SGD defaults, not the paper's."""
+    The optimiser's settings are common SGD defaults, not the paper's; a momentum of 1 or
+    more, or a learning rate past 10, only diverges."""
 
-    hidden: int = 2048
-    dropout: float = 0.5
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    epochs: int = 20
-    batch_size: int = 256
-    background_weight: float = 1.0
+    hidden: int = ranged(2048, Range(1, 65536, whole=True))
+    dropout: float = ranged(0.5, Range(0, 1, below=True))
+    lr: float = ranged(0.01, Range(0, 10, above=True))
+    momentum: float = ranged(0.9, Range(0, 1, below=True))
+    weight_decay: float = ranged(1e-4, Range(0, 1))
+    epochs: int = ranged(20, Range(1, 10_000, whole=True))
+    batch_size: int = ranged(256, Range(1, 1 << 20, whole=True))
+    background_weight: float = ranged(1.0, Range(0, 1000, above=True))
 
 
 @dataclass(frozen=True)
-class SVMConfig:
+class SVMConfig(Settings):
     """The linear one-vs-rest SVM baseline on the same features."""
 
-    C: float = 1.0
-    epochs: int = 10
-    background_weight: float = 1.0
+    C: float = ranged(1.0, Range(0, 1e6, above=True), setting="svm_c")
+    epochs: int = ranged(10, Range(1, 10_000, whole=True), setting="svm_epochs")
+    background_weight: float = ranged(1.0, Range(0, 1000, above=True))
 
 
 @dataclass(frozen=True)
-class WeakConfig:
+class WeakConfig(Settings):
     """The weak head: the MLP's layers trained from image labels through a pooling of patch
     scores. mean-pk won a cross-validated sweep of the four (docs/weak-supervision.md); lse r
     5 is a middle sharpness; topk's 0.1 and 0.7 follow WILDCAT, its bottom term off (0)."""
 
     pool: str = "mean-pk"
-    r: float = 5.0
-    top_fraction: float = 0.1
-    bottom_fraction: float = 0.0
-    bottom_weight: float = 0.7
-    batch_images: int = 16  # images per SGD step, all their patches
+    r: float = ranged(5.0, POWER, setting="lse_r")
+    top_fraction: float = ranged(0.1, SHARE)
+    bottom_fraction: float = ranged(0.0, Range(0, 1))
+    bottom_weight: float = ranged(0.7, Range(0, 100))
+    batch_images: int = ranged(16, Range(1, 100_000, whole=True))  # images per SGD step
 
     def __post_init__(self):
-        check_pooling(
-            self.pool, r=self.r, top_fraction=self.top_fraction,
-            bottom_fraction=self.bottom_fraction,
-        )  # fmt: skip
-        _check(self.batch_images >= 1, "batch_images", self.batch_images, "give at least 1")
+        super().__post_init__()
+        check_pooling(self.pool)
 
 
 @dataclass(frozen=True)
@@ -198,14 +289,14 @@ class FitConfig(CacheSettings):
     svm: SVMConfig = field(default_factory=SVMConfig)
     weak: WeakConfig = field(default_factory=WeakConfig)
     device: str = "auto"
-    seed: int = 0
-    k: float = 5.0
+    seed: int = ranged(0, SEED)
+    k: float = ranged(5.0, POWER)
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("head", self.head, HEADS)
         check_choice("device", self.device, DEVICES)
-        _check(self.k > 0, "k", self.k, "must be > 0")
+        check_name("split", self.split)
         _check(
             self.grid.kind == "patches" or self.head == "svm", "head", self.head,
             "whole-image features are one row per image, no patches to score and pool; use "
@@ -224,17 +315,25 @@ class ScoredSplit(CacheSettings):
     classes: tuple[str, ...] | None = None  # None: the head's
     trust_pickle: bool = False  # load a head midlevel 0.3 pickled: it runs any code it holds
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_name("split", self.split)
+        check_name("train_split", self.train_split)
+        check_path("head", self.head)
+
 
 @dataclass(frozen=True)
 class ScoreConfig(ScoredSplit):
-    k: float | None = None  # None: the head's
+    k: float | None = ranged(None, Range(0, 100, above=True, none=True))  # None: the head's
     output: str = "ap.csv"
     scores_output: str | None = None  # None: <output stem>-scores.csv beside it
     export: str | None = None  # a directory for the VOC evaluation server's files
 
     def __post_init__(self):
         super().__post_init__()
-        _check(self.k is None or self.k > 0, "k", self.k, "must be > 0")
+        check_path("output", self.output)
+        check_path("scores_output", self.scores_output)
+        check_path("export", self.export)
 
 
 @dataclass(frozen=True)
@@ -243,52 +342,57 @@ class SuggestConfig(ScoredSplit):
     trained on `train_split`, by `strategy`; their contact sheet at `sheet`."""
 
     strategy: str = "combined"
-    batch: int = 20
+    batch: int = ranged(20, COUNT)
     output: str = "suggest.csv"
     sheet: str | None = None  # None: <output stem>.png beside it
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("strategy", self.strategy, STRATEGIES)
-        _check(self.batch >= 1, "batch", self.batch, "suggest at least 1 image")
+        check_path("output", self.output)
+        check_path("sheet", self.sheet)
 
 
 @dataclass(frozen=True)
 class LocalizeConfig(ScoredSplit):
     """Score maps of a split that keeps every patch, overlays of the first `overlays` images
-    (None: all), `top` classes each, and pointing."""
+    (None: all, 0: none), `top` classes each, and pointing."""
 
     output: str = "localize"
     reduce: str = "mean"
-    top: int = 2
-    overlays: int | None = 50
+    top: int = ranged(2, TOP)
+    overlays: int | None = ranged(50, Range(0, 10**9, whole=True, none=True))
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("reduce", self.reduce, REDUCES)
-        _check(self.top >= 1, "top", self.top, "overlay at least 1 class per image")
-        overlays = self.overlays
-        _check(overlays is None or overlays >= 0, "overlays", overlays, "give a count >= 0 (0: no overlays)")  # fmt: skip
+        check_path("output", self.output)
         kind, task = self.grid.kind, self.task.name
         _check(kind == "patches", "grid_kind", kind, "maps need the patch grid; use {grid_kind} patches")  # fmt: skip
         _check(task == "object", "task_name", task, "maps are made of the object task's patches")  # fmt: skip
 
 
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(Settings):
     """Each setting (overrides of `base`) scored by K-fold cross-validation over the training
     split's images, `jobs` processes at once (-1: one per core)."""
 
     base: FitConfig
     settings: tuple[dict, ...]
-    folds: int = 4
+    folds: int = ranged(4, FOLDS)
     jobs: int = -1
     output: str = "sweep.csv"
     best_output: str | None = None  # None: <output stem>-best.toml beside it
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_jobs(self.jobs)
+        check_path("output", self.output)
+        check_path("best_output", self.best_output)
+
 
 @dataclass(frozen=True)
-class CurveConfig:
+class CurveConfig(Settings):
     """AP on `test_split` against labelled training images: each method (a head on its grid,
     `method_settings` replacing base settings) fitted on the images each budget buys, `seeds`
     draws each; with `simulate`, rounds of `batch` images picked by each strategy up to `up_to`."""
@@ -300,27 +404,29 @@ class CurveConfig:
     shots: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # k positive images per class
     images: tuple[int, ...] = ()  # labelled images in all
     all_data: bool = True  # a row on the whole training split too
-    seeds: int = 5
+    seeds: int = ranged(5, Range(1, 100, whole=True))
     protocol: str = "union"
     schedule: str = "epochs"
     simulate: tuple[str, ...] = ()  # strategies beside random; () runs no simulation
     simulate_methods: tuple[str, ...] | None = None  # None: every method
-    batch: int = 10
-    up_to: int = 100
+    batch: int = ranged(10, COUNT)
+    up_to: int = ranged(100, COUNT)
     jobs: int = -1
     output: str = "curve.csv"
     plot: str | None = None  # None: <output stem>.png beside it
 
     def __post_init__(self):
+        super().__post_init__()
+        check_jobs(self.jobs)
+        check_name("test_split", self.test_split)
+        check_path("output", self.output)
+        check_path("plot", self.plot)
         check_choice("protocol", self.protocol, PROTOCOLS)
         check_choice("schedule", self.schedule, SCHEDULES)
         for strategy in self.simulate:
             check_choice("simulate", strategy, STRATEGIES)
-        _check(self.seeds >= 1, "seeds", self.seeds, "give at least 1")
-        _check(self.batch >= 1, "batch", self.batch, "give at least 1 image a round")
-        _check(self.up_to >= 1, "up_to", self.up_to, "give at least 1 image")
         counts = (*self.shots, *self.images)
-        _check(all(n >= 1 for n in counts), "shots", counts, "give counts >= 1")
+        _check(all(COUNT.holds(n) for n in counts), "shots", counts, "give counts >= 1")
         _check(bool(counts) or self.all_data, "shots", counts, "give --shots and/or --images")
         vissl = self.protocol == "vissl"
         _check(
@@ -335,7 +441,7 @@ class CurveConfig:
 
 
 @dataclass(frozen=True)
-class CompareConfig:
+class CompareConfig(Settings):
     """The paper's comparison on one backbone: whole-image SVM, patches + SVM, + MLP, and the
     weak head, trained on `base.split`, scored on `test_split`, into one report.
     `method_settings`: method -> head settings replacing the base ones (a sweep's best)."""
@@ -345,18 +451,25 @@ class CompareConfig:
     output: str = "compare"
     method_settings: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_name("test_split", self.test_split)
+        check_path("output", self.output)
+
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Settings):
     """Figures and a results table from scored runs (the ap.csv files of score)."""
 
     runs: tuple[str, ...]
     output: str = "report"
     names: tuple[str, ...] | None = None  # None: each run's head and file stem
     data: str | None = None  # None: the dataset each run's sidecar recorded
-    top: int = 6  # images per end of each class's ranking in the contact sheets
+    top: int = ranged(6, Range(1, 100, whole=True))  # images per end of each class's ranking
 
     def __post_init__(self):
+        super().__post_init__()
+        check_path("output", self.output)
         given = len(self.names or self.runs)
         _check(
             given == len(self.runs), "names", self.names,
@@ -365,7 +478,7 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(Settings):
     """A fitted head (a file, or a name in `cache_dir`) on image files, folders or globs.
     `cached` None: through the feature cache (resumable) for many images, else in memory."""
 
@@ -376,24 +489,29 @@ class PredictConfig:
     cache_dir: str = "cache"
     output: str = "predictions.csv"
     maps: str | None = None  # a directory for maps.h5 and overlays (patch heads)
-    k: float | None = None  # None: the head's
-    top: int = 3  # classes named per image
+    k: float | None = ranged(None, Range(0, 100, above=True, none=True))  # None: the head's
+    top: int = ranged(3, TOP)  # classes named per image
     weights: str | None = None  # a local copy of the head's weights file, checked by digest
     device: str = "auto"
     runtime: str = "auto"
-    batch_size: int | None = None
-    workers: int = 1
+    batch_size: int | None = ranged(None, BATCH)
+    workers: int = ranged(1, WORKERS)
     cached: bool | None = None
     on_error: str = "skip"
     trust_pickle: bool = False  # load a head midlevel 0.3 pickled: it runs any code it holds
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("device", self.device, DEVICES)
         check_choice("runtime", self.runtime, RUNTIMES)
         check_choice("on_error", self.on_error, ON_ERROR)
-        _check(self.k is None or self.k > 0, "k", self.k, "must be > 0")
+        check_path("cache_dir", self.cache_dir)
+        check_path("output", self.output)
+        check_path("maps", self.maps)
         _check((self.head is None) != (self.model is None), "head", self.head,
                "pass either --head or --model DIR")  # fmt: skip
+        check_path("head", self.head)
+        check_path("model", self.model)
         if self.precision is not None:
             check_choice("precision", self.precision, PRECISIONS)
             _check(self.model is None, "precision", self.precision,
@@ -471,7 +589,7 @@ def with_settings(config, settings: dict):
 
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(Settings):
     """A fitted head (a file, or a name in `cache_dir`) into a model folder that runs without
     torch (pipeline/deploy/runtime.py): its ONNX graphs and model.json."""
 
@@ -483,29 +601,47 @@ class ExportConfig:
     trust_pickle: bool = False
 
     def __post_init__(self):
+        super().__post_init__()
+        for name in ("head", "output", "cache_dir", "weights"):
+            check_path(name, getattr(self, name))
         if self.precision is not None:
             check_choice("precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True)
-class ServeConfig:
+class ServeConfig(Settings):
     """An exported model folder behind HTTP on host:port (port 0: any free port); what
     each setting means: docs/serve.md."""
 
     model: str  # the folder `pipeline export` wrote, or a head (file, or name in cache_dir)
     host: str = "127.0.0.1"  # this machine only; 0.0.0.0 serves every interface
-    port: int = 8000
+    port: int = ranged(8000, Range(0, 65535, whole=True))  # 0: any free port
     # A 12-megapixel phone JPEG is 3-8 MB; 20 MB leaves room for PNGs without letting one
-    # client hold much memory (max_pending uploads at most are held at once).
-    max_upload_mb: float = 20.0
-    threads: int | None = None  # predictions at once [default: server.split_threads]
-    max_pending: int = 64  # requests running or waiting; more get 503 before being read
+    # client hold much memory (max_pending uploads at most are held at once); past 1 GB an
+    # upload is no photo.
+    max_upload_mb: float = ranged(20.0, Range(0, 1024, above=True))
+    # predictions at once [default: server.split_threads]
+    threads: int | None = ranged(None, Range(1, 256, whole=True, none=True))
+    max_pending: int = ranged(64, Range(1, 100_000, whole=True))  # more get 503
     example: str | None = None  # a photo the page offers to try, served at /example
     cache_dir: str = "cache"  # where a head given by name is found
 
     def __post_init__(self):
-        _check(0 <= self.port <= 65535, "port", self.port, "must be in 0..65535 (0: any free port)")
-        _check(self.max_upload_mb > 0, "max_upload_mb", self.max_upload_mb, "must be above 0")
-        _check(self.threads is None or self.threads >= 1, "threads", self.threads,
-               "must be at least 1")  # fmt: skip
-        _check(self.max_pending >= 1, "max_pending", self.max_pending, "must be at least 1")
+        super().__post_init__()
+        for name in ("model", "host", "example", "cache_dir"):
+            check_path(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class DemoConfig(Settings):
+    """The embedded demo tree: `trainval` and `test` images laid out by `seed` (each class
+    needs 2 trainval and 1 test image; past 5,000 a demo is no longer small)."""
+
+    output: str = "data/demo"
+    trainval: int = ranged(48, Range(1, 5000, whole=True))
+    test: int = ranged(32, Range(1, 5000, whole=True))
+    seed: int = ranged(0, SEED)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_path("output", self.output)

@@ -29,6 +29,11 @@ class Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a flag's value click cannot parse: one line too
+            if exc.ctx is None or exc.ctx.command is self:
+                raise
+            where = f"pipeline {exc.ctx.info_name}"
+            raise UserError(f"{exc.format_message()} ({where} --help lists the options)") from None
         except ConfigError as exc:
             command = self.get_command(ctx, ctx.invoked_subcommand or "")
             raise UserError(exc.named(lambda name: flag(command, name))) from None

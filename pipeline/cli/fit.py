@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.options import config_file, dataset, features, fit_config, head
+from pipeline.config import FOLDS, check_range
 
 
 @click.command("fit")
@@ -18,6 +19,8 @@ def command(cv_folds: int | None, **opts) -> None:
     """Stage two: train the head from cached features only (never reads a JPEG)."""
     from stages import fit as stage
 
+    if cv_folds is not None:
+        check_range("cv_folds", cv_folds, FOLDS)
     def progress(epoch: int, loss: float) -> None:
         click.echo(f"  epoch {epoch + 1}: loss {loss:.4f}", err=True)
 

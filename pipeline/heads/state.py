@@ -4,9 +4,11 @@ loading one builds only the classes named here and runs no code from the file.""
 from __future__ import annotations
 
 import importlib
+import math
 
 import numpy as np
 
+from pipeline.errors import MidlevelError
 from pipeline.heads import CLASSES
 
 PLAIN = (bool, int, float, str, type(None))
@@ -16,7 +18,25 @@ def head_state(head) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays, state): what `head` learnt, arrays by dotted name; state says its class, its
     parameters and the plain values (JSON)."""
     arrays, learnt = _learnt(head, "")
+    _check_finite(type(head).__name__, arrays, learnt)
     return arrays, {"class": type(head).__name__, "params": head.get_params(), **learnt}
+
+
+def _non_finite(value) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _check_finite(head: str, arrays: dict[str, np.ndarray], learnt: dict) -> None:
+    """A head whose weights hold NaN or Inf (a diverged fit) is refused, never saved: every
+    score it gave would be NaN, and AP of NaN scores is silently wrong."""
+    bad = [k for k, v in arrays.items() if v.dtype.kind in "fc" and not np.isfinite(v).all()]
+    numbers = {k: v if isinstance(v, list) else [v] for k, v in learnt["values"].items()}
+    bad += [k for k, v in numbers.items() if any(_non_finite(x) for x in v)]
+    if bad:
+        raise MidlevelError(
+            f"the {head} learnt NaN or Inf ({', '.join(bad[:3])}): its training diverged and it "
+            "is not saved; fit it again with a smaller learning rate (--lr) or other settings"
+        )
 
 
 def head_from_state(arrays: dict[str, np.ndarray], state: dict):

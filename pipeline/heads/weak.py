@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.errors import ConfigError
 from pipeline.heads.device import resolve_device
 from pipeline.heads.layers import (
     StandardisedRows,
@@ -146,7 +145,7 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
 
     def fit_stream(self, chunks: ImageChunks, *, progress=None) -> WeakPatchHead:
         """Train from `chunks(epoch)` (see the module docstring); `progress(epoch, loss)`."""
-        self._check_settings()
+        check_pooling(self.pool)
         device = resolve_device(self.device)
         with seeded_torch(self.seed, device):
             self._fit_statistics(chunks(0))
@@ -169,14 +168,6 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
                     progress(epoch, loss)
         self.model_.eval()
         return self
-
-    def _check_settings(self) -> None:
-        check_pooling(
-            self.pool, r=self.r, top_fraction=self.top_fraction,
-            bottom_fraction=self.bottom_fraction,
-        )  # fmt: skip
-        if self.k <= 0:
-            raise ConfigError("k", self.k, "must be > 0")
 
     def _fit_statistics(self, chunks) -> None:
         scaler = StandardScaler()

@@ -199,10 +199,13 @@ def test_full_disk_outside_the_shards_is_one_line(shapes_cache, tmp_path, monkey
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["fit", "--lse-r", "0"], "error: --lse-r 0.0: must be > 0"),
+        (["fit", "--lse-r", "0"], "error: --lse-r 0.0: give a finite number in (0, 100]"),
         (["fit", "--grid", "whole", "--head", "mlp"], "error: --head 'mlp': whole-image features"),
-        (["localize", "--voc-root", ".", "--top", "0"], "error: --top 0: overlay at least 1"),
-        (["score", "-k", "-1"], "error: --k -1.0: must be > 0"),
+        (
+            ["localize", "--voc-root", ".", "--top", "0"],
+            "error: --top 0: give a whole number from 1",
+        ),
+        (["score", "-k", "-1"], "error: --k -1.0: give a finite number in (0, 100]"),
     ],
 )
 def test_a_setting_out_of_range_is_one_line_naming_its_flag(args, line):

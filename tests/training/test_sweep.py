@@ -288,12 +288,16 @@ def test_cv_refuses_a_fold_whose_training_images_have_no_negative_for_the_whole_
     assert line.endswith("choose other --classes, or label more images"), line
 
 
-@pytest.mark.parametrize("folds", ["1", "13"])
-def test_cv_refuses_folds_the_images_cannot_fill(one_cat, folds):
+@pytest.mark.parametrize(
+    ("folds", "says"),
+    [("1", "--cv 1: give a whole number from 2 to 100"),  # out of range: before any work
+     ("13", "13 cross-validation folds: need between 2 and the 12 images")],  # more than images
+)  # fmt: skip
+def test_cv_refuses_folds_the_images_cannot_fill(one_cat, folds, says):
     code, out = invoke("fit", "--head", "svm", "--cv", folds, *FAST, *one_cat)
     assert code == 2 and "Traceback" not in out, out
     (line,) = error_lines(out)
-    assert f"{folds} cross-validation folds" in line and "between 2 and the 12 images" in line
+    assert says in line, line
 
 
 def test_cross_validate_refuses_a_head_without_a_column_of_a_class(shapes_cache, monkeypatch):

@@ -21,6 +21,7 @@ def command(cv_folds: int | None, **opts) -> None:
 
     if cv_folds is not None:
         check_range("cv_folds", cv_folds, FOLDS)
+
     def progress(epoch: int, loss: float) -> None:
         click.echo(f"  epoch {epoch + 1}: loss {loss:.4f}", err=True)
 

@@ -14,7 +14,7 @@ import torch
 from pipeline import __version__
 from pipeline.config import ExportConfig
 from pipeline.deploy import graphs
-from pipeline.deploy.bundle import FORMAT, MANIFEST, is_model_folder, sha256
+from pipeline.deploy.bundle import FORMAT, MANIFEST, WEAK_POOLING, is_model_folder, sha256
 from pipeline.errors import BackboneUnavailable, CacheError
 from pipeline.features.backbone import SAMPLES
 from pipeline.features.onnx_runtime import onnx_part
@@ -115,8 +115,7 @@ def _pooling(predictor: Predictor) -> dict:
     head = predictor.head
     if type(head).__name__ != "WeakPatchHead":
         return {"pool": "mean-pk", "k": predictor.k}
-    names = ("pool", "r", "top_fraction", "bottom_fraction", "bottom_weight")
-    return {**{name: getattr(head, name) for name in names}, "k": predictor.k}
+    return {**{name: getattr(head, name) for name in WEAK_POOLING}, "k": predictor.k}
 
 
 def _manifest(predictor: Predictor, files: dict[str, str]) -> dict:

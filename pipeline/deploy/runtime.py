@@ -15,13 +15,20 @@ from PIL import Image
 from pipeline.config import GridConfig
 from pipeline.cores import cpu_threads
 from pipeline.datasets.pixels import array_rgb, decode_rgb_bytes, read_rgb, shown_rgb
-from pipeline.deploy.bundle import read_manifest
+from pipeline.deploy.bundle import FIX, check_columns, read_manifest
 from pipeline.deploy.pooling import image_log_scores, log_link, score_power
 from pipeline.errors import CacheError
 from pipeline.evaluation.score_maps import score_map
 from pipeline.features.patches import patch_grid
 from pipeline.features.resize import resized
 from pipeline.features.work import check_photo_work
+
+# Each graph's inputs and output, as this module feeds and reads them (docs/deploy.md)
+PORTS = {
+    "crop.onnx": (("image", "boxes"), "margins"),
+    "trunk.onnx": (("image",), "fmap"),
+    "head.onnx": (("fmap", "rois"), "margins"),
+}
 
 
 @dataclass(frozen=True)
@@ -53,11 +60,13 @@ class Model:
     def __init__(self, folder: Path, info: dict, threads: int | None = None):
         self.folder, self.info = Path(folder), info
         self.classes = tuple(info["classes"])
-        self.fingerprint = info.get("fingerprint") or {}
+        self.fingerprint = info["fingerprint"]
         self.grid = GridConfig(**info["grid"])
-        self.mode = info["mode"]
+        self.mode, self.input_size = info["mode"], info["input_size"]
         self.threads = threads or cpu_threads()
         self.sessions = {name: self._session(name) for name in info["files"]}
+        graph = "crop.onnx" if self.mode == "crop" else "head.onnx"
+        check_columns(folder, info, graph, self.sessions[graph].get_outputs()[0].shape[-1])
 
     @classmethod
     def load(cls, folder: str | Path, *, threads: int | None = None) -> Model:
@@ -66,12 +75,27 @@ class Model:
         return cls(Path(folder), read_manifest(Path(folder)), threads)
 
     def _session(self, name: str):
+        """The graph under ONNX Runtime, its inputs and output those this class feeds and
+        reads; CacheError naming the graph otherwise (its SHA-256 says only who wrote it)."""
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        return onnxruntime.InferenceSession(
-            str(self.folder / name), options, providers=["CPUExecutionProvider"]
-        )
+        path = self.folder / name
+        try:
+            session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT's own errors: no graph it runs
+            problem = f"ONNX Runtime cannot load it ({type(exc).__name__})"
+            raise CacheError(f"{path}: {problem}; {FIX}") from None
+        inputs, output = PORTS[name]
+        found = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+        if found != (list(inputs), [output]):
+            raise CacheError(
+                f"{path}: inputs {found[0]} and outputs {found[1]}, not those of the {name} "
+                f"pipeline export writes; {FIX}"
+            )
+        return session
 
     def predict(self, image, *, name: str | None = None, k: float | None = None) -> Prediction:
         """The prediction of one photo: a path, the bytes of a file, a PIL image or an
@@ -79,7 +103,7 @@ class Model:
         started = time.perf_counter()
         name, pixels = _pixels(image, name)
         height, width = pixels.shape[:2]
-        check_photo_work(width, height, self.grid, int(self.info["input_size"]), self.mode, name)
+        check_photo_work(width, height, self.grid, self.input_size, self.mode, name)
         boxes = patch_grid(width, height, self.grid)
         run = self._crop_margins if self.mode == "crop" else self._shared_margins
         margins = run(pixels, boxes)
@@ -108,7 +132,7 @@ class Model:
         """Per scale, the trunk once on the photo resized so that the patch side becomes the
         net's input size, then each patch pooled from the map and run through the head."""
         trunk, head = self.sessions["trunk.onnx"], self.sessions["head.onnx"]
-        size = int(self.info["input_size"])
+        size = self.input_size
         height, width = pixels.shape[:2]
         sides = np.round(boxes[:, 2] - boxes[:, 0], 3)
         out = None

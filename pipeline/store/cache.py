@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
+import numbers
 import os
 import re
 import socket
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +19,23 @@ import h5py
 
 from pipeline.errors import CacheError
 from pipeline.io import TEMPORARY, write_json
-from pipeline.store.keys import settings_of
-from pipeline.store.shards import REBUILD, SHARD_NAME, Shard, read_shard, shard_problem
+from pipeline.store.keys import fingerprint_problem, settings_of, shown
+from pipeline.store.shards import (
+    REBUILD,
+    SHARD_NAME,
+    Shard,
+    inspect_shard,
+    int8_net,
+    read_shard,
+    shard_problem,
+)
 
 CHANGED = "its images or annotations changed"  # a shard's data digest is not its samples'
 UNDIGESTED = "no data digest recorded (extracted by an older midlevel)"
+OVERWRITE = "rerun pipeline extract with --overwrite to extract the split again"
+# Attributes every shard of a split shares: a shard that differs from the others is bad.
+SHARED_ATTRIBUTES = ("split", "class_names", "background_label", "labelled", "boxes", "keep",
+                     "task", "data", "voc_year")  # fmt: skip
 
 
 class WriterLock:
@@ -89,8 +104,20 @@ class FeatureCache:
 
     @classmethod
     def load(cls, directory: Path) -> FeatureCache:
-        """The cache in `directory`, with the settings its fingerprint.json records."""
-        found = json.loads((directory / "fingerprint.json").read_text())
+        """The cache in `directory`, with the settings its fingerprint.json records; refused in
+        one line where they do not hash to its digest or name another directory."""
+        path = directory / "fingerprint.json"
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            problem = f"unreadable ({' '.join(str(exc).split())})"
+        else:
+            problem = fingerprint_problem(found, directory.name)
+        if problem:
+            raise CacheError(
+                f"{path}: {problem}; rerun pipeline extract with the options that made it to "
+                "write it again"
+            )
         return cls(
             directory, settings_of(found), found["digest"], source=found.get("source"),
             keep=found.get("keep"),
@@ -116,31 +143,30 @@ class FeatureCache:
         limit: int | None = None,
     ) -> int | None:
         """Create or check the directory for writing; --overwrite empties it first. A split
-        that grew or shrank since (images added, another --limit) keeps the manifest: shards
-        past its end are removed, and the number of images it had before is returned (None
-        when unchanged). `limit` (--limit) is recorded: the split's first images on purpose."""
+        that grew or shrank since (images added or removed) keeps the manifest: shards past its
+        end are removed, and the number of images it had before is returned (None when
+        unchanged). `limit` (--limit) is recorded: the split's first images on purpose; a
+        smaller one than the cache holds is refused, its shards kept, unless --overwrite."""
+        if n_images < 1:
+            raise CacheError(
+                f"{self.directory}: no image to extract; pass a --limit of 1 or more, or a split "
+                "with images"
+            )
         self.directory.mkdir(parents=True, exist_ok=True)
         if overwrite:
             for old in self.directory.glob("shard-*.h5*"):
                 old.unlink()
             (self.directory / "manifest.json").unlink(missing_ok=True)
         manifest = self.manifest()
-        if manifest and manifest.get("images_per_shard") != images_per_shard:
-            raise CacheError(
-                f"{self.directory}: was started with {manifest.get('images_per_shard')} images "
-                "per shard; rerun with that --images-per-shard or --overwrite"
-            )
+        if manifest:
+            self._check_resumable(manifest, images_per_shard, limit)
         for stale in self.directory.glob(f"*{TEMPORARY}*"):
             stale.unlink()  # a file in flight when a run died: a shard is redone
         self.record_settings()
-        before = manifest.get("n_images") if manifest else None
-        n_shards = -(-n_images // images_per_shard)
-        shards = {
-            name: entry
-            for name, entry in (manifest.get("shards", {}) if manifest else {}).items()
-            if name in {SHARD_NAME.format(k) for k in range(n_shards)}
-        }
-        for name in set(manifest.get("shards", {}) if manifest else ()) - set(shards):
+        before = manifest.get("n_images")
+        names = {SHARD_NAME.format(k) for k in range(-(-n_images // images_per_shard))}
+        shards = {name: e for name, e in manifest.get("shards", {}).items() if name in names}
+        for name in set(manifest.get("shards", ())) - set(shards):
             (self.directory / name).unlink(missing_ok=True)
         write_json(
             self.directory / "manifest.json",
@@ -149,14 +175,55 @@ class FeatureCache:
                 "images_per_shard": images_per_shard,
                 "limit": limit,
                 "shards": shards,
-                "complete": len(shards) == n_shards,
+                "complete": len(shards) == len(names),
             },
         )
         return before if before not in (None, n_images) else None
 
+    def _check_resumable(self, manifest: dict, per_shard: int, limit: int | None) -> None:
+        """Refuse to go on with another shard size, or with a --limit below the images the
+        cache holds (it would drop finished shards): --overwrite starts again."""
+        if manifest["images_per_shard"] != per_shard:
+            raise CacheError(
+                f"{self.directory}: was started with {manifest['images_per_shard']} images "
+                "per shard; rerun with that --images-per-shard or --overwrite"
+            )
+        held = manifest["n_images"]
+        if limit is None or limit >= held:
+            return
+        first, last = limit // per_shard, -(-held // per_shard) - 1
+        which = (
+            f"shard {SHARD_NAME.format(last)}"
+            if first == last
+            else f"shards {SHARD_NAME.format(first)} to {SHARD_NAME.format(last)}"
+        )
+        kept = manifest.get("limit")
+        raise CacheError(
+            f"{self.directory}: holds {'all' if kept is None else 'the first'} {held} images of "
+            f"the split, --limit {limit} would drop {held - limit} of them ({which}); rerun "
+            f"{'without --limit' if kept is None else f'with --limit {kept}'} to keep them, or "
+            f"with --overwrite to start again from the first {limit}"
+        )
+
     def manifest(self) -> dict:
+        """manifest.json ({} when there is none), checked against what it claims, `complete`
+        recomputed from the shards it records: a field of another type or range, or a shard
+        name past the split, is refused in one line naming the file and the fix."""
         path = self.directory / "manifest.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            manifest = json.loads(path.read_text())
+        except ValueError as exc:
+            problem = f"not JSON ({' '.join(str(exc).split())})"
+        except OSError as exc:
+            problem = f"unreadable ({exc.strerror or exc})"
+        else:
+            problem = manifest_problem(manifest)
+        if problem:
+            raise CacheError(f"{path}: {problem}; {OVERWRITE}")
+        n_shards = -(-manifest["n_images"] // manifest["images_per_shard"])
+        return {**manifest, "complete": len(manifest["shards"]) == n_shards}
 
     def problem(self, path: Path) -> str | None:
         """Why this shard is bad for this cache (see `shard_problem`), or None."""
@@ -169,8 +236,21 @@ class FeatureCache:
 
     def bad_shards(self) -> dict[str, str]:
         """Recorded shards that are bad, name -> reason: those a rerun of extract rebuilds."""
-        recorded = sorted(self.manifest().get("shards", {}))
-        return {n: p for n in recorded if (p := self.problem(self.directory / n)) is not None}
+        return self._inspected(sorted(self.manifest().get("shards", {})))[0]
+
+    def _inspected(self, names: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
+        """(bad shards among `names`: name -> why, and every shard's attributes): a shard is
+        bad on its own (`shard_problem`) or where it differs from the other shards in what
+        every shard of a split shares (the class list, the keep rule...)."""
+        bad, attrs = {}, {}
+        for name in names:
+            problem, attrs[name] = inspect_shard(
+                self.directory / name, self.digest, self.fingerprint
+            )
+            if problem is not None:
+                bad[name] = problem
+        good = {name: found for name, found in attrs.items() if name not in bad}
+        return {**bad, **_odd_ones(good)}, attrs
 
     def changed_shards(self, data: list[str]) -> dict[str, str]:
         """Recorded shards whose data digest is not `data[k]` (the split's samples now, see
@@ -215,31 +295,48 @@ class FeatureCache:
             write_json(self.directory / "manifest.json", manifest)
 
     def shard_paths(self) -> list[Path]:
-        """Finished shards in order; refuses an incomplete cache or a bad shard (checked once
-        per FeatureCache: fit and score call this at open and again for every pass)."""
+        """Finished shards in order; refuses an incomplete cache, a bad shard or shards of
+        several int8 nets (checked once per FeatureCache: fit and score call this at open and
+        again for every pass)."""
         if self._paths is None:
             manifest = self.manifest()
             if not manifest.get("complete"):
                 raise CacheError(
-                    f"{self.directory}: extraction not finished; run pipeline extract again to complete it"
+                    f"{self.directory}: extraction not finished; run pipeline extract again to "
+                    "complete it"
                 )
-            paths = [self.directory / name for name in sorted(manifest["shards"])]
-            for path in paths:
-                if (problem := self.problem(path)) is not None:
-                    raise CacheError(f"{path}: {problem}; {REBUILD}")
-            self._paths = paths
+            names = sorted(manifest["shards"])
+            bad, attrs = self._inspected(names)
+            for name in names:
+                if name in bad:
+                    raise CacheError(f"{self.directory / name}: {bad[name]}; {REBUILD}")
+            self._check_one_net(attrs)
+            self._paths = [self.directory / name for name in names]
+            self._attrs = attrs[names[0]]
         return self._paths
+
+    def _check_one_net(self, attrs: dict[str, dict]) -> None:
+        """Refuse int8 features of several quantized nets in one split (docs/deploy.md#int8)."""
+        nets: dict[str, str] = {}
+        for name, found in attrs.items():
+            nets.setdefault(int8_net(found) or "fp32", name)
+        if len(nets) > 1 and set(nets) != {"fp32"}:
+            listed = ", ".join(f"{name} {net}" for net, name in nets.items())
+            raise CacheError(
+                f"{self.directory}: its shards come from {len(nets)} int8 nets ({listed}); rerun "
+                "pipeline extract for its split: it rebuilds the shards of an older net"
+            )
 
     def attrs(self) -> dict:
         """What every shard of the split carries (class names, labelled, task, VOC year...),
-        read once, from the first shard of a finished cache."""
-        if self._attrs is None:
-            with h5py.File(self.shard_paths()[0], "r") as h5:
-                self._attrs = dict(h5.attrs)
+        read once, from the first shard of a finished cache (every shard agrees on them)."""
+        self.shard_paths()
         return self._attrs
 
     def class_names(self) -> list[str]:
         """The dataset's classes, the columns of the shards' image labels."""
+        if "class_names" not in self.attrs():
+            raise CacheError(f"{self.shard_paths()[0]}: no 'class_names' attribute; {REBUILD}")
         return json.loads(self.attrs()["class_names"])
 
     @property
@@ -268,3 +365,67 @@ class FeatureCache:
     def iter_shards(self, *, features: bool = True) -> Iterator[Shard]:
         for path in self.shard_paths():
             yield read_shard(path, features=features)
+
+
+def _whole(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _seconds(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
+MANIFEST_FIELDS = {
+    "n_images": lambda v: _whole(v, 1),
+    "images_per_shard": lambda v: _whole(v, 1),
+    "limit": lambda v: v is None or _whole(v, 1),
+    "shards": lambda v: isinstance(v, dict),
+}
+ENTRY_FIELDS = {  # (value, images per shard): each checked where present (older ones lack some)
+    "images": lambda v, per_shard: _whole(v) and v <= per_shard,
+    "skipped": lambda v, per_shard: _whole(v) and v <= per_shard,
+    "patches": lambda v, _: _whole(v),
+    "seconds": lambda v, _: _seconds(v),
+    "rank": lambda v, _: _whole(v),
+    "data": lambda v, _: isinstance(v, str),
+}
+SHARD_PATTERN = re.compile(r"shard-\d{5}\.h5")
+
+
+def manifest_problem(manifest) -> str | None:
+    """Why a manifest.json does not describe a cache extract wrote, or None."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    for name, ok in MANIFEST_FIELDS.items():
+        if not ok(manifest.get(name)):
+            return f"its {name!r} is {shown(manifest.get(name))}"
+    n_images, per_shard = manifest["n_images"], manifest["images_per_shard"]
+    names = {SHARD_NAME.format(k) for k in range(-(-n_images // per_shard))}
+    for name, entry in manifest["shards"].items():
+        if not SHARD_PATTERN.fullmatch(name):
+            return f"it holds {shown(name)}, not a shard name"
+        if name not in names:
+            return f"it holds {name}, past its {n_images} images"
+        if not isinstance(entry, dict):
+            return f"{name}'s entry is {shown(entry)}"
+        for field, ok in ENTRY_FIELDS.items():
+            if field in entry and not ok(entry[field], per_shard):
+                return f"{name}'s {field!r} is {shown(entry[field])}"
+    return None
+
+
+def _odd_ones(attrs: dict[str, dict]) -> dict[str, str]:
+    """Shards whose value of an attribute every shard shares is not most shards' (the first
+    shard's on a tie): name -> why."""
+    odd: dict[str, str] = {}
+    for key in SHARED_ATTRIBUTES:
+        values = {name: found[key] for name, found in attrs.items() if key in found}
+        if not values:
+            continue
+        common = Counter(values.values()).most_common(1)[0][0]
+        for name, value in values.items():
+            if value != common:
+                odd.setdefault(
+                    name, f"its {key} {shown(value)} differs from the other shards' {shown(common)}"
+                )
+    return odd

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,11 @@ class ImageDigests:
         self._known: dict[str, list] = {}
         if store is not None and store.is_file():
             try:
-                self._known = json.loads(store.read_text())
+                known = json.loads(store.read_text())
             except (OSError, ValueError):
-                self._known = {}  # a damaged memo only costs hashing again
+                known = {}  # a damaged memo only costs hashing again
+            if isinstance(known, dict):  # entries of another shape are hashed again
+                self._known = {k: v for k, v in known.items() if _remembered(v)}
         self.changed = False
 
     def digest(self, path: Path) -> str:
@@ -59,6 +62,17 @@ class ImageDigests:
             return
         write_json(self.store, self._known)
         self.changed = False
+
+
+def _remembered(entry) -> bool:
+    """Whether a memo entry is [size, mtime_ns, digest] as `ImageDigests.digest` writes it."""
+    return (
+        isinstance(entry, list)
+        and len(entry) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in entry[:2])
+        and isinstance(entry[2], str)
+        and re.fullmatch(r"[0-9a-f]{32}", entry[2]) is not None
+    )
 
 
 def sample_digest(sample: Sample, truth: np.ndarray | None, digests: ImageDigests) -> bytes:

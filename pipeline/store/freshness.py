@@ -37,9 +37,18 @@ def split_caches(
         named = re.fullmatch(
             rf"{re.escape(split)}-{cache.digest}(-[0-9a-f]{{8}})?", path.parent.name
         )
-        if named and (cache.manifest().get("complete") or not finished):  # not <split>-...
+        if named and (not finished or _finished(cache)):  # not <split>-...
             found.append(cache)
     return found
+
+
+def _finished(cache: FeatureCache) -> bool:
+    """Whether extract finished the cache; a damaged manifest is not finished (reading the
+    cache says why)."""
+    try:
+        return cache.manifest().get("complete", False)
+    except CacheError:
+        return False
 
 
 def split_cache(

@@ -9,7 +9,9 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import numbers
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,7 +23,13 @@ from pipeline.errors import CacheError
 from pipeline.io import json_bytes, write_atomically
 from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import split_caches
-from pipeline.store.keys import cache_path, describe_both, describe_fingerprint, without_data
+from pipeline.store.keys import (
+    cache_path,
+    describe_both,
+    describe_fingerprint,
+    shown,
+    without_data,
+)
 
 HEADS_DIR = "heads"
 SUFFIX = ".safetensors"
@@ -64,7 +72,7 @@ class HeadRecord:
         values = {f.name: record[f.name] for f in fields(cls) if record.get(f.name) is not None}
         for name, ok in _FIELD_TYPES.items():
             if name in values and not ok(values[name]):
-                raise ValueError(f"its record's {name!r} is {values[name]!r}")
+                raise ValueError(f"its record's {name!r} is {shown(values[name])}")
         values["classes"] = tuple(values.get("classes", ()))
         values["loss_curve"] = tuple(values.get("loss_curve", ()))
         return cls(**values)
@@ -83,22 +91,35 @@ class HeadRecord:
         return NESTED[name](**(self.config.get(name) or {}))
 
 
-def _numbers(value) -> bool:
-    return isinstance(value, list) and all(isinstance(v, numbers.Real) for v in value)
+def _finite(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _names(value) -> bool:
+    """Distinct, non-empty class names: each names one column of the head's outputs."""
+    return (
+        isinstance(value, list | tuple)
+        and all(isinstance(c, str) and c for c in value)
+        and len(set(value)) == len(value)
+    )
 
 
 _FIELD_TYPES = {
-    "classes": lambda v: isinstance(v, list | tuple) and all(isinstance(c, str) for c in v),
-    "head": lambda v: isinstance(v, str),
+    "classes": _names,
+    "head": lambda v: isinstance(v, str) and bool(v),
     "params": lambda v: isinstance(v, dict),
-    "k": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0,
+    "k": lambda v: _finite(v) and v > 0,
     "digest": lambda v: isinstance(v, str),
     "fingerprint": lambda v: isinstance(v, dict),
     "config": lambda v: isinstance(v, dict) and all(isinstance(v.get(n, {}), dict) for n in NESTED),
-    "patches": lambda v: isinstance(v, int) and v >= 0,
-    "images": lambda v: isinstance(v, int) and v >= 0,
-    "loss_curve": lambda v: _numbers(list(v)) if isinstance(v, list | tuple) else False,
-    "sha256": lambda v: isinstance(v, str),
+    "patches": _count,
+    "images": _count,
+    "loss_curve": lambda v: isinstance(v, list | tuple) and all(_finite(x) for x in v),
+    "sha256": lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
 }
 
 

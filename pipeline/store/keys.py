@@ -62,6 +62,35 @@ def cache_path(
     return Path(cache_root) / f"{split}-{digest}-{json_digest([source, keep])[:8]}"
 
 
+def shown(value, width: int = 60) -> str:
+    """A value read from a cache-side file, as a refusal quotes it: short, on one line."""
+    if isinstance(value, list | dict):
+        return f"a {'list' if isinstance(value, list) else 'JSON object'}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def fingerprint_problem(found, name: str) -> str | None:
+    """Why a fingerprint.json is not the one extract wrote in the directory `name`, or None:
+    its settings must hash to its digest, and its dataset and keep rule to the directory's tag."""
+    if not isinstance(found, dict):
+        return "not a JSON object"
+    digest, source, keep = (found.get(k) for k in DIRECTORY_KEYS)
+    kinds = {
+        "digest": isinstance(digest, str),
+        "source": source is None or isinstance(source, str),
+        "keep": keep in (None, "sample", "all"),
+    }
+    wrong = [key for key, ok in kinds.items() if not ok]
+    if wrong:
+        return f"its {wrong[0]!r} is {shown(found.get(wrong[0]))}"
+    if json_digest(settings_of(found)) != digest:
+        return f"its settings digest to {json_digest(settings_of(found))}, not its {digest!r}"
+    if name != cache_path("", name.split(f"-{digest}")[0], digest, source, keep or "").name:
+        return f"it names another dataset or keep rule than its directory ({source}, {keep})"
+    return None
+
+
 def settings_of(fingerprint: dict) -> dict:
     """The feature settings of a fingerprint.json, without what keys its directory."""
     return {k: v for k, v in fingerprint.items() if k not in DIRECTORY_KEYS}

@@ -14,6 +14,7 @@ import numpy as np
 from pipeline import __version__
 from pipeline.errors import CacheError
 from pipeline.io import write_atomically
+from pipeline.store.keys import shown
 
 SHARD_NAME = "shard-{:05d}.h5"
 FEATURE_CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB of rows: whole-row reads stay cheap
@@ -86,17 +87,39 @@ def read_shard(path: Path, *, features: bool = True) -> Shard:
 
 
 def shard_problem(path: Path, digest: str, fingerprint: dict | None = None) -> str | None:
-    """Why the shard at `path` cannot serve these settings, or None if it can. Reads metadata
+    """Why the shard at `path` cannot serve these settings, or None if it can (see
+    `inspect_shard`)."""
+    return inspect_shard(path, digest, fingerprint)[0]
+
+
+def inspect_shard(
+    path: Path, digest: str, fingerprint: dict | None = None
+) -> tuple[str | None, dict]:
+    """(why the shard cannot serve these settings or None, its attributes). Reads metadata
     only (attributes and shapes), so every shard is checked each time a cache is opened: the
     file opens (HDF5 refuses a truncated one), its digest and, when it has one, its fingerprint
-    are these settings', and the datasets of the layout are there with consistent lengths."""
+    are these settings', the attributes readers rely on hold what extract writes, and the
+    datasets of the layout are there with consistent lengths."""
     if not path.is_file():
-        return "file missing"
+        return "file missing", {}
     try:
         with h5py.File(path, "r") as h5:
-            return _attrs_problem(h5, digest, fingerprint) or _layout_problem(h5)
+            attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in h5.attrs.items()}
+            problem = (
+                _attrs_problem(h5, digest, fingerprint)
+                or _values_problem(attrs)
+                or _layout_problem(h5, attrs)
+            )
     except OSError:
-        return "truncated or unreadable HDF5"
+        return "truncated or unreadable HDF5", {}
+    return problem, attrs
+
+
+def int8_net(attrs: dict) -> str | None:
+    """The int8 graph a shard's features came from: the digest its runtime attribute ends
+    with ("onnxruntime 1.x int8 SHA"); None for fp32 features."""
+    words = str(attrs.get("runtime", "")).split()
+    return words[-1] if "int8" in words else None
 
 
 def _attrs_problem(h5: h5py.File, digest: str, fingerprint: dict | None) -> str | None:
@@ -112,7 +135,56 @@ def _attrs_problem(h5: h5py.File, digest: str, fingerprint: dict | None) -> str 
     return None if same else "fingerprint attribute differs from these settings"
 
 
-def _layout_problem(h5: h5py.File) -> str | None:
+def _json(text):
+    """The JSON an attribute holds, or None when it holds none."""
+    try:
+        return json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _names(text) -> bool:
+    names = _json(text)
+    return (
+        isinstance(names, list)
+        and all(isinstance(n, str) and n for n in names)
+        and len(set(names)) == len(names)
+    )
+
+
+def _skipped(text) -> bool:
+    entries = _json(text)
+    return isinstance(entries, list) and all(
+        isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("reason"), str)
+        for e in entries
+    )
+
+
+# What readers take from a shard's attributes, as extract writes it; an attribute a shard lacks
+# (made by an older midlevel) is not checked. background_label is checked against class_names.
+ATTRIBUTES = {
+    "class_names": _names,
+    "background_label": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "labelled": lambda v: isinstance(v, bool),
+    "boxes": lambda v: isinstance(v, bool),
+    "keep": lambda v: v in ("sample", "all"),
+    "skipped": _skipped,
+    **{name: lambda v: isinstance(v, str) for name in ("split", "task", "data", "runtime")},
+}
+
+
+def _values_problem(attrs: dict) -> str | None:
+    for name, ok in ATTRIBUTES.items():
+        if name in attrs and not ok(attrs[name]):
+            return f"its {name!r} attribute is {shown(attrs[name])}"
+    classes = _json(attrs.get("class_names"))
+    label = attrs.get("background_label")
+    if classes is not None and label is not None and label != len(classes):
+        return f"its 'background_label' attribute is {label!r}, not its {len(classes)} classes"
+    return None
+
+
+def _layout_problem(h5: h5py.File, attrs: dict) -> str | None:
     for names in (PATCH_DATASETS, IMAGE_DATASETS):
         missing = [name for name in names if not isinstance(h5.get(name), h5py.Dataset)]
         if missing:
@@ -121,4 +193,8 @@ def _layout_problem(h5: h5py.File) -> str | None:
         for name, count in zip(names, rows, strict=True):
             if count != rows[0]:
                 return f"{names[0]} has {rows[0]} rows but {name} {count}"
+    classes = _json(attrs.get("class_names"))
+    columns = (h5["image_labels"].shape + (None, None))[1]
+    if classes is not None and columns != len(classes):
+        return f"image_labels has {columns} columns, class_names {len(classes)}"
     return None

@@ -6,10 +6,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
+import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import CacheError
 from pipeline.heads.linear_svm import LinearSVMHead
@@ -390,3 +394,68 @@ def test_a_record_naming_other_classes_than_the_head_outputs_is_refused(
     message = str(info.value)
     assert message.startswith(f"{path}: ") and message.endswith("fit the head again"), message
     assert "\n" not in message and f"{len(names)} classes" in message, message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("k", float("inf")),
+        ("k", float("nan")),
+        ("k", True),
+        ("loss_curve", [0.5, float("nan")]),
+        ("classes", ["a", "a"]),
+        ("classes", [""]),
+        ("patches", True),
+        ("images", -1),
+        ("config", {"grid": 5}),
+        ("head", ""),
+    ],
+)
+def test_a_record_field_out_of_range_is_one_line(tmp_path, field, value):
+    """Issue 26: the record's types were checked, not their ranges; an infinite k pooled every
+    score to the same value, a repeated class named two columns alike."""
+    path = head_path(tmp_path / "trainval-abc", "svm")
+    save_head(path, fitted(0), HeadRecord(head="svm", classes=("a",)))
+    spoil_record(path, lambda record: {**record, field: value})
+    path.with_suffix(".json").unlink()
+    with pytest.raises(CacheError) as info:
+        load_head_file(path)
+    assert str(info.value).startswith(f"{path}: not a head midlevel wrote") and (
+        f"its record's {field!r} is" in str(info.value)
+    ), info.value
+
+
+records = st.fixed_dictionaries(
+    {},
+    optional={
+        "classes": st.lists(st.text(max_size=4), max_size=3) | st.text(max_size=3),
+        "head": st.sampled_from(["mlp", "svm", "weak", ""]) | st.integers(),
+        "k": st.floats() | st.integers(-2, 9) | st.booleans() | st.text(max_size=2),
+        "patches": st.integers(-2, 5) | st.booleans() | st.floats(),
+        "images": st.integers(-2, 5) | st.none(),
+        "loss_curve": st.lists(st.floats(), max_size=3) | st.text(max_size=2),
+        "sha256": st.text("0123456789abcdef", min_size=60, max_size=66) | st.integers(),
+        "digest": st.text(max_size=12) | st.integers(),
+        "params": st.dictionaries(st.text(max_size=3), st.integers(), max_size=2) | st.text(),
+    },
+)
+
+
+@settings(derandomize=True, max_examples=200, deadline=None, database=None)
+@given(record=records)
+def test_any_record_is_read_in_range_or_refused(record):
+    """Whatever a record holds, it is read with every field of its type and range, or
+    refused with a ValueError naming the field (load_head_file makes it one line)."""
+    try:
+        read = HeadRecord.from_dict(record)
+    except ValueError as error:
+        assert str(error).startswith("its record's "), error
+        return
+    assert all(isinstance(c, str) and c for c in read.classes)
+    assert len(set(read.classes)) == len(read.classes)
+    assert math.isfinite(read.k) and read.k > 0 and not isinstance(read.k, bool)
+    assert all(math.isfinite(v) for v in read.loss_curve)
+    for count in (read.patches, read.images):
+        assert isinstance(count, int) and not isinstance(count, bool) and count >= 0
+    assert read.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", read.sha256)
+    assert read.head is None or (isinstance(read.head, str) and read.head)

@@ -26,6 +26,7 @@ from pipeline.store.shards import (
 )
 
 DIGEST = "abc123def456"
+CLASSES = [f"class{c}" for c in range(20)]
 
 
 def make_shard(n=40, dim=24, n_images=3, seed=0) -> Shard:
@@ -95,7 +96,7 @@ def test_hdf5_layout(tmp_path, n, dim):
     attrs = {
         "digest": DIGEST,
         "split": "trainval",
-        "class_names": ["car", "dog"],
+        "class_names": CLASSES,  # the 20 columns of make_shard's image labels
         "background_label": 20,
     }
     write_shard(path, make_shard(n=n, dim=dim), attrs)
@@ -123,7 +124,7 @@ def test_hdf5_layout(tmp_path, n, dim):
         assert h5.attrs["digest"] == DIGEST
         assert h5.attrs["code_version"] == __version__
         assert h5.attrs["background_label"] == 20
-        assert json.loads(h5.attrs["class_names"]) == ["car", "dog"]
+        assert json.loads(h5.attrs["class_names"]) == CLASSES
     assert shard_problem(path, DIGEST) is None
 
 

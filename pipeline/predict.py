@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -20,8 +21,9 @@ from pipeline.evaluation.pooling import image_log_scores, score_power
 from pipeline.evaluation.score_maps import score_map
 from pipeline.features.registry import fingerprint_part
 from pipeline.features.work import check_photo_work
-from pipeline.store.cache import FeatureCache
-from pipeline.store.head_files import HeadRecord, find_head, load_head_file
+
+if TYPE_CHECKING:  # store/ needs h5py: imported where a head is read (predict --model has none)
+    from pipeline.store.head_files import HeadRecord
 
 PREDICT_SPLIT = "predict"  # the cache split of photos predicted through the cache
 
@@ -104,6 +106,7 @@ class Predictor:
         (the same draw as its extract made, so the same int8 net), read from its dataset."""
         from pipeline.datasets import open_dataset
         from pipeline.features.quantize import calibration_set
+        from pipeline.store.cache import FeatureCache
 
         source, split = (
             FeatureCache.load(self.path.parent.parent).source,
@@ -227,6 +230,8 @@ def load_head(
     `runtime` and `batch_size` as extract's; `trust_pickle` loads a head midlevel 0.3 pickled
     (loading a pickle runs any code it holds: only for a file you made yourself); `precision`
     the frozen net's (None: that of the features the head was trained on)."""
+    from pipeline.store.head_files import find_head, load_head_file
+
     path = find_head(str(head), cache_dir)
     estimator, record = load_head_file(path, trust_pickle=trust_pickle)
     return Predictor(

@@ -1,6 +1,8 @@
 """`pipeline predict`: a fitted head on new photos (files, folders, globs) into
 predictions.csv and its sidecar, and with --maps the maps and overlays of localize. A few
-photos go in memory; many through the feature cache, resumable like extract."""
+photos go in memory; many through the feature cache, resumable like extract. With --model
+it imports neither torch nor h5py nor scikit-learn (a server installs the runtime alone):
+the head's and the maps' parts load where they are used."""
 
 from __future__ import annotations
 
@@ -19,12 +21,8 @@ from pipeline.deploy.runtime import Model
 from pipeline.errors import CacheError, DataError
 from pipeline.evaluation.pooling import describe_pooling
 from pipeline.evaluation.score_maps import score_map
-from pipeline.features.engine import extract_split
 from pipeline.predict import PREDICT_SPLIT, ImagePrediction, Predictor, load_head
-from pipeline.reporting.maps import MapsFile, file_key
-from pipeline.reporting.overlays import overlay_image
 from pipeline.reporting.provenance import write_sidecar
-from pipeline.store.cache import FeatureCache
 
 CACHE_ABOVE = 200  # images: more go through the feature cache, so that a killed run resumes
 
@@ -169,6 +167,9 @@ def _in_memory(config: PredictConfig, source, samples):
 
 def _through_cache(config: PredictConfig, predictor: Predictor, dataset, samples, k: float):
     """Extract the photos into the cache (resumable), then pool each image from its shard."""
+    from pipeline.features.engine import extract_split
+    from pipeline.store.cache import FeatureCache
+
     extract = ExtractConfig(
         cache_dir=config.cache_dir, backbone=predictor.backbone_config, grid=predictor.grid,
         labels=predictor.record.settings("labels"), split=PREDICT_SPLIT, device=config.device,
@@ -202,6 +203,9 @@ def _write_predictions(path: Path, classes, results: list[ImagePrediction], top:
 
 def _write_maps(directory: Path, classes, head: str, results: list[ImagePrediction]) -> None:
     """maps.h5 and an overlay per image, as pipeline localize writes them."""
+    from pipeline.reporting.maps import MapsFile, file_key
+    from pipeline.reporting.overlays import overlay_image
+
     overlays = directory / "overlays"
     overlays.mkdir(parents=True, exist_ok=True)
     with MapsFile(directory / "maps.h5", classes, "mean", head=head) as maps_file:

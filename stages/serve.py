@@ -6,7 +6,6 @@ say the URL, and run uvicorn."""
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +13,10 @@ from pathlib import Path
 import uvicorn
 
 from pipeline.config import ExportConfig, ServeConfig
-from pipeline.deploy.bundle import MANIFEST, is_model_folder, sha256
+from pipeline.deploy.bundle import FIX, is_model_folder, read_manifest, sha256
 from pipeline.deploy.runtime import Model
 from pipeline.deploy.server import create_app, split_threads
-from pipeline.errors import ConfigError
-from pipeline.store.head_files import find_head
+from pipeline.errors import CacheError, ConfigError
 
 
 def run(config: ServeConfig, *, ready: Callable[[str], None] = print) -> None:
@@ -50,17 +48,22 @@ def run(config: ServeConfig, *, ready: Callable[[str], None] = print) -> None:
 def _model_folder(config: ServeConfig, ready: Callable[[str], None]) -> Path:
     """The folder to serve: `config.model` when it is a folder (Model.load says what is
     wrong with one `pipeline export` did not write), else a head (its file, or its name in
-    config.cache_dir) exported once into <head>-model/ beside its file, and reused while the
-    head's SHA-256 is the one that folder's model.json records."""
+    config.cache_dir) exported once into <head>-model/ beside its file, and reused while it
+    loads and its model.json records the head's SHA-256. That folder is derived from the
+    head: a damaged one is exported again, with a line saying why."""
     given = Path(config.model)
     if given.is_dir():
         return given
+    from pipeline.store.head_files import find_head  # h5py: only to serve a head
+
     head = find_head(config.model, config.cache_dir)
     folder = head.with_name(f"{head.name.split('.')[0]}-model")  # heads/mlp-model/
     if is_model_folder(folder):
-        recorded = json.loads((folder / MANIFEST).read_text()).get("head", {}).get("sha256")
-        if recorded == sha256(head):
-            return folder
+        try:
+            if read_manifest(folder)["head"]["sha256"] == sha256(head):
+                return folder
+        except CacheError as exc:
+            ready(f"{str(exc).removesuffix(f'; {FIX}')}; exporting the head again")
     from pipeline.deploy.export import export_head  # torch: only to export
 
     ready(export_head(ExportConfig(head=str(head), output=str(folder))).line())

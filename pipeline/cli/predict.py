@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import click
 
+from pipeline.cli.errors import UserError
 from pipeline.cli.options import compute, trust_pickled_head
 from pipeline.config import ON_ERROR, PRECISIONS, ExtractConfig, PredictConfig
+
+MAPS_NEED = ("h5py", "matplotlib")  # maps.h5, the overlays' colour maps: not in the runtime
 
 
 @click.command("predict")
@@ -70,6 +75,19 @@ from pipeline.config import ON_ERROR, PRECISIONS, ExtractConfig, PredictConfig
 )
 def command(sources, **opts) -> None:
     """A fitted head on new photos (files, folders, globs): scores, top classes, maps."""
+    if opts["maps"]:
+        _maps_packages()
     from stages import predict as stage
 
     click.echo(stage.run(PredictConfig(sources=tuple(sources), **opts)).line())
+
+
+def _maps_packages() -> None:
+    """--maps writes maps.h5 and overlays, whose packages a runtime install lacks: said in
+    one line before any photo is read."""
+    missing = [name for name in MAPS_NEED if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"--maps needs {' and '.join(missing)} (maps.h5 and its overlays): pip install "
+            f"{' '.join(missing)}, or drop --maps"
+        )

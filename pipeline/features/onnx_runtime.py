@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 import warnings
@@ -89,7 +90,7 @@ def onnx_part(module: torch.nn.Module, key: dict, example: torch.Tensor, dynamic
     """The ONNX Runtime twin of `module` (exported now if the model cache lacks a sound
     copy), or None with one warning line when this net does not export."""
     path = model_cache_dir() / f"{key['name']}-{key['part']}-{_key_digest(key)}.onnx"
-    problem = recorded_damage(path)
+    problem = _unsound(path, key)
     if problem is None:
         try:
             return OrtPart(path)
@@ -108,6 +109,25 @@ def onnx_part(module: torch.nn.Module, key: dict, example: torch.Tensor, dynamic
             file=sys.stderr,
         )
         return None
+
+
+def _unsound(path: Path, key: dict) -> str | None:
+    """Why the model cache's file at `path` cannot serve as `key`'s part: damaged
+    (io.recorded_damage), or sound but its record is of another net, weights, input size or
+    part than the key its name stands for (a file copied or renamed there); None if it can."""
+    problem = recorded_damage(path)
+    if problem is not None:
+        return problem
+    try:
+        record = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return "its record is unreadable"
+    other = {name: record.get(name) for name in key if record.get(name) != key[name]}
+    if other:
+        said = ", ".join(f"{name} {value!r}" for name, value in other.items())
+        wanted = ", ".join(f"{name} {key[name]!r}" for name in other)
+        return f"its record names {said}, not {wanted}"
+    return None
 
 
 def _key_digest(key: dict) -> str:

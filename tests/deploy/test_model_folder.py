@@ -164,3 +164,18 @@ def test_predict_maps_without_h5py_is_one_line_naming_what_to_install(exported, 
         "error: --maps needs h5py (maps.h5 and its overlays): pip install h5py, or drop --maps"
     ], done.stderr
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_the_runtime_requirements_are_pyprojects_own_without_the_training_stack():
+    """requirements-runtime.txt: the install the tests above stand for, in pyproject.toml's
+    versions (its dependencies and the serve extra), and none of the training stack."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {*project["dependencies"], *project["optional-dependencies"]["serve"]}
+    text = (REPO / "requirements-runtime.txt").read_text()
+    wanted = {line.split("#")[0].strip() for line in text.splitlines()} - {""}
+    assert wanted and wanted <= declared, wanted - declared
+    names = {re.split(r"[<>=!~\[]", line)[0] for line in wanted}
+    assert not names & {"torch", "torchvision", "h5py", "scikit-learn"}
+    assert {"numpy", "pillow", "onnxruntime", "click", "tqdm", "fastapi", "uvicorn"} <= names

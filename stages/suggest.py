@@ -18,6 +18,7 @@ from pipeline.reporting.plots import suggestion_sheet
 from pipeline.reporting.provenance import beside, write_sidecar
 from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import open_dataset_of
+from pipeline.store.head_files import head_cache
 from pipeline.training.acquisition import choose, image_embeddings
 
 TOP = 3  # classes named per suggested image
@@ -96,13 +97,9 @@ def run(config: SuggestConfig) -> SuggestSummary:
 
 
 def training_cache(opened: HeadOnSplit) -> FeatureCache | None:
-    """The cache the head was fitted on, where its file sits (heads/ of that cache), whose
-    images are labelled already; None for a head file kept elsewhere."""
-    directory = opened.path.parent.parent
-    if not (directory / "fingerprint.json").is_file():
-        return None
-    cache = FeatureCache.load(directory)
-    return cache if cache.digest == opened.record.digest else None
+    """The cache the head was fitted on, whose images are labelled already: the one its file
+    sits in (found as score finds it); None for a head file kept elsewhere."""
+    return head_cache(opened.path, opened.record)
 
 
 def _image_paths(dataset, config: SuggestConfig) -> dict[str, Path]:

@@ -154,7 +154,7 @@ def head_for_split(config: ScoredSplit, cache: FeatureCache):
         path = head_of_split(cache, config.train_split, config.head)
     head, record = load_head_file(path, trust_pickle=config.trust_pickle)
     check_serves(record, cache.fingerprint, path)
-    check_same_int8_net(path, cache)
+    check_same_int8_net(path, record, cache)
     return head, record, path
 
 

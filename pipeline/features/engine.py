@@ -26,7 +26,7 @@ from pipeline.store.cache import FeatureCache, WriterLock
 from pipeline.store.data_digests import split_digests
 from pipeline.store.freshness import adopt
 from pipeline.store.keys import cache_path
-from pipeline.store.shards import Shard, write_shard
+from pipeline.store.shards import Shard, int8_net_of, write_shard
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,17 @@ def extract_split(
             )
         if not ranks.main:  # rank 0 hashed the images: the others only stat them
             data = split_digests(cache.directory, split_data, per_shard, keep)
-        rebuilt = {**cache.changed_shards(data), **cache.bad_shards()}
+        if config.backbone.precision == "int8" and calibration is None:
+            from pipeline.features.quantize import calibration_set
+
+            calibration = calibration_set(
+                dataset, config.split, split_data, config.grid, config.task
+            )
+        rebuilt = {
+            **other_nets(cache, calibration),
+            **cache.changed_shards(data),
+            **cache.bad_shards(),
+        }
         if rebuilt and ranks.main:
             tqdm.write(
                 f"extract {config.split}: {rebuilt_text(rebuilt).removeprefix(', ')}",
@@ -163,6 +173,27 @@ def extract_split(
 
 
 _TOTALS = ("images", "patches", "bytes", "setup", "read", "compute", "write", "skipped")
+NET_CHANGED = "made by another int8 net: the calibration images changed"
+NETS_MIXED = "made by one of several int8 nets"
+
+
+def other_nets(cache: FeatureCache, calibration) -> dict[str, str]:
+    """Recorded shards of an int8 cache that a net of another calibration made than
+    `calibration` (the training images changed since), and all of them where the rest name
+    several nets: name -> why. A cache holds one net's features (docs/deploy.md#int8)."""
+    from pipeline.features.quantize import recorded_calibration
+
+    if calibration is None:
+        return {}
+    made = cache.recorded_attrs()
+    other = {
+        name: NET_CHANGED
+        for name, attrs in made.items()
+        if (attrs.get("calibration") or recorded_calibration(int8_net_of(attrs)))
+        != calibration.digest
+    }
+    kept = {int8_net_of(attrs) for name, attrs in made.items() if name not in other}
+    return other | {name: NETS_MIXED for name in made if name not in other and len(kept) > 1}
 
 
 def _pending(cache: FeatureCache, n_shards: int, bad: dict, *, retry_skipped: bool) -> list[int]:
@@ -258,13 +289,8 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
 
     config, cache, samples = job.config, job.cache, job.data.samples
     setup = time.perf_counter()
-    calibration = job.calibration
-    if config.backbone.precision == "int8" and calibration is None:
-        from pipeline.features.quantize import calibration_set
-
-        calibration = calibration_set(job.dataset, config.split, job.data, config.grid, config.task)
     backbone = load_backbone(
-        config, local_rank=ranks.local_rank, world=ranks.world, calibration=calibration
+        config, local_rank=ranks.local_rank, world=ranks.world, calibration=job.calibration
     )
     per_shard = config.images_per_shard
     indices = [
@@ -283,6 +309,7 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
         "boxes": job.data.boxes,
         "keep": job.keep,
         "runtime": backbone.runtime_version,
+        **({"calibration": job.calibration.digest} if job.calibration else {}),
         **job.dataset.attrs(),
     }
     truth = job.data.truth

@@ -54,6 +54,22 @@ def quantize_part(fp32_path: Path, calibration: str, batches: Iterable[np.ndarra
     return target
 
 
+def recorded_calibration(net: str | None) -> str | None:
+    """The calibration digest of the int8 graph whose SHA-256 begins with `net` (the digest a
+    shard's runtime attribute names), from its record in the model cache; None where no
+    record names it."""
+    from pipeline.features.onnx_runtime import model_cache_dir
+
+    for path in sorted(model_cache_dir().glob("*-int8-*.json")) if net else ():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and str(record.get("sha256", "")).startswith(net):
+            return record.get("calibration")
+    return None
+
+
 def _quantize(source: Path, target: Path, batches: Iterable[np.ndarray]) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,

@@ -25,7 +25,7 @@ from pipeline.store.shards import (
     SHARD_NAME,
     Shard,
     inspect_shard,
-    int8_net,
+    int8_net_of,
     read_shard,
     shard_problem,
 )
@@ -238,6 +238,10 @@ class FeatureCache:
         """Recorded shards that are bad, name -> reason: those a rerun of extract rebuilds."""
         return self._inspected(sorted(self.manifest().get("shards", {})))[0]
 
+    def recorded_attrs(self) -> dict[str, dict]:
+        """Each recorded shard's attributes, name -> attributes ({} for an unreadable one)."""
+        return self._inspected(sorted(self.manifest().get("shards", {})))[1]
+
     def _inspected(self, names: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
         """(bad shards among `names`: name -> why, and every shard's attributes): a shard is
         bad on its own (`shard_problem`) or where it differs from the other shards in what
@@ -319,7 +323,7 @@ class FeatureCache:
         """Refuse int8 features of several quantized nets in one split (docs/deploy.md#int8)."""
         nets: dict[str, str] = {}
         for name, found in attrs.items():
-            nets.setdefault(int8_net(found) or "fp32", name)
+            nets.setdefault(int8_net_of(found) or "fp32", name)
         if len(nets) > 1 and set(nets) != {"fp32"}:
             listed = ", ".join(f"{name} {net}" for net, name in nets.items())
             raise CacheError(
@@ -332,6 +336,10 @@ class FeatureCache:
         read once, from the first shard of a finished cache (every shard agrees on them)."""
         self.shard_paths()
         return self._attrs
+
+    def int8_net(self) -> str | None:
+        """The int8 graph every shard's features came from; None for fp32 features."""
+        return int8_net_of(self.attrs())
 
     def class_names(self) -> list[str]:
         """The dataset's classes, the columns of the shards' image labels."""

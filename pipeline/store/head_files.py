@@ -15,6 +15,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -62,6 +63,7 @@ class HeadRecord:
     images: int = 0
     loss_curve: tuple[float, ...] = ()
     sha256: str | None = None  # of the head file this record describes
+    net: str | None = None  # the int8 graph of its training features (docs/deploy.md#int8)
 
     @classmethod
     def from_dict(cls, record: dict) -> HeadRecord:
@@ -120,6 +122,7 @@ _FIELD_TYPES = {
     "images": _count,
     "loss_curve": lambda v: isinstance(v, list | tuple) and all(_finite(x) for x in v),
     "sha256": lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+    "net": lambda v: isinstance(v, str) and bool(v),
 }
 
 
@@ -258,30 +261,53 @@ def check_serves(record: HeadRecord, fingerprint: dict, path: Path) -> None:
     )
 
 
-def check_same_int8_net(path: Path, cache: FeatureCache) -> None:
-    """Refuse int8 features made by another int8 net than those the head learnt on (its
-    training images changed, so its calibration did): the shards name the graph they came
-    from (docs/deploy.md#int8)."""
-    if (cache.fingerprint.get("backbone") or {}).get("precision") != "int8":
-        return
-    training = Path(path).parent.parent
-    if not (training / "fingerprint.json").is_file() or not cache.shard_paths():
-        return
-    trained, here = _int8_net(FeatureCache.load(training)), _int8_net(cache)
-    if trained and here and trained != here:
-        raise CacheError(
-            f"{cache.directory}: int8 features of net {here}, but the head {path} learnt on "
-            f"those of net {trained} (the training images changed since, and with them the "
-            "calibration); extract both splits again with --overwrite"
-        )
+def check_same_int8_net(path: Path, record: HeadRecord, cache: FeatureCache) -> None:
+    """Refuse int8 features made by another int8 net than those the head learnt on (the net
+    its record names; for a head fitted before records named it, the net of the cache it sits
+    in): its training images changed since, and with them the calibration (docs/deploy.md#int8)."""
+    here = cache.int8_net()
+    training = head_cache(path, record) if here else None
+    trained = record.net or (training.int8_net() if training else None)
+    if here and trained and here != trained:
+        _other_net(cache, f"the head {path}", trained, _net_fix(training, trained, here))
 
 
-def _int8_net(cache: FeatureCache) -> str | None:
-    """The int8 graph's digest in a cache's runtime attribute ("onnxruntime 1.x int8 SHA")."""
-    if not cache.shard_paths():
+def check_int8_pair(train: FeatureCache, test: FeatureCache) -> None:
+    """Refuse to score heads fitted on one int8 net's features on another net's."""
+    trained, here = train.int8_net(), test.int8_net()
+    if here and trained and here != trained:
+        fix = "rerun pipeline extract for both splits: it rebuilds the features of an older net"
+        _other_net(test, f"the training split {train.directory}", trained, fix)
+
+
+def _other_net(cache: FeatureCache, learner: str, trained: str, fix: str) -> NoReturn:
+    raise CacheError(
+        f"{cache.directory}: int8 features of net {cache.int8_net()}, but {learner} learnt on "
+        f"those of net {trained} (the training images changed since, and with them the "
+        f"calibration); {fix}"
+    )
+
+
+def _net_fix(training: FeatureCache | None, trained: str, here: str) -> str:
+    """What makes a head and the split it scores one net's: whichever is older is redone."""
+    with contextlib.suppress(CacheError):
+        now = training.int8_net() if training else None
+        if now == trained:
+            return "rerun pipeline extract for this split: it rebuilds the features of an older net"
+        if now == here:
+            return "fit the head again on the features extract rebuilt"
+    return "rerun pipeline extract for both splits, then fit the head again"
+
+
+def head_cache(path: Path, record: HeadRecord) -> FeatureCache | None:
+    """The cache a head file sits in (its heads/ folder) when it is the one the head learnt on
+    (its digest): the training split's, whose images are labelled; None for a head kept
+    elsewhere."""
+    directory = Path(path).parent.parent
+    if Path(path).parent.name != HEADS_DIR or not (directory / "fingerprint.json").is_file():
         return None
-    words = str(cache.attrs().get("runtime", "")).split()
-    return words[-1] if "int8" in words else None
+    cache = FeatureCache.load(directory)
+    return cache if cache.digest == record.digest else None
 
 
 def saved_head(directory: Path, name: str) -> Path | None:

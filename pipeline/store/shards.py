@@ -115,7 +115,7 @@ def inspect_shard(
     return problem, attrs
 
 
-def int8_net(attrs: dict) -> str | None:
+def int8_net_of(attrs: dict) -> str | None:
     """The int8 graph a shard's features came from: the digest its runtime attribute ends
     with ("onnxruntime 1.x int8 SHA"); None for fp32 features."""
     words = str(attrs.get("runtime", "")).split()

@@ -18,6 +18,7 @@ from pipeline.evaluation.scoring import average_precisions, blind_scores, score_
 from pipeline.features.registry import cache_key
 from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import open_dataset_of, split_cache
+from pipeline.store.head_files import check_int8_pair
 from pipeline.training.acquisition import Embeddings, choose, image_embeddings
 from pipeline.training.budgets import Budget, Draw, SplitTruth, draw, image_order
 from pipeline.training.crossval import SplitLabels, split_labels
@@ -51,6 +52,7 @@ def open_method(
     config = replace(config, classes=training_classes(config, train))
     dataset = open_dataset_of(config)
     test = split_cache(config, test_split, dataset, cache_key(config, dataset))
+    check_int8_pair(train, test)
     if not test.labelled:
         raise CacheError(
             f"{test.directory}: split {test_split!r} has no labels, so no AP to draw a curve "

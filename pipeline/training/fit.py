@@ -243,6 +243,7 @@ def fit_head(config: FitConfig, *, progress=None, path: Path | None = None) -> F
         patches=int(head.n_samples_seen_),
         images=int(getattr(head, "n_images_seen_", 0)),
         loss_curve=tuple(float(v) for v in head.loss_curve_),
+        net=cache.int8_net(),
     )
     save_head(path, head, record)
     return FitResult(

@@ -3,8 +3,10 @@ is a page to try it in a browser, /health and /model describe what runs (docs/se
 
 Bad input gets a 4xx with a one-line JSON reason ({"detail": "..."}), never a crash: an
 upload over the limit (413, from its Content-Length before it is read, else counted while
-it arrives), a body that is no photo or no form (415, 400), a file that does not decode
-(422: the runtime's DataError, decompression bombs included), a full queue (503).
+it arrives), a body that does not arrive in time (408), a body that is no photo or no form
+(415, 400), a file that does not decode or would cost too much work (422: by its header, or
+the runtime's DataError), a full queue (503, counted once a body is in: a client that sends
+headers and no body holds no slot).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import asyncio
 import base64
 import io
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from pathlib import Path
+from tempfile import SpooledTemporaryFile
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.datastructures import Headers, UploadFile
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.config import ServeConfig
@@ -33,6 +38,11 @@ FIELD = "file"  # the multipart field of the photo
 RAW_TYPES = ("image/", "application/octet-stream")  # a raw body of these is the photo itself
 TOP = 5  # classes in "top" unless ?top= says otherwise
 MB = 1 << 20
+# The whole body must arrive within this many seconds of its headers, else 408: a 4 MB phone
+# photo needs 0.6 Mbit/s, a 20 MB upload 2.8 (nginx's client_body_timeout is 60 s too). A
+# body still arriving holds no --max-pending slot, and at most 1 MB of memory (SPOOL).
+BODY_TIMEOUT_S = 60.0
+SPOOL = MB  # an upload's bytes past this go to a temporary file until it is admitted
 
 
 def split_threads(threads: int | None = None) -> tuple[int, int]:
@@ -56,25 +66,27 @@ def create_app(
     threads: int | None = None,
     max_pending: int = ServeConfig.max_pending,
     example: Path | None = None,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The app serving `model` (a pipeline.deploy.runtime.Model).
 
     threads: predictions run at once, in a pool of that many threads sharing the model's
     one ONNX Runtime session (its run() is thread-safe); default: as many as the cores
     hold at model.threads each (split_threads). max_pending: requests admitted at once,
-    running or waiting; more get 503 before their body is read, which bounds the memory
-    held by uploads (max_pending x max_upload_mb). example: a photo served at /example,
-    for the page's "try the example" button.
+    running or waiting; a request is admitted once its body is in (one that never sends
+    its body holds no slot), and more get 503, which bounds the photos held in memory
+    (max_pending x max_upload_mb). body_timeout_s: a body not in by then gets 408.
+    example: a photo served at /example, for the page's "try the example" button.
     """
     threads = threads or max(1, cpu_threads() // model.threads)
     # no /docs: FastAPI's Swagger page loads its scripts from a CDN, and the server may be
     # offline; /openapi.json describes the endpoints all the same
     app = FastAPI(title="midlevel", docs_url=None, redoc_url=None)
-    app.add_middleware(UploadLimit, limit_mb=max_upload_mb)
+    app.add_middleware(UploadLimit, limit_mb=max_upload_mb, timeout_s=body_timeout_s)
     app.exception_handler(RequestValidationError)(_one_line_validation_error)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
     page = PAGE.read_text()
-    state = app.state.counts = {"pending": 0, "predictions": 0, "refused": 0}
+    state = app.state.counts = {"reading": 0, "pending": 0, "predictions": 0, "refused": 0}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -88,6 +100,7 @@ def create_app(
             "classes": len(model.classes),
             "threads": threads,
             "onnxruntime_threads": model.threads,
+            "reading": state["reading"],
             "pending": state["pending"],
             "predictions": state["predictions"],
             "refused": state["refused"],
@@ -121,24 +134,35 @@ def create_app(
     ) -> dict:
         """Scores of one photo: a multipart upload (field 'file') or the raw bytes of the
         photo with an image/* Content-Type."""
-        if state["pending"] >= max_pending:
-            state["refused"] += 1
-            raise HTTPException(
-                503,
-                f"busy: {state['pending']} requests running or waiting; retry in a moment",
-                headers={"Retry-After": "1"},
-            )
-        state["pending"] += 1
-        try:
-            data, name = await _photo(request)
-            loop = asyncio.get_running_loop()
-            body = await loop.run_in_executor(pool, _answer, model, data, name, top, maps)
-        finally:
-            state["pending"] -= 1
+        async with AsyncExitStack() as stack:  # closes the upload's spooled file
+            state["reading"] += 1
+            try:
+                upload = await _upload(request, stack)
+            finally:
+                state["reading"] -= 1
+            _admit(state, max_pending)
+            state["pending"] += 1
+            try:
+                data, name = await upload.read(), upload.filename or "upload"
+                loop = asyncio.get_running_loop()
+                body = await loop.run_in_executor(pool, _answer, model, data, name, top, maps)
+            finally:
+                state["pending"] -= 1
         state["predictions"] += 1
         return body
 
     return app
+
+
+def _admit(state: dict, max_pending: int) -> None:
+    """503 when `max_pending` requests with their body in are running or waiting already."""
+    if state["pending"] >= max_pending:
+        state["refused"] += 1
+        raise HTTPException(
+            503,
+            f"busy: {state['pending']} requests running or waiting; retry in a moment",
+            headers={"Retry-After": "1"},
+        )
 
 
 def _answer(model, data: bytes, name: str, top: int, maps: bool) -> dict:
@@ -177,37 +201,48 @@ def _check_pixels(data: bytes, name: str) -> None:
         )
 
 
-async def _photo(request: Request) -> tuple[bytes, str]:
-    """(bytes, name) of the photo in a request: the multipart field 'file', or the body."""
+async def _upload(request: Request, stack: AsyncExitStack) -> UploadFile:
+    """The photo of a request, read in full: the multipart field 'file', or the body; its
+    bytes past SPOOL wait in a temporary file (closed with `stack`), not in memory."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=16) as form:
+    try:
+        if kind == "multipart/form-data":
+            form = await stack.enter_async_context(request.form(max_files=1, max_fields=16))
             upload = form.get(FIELD)
             if not isinstance(upload, UploadFile):
                 raise HTTPException(
                     400, f"no file in the form field '{FIELD}': send the photo as -F {FIELD}=@PHOTO"
                 )
-            data, name = await upload.read(), upload.filename or "upload"
-    elif kind.startswith(RAW_TYPES):
-        data, name = await request.body(), "upload"
-    else:
+        elif kind.startswith(RAW_TYPES):
+            spool = stack.enter_context(SpooledTemporaryFile(max_size=SPOOL))  # noqa: SIM115
+            upload = UploadFile(spool, size=0, filename="upload")
+            async for chunk in request.stream():
+                await upload.write(chunk)
+        else:
+            raise HTTPException(
+                415,
+                f"Content-Type {kind or 'none'!r}: send the photo as multipart/form-data field "
+                f"'{FIELD}', or as the raw body with an image/* Content-Type",
+            )
+    except ClientDisconnect:  # nobody reads the answer; it keeps the log free of tracebacks
         raise HTTPException(
-            415,
-            f"Content-Type {kind or 'none'!r}: send the photo as multipart/form-data field "
-            f"'{FIELD}', or as the raw body with an image/* Content-Type",
-        )
-    if not data:
-        raise HTTPException(400, f"{name}: the file is empty")
-    return data, name
+            400, "the client closed the connection before its photo arrived"
+        ) from None
+    if not upload.size:
+        raise HTTPException(400, f"{upload.filename or 'upload'}: the file is empty")
+    await upload.seek(0)
+    return upload
 
 
 class UploadLimit:
     """ASGI middleware: 413 for a request body over `limit` bytes, at once from its
     Content-Length (nothing read), else when the bytes counted while it arrives pass it
-    (a chunked upload declares no length)."""
+    (a chunked upload declares no length); 408 when the whole body is not in `timeout_s`
+    after the headers (a stalled or dripping client), and the connection closed."""
 
-    def __init__(self, app: ASGIApp, *, limit_mb: float):
+    def __init__(self, app: ASGIApp, *, limit_mb: float, timeout_s: float):
         self.app, self.limit_mb, self.limit = app, limit_mb, round(limit_mb * MB)
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -218,24 +253,37 @@ class UploadLimit:
             response = JSONResponse({"detail": self.reason(int(declared))}, status_code=413)
             await response(scope, receive, send)
             return
-        received = 0
+        loop = asyncio.get_running_loop()
+        deadline, received, done = loop.time() + self.timeout_s, 0, False
 
-        async def counted():
-            nonlocal received
-            message = await receive()
+        async def guarded():
+            nonlocal received, done
+            if done:  # the body is in: a later receive waits for a disconnect, unbounded
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - loop.time())
+            except TimeoutError:
+                raise HTTPException(408, self.late(), headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     raise HTTPException(413, self.reason(None))
+                done = not message.get("more_body", False)
             return message
 
-        await self.app(scope, counted, send)
+        await self.app(scope, guarded, send)
 
     def reason(self, size: int | None) -> str:
         upload = f"an upload of {size / MB:.1f} MB" if size is not None else "the upload"
         return (
             f"{upload} is over this server's limit of {self.limit_mb:g} MB "
             "(pipeline serve --max-upload-mb); send a smaller photo"
+        )
+
+    def late(self) -> str:
+        return (
+            f"the request's body did not arrive within {self.timeout_s:g} s of its headers; "
+            "send the whole photo at once, over a faster connection or as a smaller file"
         )
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -229,7 +231,8 @@ class Gated:
         return self.model.predict(image, **kwargs)
 
 
-def test_a_full_queue_is_refused_with_503_before_the_upload_is_read(model, exported):
+def test_a_full_queue_is_refused_with_503_once_the_upload_is_in(model, exported):
+    """An upload whose body is in, while --max-pending are running or waiting: 503."""
     gated = Gated(model)
     with TestClient(create_app(gated, max_pending=1, threads=1)) as client:
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -248,7 +251,8 @@ def test_a_full_queue_is_refused_with_503_before_the_upload_is_read(model, expor
 def live(app) -> Iterator[int]:
     """The app under the real uvicorn on 127.0.0.1, in a thread: its port."""
     listening = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)  # log_config None: its records reach caplog
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     try:
@@ -268,29 +272,76 @@ def until(condition, seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
-def stalled(port: int, body: bytes = b"", length: int = 100_000) -> socket.socket:
-    """A POST /predict that sends its headers (Content-Length: length) and `body`, then nothing."""
+def stalled(port: int, body: bytes = b"", kind: str = "image/jpeg") -> socket.socket:
+    """A POST /predict that sends its headers (Content-Length: 100,000) and `body`, then
+    nothing more."""
     connection = socket.create_connection(("127.0.0.1", port), timeout=60)
     head = (
-        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
-        f"Content-Length: {length}\r\n\r\n"
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n"
+        "Content-Length: 100000\r\n\r\n"
     )
     connection.sendall(head.encode() + body)
     return connection
 
 
+def answer_of(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of the response on a connection the server then closes."""
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    return int(status.split()[1]), headers, body
+
+
+FORM_START = (
+    b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+    b"Content-Type: image/jpeg\r\n\r\n\xff\xd8"
+)
+
+
 def test_stalled_bodies_hold_no_slot(model, exported):
     """Three sockets that send headers and no body, against --max-pending 3: a real upload
-    is still answered (they count as pending only once their body is in)."""
+    is still answered (a request counts as pending only once its body is in)."""
     with live(create_app(model, max_pending=3, threads=1)) as port:
         url = f"http://127.0.0.1:{port}/"
         sockets = [stalled(port) for _ in range(3)]
-        time.sleep(1)
+        until(lambda: httpx.get(url + "health").json()["reading"] == 3)
+        assert httpx.get(url + "health").json()["pending"] == 0
         photo = exported["photos"][0]
         answer = httpx.post(url + "predict", files={"file": photo.read_bytes()}, timeout=60)
         assert answer.status_code == 200, answer.text
         for connection in sockets:
             connection.close()
+        until(lambda: httpx.get(url + "health").json()["reading"] == 0)
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(model, exported, caplog):
+    """No body, half a form, a body dripped a byte at a time (each byte in time, the whole
+    not): 408 with one line once the body timeout passes, and the connection closed."""
+    with live(create_app(model, threads=1, body_timeout_s=1)) as port:
+        silent = stalled(port)
+        half_form = stalled(port, FORM_START, "multipart/form-data; boundary=x")
+        dripping = stalled(port, b"\xff")
+        for _ in range(300):  # a byte every 0.2 s until the answer comes (or a minute)
+            if select.select([dripping], [], [], 0.2)[0]:
+                break
+            dripping.sendall(b"\xff")
+        for connection in (silent, half_form, dripping):
+            status, headers, body = answer_of(connection)
+            assert status == 408 and headers["connection"] == "close"
+            detail = json.loads(body)["detail"]
+            assert detail.startswith("the request's body did not arrive within 1 s of its headers")
+            connection.close()
+        gone = stalled(port, b"\xff" * 100)  # a client that leaves mid-body: no traceback
+        gone.close()
+        url = f"http://127.0.0.1:{port}/"
+        until(lambda: httpx.get(url + "health").json()["reading"] == 0)
+        photo = exported["photos"][1]
+        answer = httpx.post(url + "predict", files={"file": photo.read_bytes()}, timeout=60)
+        assert answer.status_code == 200, answer.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 
 
 def test_threads_share_the_cores(monkeypatch):

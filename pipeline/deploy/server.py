@@ -32,6 +32,7 @@ from pipeline.cores import cpu_threads
 from pipeline.datasets.pixels import READ_ERRORS
 from pipeline.deploy.overlay import COLOURS, overlay_png
 from pipeline.errors import DataError
+from pipeline.features.work import check_photo_work
 
 PAGE = Path(__file__).with_name("page.html")
 FIELD = "file"  # the multipart field of the photo
@@ -167,7 +168,7 @@ def _admit(state: dict, max_pending: int) -> None:
 
 def _answer(model, data: bytes, name: str, top: int, maps: bool) -> dict:
     """The JSON of one photo's prediction (in a pool thread: decode, net, pooling, overlay)."""
-    _check_pixels(data, name)
+    _check_pixels(model, data, name)
     try:
         p = model.predict(data, name=name)
     except DataError as exc:
@@ -185,9 +186,11 @@ def _answer(model, data: bytes, name: str, top: int, maps: bool) -> dict:
     return body
 
 
-def _check_pixels(data: bytes, name: str) -> None:
-    """422 for a photo over PIL's MAX_IMAGE_PIXELS by its header: PIL refuses twice that,
-    but between 1x and 2x (89-179 megapixels) it only warns, and would decode it."""
+def _check_pixels(model, data: bytes, name: str) -> None:
+    """422 from the photo's header, before a pixel is decoded: over PIL's MAX_IMAGE_PIXELS
+    (PIL refuses twice that, but between 1x and 2x, 89-179 megapixels, it only warns and
+    would decode it), or over the work one photo may cost on the model's grid (a 78-byte
+    32x4 PNG made a shared-mode model take 5 GiB: features/work.py)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
@@ -199,6 +202,11 @@ def _check_pixels(data: bytes, name: str) -> None:
             f"{name}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over this "
             f"server's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP; send a smaller photo",
         )
+    grid, size = model.grid, int(model.info["input_size"])
+    try:
+        check_photo_work(width, height, grid, size, model.mode, name)
+    except DataError as exc:
+        raise HTTPException(422, _line(exc)) from None
 
 
 async def _upload(request: Request, stack: AsyncExitStack) -> UploadFile:

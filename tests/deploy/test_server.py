@@ -148,6 +148,12 @@ def png_of_size(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
+def header_only(png: bytes) -> bytes:
+    """A PNG cut after its IHDR and the first IDAT chunk's header: its size is known, none of
+    its pixels (it does not decode)."""
+    return png[: png.index(b"IDAT") + 4]
+
+
 def chunks(total: int):
     """A body with no Content-Length (sent chunked): the server must count it."""
     for _ in range(total // 65536):
@@ -162,6 +168,9 @@ BAD = {
     "decompression bomb": (lambda p: {"files": {"file": ("b.png", png_of_size(20000, 20000), "image/png")}}, 422, "b.png: cannot decode"),
     # between 1x and 2x PIL only warns: the server refuses it from the header
     "decompression bomb, PIL's warning band": (lambda p: {"files": {"file": ("w.png", png_of_size(10000, 10000), "image/png")}}, 422, "10000x10000 pixels"),
+    # a thin photo makes as many patches as one stretched to its shape: refused by its header
+    "thin photo, 400x2": (lambda p: {"files": {"file": ("t.png", png_of_size(400, 2), "image/png")}}, 422, "t.png: 400x2 pixels (200:1) makes 6,291 patches on this grid, over the limit of 152"),
+    "thin photo, 32x4, its header alone": (lambda p: {"files": {"file": ("h.png", header_only(png_of_size(32, 4)), "image/png")}}, 422, "h.png: 32x4 pixels (8:1) makes 246 patches on this grid, over the limit of 152"),
     "over the upload limit": (lambda p: {"files": {"file": ("big.jpg", b"\xff" * (3 << 20), "image/jpeg")}}, 413, "an upload of 3.0 MB is over"),
     "over the limit, chunked": (lambda p: {"content": chunks(3 << 20), "headers": {"content-type": "image/jpeg"}}, 413, "the upload is over"),
     "missing file field": (lambda p: {"files": {"photo": ("a.jpg", p[0].read_bytes(), "image/jpeg")}}, 400, "no file in the form field 'file'"),

@@ -144,14 +144,17 @@ class ScoreResult:
         return rows
 
 
-def head_for_split(config: ScoredSplit, cache: FeatureCache):
+def head_for_split(config: ScoredSplit, cache: FeatureCache, dataset, settings):
     """The head `config.head` names (a head file, or a name: the head of that name trained
-    on `config.train_split` with the scored split's settings and dataset), its record and file;
-    refuses one trained on other features, naming both settings."""
+    on `config.train_split` with the scored split's settings, found as fit finds that split:
+    head_files.head_of_split), its record and file; refuses one trained on other features,
+    naming both settings."""
     if names_a_file(config.head):
         path = find_head(config.head, config.cache_dir)
     else:
-        path = head_of_split(cache, config.train_split, config.head)
+        path = head_of_split(
+            config, config.train_split, config.head, dataset, settings, prefer=cache.source
+        )
     head, record = load_head_file(path, trust_pickle=config.trust_pickle)
     check_serves(record, cache.fingerprint, path)
     check_same_int8_net(path, record, cache)
@@ -190,8 +193,9 @@ class HeadOnSplit:
 def open_head_on_split(config: ScoredSplit) -> HeadOnSplit:
     """The split's cache, then the head (refusing one trained on other features or classes)."""
     dataset = open_dataset_of(config)
-    cache = split_cache(config, config.split, dataset, cache_key(config, dataset))
-    head, record, path = head_for_split(config, cache)
+    settings = cache_key(config, dataset)
+    cache = split_cache(config, config.split, dataset, settings)
+    head, record, path = head_for_split(config, cache, dataset, settings)
     classes, columns = head_columns(record, config.classes, config.head)
     return HeadOnSplit(head, record, classes, columns, cache, path)
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import CacheSettings
@@ -51,29 +52,46 @@ def _finished(cache: FeatureCache) -> bool:
         return False
 
 
+def split_candidates(
+    config: CacheSettings,
+    split: str,
+    dataset: Dataset | None,
+    settings: FeatureSettings,
+    *,
+    keeping: Callable[[FeatureCache], bool] = lambda cache: True,
+    prefer: str | None = None,
+) -> list[FeatureCache]:
+    """The begun caches of `split` with the key `settings` that `keeping` accepts: of `dataset`
+    when given, else of the one dataset cached with them (among several, `prefer`'s; else
+    refused, listed). How every verb finds a training split: fit and curve its cache, score
+    and suggest the one holding their head (head_files.head_of_split)."""
+    if dataset is not None:
+        begun = split_caches(config.cache_dir, split, settings.digest(), finished=False)
+        return [c for c in begun if c.source == dataset.source() and keeping(c)]
+    wanted = without_data(settings.as_dict())
+    begun = split_caches(config.cache_dir, split, finished=False)
+    found = [c for c in begun if without_data(c.fingerprint) == wanted and keeping(c)]
+    sources = {c.source or "" for c in found}
+    if len(sources) > 1 and (prefer or "") in sources:
+        return [c for c in found if (c.source or "") == (prefer or "")]
+    if len(sources) > 1:
+        listed = "; ".join(
+            f"{c.directory.name} ({c.source or describe_data(c.fingerprint)})" for c in found
+        )
+        raise CacheError(
+            f"{config.cache_dir}: several datasets have {split!r} features with these settings "
+            f"({listed}); pass --data KIND:PATH to choose one"
+        )
+    return found
+
+
 def split_cache(
     config: CacheSettings, split: str, dataset: Dataset | None, settings: FeatureSettings
 ) -> FeatureCache:
-    """The finished cache of `split` with the key `settings`: of `dataset` when given (and
-    checked against it: `check_fresh`), else of the one dataset cached with these settings;
-    among a dataset's caches, the one keeping `config.keep`'s patches."""
-    if dataset is not None:
-        source = dataset.source()
-        begun = split_caches(config.cache_dir, split, settings.digest(), finished=False)
-        found = [c for c in begun if c.source == source]
-    else:
-        wanted = without_data(settings.as_dict())
-        begun = split_caches(config.cache_dir, split, finished=False)
-        found = [c for c in begun if without_data(c.fingerprint) == wanted]
-        sources = sorted({c.source or "" for c in found})
-        if len(sources) > 1:
-            listed = "; ".join(
-                f"{c.directory.name} ({c.source or describe_data(c.fingerprint)})" for c in found
-            )
-            raise CacheError(
-                f"{config.cache_dir}: several datasets have {split!r} features with these settings "
-                f"({listed}); pass --data KIND:PATH to choose one"
-            )
+    """The finished cache of `split` with the key `settings` (`split_candidates`), checked
+    against `dataset` when given (`check_fresh`); among a dataset's caches, the one keeping
+    `config.keep`'s patches."""
+    found = split_candidates(config, split, dataset, settings)
     if not found:
         raise _missing(config, split, settings, dataset)
     cache = _keeping(found, config.keep, split)

@@ -19,13 +19,13 @@ from typing import NoReturn
 
 import numpy as np
 
-from pipeline.config import NESTED
+from pipeline.config import NESTED, CacheSettings
 from pipeline.errors import CacheError
 from pipeline.io import json_bytes, write_atomically
 from pipeline.store.cache import FeatureCache
-from pipeline.store.freshness import split_caches
+from pipeline.store.freshness import split_candidates
 from pipeline.store.keys import (
-    cache_path,
+    FeatureSettings,
     describe_both,
     describe_fingerprint,
     shown,
@@ -318,26 +318,58 @@ def saved_head(directory: Path, name: str) -> Path | None:
     return None
 
 
-def head_of_split(cache: FeatureCache, train_split: str, name: str) -> Path:
-    """The head `name` fitted on `train_split` of the scored cache's dataset, with its feature
-    settings: among that split's caches (one per keep rule), the one holding such a head."""
-    caches = [
-        c for c in split_caches(cache.directory.parent, train_split, cache.digest)
-        if c.source == cache.source and saved_head(c.directory, name)
-    ]  # fmt: skip
+def head_of_split(
+    config: CacheSettings, train_split: str, name: str, dataset, settings: FeatureSettings,
+    *, prefer: str | None = None,
+) -> Path:  # fmt: skip
+    """The head `name` fitted on `train_split` with the feature settings `settings`, its cache
+    found as fit finds it (freshness.split_candidates: of `dataset` when given, else of the
+    one dataset whose cache holds such a head, `prefer`'s among several); of that dataset's
+    caches (one per keep rule), the one holding it. A refusal names the heads there are."""
+    caches = split_candidates(
+        config, train_split, dataset, settings, prefer=prefer,
+        keeping=lambda c: saved_head(c.directory, name) is not None,
+    )  # fmt: skip
     if len(caches) == 1:
         return saved_head(caches[0].directory, name)
-    mine = head_path(cache_path(cache.directory.parent, train_split, cache.digest), name)
-    if not caches:
+    what = f"split {train_split!r}" + (f" of {dataset}" if dataset is not None else "")
+    if caches:
+        listed = ", ".join(str(saved_head(c.directory, name)) for c in caches)
         raise CacheError(
-            f"{mine}: no trained {name} head for these settings; run pipeline fit --head {name} "
-            "first (or pass --head PATH of a head file)"
+            f"{config.cache_dir}: several {name} heads were fitted on {what} ({listed}); "
+            "pass --head PATH of the one to use"
         )
-    listed = ", ".join(str(saved_head(c.directory, name)) for c in caches)
+    others = [
+        f"{path} (fitted on {cache.source or 'a dataset of midlevel 0.3'}, split "
+        f"{cache.directory.name.rsplit('-' + cache.digest, 1)[0]})"
+        for path, cache in _cached_heads(config.cache_dir, name)
+        if without_data(cache.fingerprint) == without_data(settings.as_dict())
+    ]
+    if others:
+        raise CacheError(
+            f"{config.cache_dir}: no {name} head fitted on {what} with these settings, but "
+            f"{', '.join(others)}; pass --head PATH to use it, or fit one on {what} "
+            f"(pipeline fit --head {name} --split {train_split})"
+        )
     raise CacheError(
-        f"{mine.parent}: several {name} heads were fitted on split {train_split!r} ({listed}); "
-        "pass --head PATH of the one to use"
+        f"{config.cache_dir}: no {name} head fitted on {what} with these settings; run pipeline "
+        f"fit --head {name} first (with --split {train_split}), or pass --head PATH of a head file"
     )
+
+
+def _heads_named(cache_dir: str | Path, name: str) -> list[Path]:
+    """Every head file `name` in the cache's directories."""
+    folders = sorted(Path(cache_dir).glob(f"*/{HEADS_DIR}"))
+    return [path for folder in folders if (path := saved_head(folder.parent, name))]
+
+
+def _cached_heads(cache_dir: str | Path, name: str) -> list[tuple[Path, FeatureCache]]:
+    """Every head file `name` beside features, and their cache (a damaged one left out)."""
+    found = []
+    for path in _heads_named(cache_dir, name):
+        with contextlib.suppress(CacheError):
+            found.append((path, FeatureCache.load(path.parent.parent)))
+    return found
 
 
 def names_a_file(name_or_path: str) -> bool:
@@ -354,8 +386,7 @@ def find_head(name_or_path: str, cache_dir: str | Path) -> Path:
     pickle of midlevel 0.3) in the cache; several are refused, listed: only a path says which."""
     if names_a_file(name_or_path):
         return Path(name_or_path).expanduser()
-    folders = sorted(Path(cache_dir).glob(f"*/{HEADS_DIR}"))
-    found = [p for folder in folders if (p := saved_head(folder.parent, name_or_path))]
+    found = _heads_named(cache_dir, name_or_path)
     if not found:
         raise CacheError(
             f"{cache_dir}: no head named {name_or_path!r}; run pipeline fit --head {name_or_path} "

@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import SuggestConfig
-from pipeline.errors import CacheError
+from pipeline.datasets import open_dataset
+from pipeline.errors import CacheError, MidlevelError
 from pipeline.evaluation.pooling import score_power
 from pipeline.evaluation.scoring import HeadOnSplit, blind_scores, open_head_on_split
 from pipeline.io import write_csv
 from pipeline.reporting.plots import suggestion_sheet
 from pipeline.reporting.provenance import beside, write_sidecar
 from pipeline.store.cache import FeatureCache
+from pipeline.store.data_digests import DIGESTS_FILE, ImageDigests
 from pipeline.store.freshness import open_dataset_of
 from pipeline.store.head_files import head_cache
 from pipeline.training.acquisition import choose, image_embeddings
@@ -32,6 +34,7 @@ class SuggestSummary:
     seconds: float
     output: str
     sheet: str | None
+    left_out: str = ""  # which pool images are training images, and how that was told
 
     def line(self) -> str:
         sheet = f", {self.sheet}" if self.sheet else " (no dataset given: no contact sheet)"
@@ -41,8 +44,8 @@ class SuggestSummary:
             else "the head's training cache is not beside its file: diversity from the pool alone"
         )
         return (
-            f"suggest: {len(self.rows)} of {self.pool} pool images to label next ({known}) "
-            f"in {self.seconds:.1f} s -> {self.output}{sheet}"
+            f"suggest: {len(self.rows)} of {self.pool} pool images to label next ({known}"
+            f"{self.left_out}) in {self.seconds:.1f} s -> {self.output}{sheet}"
         )
 
 
@@ -53,7 +56,8 @@ def run(config: SuggestConfig) -> SuggestSummary:
     train = training_cache(opened)
     labelled = image_embeddings(train) if train is not None else None
     pool = image_embeddings(opened.cache)
-    known = set(labelled.image_ids) if labelled is not None else set()
+    paths = _image_paths(dataset, config)
+    known, left_out = _training_images(opened.cache, train, paths)
     candidates = [i for i in pool.image_ids if i not in known]
     if not candidates:
         raise CacheError(
@@ -67,7 +71,6 @@ def run(config: SuggestConfig) -> SuggestSummary:
     power = score_power(opened.head, k)
     centres = labelled.vectors if labelled is not None else np.zeros((0, pool.vectors.shape[1]))
     picks = choose(config.strategy, pool.of(candidates), centres, log_scores, power, config.batch)
-    paths = _image_paths(dataset, config)
     rows = []
     for rank, (index, value) in enumerate(picks, 1):
         p = np.exp(log_scores[index] / power)
@@ -92,7 +95,7 @@ def run(config: SuggestConfig) -> SuggestSummary:
     )  # fmt: skip
     return SuggestSummary(
         rows, len(candidates), train.manifest().get("n_images") if train is not None else None,
-        time.perf_counter() - started, str(output), sheet,
+        time.perf_counter() - started, str(output), sheet, left_out,
     )  # fmt: skip
 
 
@@ -100,6 +103,47 @@ def training_cache(opened: HeadOnSplit) -> FeatureCache | None:
     """The cache the head was fitted on, whose images are labelled already: the one its file
     sits in (found as score finds it); None for a head file kept elsewhere."""
     return head_cache(opened.path, opened.record)
+
+
+def _training_images(
+    pool: FeatureCache, train: FeatureCache | None, pool_paths: dict[str, Path]
+) -> tuple[set[str], str]:
+    """The pool images that are training images already, and a note saying so: the same id
+    in the same dataset, or, in another dataset, the same bytes (a new photo named like a
+    training image is not one)."""
+    if train is None:
+        return set(), ""
+    ids = {i for shard in pool.iter_shards(features=False) for i in shard.image_ids}
+    if pool.source is not None and pool.source == train.source:
+        same = ids & {i for shard in train.iter_shards(features=False) for i in shard.image_ids}
+        return same, _note(len(same), "the same ids")
+    try:
+        training = _split_paths(train.source, train).values()
+        pool_paths = pool_paths or _split_paths(pool.source, pool)  # no dataset given
+    except MidlevelError:
+        return set(), "; the training images are not readable here, so none is left out"
+    digests = ImageDigests(train.directory / DIGESTS_FILE)
+    labelled = {digests.digest(path) for path in training} - {"unreadable"}
+    mine = ImageDigests(pool.directory / DIGESTS_FILE)
+    same = {i for i, path in pool_paths.items() if i in ids and mine.digest(path) in labelled}
+    return same, _note(len(same), "the same bytes")
+
+
+def _split_paths(source: str | None, cache: FeatureCache) -> dict[str, Path]:
+    """image id -> file of the split a cache holds, read from its dataset."""
+    split = open_dataset(source or "").load(str(cache.attrs().get("split", "")), skip_bad=True)
+    return {s.sample_id: s.image_path for s in split.samples}
+
+
+def _note(count: int, how: str) -> str:
+    if not count:
+        return ""
+    images = (
+        "1 pool image is a training image"
+        if count == 1
+        else f"{count} pool images are training images"
+    )
+    return f"; {images} ({how}), left out"
 
 
 def _image_paths(dataset, config: SuggestConfig) -> dict[str, Path]:

@@ -226,3 +226,32 @@ def test_suggest_on_plain_photos_passes_over_a_near_duplicate(tree, tmp_path):
     assert len({"000031", "copy-of-000031"} & set(chosen)) == 1, chosen
     assert len(chosen) == 5 and "30 labelled already" in out, out[-400:]
     assert all(Path(r["path"]).parent == photos for r in read_rows(csv_path))
+
+
+def test_suggest_keeps_pool_photos_named_like_training_images(tree, tmp_path):
+    """Issue 26, item 6: a pool of new photos named 000001.jpg..000012.jpg beside a training
+    split with those ids lost 11 of them ("1 of 1 pool images"). Only the same image is left
+    out: here the one photo whose bytes are a training image's, under another name."""
+    voc, cache, common = tree
+    code, out = invoke("fit", *common, "--head", "svm", "--svm-epochs", "2")
+    assert code == 0, out
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    tests = (voc / "ImageSets" / "Main" / "test.txt").read_text().split()
+    for n, name in enumerate(tests, 1):  # new photos (the test split's) under trainval's ids
+        shutil.copy(voc / "JPEGImages" / f"{name}.jpg", photos / f"{n:06d}.jpg")
+    trainval = (voc / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    assert {f"{n:06d}" for n in range(1, 13)} <= set(trainval)
+    shutil.copy(voc / "JPEGImages" / f"{trainval[-1]}.jpg", photos / "labelled-already.jpg")
+    options = [a for a in common if a not in ("--voc-root", str(voc))]
+    pool = ["--data", f"images:{photos}", *options]
+    code, out = invoke("extract", *pool, "--split", "pool", "--workers", "0")
+    assert code == 0, out
+    (head,) = cache.glob("trainval-*/heads/svm.safetensors")
+    csv_path = tmp_path / "suggest.csv"
+    code, out = invoke("suggest", *pool, "--split", "pool", "--head", str(head), "--batch",
+                       "20", "--output", str(csv_path))  # fmt: skip
+    assert code == 0, out
+    chosen = {r["image"] for r in read_rows(csv_path)}
+    assert chosen == {f"{n:06d}" for n in range(1, 13)}, chosen
+    assert "12 of 12 pool images" in out and "1 pool image is a training image" in out, out

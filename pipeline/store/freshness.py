@@ -5,7 +5,6 @@ Extract adopts a cache of the same data made elsewhere (docs/cache.md) instead o
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -136,7 +135,9 @@ def _missing(config: CacheSettings, split: str, settings: FeatureSettings, datas
         return CacheError(
             f"{mine}: no features for split {split!r}; run pipeline extract --split {split} first"
         )
-    wanted, found = describe_both(settings.as_dict(), json.loads(others[0].read_text()))
+    wanted, found = describe_both(
+        settings.as_dict(), FeatureCache.load(others[0].parent).fingerprint
+    )
     return CacheError(
         f"{mine}: no {split!r} features with these settings ({wanted}); "
         f"{others[0].parent.name} has {found}: pass the options extract used, or extract again"

@@ -105,7 +105,6 @@ TOP = Range(1, 1000, whole=True)  # classes or images shown
 
 
 def check_jobs(jobs: int) -> None:
-    check_range("jobs", jobs, JOBS)
     _check(jobs != 0, "jobs", jobs, "give -1 (one per core) or a count from 1")
 
 
@@ -188,6 +187,7 @@ class BackboneConfig(Settings):
         super().__post_init__()
         check_choice("mode", self.mode, MODES)
         check_choice("precision", self.precision, PRECISIONS)
+        check_path("weights", self.weights)
 
 
 @dataclass(frozen=True)
@@ -211,6 +211,7 @@ class CacheSettings(Settings):
         super().__post_init__()
         check_choice("keep", self.keep, KEEP_CHOICES)
         check_path("cache_dir", self.cache_dir)
+        check_path("image_dir", self.image_dir)
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,7 @@ class SweepConfig(Settings):
     base: FitConfig
     settings: tuple[dict, ...]
     folds: int = ranged(4, FOLDS)
-    jobs: int = -1
+    jobs: int = ranged(-1, JOBS)  # -1: one per core; 0 is refused
     output: str = "sweep.csv"
     best_output: str | None = None  # None: <output stem>-best.toml beside it
 
@@ -411,7 +412,7 @@ class CurveConfig(Settings):
     simulate_methods: tuple[str, ...] | None = None  # None: every method
     batch: int = ranged(10, COUNT)
     up_to: int = ranged(100, COUNT)
-    jobs: int = -1
+    jobs: int = ranged(-1, JOBS)  # -1: one per core; 0 is refused
     output: str = "curve.csv"
     plot: str | None = None  # None: <output stem>.png beside it
 
@@ -512,6 +513,10 @@ class PredictConfig(Settings):
                "pass either --head or --model DIR")  # fmt: skip
         check_path("head", self.head)
         check_path("model", self.model)
+        check_path("weights", self.weights)
+        _check(bool(self.sources), "sources", self.sources, "give photos: files, folders or globs")
+        for source in self.sources:
+            check_path("sources", source)
         if self.precision is not None:
             check_choice("precision", self.precision, PRECISIONS)
             _check(self.model is None, "precision", self.precision,

@@ -12,6 +12,9 @@ import click
 from pipeline.errors import ConfigError, MidlevelError
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
+# a path the user gave that the system cannot use as one (a name past 255 bytes, a file
+# where a folder must be...)
+PATH_ERRORS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP)
 
 
 class UserError(click.ClickException):
@@ -40,6 +43,10 @@ class Cli(click.Group):
         except MidlevelError as exc:
             raise UserError(str(exc)) from None
         except OSError as exc:  # shards write safely on their own; this covers every other file
+            if exc.errno in PATH_ERRORS:
+                raise UserError(
+                    f"{str(exc.filename)[:120]}: {os.strerror(exc.errno)}; give another path"
+                ) from None
             if exc.errno not in DISK_ERRORS:
                 raise
             where = f"{exc.filename}: " if exc.filename else ""

@@ -72,6 +72,9 @@ def data_spec(opts: dict, *, required: bool = False) -> str:
     """Pop --data and --voc-root into one dataset spec ("" when neither is given). --data wins
     over a --voc-root taken from the environment; both on the command line is refused."""
     data, voc_root = opts.pop("data"), opts.pop("voc_root")
+    for flag, given in (("--data", data), ("--voc-root", voc_root)):
+        if given is not None and not given.strip():
+            raise UserError(f"{flag} is empty: name a dataset (or leave the option out)")
     if data and voc_root:
         source = click.get_current_context().get_parameter_source("voc_root")
         if source == click.core.ParameterSource.COMMANDLINE:

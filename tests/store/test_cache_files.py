@@ -248,6 +248,7 @@ ATTRIBUTES = {
     "skipped": (set_attr("skipped", '{"id": 1}'), "'skipped' attribute is"),
     "keep": (set_attr("keep", "most"), "'keep' attribute is 'most'"),
     "labelled": (set_attr("labelled", "yes"), "'labelled' attribute is 'yes'"),
+    "runtime": (set_attr("runtime", 5), "'runtime' attribute is 5"),
     "another class list": (lambda h5: h5.attrs.__setitem__("class_names", json.dumps(
         json.loads(h5.attrs["class_names"])[::-1])), "its class_names"),
     "image labels": (lambda h5: (h5.__delitem__("image_labels"),

@@ -105,7 +105,7 @@ def image_path(year_dir: Path, image_id: str, filename: str | None, xml: Path | 
     missing = folders[0] / (filename or named[0])
     path = next((p for p in candidates if p.is_file()), missing)
     listed_in = xml or year_dir / "ImageSets"
-    fix = f"keep the images under {year_dir} (copies, not links out of it) and fix its <filename>"
+    fix = f"keep the images under {year_dir} (copies or links) and fix its <filename>"
     return contained(path, year_dir, listed_in, fix)
 
 

@@ -438,13 +438,14 @@ def test_csv_image_outside_the_dataset_is_refused(labels_csv, tmp_path, how):
     assert "outside the dataset" in dataset.load("test", skip_bad=True).samples[-1].error
 
 
-def test_imagefolder_symlink_outside_the_dataset_is_refused(imagefolder, tmp_path):
+def test_imagefolder_symlink_to_a_photo_elsewhere_is_followed(imagefolder, tmp_path):
+    """A link the user put in the folder (issue 26: links inside the root are followed)."""
     root = Path(shutil.copytree(imagefolder, tmp_path / "folder"))
-    secret = private_image(tmp_path)
-    (root / "val" / "car" / "leak.jpg").symlink_to(secret)
-    with pytest.raises(DataError) as exc:
-        open_dataset(f"imagefolder:{root}").load("val")
-    assert_outside(exc, root / "val", root / "val" / "car" / "leak.jpg", root)
+    elsewhere = private_image(tmp_path)
+    (root / "val" / "car" / "linked.jpg").symlink_to(elsewhere)
+    samples = open_dataset(f"imagefolder:{root}").load("val").samples
+    (linked,) = [s for s in samples if s.image_path.name == "linked.jpg"]
+    assert linked.error is None and (linked.width, linked.height) == (128, 96)
 
 
 def _set(*keys):

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -398,16 +399,18 @@ def set_filename(year: Path, image_id: str, filename: str) -> Path:
     return xml
 
 
-@pytest.mark.parametrize("how", ["../", "absolute", "symlink"])
+@pytest.mark.parametrize("how", ["../", "absolute", "../ through a link"])
 def test_an_image_outside_the_tree_is_refused_naming_the_xml_and_the_path(tmp_path, how):
-    """A <filename> with ../, an absolute one, or a symlink out of the tree (symlinks are
-    followed): the image lies outside the dataset and is never read."""
+    """A <filename> with ../, an absolute one, or one whose ../ leaves through a link the tree
+    holds: the name leads out of the dataset, and the image is never read."""
     year = small_tree(tmp_path / "VOC2007")
     outside = tmp_path / "private.jpg"
     (year / "JPEGImages" / "000002.jpg").rename(outside)
     xml = year / "Annotations" / "000002.xml"
-    if how == "symlink":
-        (year / "JPEGImages" / "000002.jpg").symlink_to(outside)
+    if how == "../ through a link":  # JPEGImages/deep -> tmp/a/b: deep/../../private.jpg
+        (tmp_path / "a" / "b").mkdir(parents=True)
+        (year / "JPEGImages" / "deep").symlink_to(tmp_path / "a" / "b")
+        set_filename(year, "000002", "deep/../../private.jpg")
     else:
         set_filename(year, "000002", "../private.jpg" if how == "../" else str(outside))
     with pytest.raises(DataError) as exc:
@@ -417,6 +420,29 @@ def test_an_image_outside_the_tree_is_refused_naming_the_xml_and_the_path(tmp_pa
     assert str(year) in message and str(outside) in message and "\n" not in message
     records = load_records(year, ["000001", "000002"], skip_bad=True)  # skipped, never read
     assert records[0].error is None and "outside the dataset" in records[1].error
+
+
+def test_a_tree_of_links_to_images_and_annotations_elsewhere_is_read(tmp_path):
+    """Issue 26: a subset made by linking (JPEGImages/ and Annotations/ hold symlinks to the
+    files of a full tree elsewhere, JPEGImages/ itself a link in a second copy) was refused as
+    "outside the dataset"; the user made those links inside the tree: they are followed."""
+    full = small_tree(tmp_path / "full" / "VOC2007")
+    subset = tmp_path / "subset" / "VOC2007"
+    for folder in ("JPEGImages", "Annotations"):
+        (subset / folder).mkdir(parents=True)
+        for path in (full / folder).iterdir():
+            (subset / folder / path.name).symlink_to(path)
+    shutil.copytree(full / "ImageSets", subset / "ImageSets")
+    records = load_records(subset, ["000001", "000002", "000003"])
+    assert [r.image_path for r in records] == [
+        subset / "JPEGImages" / f"{i}.jpg" for i in ("000001", "000002", "000003")
+    ]
+    assert [r.error for r in records] == [None] * 3
+    linked = tmp_path / "linked" / "VOC2007"
+    linked.mkdir(parents=True)
+    for folder in ("JPEGImages", "Annotations", "ImageSets"):
+        (linked / folder).symlink_to(full / folder, target_is_directory=True)
+    assert [r.error for r in load_records(linked, ["000001", "000003"])] == [None, None]
 
 
 def test_a_symlink_inside_the_tree_is_followed(tmp_path):

@@ -402,6 +402,9 @@ class CurveConfig(Settings):
     methods: tuple[str, ...] = ("patches-mlp", "patches-svm", "patches-weak", "whole-svm")
     method_settings: dict = field(default_factory=dict)
     test_split: str = "test"
+    # the methods were not named (the default heads): one whose feature grid was not
+    # extracted is left out, and the summary says what to extract, instead of a refusal
+    skip_unextracted: bool = False
     shots: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # k positive images per class
     images: tuple[int, ...] = ()  # labelled images in all
     all_data: bool = True  # a row on the whole training split too

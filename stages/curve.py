@@ -9,7 +9,7 @@ import json
 import os
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import joblib
@@ -56,6 +56,7 @@ class CurveSummary:
     output: str
     plot: str
     others: int
+    left_out: str = ""  # methods left out for want of their features, and what to extract
 
     def line(self) -> str:
         run_rate = f" ({self.new / self.seconds:.2f} fits/s)" if self.new and self.seconds else ""
@@ -69,7 +70,8 @@ class CurveSummary:
         return (
             f"curve: {self.fits} fits ({self.new} run, {self.fits - self.new} kept) in "
             f"{self.seconds:.1f} s on {self.jobs} job{'s' if self.jobs > 1 else ''}{run_rate}, peak memory "
-            f"{self.peak_bytes / 2**30:.2f} GiB a process{notes}{kept} -> {self.output}, {self.plot}"
+            f"{self.peak_bytes / 2**30:.2f} GiB a process{notes}{kept}{self.left_out} -> "
+            f"{self.output}, {self.plot}"
         )
 
 
@@ -189,15 +191,12 @@ def _fits_of(task: Task, config: CurveConfig, first_round: dict[int, int]) -> in
 
 def run(config: CurveConfig) -> CurveSummary:
     started = time.perf_counter()
-    methods = {
-        name: open_method(
-            name,
-            method_config(config.base, name, config.method_settings.get(name)),
-            config.test_split,
-            config.schedule,
+    methods, left_out = _open_methods(config)
+    if left_out:  # the rows and the simulation of the methods that run
+        simulated = config.simulate_methods and tuple(
+            m for m in config.simulate_methods if m in methods
         )
-        for name in config.methods
-    }
+        config = replace(config, methods=tuple(methods), simulate_methods=simulated or None)
     truth = _shared_truth(list(methods.values()))
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -247,8 +246,34 @@ def run(config: CurveConfig) -> CurveSummary:
     )  # fmt: skip
     return CurveSummary(
         rows, points, len(rows), new, time.perf_counter() - started, jobs, peak, str(output),
-        str(plot), len(others),
+        str(plot), len(others), left_out,
     )  # fmt: skip
+
+
+def _open_methods(config: CurveConfig) -> tuple[dict[str, CurveMethod], str]:
+    """The caches of each method; with `skip_unextracted` (the default heads), a method whose
+    feature grid no split was extracted on is left out: (methods, what to extract for it)."""
+    methods, missing = {}, {}
+    for name in config.methods:
+        fit = method_config(config.base, name, config.method_settings.get(name))
+        try:
+            methods[name] = open_method(name, fit, config.test_split, config.schedule)
+        except CacheError:
+            named = name in (config.simulate_methods or ())  # --simulate-heads asked for it
+            if not config.skip_unextracted or named or fit.grid.kind == config.base.grid.kind:
+                raise
+            missing.setdefault(fit.grid.kind, []).append(name)
+    if not methods:
+        raise CacheError(
+            f"{config.base.cache_dir}: no method's features are extracted; run pipeline extract first"
+        )
+    splits = f"--split {config.base.split} and --split {config.test_split}"
+    left_out = "".join(
+        f"; {', '.join(names)} left out: no --grid {kind} features (pipeline extract {splits} "
+        f"--grid {kind}, a minute or less, then run curve again)"
+        for kind, names in missing.items()
+    )
+    return methods, left_out
 
 
 def _with_columns(rows: list[dict]) -> list[dict]:

@@ -15,6 +15,8 @@ from pipeline.cli.options import (
 )
 from pipeline.config import PROTOCOLS, SCHEDULES, STRATEGIES, CurveConfig
 
+DEFAULT_HEADS = "mlp,svm,weak,whole-svm"
+
 
 @click.command("curve")
 @config_file
@@ -23,8 +25,9 @@ from pipeline.config import PROTOCOLS, SCHEDULES, STRATEGIES, CurveConfig
 @head
 @click.option(
     "--heads",
-    default="mlp,svm,weak,whole-svm",
-    help="Methods to fit: mlp, svm, weak (patch grid), whole-svm (--grid whole features), comma-separated.",
+    default=None,
+    help="Methods to fit: mlp, svm, weak (patch grid), whole-svm (--grid whole features), "
+    "comma-separated [default: all four, leaving out those whose grid is not extracted].",
 )
 @method_config
 @click.option(
@@ -82,8 +85,9 @@ def command(heads, method_configs, test_split, shots, images, seeds, protocol, s
             simulate_heads, batch, up_to, jobs, output, plot, **opts) -> None:  # fmt: skip
     """AP on the test split against labelled training images, for each head, seeded draws.
 
-    Extract trainval and the test split first (and --grid whole for whole-svm); --head is
-    ignored: --heads names the methods.
+    Extract trainval and the test split first (and --grid whole for whole-svm: without it,
+    the default heads leave whole-svm out and say so); --head is ignored: --heads names the
+    methods.
     """
     from pipeline.training.budgets import parse_counts
     from pipeline.training.methods import method_names
@@ -93,8 +97,9 @@ def command(heads, method_configs, test_split, shots, images, seeds, protocol, s
     n, all_images = parse_counts(images, "--images")
     strategies = tuple(dict.fromkeys(s.strip() for s in simulate.split(",") if s.strip()))
     config = CurveConfig(
-        fit_config(opts), method_names(heads, "--heads"), method_settings(method_configs),
-        test_split, k, n, all_shots or all_images, seeds, protocol, schedule, strategies,
+        fit_config(opts), method_names(heads or DEFAULT_HEADS, "--heads"),
+        method_settings(method_configs), test_split, heads is None, k, n, all_shots or all_images,
+        seeds, protocol, schedule, strategies,
         method_names(simulate_heads, "--simulate-heads") if simulate_heads else None,
         batch, up_to, jobs, output, plot,
     )  # fmt: skip

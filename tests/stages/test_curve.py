@@ -255,3 +255,21 @@ def test_suggest_keeps_pool_photos_named_like_training_images(tree, tmp_path):
     chosen = {r["image"] for r in read_rows(csv_path)}
     assert chosen == {f"{n:06d}" for n in range(1, 13)}, chosen
     assert "12 of 12 pool images" in out and "1 pool image is a training image" in out, out
+
+
+def test_curve_with_its_default_heads_runs_those_whose_grid_is_extracted(tmp_path):
+    """Issue 26: a user who extracted the patch grid only, as the README shows, was refused
+    for want of the whole-image SVM's features. The default heads now run the three patch
+    heads and say what to extract for whole-svm; a head asked for by name is still refused."""
+    voc = make_shapes_voc(tmp_path / "data", n_trainval=12, n_test=6)
+    common = extract(voc, tmp_path / "cache", grids=("patches",))
+    out = tmp_path / "curve.csv"
+    args = ["curve", *common, *FAST, "--shots", "all", "--seeds", "1", "--output", str(out)]
+    code, text = invoke(*args)
+    assert code == 0, text
+    assert {r["method"] for r in read_rows(out)} == {"patches-mlp", "patches-svm", "patches-weak"}
+    summary = text.strip().splitlines()[-1]
+    assert "whole-svm left out: no --grid whole features (pipeline extract --split trainval " \
+        "and --split test --grid whole" in summary, summary  # fmt: skip
+    code, text = invoke(*args, "--heads", "mlp,whole-svm")
+    assert code == 2 and "no 'trainval' features with these settings" in text, text

@@ -15,18 +15,30 @@ loop cannot have, e.g. one request's decode beside another's net).
    after one warm-up request per client; requests/s over the wall time, p50 and p95 of each
    request's latency (send to last byte), and requests/s over the in-process photos/s.
 
+3. the abuse row, per split: --abuse-clients clients as in 2 while --stalled sockets hold a
+   request each that sent its headers and no body (as many as the server's --max-pending,
+   by default: before issue 26 they took every slot and real uploads got 503), reopened as
+   the server answers them 408, and one client posts thin PNGs (400x2, 32x4) --thin-rate
+   times a second (each refused with 422 from its header); requests/s and p95 of the real
+   clients over those of the same clients without abuse (1.0: the abuse costs them nothing).
+
 The clients run on the same machine as the server and take some of its CPU (httpx, a few
 ms a request): on a small machine the ratios are a lower bound. With --maps every request
 also asks for the overlay (?maps=1): score maps, drawing and a PNG in base64.
 
     .venv/bin/python bench/serve_load.py model/
     .venv/bin/python bench/serve_load.py model/ --images 24 --requests 48 --workers-threads 1,2
+    .venv/bin/python bench/serve_load.py model/ --clients 4 --stalled 64 --thin-rate 10
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +49,9 @@ from pathlib import Path
 import click
 import httpx
 import numpy as np
+from PIL import Image
 
+from pipeline.config import ServeConfig
 from pipeline.deploy.runtime import Model
 
 DEFAULT_PHOTOS = (
@@ -108,6 +122,69 @@ def load(url: str, photos: list[tuple[str, bytes]], clients: int, requests: int,
     return len(latencies) / seconds, np.array(latencies)
 
 
+def thin_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class Abuse:
+    """While open: `stalled` connections that sent a POST's headers and no body (each reopened
+    once the server answers it), and one client posting thin PNGs `rate` times a second;
+    counts the status of every answer they get."""
+
+    def __init__(self, url: str, stalled: int, rate: float):
+        self.url, self.port, self.stalled, self.rate = url, httpx.URL(url).port, stalled, rate
+        self.statuses: dict[int | str, int] = {}
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.hold), threading.Thread(target=self.thin)]
+
+    def __enter__(self) -> Abuse:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def count(self, status: int | str) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def open(self) -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", self.port))
+        connection.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Content-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")  # fmt: skip
+        return connection
+
+    def hold(self) -> None:
+        """Keep `stalled` bodies stalled; a connection the server answered is counted by its
+        status (or "closed" when it closed without one) and replaced."""
+        held = [self.open() for _ in range(self.stalled)]
+        while not self.stop.is_set():
+            for connection in select.select(held, [], [], 0.5)[0]:
+                answer = connection.recv(65536)
+                self.count(int(answer.split()[1]) if answer else "closed")
+                connection.close()
+                held[held.index(connection)] = self.open()
+        for connection in held:
+            connection.close()
+
+    def thin(self) -> None:
+        """Thin PNGs, alternately 400x2 and 32x4, at `rate` a second."""
+        photos = [thin_png(400, 2), thin_png(32, 4)]
+        with httpx.Client(base_url=self.url, timeout=300) as client:
+            for i in itertools.count():
+                if self.stop.wait(1 / self.rate):
+                    return
+                response = client.post("predict", files={"file": ("thin.png", photos[i % 2])})
+                self.count(response.status_code)
+
+    def summary(self) -> str:
+        return ", ".join(f"{status}: {n}" for status, n in sorted(self.statuses.items(), key=str))
+
+
 @click.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--photos", "photo_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -122,8 +199,14 @@ def load(url: str, photos: list[tuple[str, bytes]], clients: int, requests: int,
 @click.option("--workers-threads", "splits", default="2", show_default=True,
               help="The server's prediction threads; a list runs each (e.g. 1,2).")  # fmt: skip
 @click.option("--maps", is_flag=True, help="Every request asks for the overlay too (?maps=1).")
+@click.option("--abuse-clients", type=int, default=4, show_default=True,
+              help="Real clients of the abuse row (0: no abuse row).")  # fmt: skip
+@click.option("--stalled", type=int, default=ServeConfig.max_pending, show_default=True,
+              help="Stalled bodies held during the abuse row.")  # fmt: skip
+@click.option("--thin-rate", type=float, default=10.0, show_default=True,
+              help="Thin PNGs posted a second during the abuse row.")  # fmt: skip
 def main(folder: Path, photo_dir: Path, images: int, requests: int, clients: str, splits: str,
-         maps: bool) -> None:  # fmt: skip
+         maps: bool, abuse_clients: int, stalled: int, thin_rate: float) -> None:  # fmt: skip
     paths = sorted(photo_dir.glob("*.jpg"))[:images]
     if not paths:
         raise SystemExit(f"{photo_dir}: no .jpg photos")
@@ -136,14 +219,33 @@ def main(folder: Path, photo_dir: Path, images: int, requests: int, clients: str
     for threads in (int(t) for t in splits.split(",")):
         server, url = start_server(folder, threads)
         try:
+            rows = {}
             for n in (int(c) for c in clients.split(",")):
-                rate, latencies = load(url, photos, n, requests, maps)
-                p50, p95 = np.percentile(latencies, [50, 95]) * 1000
-                print(f"{threads:>7} {n:>7} {len(latencies):>8} {rate:>7.2f} {p50:>7.0f} "
-                      f"{p95:>7.0f} {rate / baseline:>12.2f}")  # fmt: skip
+                rows[n] = row(threads, n, *load(url, photos, n, requests, maps), baseline)
+            if abuse_clients:
+                if abuse_clients not in rows:
+                    rows[abuse_clients] = row(
+                        threads, abuse_clients, *load(url, photos, abuse_clients, requests, maps),
+                        baseline,
+                    )  # fmt: skip
+                with Abuse(url, stalled, thin_rate) as abuse:
+                    measured = load(url, photos, abuse_clients, requests, maps)
+                rate, p95 = row(threads, f"{abuse_clients}+abuse", *measured, baseline)
+                quiet_rate, quiet_p95 = rows[abuse_clients]
+                print(f"  abuse: {stalled} stalled bodies, thin PNGs at {thin_rate:g}/s; answers "
+                      f"{abuse.summary()}; against {abuse_clients} clients without: "
+                      f"req/s x{rate / quiet_rate:.2f}, p95 x{p95 / quiet_p95:.2f}")  # fmt: skip
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
+
+
+def row(threads: int, clients, rate: float, latencies: np.ndarray, baseline: float):
+    """Print one row of the table; (requests/s, p95 seconds)."""
+    p50, p95 = np.percentile(latencies, [50, 95]) * 1000
+    print(f"{threads:>7} {clients!s:>7} {len(latencies):>8} {rate:>7.2f} {p50:>7.0f} "
+          f"{p95:>7.0f} {rate / baseline:>12.2f}")  # fmt: skip
+    return rate, p95 / 1000
 
 
 if __name__ == "__main__":

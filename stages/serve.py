@@ -66,7 +66,8 @@ def _model_folder(config: ServeConfig, ready: Callable[[str], None]) -> Path:
             ready(f"{str(exc).removesuffix(f'; {FIX}')}; exporting the head again")
     from pipeline.deploy.export import export_head  # torch: only to export
 
-    ready(export_head(ExportConfig(head=str(head), output=str(folder))).line())
+    exported = export_head(ExportConfig(head=str(head), output=str(folder)))
+    ready(f"export: {exported.head} ({exported.mode} mode, {exported.precision}) -> {folder}/")
     return folder
 
 

@@ -4,7 +4,6 @@ the crop, the shared mode's pooled cells and the head's layers; model.json says 
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,27 +23,20 @@ from pipeline.predict import Predictor, load_head
 
 
 @dataclass(frozen=True)
-class ExportSummary:
+class Exported:
+    """What an export wrote: the head, its net's mode and precision, and the folder's files."""
+
     head: str
     mode: str
     precision: str
     classes: int
     files: dict[str, int]  # name -> bytes
     output: str
-    seconds: float
-
-    def line(self) -> str:
-        sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in self.files.items())
-        return (
-            f"export: {self.head} ({self.mode} mode, {self.precision}, {self.classes} classes) in "
-            f"{self.seconds:.1f} s -> {self.output}/ ({sizes}, {MANIFEST})"
-        )
 
 
-def export_head(config: ExportConfig) -> ExportSummary:
+def export_head(config: ExportConfig) -> Exported:
     """Write the model folder of `config.head` into `config.output` (graphs first, model.json
     with their SHA-256 last: a folder cut short is refused on load, never half used)."""
-    started = time.perf_counter()
     output = Path(config.output)
     if output.exists() and any(output.iterdir()) and not is_model_folder(output):
         raise CacheError(f"{output}: not empty and not a model folder; pass a new --output DIR")
@@ -59,12 +51,10 @@ def export_head(config: ExportConfig) -> ExportSummary:
         write_atomically(output / name, model.SerializeToString())
         files[name] = sha256(output / name)
     write_json(output / MANIFEST, _manifest(predictor, files), sort_keys=False)
-    return ExportSummary(
+    return Exported(
         head=str(predictor.path), mode=predictor.backbone.mode,
-        precision=predictor.backbone.precision,
-        classes=len(predictor.classes),
-        files={name: (output / name).stat().st_size for name in built},
-        output=str(output), seconds=time.perf_counter() - started,
+        precision=predictor.backbone.precision, classes=len(predictor.classes),
+        files={name: (output / name).stat().st_size for name in built}, output=str(output),
     )  # fmt: skip
 
 

@@ -66,7 +66,7 @@ def build_report(config: ReportConfig) -> Report:
 def _image_paths(run: Run, data: str | None) -> tuple[dict | None, str]:
     """image id -> file of a run's images (from its dataset: `data`, else the one its sidecar
     recorded), or None and the reason there is none."""
-    config = run.sidecar.get("config", {})
+    config = run.sidecar.get("config") or {}
     spec = data or config.get("data") or config.get("voc_root")
     if not spec:
         return None, "no dataset known (pass --data)"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DataError
+from pipeline.config import TaskConfig
+from pipeline.errors import DataError, MidlevelError
 from pipeline.evaluation.metrics import mean_ap
 from pipeline.evaluation.scoring import ScoreResult
 from pipeline.reporting.provenance import (
@@ -93,7 +94,7 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     return Run(
         name=name
         or (sidecar.get("head") or {}).get("head")
-        or sidecar.get("config", {}).get("head")
+        or (sidecar.get("config") or {}).get("head")
         or path.stem,
         ap_csv=path,
         classes=classes,
@@ -201,11 +202,39 @@ def _read_scores(
     return [row[0] for row in body], values[:, :n], truth.astype(np.int8)
 
 
+# What report reads from a run's sidecar, and the JSON type each must have (or be absent);
+# a parent comes before its fields.
+SIDECAR_TYPES = {
+    "config": dict, "config.backbone": dict, "config.grid": dict, "config.task": dict,
+    "config.data": str, "config.voc_root": str, "config.image_dir": str, "config.split": str,
+    "config.train_split": str, "config.head": str, "head": dict, "head.head": str,
+    "head.params": dict, "digest": str, "code_version": str, "created": str,
+}  # fmt: skip
+FIX = "delete it to report the run without settings, or score the run again"
+
+
 def _read_sidecar(path: Path) -> dict:
+    """The run's sidecar, each field report reads checked against the type it must have."""
+    where = sidecar_path(path)
     try:
-        return read_sidecar(path)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{sidecar_path(path)}: not valid JSON ({exc.msg}); delete it to report the run "
-            "without settings"
-        ) from None
+        payload = read_sidecar(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{where}: not valid JSON ({type(exc).__name__}); {FIX}") from None
+    if not isinstance(payload, dict):
+        raise DataError(f"{where}: a JSON {type(payload).__name__}, not an object; {FIX}")
+    for name, kind in SIDECAR_TYPES.items():
+        *parents, leaf = name.split(".")
+        holder = payload
+        for parent in parents:
+            holder = holder.get(parent) or {}
+        value = holder.get(leaf)
+        if value is not None and not isinstance(value, kind):
+            shown = json.dumps(value)[:40]
+            kind_name = "an object" if kind is dict else "a string"
+            raise DataError(f"{where}: its {name} is {shown}, not {kind_name}; {FIX}")
+    task = (payload.get("config") or {}).get("task")
+    try:
+        TaskConfig(**(task or {}))
+    except (TypeError, MidlevelError) as exc:
+        raise DataError(f"{where}: its config.task is not a task ({exc}); {FIX}") from None
+    return payload

@@ -1,9 +1,12 @@
 import csv
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline.config import ReportConfig
@@ -310,3 +313,43 @@ def test_contact_sheet_names_a_missing_image(tmp_path, two_runs, voc):
     missing.unlink()
     with pytest.raises(DataError, match=f"^{missing}: image not found"):
         contact_sheet(load_run(two_runs[0]), image_paths(voc), tmp_path / "sheet.png")
+
+
+SIDECAR_FIELDS = [
+    ("config",), ("config", "backbone"), ("config", "grid"), ("config", "task"),
+    ("config", "data"), ("config", "voc_root"), ("config", "image_dir"), ("config", "split"),
+    ("config", "train_split"), ("config", "head"), ("config", "k"), ("head",),
+    ("head", "head"), ("head", "params"), ("digest",), ("code_version",), ("created",),
+]  # fmt: skip
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(), st.text(max_size=6)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+@settings(
+    derandomize=True, max_examples=150, deadline=None, database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)  # fmt: skip
+@given(field=st.sampled_from(SIDECAR_FIELDS), value=json_values)
+def test_a_tampered_sidecar_field_is_one_line_or_a_report(tmp_path, voc, field, value):
+    """Issue 26: every field report reads from a run's sidecar (ap.json) is checked against
+    what it claims: a report of the run, or one line naming the sidecar and the field."""
+    directory = Path(tempfile.mkdtemp(dir=tmp_path))
+    ap_csv = write_run(directory / "run", "mlp", SCORES["mlp"], TRUTH, voc_root=voc)
+    sidecar = ap_csv.with_suffix(".json")
+    payload = json.loads(sidecar.read_text())
+    holder = payload
+    for key in field[:-1]:
+        holder = holder[key]
+    holder[field[-1]] = value
+    sidecar.write_text(json.dumps(payload))
+    try:
+        summary = report.run(ReportConfig(runs=(str(ap_csv),), output=str(directory / "out")))
+    except DataError as exc:
+        message = str(exc)
+        assert message.startswith(f"{sidecar}: ") and "\n" not in message, message
+        assert ".".join(field) in message or field[0] in message, message
+        return
+    assert (directory / "out" / "results.md").is_file(), summary

@@ -6,6 +6,7 @@ settings, both caches' data, the budget and the seed, so that a rerun keeps fini
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import time
@@ -146,6 +147,26 @@ def _row(method, config, task, truth, measured: Measured, fit_round: int | None)
     return row | {"key": _key(method, config, task, **more)}
 
 
+def _measured(row: dict) -> bool:
+    """Whether a finished row holds what curve writes: each AP and the mAP in [0, 100] (the
+    mAP blank only with a note saying why), whole counts; an edited or damaged row is
+    fitted again, not reused."""
+    percents = [v for k, v in row.items() if k.startswith("ap_") or k == "map"]
+    counts = [v for k, v in row.items() if k.startswith("positives_") or k in ("images", "seed")]
+    return (
+        all(v == "" or 0 <= _number(v) <= 100 for v in percents)
+        and (row.get("map") != "" or bool(row.get("note")))
+        and all(str(v).isdigit() for v in counts)
+    )
+
+
+def _number(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _shared_truth(methods: list[CurveMethod]) -> SplitTruth:
     """The image labels every head's draws come from; refuses heads whose training caches
     hold different images (their draws would differ)."""
@@ -209,7 +230,8 @@ def run(config: CurveConfig) -> CurveSummary:
             _key(method, config, task) if task.arm == BUDGET_ARM else _arm_key(method, config, task)
         )
     wanted = set(keys.values())
-    done = [r for r in earlier if _task_key(r) in wanted]
+    damaged = {_task_key(r) for r in earlier if _task_key(r) in wanted and not _measured(r)}
+    done = [r for r in earlier if _task_key(r) in wanted - damaged]  # a damaged arm: all again
     others = [r for r in earlier if _task_key(r) not in wanted]
     finished = {_task_key(r) for r in done}
     todo = [t for t in tasks if keys[t] not in finished]

@@ -5,6 +5,7 @@ keyed by its whole fit config, the cache digest and the folds), and the best is 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -102,7 +103,25 @@ def _with_columns(rows: list[dict], columns: list[str]) -> list[dict]:
 
 
 def _best_first(rows: list[dict]) -> list[dict]:
-    return sorted(rows, key=lambda r: (-float(r["map_mean"]), float(r["map_std"])))
+    """Best mean first (then the steadier); a row whose numbers do not read goes last."""
+    return sorted(rows, key=lambda r: (-_finite(r.get("map_mean")), _finite(r.get("map_std"))))
+
+
+def _finite(text) -> float:
+    """A cell as a number, -inf where it is none (or not finite)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return -math.inf
+    return value if math.isfinite(value) else -math.inf
+
+
+def _measured(row: dict, folds: int) -> bool:
+    """Whether a finished row holds what a sweep writes: a finite mean and spread, and one
+    finite mAP per fold; another row (edited, damaged) is measured again, not reused."""
+    fold_maps = str(row.get("map_folds") or "").split(";")
+    numbers = [row.get("map_mean"), row.get("map_std"), *fold_maps]
+    return len(fold_maps) == folds and all(math.isfinite(_finite(v)) for v in numbers)
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -126,9 +145,9 @@ def run(config: SweepConfig) -> SweepSummary:
     keys = [
         setting_key(apply_setting(config.base, s), cache, config.folds) for s in config.settings
     ]
-    done = {r["key"]: r for r in earlier if r["key"] in keys}
+    done = {r["key"]: r for r in earlier if r.get("key") in keys and _measured(r, config.folds)}
     rows = [done[k] for k in keys if k in done]
-    others = [r for r in earlier if r["key"] not in done]  # other sweeps' rows stay in the file
+    others = [r for r in earlier if r.get("key") not in keys]  # other sweeps' rows stay
     columns = [*names, *FIXED_COLUMNS]  # every sweep's setting columns, blank where unset
     rows, others = _with_columns(rows, columns), _with_columns(others, columns)
     todo = [(s, k) for s, k in zip(config.settings, keys, strict=True) if k not in done]

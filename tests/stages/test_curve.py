@@ -273,3 +273,29 @@ def test_curve_with_its_default_heads_runs_those_whose_grid_is_extracted(tmp_pat
         "and --split test --grid whole" in summary, summary  # fmt: skip
     code, text = invoke(*args, "--heads", "mlp,whole-svm")
     assert code == 2 and "no 'trainval' features with these settings" in text, text
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("map", "nan"), ("map", "lots"), ("map", "250"), ("ap_car", "x"), ("images", "-3")],
+)
+def test_a_tampered_curve_row_is_measured_again_not_reused(tree, tmp_path, column, value):
+    """Issue 26: a finished row is reused only when it holds what curve writes (APs and mAP
+    in [0, 100] or blank with a note, whole counts); an edited or damaged one is fitted again."""
+    _, _, common = tree
+    out = tmp_path / "curve.csv"
+    args = ["curve", *common, *FAST, "--heads", "svm", "--shots", "1,all", "--seeds", "2",
+            "--output", str(out)]  # fmt: skip
+    code, text = invoke(*args)
+    assert code == 0 and "(4 run, 0 kept)" in text, text
+    first = read_rows(out)
+    rows = [dict(r) for r in first]
+    rows[0][column] = value
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code, text = invoke(*args)
+    assert code == 0 and "(1 run, 3 kept)" in text, text
+    again = {r["key"]: r for r in read_rows(out)}
+    assert {k: r["map"] for k, r in again.items()} == {r["key"]: r["map"] for r in first}

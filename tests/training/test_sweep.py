@@ -407,3 +407,27 @@ def test_folds_without_background_or_sampled_positives_are_refused(
     assert code == 2 and "Traceback" not in out and "nan" not in out, out
     (line,) = error_lines(out)
     assert message in line, line
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("map_mean", "nan"), ("map_mean", "lots"), ("map_std", ""), ("map_folds", "1;2;x"),
+     ("map_folds", "50.00")],
+)  # fmt: skip
+def test_a_tampered_sweep_row_is_measured_again_not_reused(swept, column, value):
+    """Issue 26: a finished row is reused only when its numbers are what a sweep writes
+    (finite means, one mAP per fold); a row edited or damaged is measured again."""
+    out, args, _ = swept
+    rows = read_rows(out)
+    original = {r["key"]: dict(r) for r in rows}
+    rows[0][column] = value
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code, text = invoke(*args)
+    assert code == 0 and "(1 run, 3 kept)" in text, text
+    again = {r["key"]: r for r in read_rows(out)}
+    assert again.keys() == original.keys()
+    for key, row in original.items():
+        assert again[key]["map_mean"] == row["map_mean"]

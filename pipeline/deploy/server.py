@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
 from tempfile import SpooledTemporaryFile
+from typing import BinaryIO
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -141,10 +141,13 @@ def create_app(
                 upload = await _upload(request, stack)
             finally:
                 state["reading"] -= 1
+            name = upload.filename or "upload"
+            _check_pixels(model, upload.file, name)  # not queued behind predictions to refuse
+            await upload.seek(0)
             _admit(state, max_pending)
             state["pending"] += 1
             try:
-                data, name = await upload.read(), upload.filename or "upload"
+                data = await upload.read()
                 loop = asyncio.get_running_loop()
                 body = await loop.run_in_executor(pool, _answer, model, data, name, top, maps)
             finally:
@@ -168,7 +171,6 @@ def _admit(state: dict, max_pending: int) -> None:
 
 def _answer(model, data: bytes, name: str, top: int, maps: bool) -> dict:
     """The JSON of one photo's prediction (in a pool thread: decode, net, pooling, overlay)."""
-    _check_pixels(model, data, name)
     try:
         p = model.predict(data, name=name)
     except DataError as exc:
@@ -186,13 +188,14 @@ def _answer(model, data: bytes, name: str, top: int, maps: bool) -> dict:
     return body
 
 
-def _check_pixels(model, data: bytes, name: str) -> None:
-    """422 from the photo's header, before a pixel is decoded: over PIL's MAX_IMAGE_PIXELS
+def _check_pixels(model, file: BinaryIO, name: str) -> None:
+    """422 from the photo's header (read from `file`), before a pixel is decoded and before
+    the photo waits for a prediction thread: over PIL's MAX_IMAGE_PIXELS
     (PIL refuses twice that, but between 1x and 2x, 89-179 megapixels, it only warns and
     would decode it), or over the work one photo may cost on the model's grid (a 78-byte
     32x4 PNG made a shared-mode model take 5 GiB: features/work.py)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(file) as image:
             width, height = image.size
     except READ_ERRORS:
         return  # the runtime reads it again and says why it cannot

@@ -353,6 +353,20 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(model, exported, caplog):
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 
 
+def test_a_photo_over_the_limits_is_refused_without_waiting_for_a_thread(model, exported):
+    """Its header is read before admission: a thin PNG gets 422 while the one thread and
+    the one --max-pending slot are busy, not 503 nor a wait."""
+    gated = Gated(model)
+    app = create_app(gated, max_pending=1, threads=1)
+    with TestClient(app) as client, ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(upload, client, exported["photos"][0])
+        assert gated.entered.wait(30)
+        thin = client.post("/predict", files={"file": ("t.png", png_of_size(400, 2))})
+        assert thin.status_code == 422 and "over the limit of" in thin.json()["detail"]
+        gated.gate.set()
+        assert first.result().status_code == 200
+
+
 def test_threads_share_the_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     assert split_threads() == (2, 4) and split_threads(3) == (3, 2) and split_threads(16) == (16, 1)
@@ -417,8 +431,8 @@ def test_a_head_is_exported_once_beside_its_file_and_served(exported, model, tmp
         try:
             if run == "exports":
                 assert len(lines) == 2 and lines[0].startswith("export: "), lines
-                folder = re.escape(str(heads / "svm-model"))
-                assert re.search(rf"-> {folder}/ \(crop\.onnx [\d.]+ MB, model\.json\)$", lines[0])
+                head, folder = heads / "svm.safetensors", heads / "svm-model"
+                assert lines[0] == f"export: {head} (crop mode, fp32) -> {folder}/", lines
             else:
                 assert len(lines) == 1, lines
             assert lines[-1].startswith(f"serve: {heads / 'svm-model'} (3 classes")

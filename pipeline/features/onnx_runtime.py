@@ -90,7 +90,7 @@ def onnx_part(module: torch.nn.Module, key: dict, example: torch.Tensor, dynamic
     """The ONNX Runtime twin of `module` (exported now if the model cache lacks a sound
     copy), or None with one warning line when this net does not export."""
     path = model_cache_dir() / f"{key['name']}-{key['part']}-{_key_digest(key)}.onnx"
-    problem = _unsound(path, key)
+    problem = unsound(path, key)
     if problem is None:
         try:
             return OrtPart(path)
@@ -111,10 +111,11 @@ def onnx_part(module: torch.nn.Module, key: dict, example: torch.Tensor, dynamic
         return None
 
 
-def _unsound(path: Path, key: dict) -> str | None:
-    """Why the model cache's file at `path` cannot serve as `key`'s part: damaged
-    (io.recorded_damage), or sound but its record is of another net, weights, input size or
-    part than the key its name stands for (a file copied or renamed there); None if it can."""
+def unsound(path: Path, key: dict) -> str | None:
+    """Why the model cache's file at `path` cannot serve as `key`'s (a part: its net,
+    weights, input size and part; an int8 twin: its calibration, recipe and fp32 part):
+    damaged (io.recorded_damage), or sound but its record names another key than its file
+    name stands for (a file copied or renamed there); None if it can."""
     problem = recorded_damage(path)
     if problem is not None:
         return problem

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ import numpy as np
 from pipeline.config import GridConfig
 from pipeline.datasets.base import keep_by_role
 from pipeline.errors import BackboneUnavailable
-from pipeline.io import atomic_path, file_digest, json_digest, recorded_damage, write_json
+from pipeline.io import atomic_path, file_digest, json_digest, write_json
 
 # What the fingerprint of int8 features names: a change of recipe is a new cache.
 RECIPE = "qdq-minmax-perchannel-firstlastfloat/1"
@@ -38,9 +39,15 @@ def quantized_path(fp32_path: Path, calibration: str) -> Path:
 def quantize_part(fp32_path: Path, calibration: str, batches: Iterable[np.ndarray]) -> Path:
     """The int8 twin of `fp32_path` (made now from the calibration `batches` of its input
     "x", unless the model cache holds a sound copy): its path."""
+    from pipeline.features.onnx_runtime import unsound
+
     target = quantized_path(fp32_path, calibration)
-    if recorded_damage(target) is None:
+    key = {"recipe": RECIPE, "calibration": calibration, "from": fp32_path.name}
+    problem = unsound(target, key)
+    if problem is None:
         return target
+    if problem != "missing":
+        print(f"{target}: {problem}; quantizing it again", file=sys.stderr)
     _quantize(fp32_path, target, batches)
     try:  # the fp32 part's record says which net, weights, part and input size this is
         part = json.loads(fp32_path.with_suffix(".json").read_text())
@@ -66,7 +73,8 @@ def recorded_calibration(net: str | None) -> str | None:
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and str(record.get("sha256", "")).startswith(net):
-            return record.get("calibration")
+            found = record.get("calibration")
+            return found if isinstance(found, str) else None
     return None
 
 

@@ -146,7 +146,7 @@ class Predictor:
         from pipeline.features.patches import IGNORED
 
         k = self.k if k is None else k
-        refused = {i: why for i, sample in enumerate(samples) if (why := self._refusal(sample))}
+        refused = {i: why for i, sample in enumerate(samples) if (why := self.refusal(sample))}
         patches = PatchImages(
             samples, [i for i in range(len(samples)) if i not in refused], grid=self.grid,
             rule=self.record.settings("labels"), background=IGNORED, keep_all=True,
@@ -161,7 +161,7 @@ class Predictor:
                 sample = samples[item["index"]]
                 yield self.result(sample, item["boxes"], item["features"], k)
 
-    def _refusal(self, sample: Sample) -> str | None:
+    def refusal(self, sample: Sample) -> str | None:
         """Why a readable photo is not predicted: its work on this grid is over the limit
         (known from its size, before it is decoded); None for the others."""
         if sample.error is not None:

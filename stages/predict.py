@@ -59,7 +59,8 @@ def run(config: PredictConfig) -> PredictSummary:
         source = _HeadSource(config)
     if config.maps and source.grid.kind != "patches":
         raise CacheError(f"{source.path}: a whole-image head has no patch maps; drop --maps")
-    dataset = ImageFilesDataset(list(config.sources))
+    refuse = source.predictor.refusal if config.model is None else None  # the runtime: its own
+    dataset = ImageFilesDataset(list(config.sources), refuse=refuse)
     samples = dataset.load(PREDICT_SPLIT, skip_bad=True).samples
     if config.model is not None:
         (results, skipped), cache_dir = _in_memory(config, source, samples), None

@@ -13,7 +13,9 @@ from pipeline.datasets.base import (
     IMAGE_SUFFIXES,
     OBJECT_TASK,
     Dataset,
+    Sample,
     SplitData,
+    broken,
     find_images,
     image_sample,
 )
@@ -46,7 +48,10 @@ class ImageFilesDataset(Dataset):
     kind = "images"
     has_boxes = False
 
-    def __init__(self, sources: str | Path | list):
+    def __init__(self, sources: str | Path | list, *, refuse=None):
+        """`refuse(sample)`: why a readable photo is not to be used (its work over a limit),
+        or None; such a photo is a bad one, skipped or raised as an unreadable one is."""
+        self.refuse = refuse
         sources = [str(s) for s in (sources if isinstance(sources, list | tuple) else [sources])]
         if not sources:
             raise DataError("no images given; pass image files, folders or globs")
@@ -75,5 +80,14 @@ class ImageFilesDataset(Dataset):
     def load(self, split="images", *, task=OBJECT_TASK, limit=None, skip_bad=False) -> SplitData:
         self.task_classes(task)
         pairs = list(zip(self.ids, self.files, strict=True))[:limit]
-        samples = [image_sample(i, path, skip_bad=skip_bad) for i, path in pairs]
+        samples = [self._sample(i, path, skip_bad) for i, path in pairs]
         return SplitData((), samples, None, boxes=False)
+
+    def _sample(self, sample_id: str, path: Path, skip_bad: bool) -> Sample:
+        sample = image_sample(sample_id, path, skip_bad=skip_bad)
+        why = self.refuse(sample) if self.refuse and sample.error is None else None
+        if why is None:
+            return sample
+        if not skip_bad:
+            raise DataError(why)
+        return broken(sample_id, path, why)

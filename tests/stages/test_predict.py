@@ -234,3 +234,12 @@ def test_a_thin_photo_is_refused_before_its_pixels_are_resized(fitted, tmp_path)
     assert code == 2 and str(photos / "thin.png") in line and "limit of" in line
     with pytest.raises(DataError, match=r"^array: 4x400 pixels .* over the limit of"):
         load_head(fitted["head"]).predict(np.zeros((400, 4, 3), np.uint8))
+    # through the feature cache (many photos, or --cache): refused before extraction too
+    cache = ["--cache", "--cache-dir", str(tmp_path / "cache")]
+    code, text = invoke("predict", "--head", head, "--output", str(out), *cache, str(photos))
+    assert code == 0 and "predict: 2 images (1 skipped)" in text, text
+    assert "32x4 pixels" in text and "limit of" in text
+    code, text = invoke("predict", "--head", head, "--output", str(out), *cache, "--on-error",
+                        "stop", str(photos))  # fmt: skip
+    (line,) = error_lines(text)
+    assert code == 2 and str(photos / "thin.png") in line and "limit of" in line

@@ -149,7 +149,10 @@ def ran(args: list[str]) -> tuple[int, str]:
     """(exit code, output) of a run in this process; an exception is a traceback in it."""
     result = CliRunner().invoke(cli, args)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
-        return 1, f"{result.output}\nTraceback: {type(result.exception).__name__}: {result.exception}"
+        return (
+            1,
+            f"{result.output}\nTraceback: {type(result.exception).__name__}: {result.exception}",
+        )
     return result.exit_code, result.output
 
 
@@ -255,3 +258,28 @@ def test_a_number_flag_takes_only_values_in_its_range(world, flag, raw):
         assert param.opts[-1] in error_lines(out)[0] or max(param.opts, key=len) in out, out
     else:
         assert kind == "int" or math.isfinite(value)
+
+
+def test_docs_list_every_declared_range():
+    """docs/options.md#ranges is the declarations of pipeline/config.py, row for row."""
+    from dataclasses import fields
+
+    from pipeline import config as configs
+
+    declared: dict[tuple[str, str], list[str]] = {}
+    for owner in vars(configs).values():
+        if (
+            isinstance(owner, type)
+            and issubclass(owner, configs.Settings)
+            and owner is not configs.Settings
+        ):
+            for f in fields(owner):
+                if "range" in f.metadata:
+                    text = str(f.metadata["range"]).removeprefix("give ")
+                    declared.setdefault((f.metadata["setting"] or f.name, text), []).append(
+                        owner.__name__
+                    )
+    rows = [f"| `{s}` | {r} | {', '.join(o)} |" for (s, r), o in sorted(declared.items())]
+    page = (Path(__file__).parents[2] / "docs" / "options.md").read_text()
+    table = page.split("| setting | range | declared in |\n|---|---|---|\n")[1].split("\n\n")[0]
+    assert table.strip().splitlines() == rows

@@ -46,6 +46,14 @@ def assert_same_shards(expected: Path, actual: Path) -> None:
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=name)
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """A table of dict rows, as the verbs write theirs (to tamper with a finished one)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def read_ap(path: Path) -> dict[str, float]:
     with open(path) as handle:
         return {row["class"]: float(row["ap_voc07"]) for row in csv.DictReader(handle)}

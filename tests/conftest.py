@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,23 @@ def shapes_cache(shapes_voc, tmp_path_factory) -> tuple[Path, list[str]]:
 
     cache = tmp_path_factory.mktemp("cache")
     return cache, extract_splits(shapes_voc, cache)
+
+
+@pytest.fixture(scope="session")
+def finished_split(shapes_voc, tmp_path_factory) -> Path:
+    """The split directory of a finished extract of the shapes tree's 16 test images in 4
+    shards, read-only: a test that changes it works on `copied`."""
+    from cli_helpers import extract_args, invoke
+
+    cache = tmp_path_factory.mktemp("finished")
+    code, out = invoke(*extract_args(shapes_voc, cache, "--workers", "0"))
+    assert code == 0 and "4 shards new" in out, out
+    (split_dir,) = cache.glob("test-*")
+    return split_dir
+
+
+@pytest.fixture
+def copied(finished_split, tmp_path) -> Path:
+    """A writable copy of `finished_split`'s cache; returns its split directory."""
+    shutil.copytree(finished_split.parent, tmp_path / "cache")
+    return tmp_path / "cache" / finished_split.name

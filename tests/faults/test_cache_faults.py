@@ -46,23 +46,6 @@ def wait_for(condition, process: subprocess.Popen, what: str) -> None:
         time.sleep(0.01)
 
 
-@pytest.fixture(scope="module")
-def reference(shapes_voc, tmp_path_factory) -> Path:
-    """The split directory of an uninterrupted extract: what every faulted run must end as."""
-    cache = tmp_path_factory.mktemp("reference")
-    code, out = invoke(*extract_args(shapes_voc, cache, "--workers", "0"))
-    assert code == 0 and "4 shards new" in out, out
-    (split_dir,) = cache.glob("test-*")
-    return split_dir
-
-
-@pytest.fixture
-def copied(reference, tmp_path) -> Path:
-    """A writable copy of the reference cache; returns its split directory."""
-    shutil.copytree(reference.parent, tmp_path / "cache")
-    return tmp_path / "cache" / reference.name
-
-
 # --- a bad shard: refused by name, rebuilt by a rerun -------------------------------------
 
 
@@ -90,7 +73,7 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_bad_shard_is_refused_by_name_then_rebuilt_alone(reference, copied, shapes_voc, fault):
+def test_bad_shard_is_refused_by_name_then_rebuilt_alone(finished_split, copied, shapes_voc, fault):
     """fit and score refuse a damaged shard in one line naming it, before reading any
     features; a rerun of the same extract rewrites that shard only, back to the original."""
     common = ["--split", "test", "--voc-root", str(shapes_voc), "--cache-dir", str(copied.parent),
@@ -110,10 +93,10 @@ def test_bad_shard_is_refused_by_name_then_rebuilt_alone(reference, copied, shap
     code, out = invoke(*extract_args(shapes_voc, copied.parent, "--workers", "0"))
     assert code == 0 and f"1 shards new, 3 reused, rebuilt shard-00002.h5 ({reason}" in out, out
     assert {n: (copied / n).stat().st_mtime_ns for n in untouched} == untouched
-    assert_same_shards(reference, copied)
+    assert_same_shards(finished_split, copied)
 
 
-def test_unfinished_cache_is_never_read(reference, copied, shapes_voc):
+def test_unfinished_cache_is_never_read(finished_split, copied, shapes_voc):
     """A run that died writing shard 1 left its partial temporary file and a manifest not
     marked complete: fit refuses the split, and the rerun completes it."""
     manifest = json.loads((copied / "manifest.json").read_text())
@@ -135,18 +118,20 @@ def test_unfinished_cache_is_never_read(reference, copied, shapes_voc):
     code, out = invoke(*extract_args(shapes_voc, copied.parent, "--workers", "0"))
     assert code == 0 and "3 shards new, 1 reused" in out, out
     assert not list(copied.glob("*.tmp-*"))
-    assert_same_shards(reference, copied)
+    assert_same_shards(finished_split, copied)
 
 
 # --- a full disk: one line, finished shards kept, the rerun completes -----------------------
 
 
-def test_file_size_limit_stops_in_one_line_then_rerun_completes(reference, shapes_voc, tmp_path):
+def test_file_size_limit_stops_in_one_line_then_rerun_completes(
+    finished_split, shapes_voc, tmp_path
+):
     """A real failing write: RLIMIT_FSIZE below a shard's size (above the JSON files') makes
     the kernel refuse it with EFBIG. The extract stops with one line, without a traceback,
     leaving no temporary file and a valid manifest; the same command without the limit ends
     bit-identical to an uninterrupted run."""
-    limit = (reference / "shard-00000.h5").stat().st_size // 2
+    limit = (finished_split / "shard-00000.h5").stat().st_size // 2
     args = extract_args(shapes_voc, tmp_path, "--workers", "0")
     process = subprocess.Popen(
         pipeline_process(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -155,7 +140,7 @@ def test_file_size_limit_stops_in_one_line_then_rerun_completes(reference, shape
     # its first seconds importing, long before it writes anything
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (limit, limit))
     _, err = process.communicate(timeout=300)
-    split_dir = tmp_path / reference.name
+    split_dir = tmp_path / finished_split.name
     assert process.returncode == 2, err[-2000:]
     assert "Traceback" not in err and "Exception ignored" not in err
     assert error_lines(err) == [
@@ -170,11 +155,11 @@ def test_file_size_limit_stops_in_one_line_then_rerun_completes(reference, shape
     assert json.loads((split_dir / "manifest.json").read_text())["shards"] == {}
     code, out = invoke(*args)
     assert code == 0 and "4 shards new, 0 reused" in out, out
-    assert_same_shards(reference, split_dir)
+    assert_same_shards(finished_split, split_dir)
 
 
 def test_full_disk_keeps_finished_shards_then_rerun_writes_the_rest(
-    reference, shapes_voc, tmp_path, monkeypatch
+    finished_split, shapes_voc, tmp_path, monkeypatch
 ):
     """ENOSPC on the third shard's write: the first two shards stay recorded and whole, the
     message says why and where to free space, and the rerun writes only the last two."""
@@ -188,7 +173,7 @@ def test_full_disk_keeps_finished_shards_then_rerun_writes_the_rest(
     monkeypatch.setattr("pipeline.io.os.fsync", disk_full_on_third_shard)
     args = extract_args(shapes_voc, tmp_path, "--workers", "0")
     code, out = invoke(*args)
-    split_dir = tmp_path / reference.name
+    split_dir = tmp_path / finished_split.name
     assert code == 2, out
     (line,) = error_lines(out)
     assert line.startswith(
@@ -200,16 +185,16 @@ def test_full_disk_keeps_finished_shards_then_rerun_writes_the_rest(
     monkeypatch.undo()
     code, out = invoke(*args)
     assert code == 0 and "2 shards new, 2 reused" in out, out
-    assert_same_shards(reference, split_dir)
+    assert_same_shards(finished_split, split_dir)
 
 
 @pytest.fixture
-def small_disk(reference, tmp_path):
+def small_disk(finished_split, tmp_path):
     """A real filesystem that fills up: a tmpfs room for two and a half shards (mounting
     needs root with CAP_SYS_ADMIN; skipped elsewhere, the injected ENOSPC above still runs)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    size = int(2.5 * (reference / "shard-00000.h5").stat().st_size)
+    size = int(2.5 * (finished_split / "shard-00000.h5").stat().st_size)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode:
@@ -218,13 +203,13 @@ def small_disk(reference, tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_real_full_disk_then_rerun_after_freeing_space(reference, shapes_voc, small_disk):
+def test_real_full_disk_then_rerun_after_freeing_space(finished_split, shapes_voc, small_disk):
     """The kernel's own ENOSPC on the third shard: one line naming the shard and the
     filesystem to free space on, two shards kept; after growing the filesystem the same
     command writes the other two, bit-identical to an uninterrupted run."""
     args = extract_args(shapes_voc, small_disk, "--workers", "0")
     code, out = invoke(*args)
-    split_dir = small_disk / reference.name
+    split_dir = small_disk / finished_split.name
     assert code == 2, out
     assert error_lines(out) == [
         f"error: {split_dir / 'shard-00002.h5'}: cannot write it (No space left on device); "
@@ -235,13 +220,13 @@ def test_real_full_disk_then_rerun_after_freeing_space(reference, shapes_voc, sm
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     code, out = invoke(*args)
     assert code == 0 and "2 shards new, 2 reused" in out, out
-    assert_same_shards(reference, split_dir)
+    assert_same_shards(finished_split, split_dir)
 
 
 # --- two writers ------------------------------------------------------------------------------
 
 
-def test_second_writer_process_is_refused_naming_the_first(reference, shapes_voc, tmp_path):
+def test_second_writer_process_is_refused_naming_the_first(finished_split, shapes_voc, tmp_path):
     """While one extract process holds the cache, another exits at once with one line naming
     the directory and the holder's pid; once the holder is killed (-9), extract takes the lock
     and completes. The holder is stopped (SIGSTOP) while locked, so no machine is too fast."""
@@ -249,7 +234,7 @@ def test_second_writer_process_is_refused_naming_the_first(reference, shapes_voc
     first = subprocess.Popen(
         pipeline_process(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    split_dir, holder = tmp_path / reference.name, f"pid {first.pid} on {socket.gethostname()}"
+    split_dir, holder = tmp_path / finished_split.name, f"pid {first.pid} on {socket.gethostname()}"
     lock = split_dir / ".lock"
     try:
         wait_for(lambda: lock.is_file() and lock.read_text() == holder, first, "lock taken")
@@ -269,18 +254,18 @@ def test_second_writer_process_is_refused_naming_the_first(reference, shapes_voc
     code, out = invoke(*args)
     assert code == 0, out
     assert lock.read_text() == f"pid {os.getpid()} on {socket.gethostname()}"
-    assert_same_shards(reference, split_dir)
+    assert_same_shards(finished_split, split_dir)
 
 
-def test_lock_file_of_a_dead_process_does_not_block(reference, shapes_voc, tmp_path):
+def test_lock_file_of_a_dead_process_does_not_block(finished_split, shapes_voc, tmp_path):
     """The pid in .lock is only shown to users: the flock, which the kernel drops when its
     process dies, is what excludes, so a leftover lock file never blocks a run."""
-    split_dir = tmp_path / reference.name
+    split_dir = tmp_path / finished_split.name
     split_dir.mkdir()
     (split_dir / ".lock").write_text(f"pid 999999 on {socket.gethostname()}")
     code, out = invoke(*extract_args(shapes_voc, tmp_path, "--workers", "0"))
     assert code == 0 and "4 shards new" in out, out
-    assert_same_shards(reference, split_dir)
+    assert_same_shards(finished_split, split_dir)
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------
@@ -343,7 +328,7 @@ def sigint_not_ignored():
     ],
 )
 def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(
-    reference, shapes_voc, tmp_path, workers, how
+    finished_split, shapes_voc, tmp_path, workers, how
 ):
     """SIGINT after the first shard: exit 130 with one "interrupted:" line and no traceback,
     no temporary file, the finished shards kept; the same command then completes the cache.
@@ -359,7 +344,7 @@ def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(
             text=True,
             start_new_session=how == "process-group",
         )
-    split_dir = tmp_path / reference.name
+    split_dir = tmp_path / finished_split.name
     wait_for(lambda: recorded(split_dir), process, "shard finished")
     stopped = worker_pids(process.pid) if how == "main-pid-mid-transfer" else []
     try:
@@ -381,10 +366,10 @@ def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(
     assert kept and not list(split_dir.glob("*.tmp-*"))
     assert sorted(p.name for p in split_dir.glob("shard-*")) == sorted(kept)
     for name in kept:
-        assert shard_problem(split_dir / name, reference.name.split("-")[1]) is None
+        assert shard_problem(split_dir / name, finished_split.name.split("-")[1]) is None
     code, out = invoke(*args)
     assert code == 0 and f"{4 - len(kept)} shards new, {len(kept)} reused" in out, out
-    assert_same_shards(reference, split_dir)
+    assert_same_shards(finished_split, split_dir)
 
 
 # --- a head from other features -------------------------------------------------------------

@@ -56,15 +56,6 @@ def test_a_head_setting_out_of_range_is_refused_and_saves_nothing(
     assert head_files(copy) == before
 
 
-@pytest.fixture(scope="module")
-def finished(shapes_voc, tmp_path_factory):
-    """The test split of the shapes tree extracted whole: 4 shards of 4 images."""
-    cache = tmp_path_factory.mktemp("finished")
-    code, out = invoke(*extract_args(shapes_voc, cache, "--workers", "0"))
-    assert code == 0, out
-    return cache
-
-
 @pytest.mark.parametrize(
     ("flag", "value"),
     [
@@ -81,10 +72,10 @@ def finished(shapes_voc, tmp_path_factory):
     ],
 )
 def test_an_extract_setting_out_of_range_is_refused_and_keeps_every_shard(
-    shapes_voc, finished, tmp_path, flag, value
+    shapes_voc, finished_split, tmp_path, flag, value
 ):
     cache = tmp_path / "cache"
-    shutil.copytree(finished, cache)
+    shutil.copytree(finished_split.parent, cache)
     shards = {p: p.read_bytes() for p in cache.glob("test-*/shard-*.h5")}
     assert len(shards) == 4
     args = extract_args(shapes_voc, cache, "--workers", "0")

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cli_helpers import SMALL, error_lines, invoke
+from cli_helpers import SMALL, error_lines, invoke, write_rows
 from PIL import Image
 from synthetic_voc import make_shapes_voc
 
@@ -105,15 +105,21 @@ def test_budgets_too_small_for_a_head_are_reported_in_their_row(tree, tmp_path):
     assert "fits the budget could not support" in text
 
 
+def svm_curve(common: list[str], out: Path) -> list[str]:
+    """The arguments of a small SVM curve (shots 1 and all, two seeds), run once: 4 fits."""
+    args = ["curve", *common, *FAST, "--heads", "svm", "--shots", "1,all", "--seeds", "2",
+            "--output", str(out)]  # fmt: skip
+    code, text = invoke(*args)
+    assert code == 0 and "(4 run, 0 kept)" in text, text
+    return args
+
+
 def test_a_rerun_keeps_finished_rows_and_reruns_those_whose_data_changed(tmp_path):
     voc = make_shapes_voc(tmp_path / "data", n_trainval=30, n_test=12)
     cache = tmp_path / "cache"
     common = extract(voc, cache, grids=("patches",))
     out = tmp_path / "curve.csv"
-    args = ["curve", *common, *FAST, "--heads", "svm", "--shots", "1,all", "--seeds", "2",
-            "--output", str(out)]  # fmt: skip
-    code, text = invoke(*args)
-    assert code == 0 and "(4 run, 0 kept)" in text, text
+    args = svm_curve(common, out)
     first = read_rows(out)
     code, text = invoke(*args)
     assert code == 0 and "(0 run, 4 kept)" in text, text
@@ -204,6 +210,16 @@ def test_suggest_ranks_a_pool_and_draws_its_sheet(tree, tmp_path):
     assert code == 2 and "no image outside the training split" in out, out
 
 
+def extracted_pool(voc: Path, cache: Path, common: list[str], photos: Path):
+    """(options, head file) of a pool of plain photos extracted with the tree's settings."""
+    options = [a for a in common if a not in ("--voc-root", str(voc))]
+    pool = ["--data", f"images:{photos}", *options]
+    code, out = invoke("extract", *pool, "--split", "pool", "--workers", "0")
+    assert code == 0, out
+    (head,) = cache.glob("trainval-*/heads/svm.safetensors")
+    return pool, head
+
+
 def test_suggest_on_plain_photos_passes_over_a_near_duplicate(tree, tmp_path):
     voc, cache, common = tree
     code, out = invoke("fit", *common, "--head", "svm", "--svm-epochs", "2")
@@ -213,11 +229,7 @@ def test_suggest_on_plain_photos_passes_over_a_near_duplicate(tree, tmp_path):
     for name in ("000031", "000032", "000033", "000034", "000035"):
         shutil.copy(voc / "JPEGImages" / f"{name}.jpg", photos / f"{name}.jpg")
     shutil.copy(voc / "JPEGImages" / "000031.jpg", photos / "copy-of-000031.jpg")
-    options = [a for a in common if a not in ("--voc-root", str(voc))]
-    pool = ["--data", f"images:{photos}", *options]
-    code, out = invoke("extract", *pool, "--split", "pool", "--workers", "0")
-    assert code == 0, out
-    (head,) = cache.glob("trainval-*/heads/svm.safetensors")
+    pool, head = extracted_pool(voc, cache, common, photos)
     csv_path = tmp_path / "suggest.csv"
     code, out = invoke("suggest", *pool, "--split", "pool", "--head", str(head), "--strategy",
                        "diversity", "--batch", "5", "--output", str(csv_path))  # fmt: skip
@@ -243,11 +255,7 @@ def test_suggest_keeps_pool_photos_named_like_training_images(tree, tmp_path):
     trainval = (voc / "ImageSets" / "Main" / "trainval.txt").read_text().split()
     assert {f"{n:06d}" for n in range(1, 13)} <= set(trainval)
     shutil.copy(voc / "JPEGImages" / f"{trainval[-1]}.jpg", photos / "labelled-already.jpg")
-    options = [a for a in common if a not in ("--voc-root", str(voc))]
-    pool = ["--data", f"images:{photos}", *options]
-    code, out = invoke("extract", *pool, "--split", "pool", "--workers", "0")
-    assert code == 0, out
-    (head,) = cache.glob("trainval-*/heads/svm.safetensors")
+    pool, head = extracted_pool(voc, cache, common, photos)
     csv_path = tmp_path / "suggest.csv"
     code, out = invoke("suggest", *pool, "--split", "pool", "--head", str(head), "--batch",
                        "20", "--output", str(csv_path))  # fmt: skip
@@ -284,17 +292,11 @@ def test_a_tampered_curve_row_is_measured_again_not_reused(tree, tmp_path, colum
     in [0, 100] or blank with a note, whole counts); an edited or damaged one is fitted again."""
     _, _, common = tree
     out = tmp_path / "curve.csv"
-    args = ["curve", *common, *FAST, "--heads", "svm", "--shots", "1,all", "--seeds", "2",
-            "--output", str(out)]  # fmt: skip
-    code, text = invoke(*args)
-    assert code == 0 and "(4 run, 0 kept)" in text, text
+    args = svm_curve(common, out)
     first = read_rows(out)
     rows = [dict(r) for r in first]
     rows[0][column] = value
-    with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out, rows)
     code, text = invoke(*args)
     assert code == 0 and "(1 run, 3 kept)" in text, text
     again = {r["key"]: r for r in read_rows(out)}

@@ -26,22 +26,6 @@ OVERWRITE = "rerun pipeline extract with --overwrite to extract the split again"
 REBUILD = "rerun pipeline extract with the same options to rebuild it"
 
 
-@pytest.fixture(scope="module")
-def finished(shapes_voc, tmp_path_factory) -> Path:
-    """The split directory of a finished cache of the 16 test images, in 4 shards."""
-    cache = tmp_path_factory.mktemp("files")
-    code, out = invoke(*extract_args(shapes_voc, cache, "--workers", "0"))
-    assert code == 0 and "4 shards new" in out, out
-    (split_dir,) = cache.glob("test-*")
-    return split_dir
-
-
-@pytest.fixture
-def copied(finished, tmp_path) -> Path:
-    shutil.copytree(finished.parent, tmp_path / "cache")
-    return tmp_path / "cache" / finished.name
-
-
 def fit(voc: Path, split_dir: Path) -> tuple[int, str]:
     return invoke("fit", "--split", "test", "--head", "svm", "--voc-root", str(voc),
                   "--cache-dir", str(split_dir.parent), *SMALL)  # fmt: skip
@@ -141,14 +125,14 @@ ENTRY_FIELDS = ["images", "patches", "seconds", "rank", "skipped", "data"]
     field=st.sampled_from(FIELDS + ENTRY_FIELDS + ["name"]),
     value=json_values | st.sampled_from(["shard-00004.h5", "shard-00000.h5", "../x.h5", 4, 0]),
 )
-def test_any_manifest_value_is_read_checked_or_refused(finished, tmp_path, field, value):
+def test_any_manifest_value_is_read_checked_or_refused(finished_split, tmp_path, field, value):
     """Whatever value a manifest field holds, the cache either reads a manifest that agrees
     with itself (every shard named in order, past no image, complete exactly when all are
     there) or refuses it in one line naming the file."""
-    split_dir = tmp_path / "cache" / finished.name
+    split_dir = tmp_path / "cache" / finished_split.name
     shutil.rmtree(split_dir.parent, ignore_errors=True)
-    shutil.copytree(finished, split_dir)
-    manifest = json.loads((finished / "manifest.json").read_text())
+    shutil.copytree(finished_split, split_dir)
+    manifest = json.loads((finished_split / "manifest.json").read_text())
     if field in ENTRY_FIELDS:
         manifest["shards"]["shard-00001.h5"][field] = value
     elif field == "name":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import SMALL, error_lines, invoke
+from cli_helpers import SMALL, error_lines, invoke, write_rows
 from synthetic_voc import make_one_image_voc
 
 from pipeline.config import BackboneConfig, FitConfig, GridConfig, SVMConfig
@@ -152,10 +152,7 @@ def test_resumed_sweep_does_not_redo_finished_settings(swept):
     out, args, _ = swept
     rows = read_rows(out)
     kept = [r for r in rows if r["hidden"] == "16"]
-    with open(out, "w", newline="") as handle:  # as if killed after two settings
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(kept)
+    write_rows(out, kept)  # as if killed after two settings
     code, text = invoke(*args)
     assert code == 0 and "(2 run, 2 kept)" in text, text
     again = {r["key"]: r for r in read_rows(out)}
@@ -421,10 +418,7 @@ def test_a_tampered_sweep_row_is_measured_again_not_reused(swept, column, value)
     rows = read_rows(out)
     original = {r["key"]: dict(r) for r in rows}
     rows[0][column] = value
-    with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out, rows)
     code, text = invoke(*args)
     assert code == 0 and "(1 run, 3 kept)" in text, text
     again = {r["key"]: r for r in read_rows(out)}

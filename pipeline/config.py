@@ -630,7 +630,11 @@ class ServeConfig(Settings):
     max_upload_mb: float = ranged(20.0, Range(0, 1024, above=True))
     # predictions at once [default: server.split_threads]
     threads: int | None = ranged(None, Range(1, 256, whole=True, none=True))
-    max_pending: int = ranged(64, Range(1, 100_000, whole=True))  # more get 503
+    # requests with their whole body in, running or waiting; more get 503
+    max_pending: int = ranged(64, Range(1, 100_000, whole=True))
+    # a body not in this many seconds after its headers gets 408 (a stalled or dripping
+    # client): a 4 MB photo in 60 s needs 0.6 Mbit/s; nginx's client_body_timeout is 60 s too
+    body_timeout: float = ranged(60.0, Range(1, 3600))
     example: str | None = None  # a photo the page offers to try, served at /example
     cache_dir: str = "cache"  # where a head given by name is found
 

@@ -28,7 +28,7 @@ def run(config: ServeConfig, *, ready: Callable[[str], None] = print) -> None:
     example = Path(config.example) if config.example else None
     app = create_app(
         model, max_upload_mb=config.max_upload_mb, threads=threads,
-        max_pending=config.max_pending, example=example,
+        max_pending=config.max_pending, example=example, body_timeout_s=config.body_timeout,
     )  # fmt: skip
     listening = _bind(config.host, config.port)
     host, port = listening.getsockname()[:2]

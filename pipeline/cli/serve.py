@@ -34,7 +34,11 @@ NEEDS = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python_multipart": "python
 )  # fmt: skip
 @click.option(
     "--max-pending", type=int, default=ServeConfig.max_pending, show_default=True,
-    help="Requests running or waiting; more are refused (503) before being read.",
+    help="Requests with their photo in, running or waiting; more are refused (503).",
+)  # fmt: skip
+@click.option(
+    "--body-timeout", type=float, default=ServeConfig.body_timeout, show_default=True,
+    help="Seconds a photo may take to arrive after its request's headers; then 408.",
 )  # fmt: skip
 @click.option(
     "--example", type=click.Path(exists=True, dir_okay=False), default=None,

@@ -21,22 +21,12 @@ import pytest
 from cli_helpers import SMALL, invoke
 from test_server import FORM_START, answer_of, header_only, png_of_size, stalled, until
 
-BODY_TIMEOUT_S = 10  # the server's, shortened from 60 s (serve has no flag for it yet)
+BODY_TIMEOUT_S = 10  # --body-timeout, shortened from 60 s
 MAX_PENDING = 40  # as many stalled sockets: before issue 26 they held every slot
 CLIENTS, BURST = 32, 200
 # Idle, the server holds ~250 MB (Python, ONNX Runtime, the graphs); before issue 26 one
 # 400x2 PNG took it to 1005 MB on this model, a 2000x2 one far past
 CEILING_MB = 768
-
-# `pipeline serve` itself, with the body timeout shortened as a flag would
-LAUNCH = (
-    "import functools, sys\n"
-    "import pipeline.deploy.server as server\n"
-    "server.create_app = functools.partial(server.create_app, body_timeout_s=float(sys.argv[1]))\n"
-    "from pipeline.cli import main\n"
-    "sys.argv = ['pipeline', *sys.argv[2:]]\n"
-    "main()\n"
-)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +47,8 @@ def shared_model(shapes_voc, tmp_path_factory) -> Path:
 
 def serve(folder: Path) -> tuple[subprocess.Popen, str]:
     """The server on a free port, in its own process: (the process, its URL)."""
-    command = [sys.executable, "-c", LAUNCH, str(BODY_TIMEOUT_S), "serve", str(folder),
-               "--port", "0", "--max-pending", str(MAX_PENDING)]  # fmt: skip
+    command = [sys.executable, "-m", "pipeline", "serve", str(folder), "--port", "0",
+               "--max-pending", str(MAX_PENDING), "--body-timeout", str(BODY_TIMEOUT_S)]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = server.stdout.readline()
     match = re.search(r" at (http://127\.0\.0\.1:\d+/) ", line)

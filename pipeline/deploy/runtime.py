@@ -80,6 +80,12 @@ class Model:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        # Shared mode's graphs run on a whole photo resized per scale and on its maps:
+        # ONNX Runtime's memory arena kept about twice what a run needs, and held it after
+        # (a 4:3 photo: 0.91 GiB peak with it, 0.48 without; the widest photo the work limit
+        # admits, twice in a row: 2.69 / 2.25), for 15-30% of the trunk's speed and none of
+        # the head's (docs/serve.md#memory). Crop mode's batches of patches keep it.
+        options.enable_cpu_mem_arena = name == "crop.onnx"
         path = self.folder / name
         try:
             session = onnxruntime.InferenceSession(

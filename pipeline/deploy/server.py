@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import contextlib
+import ctypes
+import ctypes.util
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -32,17 +36,17 @@ from pipeline.cores import cpu_threads
 from pipeline.datasets.pixels import READ_ERRORS
 from pipeline.deploy.overlay import COLOURS, overlay_png
 from pipeline.errors import DataError
-from pipeline.features.work import check_photo_work
+from pipeline.features.work import MAX_WORK, check_photo_work, photo_work
 
 PAGE = Path(__file__).with_name("page.html")
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+_LIBC = _LIBC if _LIBC is not None and hasattr(_LIBC, "malloc_trim") else None
 FIELD = "file"  # the multipart field of the photo
 RAW_TYPES = ("image/", "application/octet-stream")  # a raw body of these is the photo itself
 TOP = 5  # classes in "top" unless ?top= says otherwise
 MB = 1 << 20
-# The whole body must arrive within this many seconds of its headers, else 408: a 4 MB phone
-# photo needs 0.6 Mbit/s, a 20 MB upload 2.8 (nginx's client_body_timeout is 60 s too). A
-# body still arriving holds no --max-pending slot, and at most 1 MB of memory (SPOOL).
-BODY_TIMEOUT_S = 60.0
+# A body still arriving holds no --max-pending slot, and at most 1 MB of memory (SPOOL); it
+# must be in within ServeConfig.body_timeout seconds of its headers, else 408.
 SPOOL = MB  # an upload's bytes past this go to a temporary file until it is admitted
 
 
@@ -67,7 +71,7 @@ def create_app(
     threads: int | None = None,
     max_pending: int = ServeConfig.max_pending,
     example: Path | None = None,
-    body_timeout_s: float = BODY_TIMEOUT_S,
+    body_timeout_s: float = ServeConfig.body_timeout,
 ) -> FastAPI:
     """The app serving `model` (a pipeline.deploy.runtime.Model).
 
@@ -78,6 +82,8 @@ def create_app(
     its body holds no slot), and more get 503, which bounds the photos held in memory
     (max_pending x max_upload_mb). body_timeout_s: a body not in by then gets 408.
     example: a photo served at /example, for the page's "try the example" button.
+    Predictions run at once only while their work (features/work.py) sums to MAX_WORK 4:3
+    photos at most: a wide photo waits to run alone, so memory peaks at one such photo's.
     """
     threads = threads or max(1, cpu_threads() // model.threads)
     # no /docs: FastAPI's Swagger page loads its scripts from a CDN, and the server may be
@@ -86,6 +92,7 @@ def create_app(
     app.add_middleware(UploadLimit, limit_mb=max_upload_mb, timeout_s=body_timeout_s)
     app.exception_handler(RequestValidationError)(_one_line_validation_error)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+    budget = WorkBudget(MAX_WORK)
     page = PAGE.read_text()
     state = app.state.counts = {"reading": 0, "pending": 0, "predictions": 0, "refused": 0}
 
@@ -142,14 +149,15 @@ def create_app(
             finally:
                 state["reading"] -= 1
             name = upload.filename or "upload"
-            _check_pixels(model, upload.file, name)  # not queued behind predictions to refuse
+            work = _check_pixels(model, upload.file, name)  # refused without waiting
             await upload.seek(0)
             _admit(state, max_pending)
             state["pending"] += 1
             try:
                 data = await upload.read()
                 loop = asyncio.get_running_loop()
-                body = await loop.run_in_executor(pool, _answer, model, data, name, top, maps)
+                async with budget.share(work):
+                    body = await loop.run_in_executor(pool, _answer, model, data, name, top, maps)
             finally:
                 state["pending"] -= 1
         state["predictions"] += 1
@@ -175,6 +183,8 @@ def _answer(model, data: bytes, name: str, top: int, maps: bool) -> dict:
         p = model.predict(data, name=name)
     except DataError as exc:
         raise HTTPException(422, _line(exc)) from None
+    finally:
+        _give_back_memory()
     body = {
         "scores": {c: float(s) for c, s in zip(model.classes, p.scores, strict=True)},
         "top": [{"class": c, "score": s} for c, s in p.top(top)],
@@ -188,17 +198,25 @@ def _answer(model, data: bytes, name: str, top: int, maps: bool) -> dict:
     return body
 
 
-def _check_pixels(model, file: BinaryIO, name: str) -> None:
-    """422 from the photo's header (read from `file`), before a pixel is decoded and before
-    the photo waits for a prediction thread: over PIL's MAX_IMAGE_PIXELS
-    (PIL refuses twice that, but between 1x and 2x, 89-179 megapixels, it only warns and
-    would decode it), or over the work one photo may cost on the model's grid (a 78-byte
-    32x4 PNG made a shared-mode model take 5 GiB: features/work.py)."""
+def _give_back_memory() -> None:
+    """Return the memory a prediction freed to the system (glibc keeps freed blocks in each
+    thread's heap: the widest photo twice in a row peaked 0.3 GiB higher without this);
+    nothing where the C library has no malloc_trim."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _check_pixels(model, file: BinaryIO, name: str) -> float:
+    """The photo's work in 4:3 photos, from its header (read from `file`); 422 before a pixel
+    is decoded and before the photo waits for a prediction thread when it is over PIL's
+    MAX_IMAGE_PIXELS (PIL refuses twice that, but between 1x and 2x, 89-179 megapixels, it
+    only warns and would decode it), or over the work one photo may cost on the model's grid
+    (a 78-byte 32x4 PNG made a shared-mode model take 5 GiB: features/work.py)."""
     try:
         with Image.open(file) as image:
             width, height = image.size
     except READ_ERRORS:
-        return  # the runtime reads it again and says why it cannot
+        return 1.0  # the runtime reads it again and says why it cannot
     if width * height > Image.MAX_IMAGE_PIXELS:
         raise HTTPException(
             422,
@@ -210,6 +228,40 @@ def _check_pixels(model, file: BinaryIO, name: str) -> None:
         check_photo_work(width, height, grid, size, model.mode, name)
     except DataError as exc:
         raise HTTPException(422, _line(exc)) from None
+    return photo_work(width, height, grid, size, model.mode)
+
+
+class WorkBudget:
+    """Predictions share `capacity` units of work (4:3 photos), first come first served: one
+    waits until its work fits beside those running, so the widest photo admitted runs alone
+    (and is not passed over by smaller ones) and two normal ones run together; the server's
+    memory then peaks at what one widest photo needs."""
+
+    def __init__(self, capacity: float):
+        self.capacity, self.used = capacity, 0.0
+        self._queue: collections.deque = collections.deque()
+        self._changed: asyncio.Condition | None = None  # made in the server's event loop
+
+    @contextlib.asynccontextmanager
+    async def share(self, work: float):
+        work, turn = min(work, self.capacity), object()
+        self._changed = self._changed or asyncio.Condition()
+        async with self._changed:
+            self._queue.append(turn)
+            try:
+                await self._changed.wait_for(
+                    lambda: self._queue[0] is turn and self.used + work <= self.capacity
+                )
+            finally:
+                self._queue.remove(turn)
+                self._changed.notify_all()
+            self.used += work
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= work
+                self._changed.notify_all()
 
 
 async def _upload(request: Request, stack: AsyncExitStack) -> UploadFile:

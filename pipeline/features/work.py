@@ -54,6 +54,17 @@ def resized_pixels(width: int, height: int, grid: GridConfig, input_size: int) -
     return total
 
 
+def photo_work(width: int, height: int, grid: GridConfig, input_size: int, mode: str) -> float:
+    """What the photo costs in 4:3 photos on these settings (its patches, and in shared mode
+    its resized pixels, whichever is more): the server runs photos at once only while their
+    summed work fits MAX_WORK, so that its peak memory is that of one widest photo."""
+    work = patch_count(width, height, grid) / patch_count(*REFERENCE, grid)
+    if mode == "shared":
+        pixels = resized_pixels(width, height, grid, input_size)
+        work = max(work, pixels / resized_pixels(*REFERENCE, grid, input_size))
+    return work
+
+
 def check_photo_work(
     width: int, height: int, grid: GridConfig, input_size: int, mode: str, name: str
 ) -> None:
@@ -63,10 +74,10 @@ def check_photo_work(
     if over is None:
         return
     shape = f"{width}x{height} pixels ({max(width, height) / max(1, min(width, height)):.1f}:1)"
-    widest = _widest(grid, input_size, mode)
+    widest = widest_aspect(grid, input_size, mode)
     raise DataError(
         f"{name}: {shape} {over} ({MAX_WORK}x a 4:3 photo's); crop it nearer to square (this "
-        f"model takes up to {widest})"
+        f"model takes up to {widest:.1f}:1)"
     )
 
 
@@ -86,9 +97,10 @@ def _over(width: int, height: int, grid: GridConfig, input_size: int, mode: str)
     return None
 
 
-def _widest(grid: GridConfig, input_size: int, mode: str) -> str:
-    """The widest aspect ratio the limit lets through on these settings, as "6.5:1"."""
+def widest_aspect(grid: GridConfig, input_size: int, mode: str) -> float:
+    """The widest aspect ratio the limit lets through on these settings (6.4 on the paper's
+    grid), to the nearest 10 pixels of a 480-pixel-high photo."""
     height = width = REFERENCE[1]
     while width < 100 * height and _over(width + 10, height, grid, input_size, mode) is None:
         width += 10
-    return f"{width / height:.1f}:1"
+    return width / height

@@ -486,3 +486,44 @@ def test_the_verb_names_the_web_packages_it_lacks(tmp_path, monkeypatch):
         code == 2
         and error == "error: pipeline serve needs python-multipart: pip install 'midlevel[serve]'"
     )
+
+
+def test_a_wide_photo_runs_alone_and_is_not_passed_over():
+    """The work budget (issue 26): predictions run at once only while their work fits
+    MAX_WORK 4:3 photos, first come first served, so a server's memory peaks at one widest
+    photo's, not at one per thread; a wide photo waiting is not passed by smaller ones."""
+    import asyncio
+
+    from pipeline.deploy.server import WorkBudget
+
+    async def scenario() -> list[tuple[str, str]]:
+        budget, events = WorkBudget(5.0), []
+
+        async def photo(name: str, work: float, seconds: float) -> None:
+            async with budget.share(work):
+                events.append(("start", name))
+                await asyncio.sleep(seconds)
+                events.append(("end", name))
+
+        normal = asyncio.create_task(photo("normal", 1.0, 0.2))
+        await asyncio.sleep(0.01)
+        wide = asyncio.create_task(photo("wide", 5.0, 0.2))  # waits for normal to end
+        await asyncio.sleep(0.01)
+        after = asyncio.create_task(photo("after", 1.0, 0.1))  # fits now, but waits its turn
+        pair = [asyncio.create_task(photo(f"pair{n}", 2.5, 0.1)) for n in (1, 2)]
+        await asyncio.gather(normal, wide, after, *pair)
+        return events
+
+    events = asyncio.run(scenario())
+    assert events[:4] == [
+        ("start", "normal"),
+        ("end", "normal"),
+        ("start", "wide"),
+        ("end", "wide"),
+    ]
+    running, most = set(), 0.0
+    for kind, name in events:
+        running = running | {name} if kind == "start" else running - {name}
+        most = max(most, sum({"after": 1.0, "pair1": 2.5, "pair2": 2.5}.get(n, 0) for n in running))
+    assert most == 3.5  # after and pair1 together; pair2 waited for the room
+    assert events[4:6] == [("start", "after"), ("start", "pair1")]

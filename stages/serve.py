@@ -13,10 +13,11 @@ from pathlib import Path
 import uvicorn
 
 from pipeline.config import ExportConfig, ServeConfig
-from pipeline.deploy.bundle import FIX, is_model_folder, read_manifest, sha256
+from pipeline.deploy.bundle import FIX, MANIFEST, is_model_folder, read_manifest, sha256
 from pipeline.deploy.runtime import Model
 from pipeline.deploy.server import create_app, split_threads
 from pipeline.errors import CacheError, ConfigError
+from pipeline.io import TEMPORARY
 
 
 def run(config: ServeConfig, *, ready: Callable[[str], None] = print) -> None:
@@ -64,11 +65,30 @@ def _model_folder(config: ServeConfig, ready: Callable[[str], None]) -> Path:
                 return folder
         except CacheError as exc:
             ready(f"{str(exc).removesuffix(f'; {FIX}')}; exporting the head again")
+    elif folder.is_dir() and any(folder.iterdir()):
+        _clear_cut_short(folder)
+        ready(f"{folder}: an export cut short (no {MANIFEST}); exporting the head again")
     from pipeline.deploy.export import export_head  # torch: only to export
 
     exported = export_head(ExportConfig(head=str(head), output=str(folder)))
     ready(f"export: {exported.head} ({exported.mode} mode, {exported.precision}) -> {folder}/")
     return folder
+
+
+def _clear_cut_short(folder: Path) -> None:
+    """Empty <head>-model/ of what an export cut short leaves (its graphs, a file in flight);
+    a folder holding anything else is not midlevel's to empty: one line naming it."""
+    files = list(folder.iterdir())
+    foreign = [
+        p.name for p in files if not (p.is_file() and p.suffix == ".onnx" or TEMPORARY in p.name)
+    ]
+    if foreign:
+        raise CacheError(
+            f"{folder}: not a model folder and it holds {', '.join(sorted(foreign)[:3])}; move "
+            "them away (serve exports the head there) or serve an exported folder"
+        )
+    for path in files:
+        path.unlink()
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -121,6 +121,37 @@ def test_serve_head_exports_again_over_a_damaged_model_folder_and_says_so(
     )
 
 
+def test_serve_head_exports_again_over_an_export_cut_short(exported, tmp_path):
+    """An export killed before its model.json leaves graphs alone in <head>-model/: serve
+    exported into it again (the folder is derived from the head), it did not say "pass a new
+    --output DIR", a flag serve does not have. Anything else there is left alone, refused."""
+    heads = tmp_path / "heads"
+    heads.mkdir()
+    for part in exported["head"].parent.glob("svm.*"):
+        shutil.copy(part, heads / part.name)
+    shutil.copytree(exported["folder"], heads / "svm-model")
+    (heads / "svm-model" / "model.json").unlink()
+    photo = exported["photos"][0]
+    lines, scores, _ = served_scores(
+        pipeline("serve", str(heads / "svm.safetensors"), "--port", "0"), photo
+    )
+    assert (
+        lines[0]
+        == f"{heads / 'svm-model'}: an export cut short (no model.json); exporting the head again"
+    )
+    np.testing.assert_allclose(scores, scores_in_process(exported, photo), rtol=1e-6)
+    (heads / "svm-model" / "model.json").unlink()
+    (heads / "svm-model" / "notes.txt").write_text("mine")
+    done = subprocess.run(pipeline("serve", str(heads / "svm.safetensors"), "--port", "0"),
+                          capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    lines = (done.stdout + done.stderr).splitlines()
+    assert done.returncode == 2 and any(
+        line.startswith(f"error: {heads / 'svm-model'}: not a model folder") and "notes.txt" in line
+        for line in lines
+    ), lines
+    assert (heads / "svm-model" / "notes.txt").read_text() == "mine"
+
+
 def test_predict_with_a_model_folder_runs_without_torch_h5py_or_sklearn(exported, tmp_path):
     """Issue 26, defect 13: ModuleNotFoundError: h5py before (the CLI reached store/ and
     reporting/ through stages/predict.py)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from cli_helpers import extract_splits, invoke
+from cli_helpers import error_lines, extract_splits, invoke
 from conftest import REPO
 
 from pipeline.deploy.runtime import Model
@@ -92,7 +92,7 @@ def scores_in_process(exported: dict, photo: Path) -> np.ndarray:
     return exported["model"].predict(photo).scores
 
 
-@pytest.mark.parametrize("damage", ["{not json", "[]", '{"format": "midlevel-model/1"}'])
+@pytest.mark.parametrize("damage", ["{not json", '{"format": "midlevel-model/1"}'])
 def test_serve_head_exports_again_over_a_damaged_model_folder_and_says_so(
     exported, tmp_path, damage
 ):
@@ -142,13 +142,10 @@ def test_serve_head_exports_again_over_an_export_cut_short(exported, tmp_path):
     np.testing.assert_allclose(scores, scores_in_process(exported, photo), rtol=1e-6)
     (heads / "svm-model" / "model.json").unlink()
     (heads / "svm-model" / "notes.txt").write_text("mine")
-    done = subprocess.run(pipeline("serve", str(heads / "svm.safetensors"), "--port", "0"),
-                          capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
-    lines = (done.stdout + done.stderr).splitlines()
-    assert done.returncode == 2 and any(
-        line.startswith(f"error: {heads / 'svm-model'}: not a model folder") and "notes.txt" in line
-        for line in lines
-    ), lines
+    code, out = invoke("serve", str(heads / "svm.safetensors"), "--port", "0")
+    (line,) = error_lines(out)
+    assert code == 2 and line.startswith(f"error: {heads / 'svm-model'}: not a model folder")
+    assert "notes.txt" in line, line
     assert (heads / "svm-model" / "notes.txt").read_text() == "mine"
 
 

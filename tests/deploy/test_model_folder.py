@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from cli_helpers import error_lines, extract_splits, invoke
+from cli_helpers import error_lines, held_port, invoke
 from conftest import REPO
 
 from pipeline.deploy.runtime import Model
@@ -36,19 +36,10 @@ main()
 
 
 @pytest.fixture(scope="module")
-def exported(shapes_voc, tmp_path_factory) -> dict:
-    """An SVM head on the shapes tree (crop mode) exported, and three test photos."""
-    cache = tmp_path_factory.mktemp("model-folder")
-    common = extract_splits(shapes_voc, cache)
-    code, out = invoke("fit", "--head", "svm", *common)
-    assert code == 0, out
-    head = Path(out.strip().rsplit(" -> ", 1)[1])
-    folder = cache / "model"
-    code, out = invoke("export", "--head", str(head), "--output", str(folder))
-    assert code == 0, out
-    ids = (shapes_voc / "ImageSets" / "Main" / "test.txt").read_text().split()[:3]
-    photos = [shapes_voc / "JPEGImages" / f"{i}.jpg" for i in ids]
-    return {"head": head, "folder": folder, "model": Model.load(folder), "photos": photos}
+def exported(exported_svm) -> dict:
+    """An SVM head on the shapes tree (crop mode) exported, its model, three test photos."""
+    return {**exported_svm, "model": Model.load(exported_svm["folder"]),
+            "photos": exported_svm["photos"][:3]}  # fmt: skip
 
 
 def pipeline(*args: str, blocked: bool = False) -> list[str]:
@@ -92,32 +83,39 @@ def scores_in_process(exported: dict, photo: Path) -> np.ndarray:
     return exported["model"].predict(photo).scores
 
 
+def heads_with_model(exported: dict, where: Path) -> Path:
+    """A heads folder holding a copy of the SVM head, its record and its <head>-model/."""
+    heads = where / "heads"
+    heads.mkdir()
+    for part in exported["head"].parent.glob("svm.*"):  # the head and its record
+        shutil.copy(part, heads / part.name)
+    shutil.copytree(exported["folder"], heads / "svm-model")
+    return heads
+
+
 @pytest.mark.parametrize("damage", ["{not json", '{"format": "midlevel-model/1"}'])
 def test_serve_head_exports_again_over_a_damaged_model_folder_and_says_so(
     exported, tmp_path, damage
 ):
     """Issue 26, defect 10: <head>-model/ is derived from the head, so a model.json there that
-    does not load (JSONDecodeError, AttributeError tracebacks before) is exported again."""
-    heads = tmp_path / "heads"
-    heads.mkdir()
-    for part in exported["head"].parent.glob("svm.*"):  # the head and its record
-        shutil.copy(part, heads / part.name)
-    shutil.copytree(exported["folder"], heads / "svm-model")
+    does not load (JSONDecodeError, AttributeError tracebacks before) is exported again. Run
+    in this process with its port held: serve exports, loads, then stops at the bind (serving
+    a head as a process: tests/deploy/test_server.py)."""
+    heads = heads_with_model(exported, tmp_path)
     (heads / "svm-model" / "model.json").write_text(damage)
-    photo = exported["photos"][0]
-    lines, scores, said = served_scores(
-        pipeline("serve", str(heads / "svm.safetensors"), "--port", "0"), photo
-    )
-    assert len(lines) == 3, lines
+    with held_port() as port:
+        code, out = invoke("serve", str(heads / "svm.safetensors"), "--port", port)
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 3 and "cannot listen on" in lines[2], out
     assert lines[0].startswith(f"{heads / 'svm-model' / 'model.json'}: ") and lines[0].endswith(
         "; exporting the head again"
     ), lines[0]
-    assert lines[1].startswith("export: ") and lines[2].startswith(f"serve: {heads / 'svm-model'}")
-    np.testing.assert_allclose(scores, scores_in_process(exported, photo), rtol=1e-6)
-    assert said == "serve: stopped after 1 prediction"
-    assert (
-        Model.load(heads / "svm-model").info["head"]["sha256"]
-        == exported["model"].info["head"]["sha256"]
+    assert lines[1].startswith("export: ") and lines[1].endswith(f"-> {heads / 'svm-model'}/")
+    model = Model.load(heads / "svm-model")
+    assert model.info["head"]["sha256"] == exported["model"].info["head"]["sha256"]
+    photo = exported["photos"][0]
+    np.testing.assert_allclose(
+        model.predict(photo).scores, scores_in_process(exported, photo), rtol=1e-6
     )
 
 
@@ -125,21 +123,22 @@ def test_serve_head_exports_again_over_an_export_cut_short(exported, tmp_path):
     """An export killed before its model.json leaves graphs alone in <head>-model/: serve
     exported into it again (the folder is derived from the head), it did not say "pass a new
     --output DIR", a flag serve does not have. Anything else there is left alone, refused."""
-    heads = tmp_path / "heads"
-    heads.mkdir()
-    for part in exported["head"].parent.glob("svm.*"):
-        shutil.copy(part, heads / part.name)
-    shutil.copytree(exported["folder"], heads / "svm-model")
+    heads = heads_with_model(exported, tmp_path)
     (heads / "svm-model" / "model.json").unlink()
-    photo = exported["photos"][0]
-    lines, scores, _ = served_scores(
-        pipeline("serve", str(heads / "svm.safetensors"), "--port", "0"), photo
-    )
+    with held_port() as port:
+        code, out = invoke("serve", str(heads / "svm.safetensors"), "--port", port)
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 3 and "cannot listen on" in lines[2], out
     assert (
         lines[0]
         == f"{heads / 'svm-model'}: an export cut short (no model.json); exporting the head again"
     )
-    np.testing.assert_allclose(scores, scores_in_process(exported, photo), rtol=1e-6)
+    photo = exported["photos"][0]
+    np.testing.assert_allclose(
+        Model.load(heads / "svm-model").predict(photo).scores,
+        scores_in_process(exported, photo),
+        rtol=1e-6,
+    )
     (heads / "svm-model" / "model.json").unlink()
     (heads / "svm-model" / "notes.txt").write_text("mine")
     code, out = invoke("serve", str(heads / "svm.safetensors"), "--port", "0")

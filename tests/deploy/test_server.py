@@ -37,18 +37,9 @@ LIMIT_MB = 1.0
 
 
 @pytest.fixture(scope="module")
-def exported(shapes_cache, shapes_voc, tmp_path_factory) -> dict:
+def exported(exported_svm) -> dict:
     """An SVM head on the shapes tree exported to a model folder, and its test photos."""
-    cache, common = shapes_cache
-    code, out = invoke("fit", "--head", "svm", *common)
-    assert code == 0, out
-    head = out.strip().rsplit(" -> ", 1)[1]
-    folder = tmp_path_factory.mktemp("served") / "model"
-    code, out = invoke("export", "--head", head, "--output", str(folder))
-    assert code == 0, out
-    ids = (shapes_voc / "ImageSets" / "Main" / "test.txt").read_text().split()
-    photos = [shapes_voc / "JPEGImages" / f"{i}.jpg" for i in ids]
-    return {"folder": folder, "photos": photos, "head": Path(head)}
+    return exported_svm
 
 
 @pytest.fixture(scope="module")

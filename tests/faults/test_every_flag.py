@@ -13,7 +13,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import click
 import httpx
 import pytest
-from cli_helpers import SMALL, error_lines, extract_splits, invoke
+from cli_helpers import SMALL, error_lines, extract_splits, held_port, invoke
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -165,10 +164,7 @@ def served(args: list[str], param: click.Parameter, cwd: Path) -> str | None:
     value refused is one line at once and a configuration taken stops at the bind, in one line
     too; a configuration taken then runs as a process, started and answering /health."""
     if param.name != "port":
-        with socket.socket() as held:
-            held.bind(("127.0.0.1", 0))
-            held.listen()
-            port = str(held.getsockname()[1])
+        with held_port() as port:
             code, out = ran(
                 [port if a == "0" and args[i - 1] == "--port" else a for i, a in enumerate(args)]
             )

@@ -329,7 +329,7 @@ json_values = st.recursive(
 
 
 @settings(
-    derandomize=True, max_examples=60, deadline=None, database=None,
+    derandomize=True, max_examples=30, deadline=None, database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )  # fmt: skip
 @given(field=st.sampled_from(SIDECAR_FIELDS), value=json_values)

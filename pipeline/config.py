@@ -27,7 +27,9 @@ ON_ERROR = ("stop", "skip")
 HEADS = ("mlp", "svm", "weak")
 REDUCES = ("mean", "max")  # how the patches covering a pixel make its score
 PROTOCOLS = ("union", "vissl")  # how a label budget draws images (docs/labels.md)
-STRATEGIES = ("uncertainty", "diversity", "combined")  # which images to label next
+STRATEGIES = ("uncertainty", "diversity", "combined", "typical")  # which images to label next
+# where a simulation starts: no label (its first batch the strategy's), or one positive a class
+STARTS = ("cold", "one-per-class")
 SCHEDULES = ("epochs", "steps")  # a label budget's SGD: its epochs, or the whole split's steps
 
 
@@ -415,6 +417,7 @@ class CurveConfig(Settings):
     simulate_methods: tuple[str, ...] | None = None  # None: every method
     batch: int = ranged(10, COUNT)
     up_to: int = ranged(100, COUNT)
+    start: str = "cold"
     jobs: int = ranged(-1, JOBS)  # -1: one per core; 0 is refused
     output: str = "curve.csv"
     plot: str | None = None  # None: <output stem>.png beside it
@@ -429,6 +432,7 @@ class CurveConfig(Settings):
         check_choice("schedule", self.schedule, SCHEDULES)
         for strategy in self.simulate:
             check_choice("simulate", strategy, STRATEGIES)
+        check_choice("start", self.start, STARTS)
         counts = (*self.shots, *self.images)
         _check(all(COUNT.holds(n) for n in counts), "shots", counts, "give counts >= 1")
         _check(bool(counts) or self.all_data, "shots", counts, "give --shots and/or --images")

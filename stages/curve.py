@@ -95,7 +95,14 @@ def _key(method: CurveMethod, config: CurveConfig, task: Task, **more) -> str:
 
 
 def _arm_key(method, config, task) -> str:
-    return _key(method, config, task, batch=config.batch, up_to=config.up_to)
+    return _key(method, config, task, **_arm_settings(config))
+
+
+def _arm_settings(config: CurveConfig) -> dict:
+    """What a simulation arm's key adds; an arm from one positive a class keeps the key it had
+    before simulations could start from no label."""
+    start = {"start": config.start} if config.start != "one-per-class" else {}
+    return {"batch": config.batch, "up_to": config.up_to, **start}
 
 
 def _task_key(row: dict) -> str:
@@ -117,7 +124,9 @@ def _measure(method: CurveMethod, truth: SplitTruth, config: CurveConfig, task: 
     if task.arm == BUDGET_ARM:
         measured = [fit_draw(method, draw(truth, task.budget, task.seed, config.protocol))[1]]
     else:
-        measured = list(simulate(method, truth, task.arm, task.seed, config.batch, config.up_to))
+        arm = simulate(method, truth, task.arm, task.seed, config.batch, config.up_to,
+                       start=config.start)  # fmt: skip
+        measured = list(arm)
     return task, measured, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -139,11 +148,7 @@ def _row(method, config, task, truth, measured: Measured, fit_round: int | None)
         "note": measured.note,
         "fit_seconds": round(measured.seconds, 2),
     }
-    more = (
-        {}
-        if fit_round is None
-        else {"batch": config.batch, "up_to": config.up_to, "round": fit_round}
-    )
+    more = {} if fit_round is None else {**_arm_settings(config), "round": fit_round}
     return row | {"key": _key(method, config, task, **more)}
 
 
@@ -206,8 +211,8 @@ def _fits_of(task: Task, config: CurveConfig, first_round: dict[int, int]) -> in
     """How many fits a task runs (an arm: one a round), for the progress bar."""
     if task.arm == BUDGET_ARM:
         return 1
-    start = first_round[task.seed]
-    return 1 + max(0, -(-(config.up_to - start) // config.batch))
+    start = first_round[task.seed]  # 0 from no label: its first fit is after a batch
+    return (start > 0) + max(0, -(-(config.up_to - start) // config.batch))
 
 
 def run(config: CurveConfig) -> CurveSummary:
@@ -235,7 +240,10 @@ def run(config: CurveConfig) -> CurveSummary:
     others = [r for r in earlier if _task_key(r) not in wanted]
     finished = {_task_key(r) for r in done}
     todo = [t for t in tasks if keys[t] not in finished]
-    first_round = {s: len(draw(truth, Budget("shots", 1), s).images) for s in range(config.seeds)}
+    first_round = {
+        s: 0 if config.start == "cold" else len(draw(truth, Budget("shots", 1), s).images)
+        for s in range(config.seeds)
+    }
     jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     rows, peak = list(done), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -13,7 +13,7 @@ from pipeline.cli.options import (
     method_config,
     method_settings,
 )
-from pipeline.config import PROTOCOLS, SCHEDULES, STRATEGIES, CurveConfig
+from pipeline.config import PROTOCOLS, SCHEDULES, STARTS, STRATEGIES, CurveConfig
 
 DEFAULT_HEADS = "mlp,svm,weak,whole-svm"
 
@@ -77,12 +77,19 @@ DEFAULT_HEADS = "mlp,svm,weak,whole-svm"
     "--up-to", type=int, default=CurveConfig.up_to, help="Simulation: labelled images it stops at."
 )
 @click.option(
+    "--start",
+    type=click.Choice(STARTS),
+    default=CurveConfig.start,
+    help="Simulation: from no label, the first batch the strategy's too (random's random), or "
+    "from one positive image of every class.",
+)
+@click.option(
     "--jobs", type=int, default=CurveConfig.jobs, help="Parallel processes (-1: one per core)."
 )
 @click.option("--output", default=CurveConfig.output, help="One row per fit (CSV).")
 @click.option("--plot", default=None, help="The curve's PNG [default: <output stem>.png].")
 def command(heads, method_configs, test_split, shots, images, seeds, protocol, schedule, simulate,
-            simulate_heads, batch, up_to, jobs, output, plot, **opts) -> None:  # fmt: skip
+            simulate_heads, batch, up_to, start, jobs, output, plot, **opts) -> None:  # fmt: skip
     """AP on the test split against labelled training images, for each head, seeded draws.
 
     Extract trainval and the test split first (and --grid whole for whole-svm: without it,
@@ -101,7 +108,7 @@ def command(heads, method_configs, test_split, shots, images, seeds, protocol, s
         method_settings(method_configs), test_split, heads is None, k, n, all_shots or all_images,
         seeds, protocol, schedule, strategies,
         method_names(simulate_heads, "--simulate-heads") if simulate_heads else None,
-        batch, up_to, jobs, output, plot,
+        batch, up_to, start, jobs, output, plot,
     )  # fmt: skip
     summary = stage.run(config)
     from pipeline.reporting.curves import curve_table

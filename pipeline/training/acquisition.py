@@ -1,6 +1,7 @@
 """Which unlabelled images to label next, judged only by what an unlabelled image gives: the
 head's pooled scores over its label-blind patch sample, and the mean feature of that sample;
-never a label, nor a patch its boxes selected (docs/labels.md#which-images-to-label-next)."""
+never a label, nor a patch its boxes selected (docs/labels.md#which-images-to-label-next).
+`diversity` and `typical` need no head, so they also pick the first batch of a task."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ CANDIDATES = 4  # combined: the k-center picks among the batch x CANDIDATES most
 DUPLICATE = 0.25  # near-duplicates: closer than this share of the pool's median neighbour gap
 NEIGHBOUR_SAMPLE = 2000  # images the median neighbour gap is measured on
 BLOCK = 512  # pool images a distance block holds
+LABEL_FREE = ("diversity", "typical")  # strategies that need no head
+TYPICAL_NEIGHBOURS = 20  # typicality: 1 / mean distance to this many nearest in the cluster
+MIN_CLUSTER = 5  # typical: a cluster smaller than this is picked from only when no other is left
+MAX_CLUSTERS = 500  # typical: k-means clusters at most (labelled + batch below that)
 
 
 @dataclass(frozen=True)
@@ -119,16 +124,79 @@ def most_uncertain(unsure: np.ndarray, pool: np.ndarray, labelled: np.ndarray, n
     return picked
 
 
+def clusters(points: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """[n] the k-means cluster of each point (k-means++, seeded; mini-batches past 50)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    k = min(k, len(points))
+    if k <= 50:
+        model = KMeans(k, n_init=1, random_state=seed)
+    else:
+        model = MiniBatchKMeans(k, n_init=1, random_state=seed, batch_size=4096)
+    return model.fit_predict(points)
+
+
+def typicality(points: np.ndarray) -> np.ndarray:
+    """[n] 1 / the mean distance of each point to its nearest others (TYPICAL_NEIGHBOURS at
+    most): the density of the region it stands in."""
+    k = min(TYPICAL_NEIGHBOURS, len(points) - 1)
+    if k < 1:
+        return np.ones(len(points))
+    out = np.empty(len(points))
+    for start in range(0, len(points), BLOCK):
+        block = _distances(points[start : start + BLOCK], points)
+        nearest = np.partition(block, k, axis=1)[:, : k + 1]  # itself (0) and its k nearest
+        out[start : start + BLOCK] = k / np.maximum(nearest.sum(axis=1), 1e-12)
+    return out
+
+
+def typical(pool: np.ndarray, labelled: np.ndarray, n: int, gap: float, seed: int = 0):
+    """TypiClust-style picks (Hacohen et al., 2022): pool and labelled images in k-means
+    clusters, as many as there will be labels; each pick the most typical image of the
+    largest cluster holding the fewest labels, so a batch covers the pool's dense regions
+    before it repeats one. Near-duplicates of a labelled or picked image are passed over."""
+    if not len(pool) or n <= 0:
+        return []
+    offset = len(labelled)
+    points = np.concatenate([labelled, pool]) if offset else pool
+    cluster = clusters(points, min(offset + n, MAX_CLUSTERS), seed)
+    count = int(cluster.max()) + 1
+    held = np.bincount(cluster[:offset], minlength=count)
+    sizes = np.bincount(cluster, minlength=count)
+    dense = np.empty(len(pool))
+    for c in range(count):
+        members = cluster == c
+        # points[members] lists the cluster's labelled images first, then its pool images
+        dense[np.flatnonzero(members[offset:])] = typicality(points[members])[held[c] :]
+    free = cluster[offset:].copy()  # each pool image's cluster; -1 once picked or passed over
+    kept, picked = list(labelled), []
+    while len(picked) < n and (free >= 0).any():
+        open_ = np.unique(free[free >= 0])
+        big = [c for c in open_ if sizes[c] >= MIN_CLUSTER] or list(open_)
+        c = min(big, key=lambda c: (held[c], -sizes[c], c))
+        members = np.flatnonzero(free == c)
+        i = int(members[np.argmax(dense[members])])
+        free[i] = -1
+        if kept and _distances(pool[i][None], np.asarray(kept))[0].min() <= gap:
+            continue
+        picked.append((i, float(dense[i])))
+        kept.append(pool[i])
+        held[c] += 1
+    return picked
+
+
 def choose(
     strategy: str, pool: np.ndarray, labelled: np.ndarray, log_scores: np.ndarray | None,
-    power: float,
-    batch: int,
+    power: float, batch: int, seed: int = 0,
 ) -> list[tuple[int, float]]:  # fmt: skip
     """`batch` (pool index, strategy score) pairs, best first. pool [n, D] and labelled [m, D]
-    are embeddings; log_scores [n, C] the head's pooled image scores of the pool."""
+    are embeddings; log_scores [n, C] the head's pooled image scores of the pool (None for
+    LABEL_FREE strategies); `seed` seeds typical's clusters."""
     gap = duplicate_gap(pool)
     if strategy == "diversity":
         return k_center(pool, labelled, batch, gap)
+    if strategy == "typical":
+        return typical(pool, labelled, batch, gap, seed)
     unsure = uncertainty(log_scores, power)
     if strategy == "uncertainty":
         return most_uncertain(unsure, pool, labelled, batch, gap)

@@ -107,6 +107,11 @@ def image_order(truth: SplitTruth, seed: int) -> list[str]:
     return [truth.image_ids[i] for i in first + rest]
 
 
+def random_order(truth: SplitTruth, seed: int) -> list[str]:
+    """Every image in a seeded order: the random arm of a simulation from no label."""
+    return [truth.image_ids[i] for i in _order(truth, seed, 0, np.ones(len(truth.image_ids), bool))]
+
+
 def draw(truth: SplitTruth, budget: Budget, seed: int, protocol: str = "union") -> Draw:
     """The images `budget` buys at `seed` under `protocol` (PROTOCOLS)."""
     ids = truth.image_ids

@@ -19,8 +19,8 @@ from pipeline.features.registry import cache_key
 from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import open_dataset_of, split_cache
 from pipeline.store.head_files import check_int8_pair
-from pipeline.training.acquisition import Embeddings, choose, image_embeddings
-from pipeline.training.budgets import Budget, Draw, SplitTruth, draw, image_order
+from pipeline.training.acquisition import LABEL_FREE, Embeddings, choose, image_embeddings
+from pipeline.training.budgets import Budget, Draw, SplitTruth, draw, image_order, random_order
 from pipeline.training.crossval import SplitLabels, split_labels
 from pipeline.training.fit import open_fit_cache, train_head, training_classes
 
@@ -142,19 +142,23 @@ def fit_draw(method: CurveMethod, drawn: Draw):
 
 def simulate(
     method: CurveMethod, truth: SplitTruth, strategy: str, seed: int, batch: int, up_to: int,
-    embeddings: Embeddings | None = None,
+    embeddings: Embeddings | None = None, start: str = "cold",
 ) -> Iterator[Measured]:  # fmt: skip
-    """Rounds of active labelling: from one positive of every class, `batch` more images a
-    round chosen by `strategy` ("random": the order of --images budgets) until `up_to`; a
-    round whose images could not train a head picks by diversity, which needs none."""
-    order = image_order(truth, seed)
-    labelled = list(draw(truth, Budget("shots", 1), seed).images)
+    """Rounds of active labelling, `batch` more images a round chosen by `strategy` until
+    `up_to`: from no label (start "cold": the first batch is the strategy's too, random's
+    random) or from one positive of every class. A round whose images cannot train a head
+    yet picks by a strategy that needs none: typical its own, the others diversity."""
+    cold = start == "cold"
+    order = random_order(truth, seed) if cold else image_order(truth, seed)
+    labelled = [] if cold else list(draw(truth, Budget("shots", 1), seed).images)
     embeddings = embeddings or image_embeddings(method.train)
     embedded = set(embeddings.image_ids)
     while True:
-        labelled_now = Draw(Budget("images", len(labelled)), seed, frozenset(labelled))
-        head, measured = fit_draw(method, labelled_now)
-        yield measured
+        head = None
+        if labelled:
+            labelled_now = Draw(Budget("images", len(labelled)), seed, frozenset(labelled))
+            head, measured = fit_draw(method, labelled_now)
+            yield measured
         wanted = min(batch, up_to - len(labelled))
         if wanted <= 0:
             return
@@ -164,15 +168,16 @@ def simulate(
             continue
         pool = [i for i in embeddings.image_ids if i not in taken]
         known = [i for i in labelled if i in embedded]
-        if head is None:  # the labelled images cannot train a head yet: pick by features alone
+        if head is None or strategy in LABEL_FREE:
             picks = choose(
-                "diversity", embeddings.of(pool), embeddings.of(known), None, 1.0, wanted
-            )
+                strategy if strategy in LABEL_FREE else "diversity", embeddings.of(pool),
+                embeddings.of(known), None, 1.0, wanted, seed,
+            )  # fmt: skip
         else:
             picks = choose(
                 strategy, embeddings.of(pool), embeddings.of(known),
                 blind_scores(head, method.train, method.classes, method.classes, method.config.k, pool),
-                score_power(head, method.config.k), wanted,
+                score_power(head, method.config.k), wanted, seed,
             )  # fmt: skip
         if not picks:
             return

@@ -143,7 +143,7 @@ def test_the_random_arm_equals_a_plain_curve_at_the_same_budgets(tree, tmp_path)
     out = tmp_path / "sim.csv"
     code, text = invoke("curve", *common, *FAST, "--heads", "svm", "--shots", "1", "--seeds",
                         "2", "--simulate", "uncertainty,diversity,combined", "--batch", "3",
-                        "--up-to", "9", "--output", str(out))  # fmt: skip
+                        "--up-to", "9", "--start", "one-per-class", "--output", str(out))  # fmt: skip
     assert code == 0, text
     rows = read_rows(out)
     random = [r for r in rows if r["arm"] == "random"]
@@ -164,6 +164,29 @@ def test_the_random_arm_equals_a_plain_curve_at_the_same_budgets(tree, tmp_path)
         assert sorted(int(r["images"]) for r in arm if r["seed"] == "0") == sorted(
             int(r["images"]) for r in random if r["seed"] == "0"
         )
+
+
+def test_from_no_label_every_arm_picks_its_first_batch_and_reruns_the_same(tree, tmp_path):
+    """Issue 27: a simulation starts cold by default: no fit before the first batch, which is
+    random's random and the strategy's own (typical needs no head), the same at every run."""
+    _, _, common = tree
+    args = ["curve", *common, *FAST, "--heads", "svm", "--shots", "1", "--seeds", "1",
+            "--simulate", "typical,uncertainty", "--batch", "4", "--up-to", "8"]  # fmt: skip
+    rows = {}
+    for run in ("first", "again"):
+        code, text = invoke(*args, "--output", str(tmp_path / f"{run}.csv"))
+        assert code == 0, text
+        rows[run] = [r for r in read_rows(tmp_path / f"{run}.csv") if r["arm"] != "budget"]
+    arms = {r["arm"] for r in rows["first"]}
+    assert arms == {"random", "typical", "uncertainty"}, arms
+    for arm in arms:
+        mine = [r for r in rows["first"] if r["arm"] == arm]
+        assert [(r["round"], r["images"]) for r in mine] == [("0", "4"), ("1", "8")], arm
+        assert json.loads(mine[0]["key"])["start"] == "cold"
+    same = ("arm", "round", "images", "map", "ap_bus", "ap_car", "ap_cat", "note")
+    assert sorted([r[c] for c in same] for r in rows["again"]) == sorted(
+        [r[c] for c in same] for r in rows["first"]
+    )
 
 
 def test_refusals_are_one_line(tree, tmp_path):

@@ -10,7 +10,13 @@ import pytest
 
 from pipeline.store.cache import FeatureCache
 from pipeline.store.shards import Shard, write_shard
-from pipeline.training.acquisition import CANDIDATES, choose, image_embeddings, uncertainty
+from pipeline.training.acquisition import (
+    CANDIDATES,
+    LABEL_FREE,
+    choose,
+    image_embeddings,
+    uncertainty,
+)
 
 DIM = 16
 
@@ -64,6 +70,59 @@ def test_a_batch_holds_no_near_duplicates(strategy):
     assert len(picks) == 5 and len({3, 11} & set(picks)) == 1, picks
 
 
+NONE = np.zeros((0, DIM), np.float32)
+
+
+def planted_clusters(sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors in well-apart clusters of these sizes, shuffled: (points, cluster of each)."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(DIM)[: len(sizes)] * 3
+    points = [unit(c + rng.normal(0, 0.3, (n, DIM))) for c, n in zip(centres, sizes, strict=True)]
+    order = rng.permutation(sum(sizes))
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    return np.concatenate(points)[order], owner[order]
+
+
+def test_typical_covers_every_planted_cluster_before_repeating_one():
+    """The first batch of a task (no label): one image of each planted cluster, small ones
+    too, each among the densest of its cluster; a larger batch repeats the large ones first."""
+    pool, owner = planted_clusters([40, 25, 15, 8, 6])
+    picks = [i for i, _ in choose("typical", pool, NONE, None, 1.0, 5)]
+    assert sorted(owner[picks]) == [0, 1, 2, 3, 4]
+    for i in picks:  # nearer its cluster's mean than most of the cluster
+        members = pool[owner == owner[i]]
+        centre = members.mean(0)
+        assert np.linalg.norm(pool[i] - centre) <= np.median(
+            np.linalg.norm(members - centre, axis=1)
+        )
+    counts = np.bincount(owner[[i for i, _ in choose("typical", pool, NONE, None, 1.0, 9)]])
+    assert counts.min() >= 1 and counts[0] >= counts[4], counts
+
+
+def test_typical_fills_the_clusters_labels_left_uncovered():
+    pool, owner = planted_clusters([40, 25, 15, 12, 10], seed=1)
+    labelled = np.concatenate([pool[owner == 0][:1], pool[owner == 1][:1]])
+    rest = np.ones(len(pool), bool)
+    rest[[np.flatnonzero(owner == 0)[0], np.flatnonzero(owner == 1)[0]]] = False
+    picks = [i for i, _ in choose("typical", pool[rest], labelled, None, 1.0, 3)]
+    assert sorted(owner[rest][picks]) == [2, 3, 4]
+
+
+def test_typical_takes_one_of_many_copies_of_a_photo():
+    """Copies are the densest region of all, and one cluster: one of them is picked."""
+    pool, owner = planted_clusters([30, 20, 10], seed=3)
+    pool[owner == 2] = pool[owner == 2][0]  # ten copies of one photo
+    picks = [i for i, _ in choose("typical", pool, NONE, None, 1.0, 8)]
+    assert len(picks) == 8 and (owner[picks] == 2).sum() == 1, owner[picks]
+
+
+def test_typical_is_the_same_for_a_seed():
+    pool, _ = planted_clusters([30, 20, 10], seed=2)
+    runs = [choose("typical", pool, NONE, None, 1.0, 7, seed) for seed in (0, 0, 1)]
+    assert runs[0] == runs[1]
+    assert len(runs[2]) == 7
+
+
 def planted_cache(tmp_path, *, leak_labels: int) -> FeatureCache:
     """Six images: each a label-blind sample of ordinary patches; image 000002 also has
     box-selected patches far out (a cache of a training split keeps them), image 000004 a
@@ -102,6 +161,17 @@ def planted_cache(tmp_path, *, leak_labels: int) -> FeatureCache:
     write_shard(cache.shard_path(0), shard, {"digest": "d", "class_names": classes})
     cache.record(0, images=6, patches=len(index), seconds=0.0, n_shards=1)
     return cache
+
+
+@pytest.mark.parametrize("strategy", LABEL_FREE)
+def test_a_label_free_strategy_picks_the_same_whatever_the_labels(tmp_path, strategy):
+    picks = []
+    for leak in (1, 3):
+        embeddings = image_embeddings(planted_cache(tmp_path / str(leak), leak_labels=leak))
+        pool = [i for i in embeddings.image_ids if i != "000000"]
+        chosen = choose(strategy, embeddings.of(pool), embeddings.of(["000000"]), None, 1.0, 3)
+        picks.append([pool[i] for i, _ in chosen])
+    assert picks[0] == picks[1] and len(picks[0]) == 3
 
 
 def test_a_strategy_sees_no_box_selected_patch_and_no_label(tmp_path):

@@ -27,7 +27,13 @@ ON_ERROR = ("stop", "skip")
 HEADS = ("mlp", "svm", "weak")
 REDUCES = ("mean", "max")  # how the patches covering a pixel make its score
 PROTOCOLS = ("union", "vissl")  # how a label budget draws images (docs/labels.md)
-STRATEGIES = ("uncertainty", "diversity", "combined", "typical")  # which images to label next
+STRATEGIES = (
+    "uncertainty",
+    "diversity",
+    "combined",
+    "typical",
+    "balanced",
+)  # which images to label next
 # where a simulation starts: no label (its first batch the strategy's), or one positive a class
 STARTS = ("cold", "one-per-class")
 SCHEDULES = ("epochs", "steps")  # a label budget's SGD: its epochs, or the whole split's steps

@@ -22,6 +22,7 @@ from pipeline.store.data_digests import DIGESTS_FILE, ImageDigests
 from pipeline.store.freshness import open_dataset_of
 from pipeline.store.head_files import head_cache
 from pipeline.training.acquisition import choose, image_embeddings
+from pipeline.training.curve import split_truth
 
 TOP = 3  # classes named per suggested image
 
@@ -70,7 +71,13 @@ def run(config: SuggestConfig) -> SuggestSummary:
     )
     power = score_power(opened.head, k)
     centres = labelled.vectors if labelled is not None else np.zeros((0, pool.vectors.shape[1]))
-    picks = choose(config.strategy, pool.of(candidates), centres, log_scores, power, config.batch)
+    positives = (
+        (split_truth(train, opened.classes).labels == 1).sum(axis=0) if train is not None else None
+    )
+    picks = choose(
+        config.strategy, pool.of(candidates), centres, log_scores, power, config.batch,
+        positives=positives,
+    )  # fmt: skip
     rows = []
     for rank, (index, value) in enumerate(picks, 1):
         p = np.exp(log_scores[index] / power)

@@ -20,6 +20,7 @@ LABEL_FREE = ("diversity", "typical")  # strategies that need no head
 TYPICAL_NEIGHBOURS = 20  # typicality: 1 / mean distance to this many nearest in the cluster
 MIN_CLUSTER = 5  # typical: a cluster smaller than this is picked from only when no other is left
 MAX_CLUSTERS = 500  # typical: k-means clusters at most (labelled + batch below that)
+SHORT = 0.5  # balanced: a class with fewer labelled positives than this x the mean is short
 
 
 @dataclass(frozen=True)
@@ -185,18 +186,45 @@ def typical(pool: np.ndarray, labelled: np.ndarray, n: int, gap: float, seed: in
     return picked
 
 
+def balanced(p: np.ndarray, positives, pool: np.ndarray, labelled: np.ndarray, n: int, gap: float):
+    """Class-balanced uncertainty: the classes in turn, fewest labelled positives first. A
+    class short of labels (under SHORT x the mean count) takes the pool image the head thinks
+    likeliest to hold it; any other class the image nearest its decision boundary (p = 1/2).
+    A pick counts for its class from then on. p [n, C]: the head's scores on p's scale."""
+    counts = np.asarray(positives, float).copy()
+    free = ~np.isnan(p).any(axis=1)
+    kept, picked = list(labelled), []
+    while len(picked) < n and free.any():
+        c = int(np.argmin(counts))
+        value = p[:, c] if counts[c] < SHORT * counts.mean() else -np.abs(p[:, c] - 0.5)
+        candidates = np.flatnonzero(free)
+        i = int(candidates[np.argmax(value[candidates])])
+        free[i] = False
+        if kept and _distances(pool[i][None], np.asarray(kept))[0].min() <= gap:
+            continue
+        picked.append((i, float(value[i])))
+        kept.append(pool[i])
+        counts[c] += 1
+    return picked
+
+
 def choose(
     strategy: str, pool: np.ndarray, labelled: np.ndarray, log_scores: np.ndarray | None,
-    power: float, batch: int, seed: int = 0,
+    power: float, batch: int, seed: int = 0, positives=None,
 ) -> list[tuple[int, float]]:  # fmt: skip
     """`batch` (pool index, strategy score) pairs, best first. pool [n, D] and labelled [m, D]
     are embeddings; log_scores [n, C] the head's pooled image scores of the pool (None for
-    LABEL_FREE strategies); `seed` seeds typical's clusters."""
+    LABEL_FREE strategies); `seed` seeds typical's clusters; `positives` [C] the labelled
+    images' positives per class (balanced)."""
     gap = duplicate_gap(pool)
     if strategy == "diversity":
         return k_center(pool, labelled, batch, gap)
     if strategy == "typical":
         return typical(pool, labelled, batch, gap, seed)
+    if strategy == "balanced":
+        p = np.exp(log_scores / power)
+        held = np.zeros(p.shape[1]) if positives is None else positives
+        return balanced(p, held, pool, labelled, batch, gap)
     unsure = uncertainty(log_scores, power)
     if strategy == "uncertainty":
         return most_uncertain(unsure, pool, labelled, batch, gap)

@@ -178,6 +178,7 @@ def simulate(
                 strategy, embeddings.of(pool), embeddings.of(known),
                 blind_scores(head, method.train, method.classes, method.classes, method.config.k, pool),
                 score_power(head, method.config.k), wanted, seed,
+                [labelled_now.positives(truth)[c] for c in method.classes],
             )  # fmt: skip
         if not picks:
             return

@@ -60,7 +60,7 @@ def test_diversity_ranks_the_planted_outlier_first_and_combined_mixes_both():
     assert 4 not in [i for i, _ in choose("combined", pool, cluster(3, seed=5), scores, 1.0, 2)]
 
 
-@pytest.mark.parametrize("strategy", ["uncertainty", "diversity", "combined"])
+@pytest.mark.parametrize("strategy", ["uncertainty", "diversity", "combined", "balanced"])
 def test_a_batch_holds_no_near_duplicates(strategy):
     pool, scores = cluster(30, spread=0.3), sure_scores(30)
     pool[11] = pool[3]  # the same photo twice, both unsure and both far out
@@ -68,6 +68,25 @@ def test_a_batch_holds_no_near_duplicates(strategy):
     scores[3] = scores[11] = np.log(0.5)
     picks = [i for i, _ in choose(strategy, pool, cluster(3, seed=5), scores, 1.0, 5)]
     assert len(picks) == 5 and len({3, 11} & set(picks)) == 1, picks
+
+
+def test_balanced_picks_a_planted_rare_class_image_that_uncertainty_never_picks():
+    """Issue 27: the head sure of image 13 holding class 2, which one labelled image holds;
+    plain uncertainty spends the batch on images unsure of the common classes."""
+    pool = cluster(30, spread=0.3)
+    p = np.where(np.random.default_rng(2).random((30, 3)) < 0.5, 0.02, 0.98)
+    p[:12, :2] = np.linspace(0.45, 0.55, 12)[:, None]  # unsure of classes 0 and 1
+    p[13] = (0.01, 0.01, 0.95)
+    p[:, 2] = np.minimum(p[:, 2], 0.1)
+    p[13, 2] = 0.95
+    scores, labelled = np.log(p), cluster(3, seed=5)
+    unsure = [i for i, _ in choose("uncertainty", pool, labelled, scores, 1.0, 5)]
+    picks = choose("balanced", pool, labelled, scores, 1.0, 5, positives=[10, 8, 1])
+    assert 13 not in unsure and picks[0] == (13, pytest.approx(0.95)), picks
+    rest = [i for i, _ in picks[1:]]
+    assert set(rest) <= set(range(12)), rest  # then nearest the boundaries of 0 and 1
+    even = [i for i, _ in choose("balanced", pool, labelled, scores, 1.0, 5, positives=[5, 5, 5])]
+    assert 13 not in even  # no class short of labels: boundaries only
 
 
 NONE = np.zeros((0, DIM), np.float32)

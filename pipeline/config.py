@@ -27,13 +27,10 @@ ON_ERROR = ("stop", "skip")
 HEADS = ("mlp", "svm", "weak")
 REDUCES = ("mean", "max")  # how the patches covering a pixel make its score
 PROTOCOLS = ("union", "vissl")  # how a label budget draws images (docs/labels.md)
-STRATEGIES = (
-    "uncertainty",
-    "diversity",
-    "combined",
-    "typical",
-    "balanced",
-)  # which images to label next
+# which images to label next; the label-free ones need no head, so they pick a first batch
+STRATEGIES = ("uncertainty", "diversity", "combined", "typical", "balanced")
+LABEL_FREE = ("diversity", "typical")
+NO_HEAD = "none"  # suggest --head none: no labels yet, the first batch of a task
 # where a simulation starts: no label (its first batch the strategy's), or one positive a class
 STARTS = ("cold", "one-per-class")
 SCHEDULES = ("epochs", "steps")  # a label budget's SGD: its epochs, or the whole split's steps
@@ -358,6 +355,11 @@ class SuggestConfig(ScoredSplit):
     def __post_init__(self):
         super().__post_init__()
         check_choice("strategy", self.strategy, STRATEGIES)
+        _check(
+            self.head != NO_HEAD or self.strategy in LABEL_FREE, "strategy", self.strategy,
+            f"with --head {NO_HEAD} (no labels yet) pick the first batch with "
+            f"{' or '.join(LABEL_FREE)}",
+        )  # fmt: skip
         check_path("output", self.output)
         check_path("sheet", self.sheet)
 

@@ -9,17 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import SuggestConfig
+from pipeline.config import NO_HEAD, SuggestConfig
 from pipeline.datasets import open_dataset
 from pipeline.errors import CacheError, MidlevelError
 from pipeline.evaluation.pooling import score_power
 from pipeline.evaluation.scoring import HeadOnSplit, blind_scores, open_head_on_split
+from pipeline.features.registry import cache_key
 from pipeline.io import write_csv
 from pipeline.reporting.plots import suggestion_sheet
 from pipeline.reporting.provenance import beside, write_sidecar
 from pipeline.store.cache import FeatureCache
 from pipeline.store.data_digests import DIGESTS_FILE, ImageDigests
-from pipeline.store.freshness import open_dataset_of
+from pipeline.store.freshness import open_dataset_of, split_cache
 from pipeline.store.head_files import head_cache
 from pipeline.training.acquisition import choose, image_embeddings
 from pipeline.training.curve import split_truth
@@ -39,11 +40,14 @@ class SuggestSummary:
 
     def line(self) -> str:
         sheet = f", {self.sheet}" if self.sheet else " (no dataset given: no contact sheet)"
-        known = (
-            f"{self.labelled} labelled already"
-            if self.labelled is not None
-            else "the head's training cache is not beside its file: diversity from the pool alone"
-        )
+        if self.labelled == 0:
+            known = "no label yet: a first batch"
+        elif self.labelled is not None:
+            known = f"{self.labelled} labelled already"
+        else:
+            known = (
+                "the head's training cache is not beside its file: diversity from the pool alone"
+            )
         return (
             f"suggest: {len(self.rows)} of {self.pool} pool images to label next ({known}"
             f"{self.left_out}) in {self.seconds:.1f} s -> {self.output}{sheet}"
@@ -52,6 +56,8 @@ class SuggestSummary:
 
 def run(config: SuggestConfig) -> SuggestSummary:
     started = time.perf_counter()
+    if config.head == NO_HEAD:
+        return _first_batch(config, started)
     opened = open_head_on_split(config)
     dataset = open_dataset_of(config)
     train = training_cache(opened)
@@ -82,14 +88,45 @@ def run(config: SuggestConfig) -> SuggestSummary:
     for rank, (index, value) in enumerate(picks, 1):
         p = np.exp(log_scores[index] / power)
         top = np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable")[:TOP]
-        rows.append({
-            "rank": rank,
-            "image": candidates[index],
-            "path": paths.get(candidates[index], ""),
-            "strategy": config.strategy,
-            "strategy_score": round(value, 4),
-            "top_classes": "; ".join(f"{opened.classes[c]} {p[c]:.2f}" for c in top),
-        })  # fmt: skip
+        rows.append(
+            _row(rank, candidates[index], paths, config, value,
+                 "; ".join(f"{opened.classes[c]} {p[c]:.2f}" for c in top))
+        )  # fmt: skip
+    output, sheet = _write(rows, paths, config, head=opened.sidecar(), pool=opened.cache,
+                           labelled=train)  # fmt: skip
+    return SuggestSummary(
+        rows, len(candidates), train.manifest().get("n_images") if train is not None else None,
+        time.perf_counter() - started, output, sheet, left_out,
+    )  # fmt: skip
+
+
+def _first_batch(config: SuggestConfig, started: float) -> SuggestSummary:
+    """No head yet (--head none): the pool ranked by a strategy that needs no label."""
+    dataset = open_dataset_of(config)
+    cache = split_cache(config, config.split, dataset, cache_key(config, dataset))
+    pool = image_embeddings(cache)
+    if not pool.image_ids:
+        raise CacheError(f"{cache.directory}: split {config.split!r} holds no image to suggest")
+    paths = _image_paths(dataset, config)
+    none = np.zeros((0, pool.vectors.shape[1]), np.float32)
+    picks = choose(config.strategy, pool.vectors, none, None, 1.0, config.batch)
+    rows = [_row(r, pool.image_ids[i], paths, config, v, "") for r, (i, v) in enumerate(picks, 1)]
+    output, sheet = _write(rows, paths, config, head=None, pool=cache, labelled=None)
+    return SuggestSummary(
+        rows, len(pool.image_ids), 0, time.perf_counter() - started, output, sheet
+    )
+
+
+def _row(rank: int, image: str, paths, config: SuggestConfig, value: float, top: str) -> dict:
+    return {
+        "rank": rank, "image": image, "path": paths.get(image, ""),
+        "strategy": config.strategy, "strategy_score": round(value, 4), "top_classes": top,
+    }  # fmt: skip
+
+
+def _write(rows, paths, config: SuggestConfig, *, head, pool: FeatureCache, labelled):
+    """suggest.csv, its contact sheet where the images' files are known, and its sidecar:
+    (the CSV's path, the sheet's or None)."""
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_csv(output, rows)
@@ -97,13 +134,10 @@ def run(config: SuggestConfig) -> SuggestSummary:
     if paths:
         sheet = str(suggestion_sheet(rows, paths, beside(output, config.sheet, ".png")))
     write_sidecar(
-        output, "suggest", config, head=opened.sidecar(), pool=opened.cache.contents(),
-        labelled=train.contents() if train is not None else None,
+        output, "suggest", config, head=head, pool=pool.contents(),
+        labelled=labelled.contents() if labelled is not None else None,
     )  # fmt: skip
-    return SuggestSummary(
-        rows, len(candidates), train.manifest().get("n_images") if train is not None else None,
-        time.perf_counter() - started, str(output), sheet, left_out,
-    )  # fmt: skip
+    return str(output), sheet
 
 
 def training_cache(opened: HeadOnSplit) -> FeatureCache | None:

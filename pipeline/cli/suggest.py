@@ -28,7 +28,8 @@ from pipeline.config import STRATEGIES, SuggestConfig
 @click.option("--sheet", default=None, help="Their contact sheet [default: <output stem>.png].")
 def command(**opts) -> None:
     """Rank the images of --split (a pool, its features extracted) for labelling next, for a
-    head fitted on --train-split; uses no label of the pool."""
+    head fitted on --train-split; uses no label of the pool. No labels yet: --head none
+    --strategy typical (or diversity) picks the first batch."""
     from stages import suggest as stage
 
     config = build(SuggestConfig(), dataset_of(opts))

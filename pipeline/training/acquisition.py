@@ -16,7 +16,6 @@ CANDIDATES = 4  # combined: the k-center picks among the batch x CANDIDATES most
 DUPLICATE = 0.25  # near-duplicates: closer than this share of the pool's median neighbour gap
 NEIGHBOUR_SAMPLE = 2000  # images the median neighbour gap is measured on
 BLOCK = 512  # pool images a distance block holds
-LABEL_FREE = ("diversity", "typical")  # strategies that need no head
 TYPICAL_NEIGHBOURS = 20  # typicality: 1 / mean distance to this many nearest in the cluster
 MIN_CLUSTER = 5  # typical: a cluster smaller than this is picked from only when no other is left
 MAX_CLUSTERS = 500  # typical: k-means clusters at most (labelled + batch below that)

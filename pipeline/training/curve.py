@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pipeline.config import FitConfig
+from pipeline.config import LABEL_FREE, FitConfig
 from pipeline.errors import CacheError
 from pipeline.evaluation.pooling import score_power
 from pipeline.evaluation.scoring import average_precisions, blind_scores, score_images
@@ -19,7 +19,7 @@ from pipeline.features.registry import cache_key
 from pipeline.store.cache import FeatureCache
 from pipeline.store.freshness import open_dataset_of, split_cache
 from pipeline.store.head_files import check_int8_pair
-from pipeline.training.acquisition import LABEL_FREE, Embeddings, choose, image_embeddings
+from pipeline.training.acquisition import Embeddings, choose, image_embeddings
 from pipeline.training.budgets import Budget, Draw, SplitTruth, draw, image_order, random_order
 from pipeline.training.crossval import SplitLabels, split_labels
 from pipeline.training.fit import open_fit_cache, train_head, training_classes

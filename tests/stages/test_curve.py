@@ -233,6 +233,29 @@ def test_suggest_ranks_a_pool_and_draws_its_sheet(tree, tmp_path):
     assert code == 2 and "no image outside the training split" in out, out
 
 
+def test_suggest_picks_a_first_batch_with_no_head(tree, tmp_path):
+    """Issue 27, cold start: no labels, no head; a strategy that needs none ranks the pool."""
+    _, _, common = tree
+    csv_path = tmp_path / "first.csv"
+    args = ["suggest", *common, "--head", "none", "--split", "test", "--batch", "4"]
+    code, out = invoke(*args, "--strategy", "typical", "--output", str(csv_path))
+    assert code == 0, out
+    rows = read_rows(csv_path)
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"] and len(
+        {r["image"] for r in rows}
+    ) == 4
+    assert all(r["strategy"] == "typical" and r["top_classes"] == "" for r in rows)
+    assert all(Path(r["path"]).is_file() for r in rows) and csv_path.with_suffix(".png").is_file()
+    assert "suggest: 4 of 12 pool images to label next (no label yet: a first batch)" in out, out
+    sidecar = json.loads(csv_path.with_suffix(".json").read_text())
+    assert sidecar["head"] is None and sidecar["labelled"] is None
+    code, again = invoke(*args, "--strategy", "typical", "--output", str(tmp_path / "b.csv"))
+    assert read_rows(tmp_path / "b.csv") == rows  # the same pool, the same batch
+    code, out = invoke(*args, "--output", str(csv_path))  # the default needs a head
+    (line,) = error_lines(out)
+    assert code == 2 and "--head none" in line and "typical" in line, out
+
+
 def extracted_pool(voc: Path, cache: Path, common: list[str], photos: Path):
     """(options, head file) of a pool of plain photos extracted with the tree's settings."""
     options = [a for a in common if a not in ("--voc-root", str(voc))]

@@ -8,15 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.config import LABEL_FREE
 from pipeline.store.cache import FeatureCache
 from pipeline.store.shards import Shard, write_shard
-from pipeline.training.acquisition import (
-    CANDIDATES,
-    LABEL_FREE,
-    choose,
-    image_embeddings,
-    uncertainty,
-)
+from pipeline.training.acquisition import CANDIDATES, choose, image_embeddings, uncertainty
 
 DIM = 16
 

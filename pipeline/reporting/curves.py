@@ -25,6 +25,7 @@ class Point:
     images: float  # mean labelled images over the seeds
     maps: tuple[float, ...]  # mAP (percent) of each seed whose fit the budget supported
     seeds: int  # seeds run, supported or not
+    seed_ids: tuple[int, ...] = ()  # the seed of each of maps: a simulation pairs them
 
     @property
     def mean(self) -> float:
@@ -55,6 +56,7 @@ def aggregate(rows: list[dict]) -> list[Point]:
             float(np.mean([float(r["images"]) for r in group])),
             tuple(float(r["map"]) for r in group if str(r["map"]) != ""),
             len(group),
+            tuple(int(r["seed"]) for r in group if str(r["map"]) != ""),
         )  # fmt: skip
         for (method, arm, budget), group in groups.items()
     ]
@@ -115,13 +117,60 @@ def curve_table(points: list[Point]) -> str:
 
 def plot_label_curve(points: list[Point], path: str | Path, *, title: str = "") -> Path:
     """Mean AP against labelled images on a log axis, a line per method with its spread over
-    seeds (± one std) and its all-data AP dashed; a second panel for a simulation's arms."""
+    seeds (± one std) and its all-data AP dashed; then per simulated method a row of two
+    panels: each strategy's mean AP in its own colour (random grey), and its difference to
+    random, seed by seed. A panel with no curve (one budget) is left out."""
     simulated = [p for p in points if p.arm != BUDGET_ARM]
-    panels = 2 if simulated else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), squeeze=False)
+    budgets = [p for p in points if p.arm == BUDGET_ARM and p.maps]
+    curves = any(
+        len([p for p in budgets if p.method == m and p.budget != "all"]) > 1
+        for m in dict.fromkeys(p.method for p in budgets)
+    )
+    sim_methods = list(dict.fromkeys(p.method for p in simulated))
+    rows = int(curves or not simulated) + len(sim_methods)
+    columns = 2 if simulated else 1
+    fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 4.6 * rows), squeeze=False)
+    if curves or not simulated:
+        _budget_panel(axes[0, 0], points, title)
+        if columns == 2:
+            axes[0, 1].axis("off")
+    arms = sorted(dict.fromkeys(p.arm for p in simulated), key=lambda a: a != "random")
+    palette = plt.get_cmap("tab10")
+    colours = {a: "0.45" if a == "random" else palette(i % 10) for i, a in enumerate(arms)}
+    for row, method in enumerate(sim_methods, int(curves)):
+        mine = [p for p in simulated if p.method == method]
+        for arm in arms:
+            _line(
+                axes[row, 0], [p for p in mine if p.arm == arm and p.maps], colours[arm], "-", arm
+            )
+        _axes(axes[row, 0], f"{method}: active labelling", title)
+        random = {p.budget: p for p in mine if p.arm == "random"}
+        for arm in arms[1:] if random else ():
+            gains = [gain_over_random(p, random.get(p.budget)) for p in mine if p.arm == arm]
+            _line(axes[row, 1], [g for g in gains if g is not None], colours[arm], "-", arm)
+        axes[row, 1].axhline(0, color="0.45", lw=1.2, label="random")
+        _axes(axes[row, 1], f"{method}: minus random, seed by seed", "")
+        axes[row, 1].set_ylabel("mean AP - random's (points)")
+    return save_figure(fig, path)
+
+
+def gain_over_random(point: Point, random: Point | None) -> Point | None:
+    """`point` less random's mAP at the same round, over the seeds both have."""
+    if random is None:
+        return None
+    theirs = dict(zip(random.seed_ids, random.maps, strict=True))
+    pairs = [
+        (s, m - theirs[s]) for s, m in zip(point.seed_ids, point.maps, strict=True) if s in theirs
+    ]
+    if not pairs:
+        return None
+    return Point(point.method, point.arm, point.budget, point.images,
+                 tuple(d for _, d in pairs), len(pairs), tuple(s for s, _ in pairs))  # fmt: skip
+
+
+def _budget_panel(ax, points: list[Point], title: str) -> None:
     methods = list(dict.fromkeys(p.method for p in points))
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-    ax = axes[0, 0]
     for method in methods:
         for kind, style, words in (("shots", "-", "k per class"), ("images", ":", "images")):
             line = [
@@ -133,24 +182,10 @@ def plot_label_curve(points: list[Point], path: str | Path, *, title: str = "") 
         full = all_data(points, method)
         if full is not None and full.maps:
             ax.axhline(
-                full.mean,
-                color=colours[method],
-                ls="--",
-                lw=1,
+                full.mean, color=colours[method], ls="--", lw=1,
                 label=f"{method}, all {full.images:.0f} images",
-            )
+            )  # fmt: skip
     _axes(ax, "label budget", title)
-    if simulated:
-        ax = axes[0, 1]
-        styles = ["--", "-", "-.", ":"]
-        arms = list(dict.fromkeys(p.arm for p in simulated))
-        arms = sorted(arms, key=lambda a: a != "random")
-        for method in dict.fromkeys(p.method for p in simulated):
-            for arm, style in zip(arms, styles * len(arms), strict=False):
-                line = [p for p in simulated if p.method == method and p.arm == arm and p.maps]
-                _line(ax, line, colours[method], style, f"{method}, {arm}")
-        _axes(ax, "active labelling", "")
-    return save_figure(fig, path)
 
 
 def _line(ax, points: list[Point], colour, style: str, label: str) -> None:

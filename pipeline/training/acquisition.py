@@ -17,7 +17,7 @@ DUPLICATE = 0.25  # near-duplicates: closer than this share of the pool's median
 NEIGHBOUR_SAMPLE = 2000  # images the median neighbour gap is measured on
 BLOCK = 512  # pool images a distance block holds
 TYPICAL_NEIGHBOURS = 20  # typicality: 1 / mean distance to this many nearest in the cluster
-MIN_CLUSTER = 5  # typical: a cluster smaller than this is picked from only when no other is left
+MIN_CLUSTER = 5  # typical: among clusters holding as many labels, smaller ones come last
 MAX_CLUSTERS = 500  # typical: k-means clusters at most (labelled + batch below that)
 SHORT = 0.5  # balanced: a class with fewer labelled positives than this x the mean is short
 
@@ -153,8 +153,11 @@ def typicality(points: np.ndarray) -> np.ndarray:
 def typical(pool: np.ndarray, labelled: np.ndarray, n: int, gap: float, seed: int = 0):
     """TypiClust-style picks (Hacohen et al., 2022): pool and labelled images in k-means
     clusters, as many as there will be labels; each pick the most typical image of the
-    largest cluster holding the fewest labels, so a batch covers the pool's dense regions
-    before it repeats one. Near-duplicates of a labelled or picked image are passed over."""
+    largest cluster holding the fewest labels (clusters under MIN_CLUSTER images last), so a
+    batch covers the pool's dense regions before it repeats one. TypiClust drops the small
+    clusters; on a pool of a few dozen photos most clusters are small, and dropping them left
+    two of five classes out of a first batch. Near-duplicates of a labelled or picked image
+    are passed over."""
     if not len(pool) or n <= 0:
         return []
     offset = len(labelled)
@@ -172,8 +175,7 @@ def typical(pool: np.ndarray, labelled: np.ndarray, n: int, gap: float, seed: in
     kept, picked = list(labelled), []
     while len(picked) < n and (free >= 0).any():
         open_ = np.unique(free[free >= 0])
-        big = [c for c in open_ if sizes[c] >= MIN_CLUSTER] or list(open_)
-        c = min(big, key=lambda c: (held[c], -sizes[c], c))
+        c = min(open_, key=lambda c: (held[c], sizes[c] < MIN_CLUSTER, -sizes[c], c))
         members = np.flatnonzero(free == c)
         i = int(members[np.argmax(dense[members])])
         free[i] = -1

@@ -182,3 +182,35 @@ def test_a_curve_on_real_photos_ends_where_fit_and_score_do(real_slice, tmp_path
                         "--output", str(tmp_path / "suggest.csv"))  # fmt: skip
     assert code == 0 and "suggest: 5 of 20 pool images" in text, text
     assert (tmp_path / "suggest.png").is_file()
+
+
+def test_a_first_batch_of_forty_real_photos_covers_their_classes(voc_subset, tmp_path):
+    """Issue 27, cold start on genuine photos: 40 VOC 2007 test photos as a folder of plain
+    photos, no label, no head; typical's first 10 hold every class the 40 hold (5; dropping
+    TypiClust's small clusters, as on a large pool, gave 3)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    ids = (voc_subset / "ImageSets" / "Main" / "test.txt").read_text().split()[:40]
+    for i in ids:
+        (photos / f"{i}.jpg").write_bytes((voc_subset / "JPEGImages" / f"{i}.jpg").read_bytes())
+    common = ["--data", f"images:{photos}", "--split", "pool", "--cache-dir", str(tmp_path / "c"),
+              "--grid", "whole"]  # fmt: skip
+    code, out = invoke("extract", *common, "--workers", "0")
+    assert code == 0, out
+    output = tmp_path / "first.csv"
+    code, out = invoke("suggest", *common, "--head", "none", "--strategy", "typical", "--batch",
+                       "10", "--output", str(output))  # fmt: skip
+    assert code == 0 and "10 of 40 pool images" in out, out
+    with open(output) as handle:
+        picks = [row["image"] for row in csv.DictReader(handle)]
+    assert len(set(picks)) == 10 and output.with_suffix(".png").is_file()
+    held = [_classes_of(voc_subset, i) for i in ids]
+    chosen = set().union(*(_classes_of(voc_subset, i) for i in picks))
+    assert chosen == set().union(*held), (chosen, set().union(*held))
+
+
+def _classes_of(voc: Path, image_id: str) -> set[str]:
+    from xml.etree import ElementTree
+
+    root = ElementTree.parse(voc / "Annotations" / f"{image_id}.xml").getroot()
+    return {o.findtext("name") for o in root.iter("object")}

@@ -28,8 +28,9 @@ HEADS = ("mlp", "svm", "weak")
 REDUCES = ("mean", "max")  # how the patches covering a pixel make its score
 PROTOCOLS = ("union", "vissl")  # how a label budget draws images (docs/labels.md)
 # which images to label next; the label-free ones need no head, so they pick a first batch
-STRATEGIES = ("uncertainty", "diversity", "combined", "typical", "balanced")
-LABEL_FREE = ("diversity", "typical")
+STRATEGIES = ("auto", "uncertainty", "diversity", "combined", "typical", "balanced")
+LABEL_FREE = ("diversity", "typical")  # they never use a head
+FIRST_BATCH = (*LABEL_FREE, "auto")  # they pick with no head (auto: typical)
 NO_HEAD = "none"  # suggest --head none: no labels yet, the first batch of a task
 # where a simulation starts: no label (its first batch the strategy's), or one positive a class
 STARTS = ("cold", "one-per-class")
@@ -356,9 +357,9 @@ class SuggestConfig(ScoredSplit):
         super().__post_init__()
         check_choice("strategy", self.strategy, STRATEGIES)
         _check(
-            self.head != NO_HEAD or self.strategy in LABEL_FREE, "strategy", self.strategy,
+            self.head != NO_HEAD or self.strategy in FIRST_BATCH, "strategy", self.strategy,
             f"with --head {NO_HEAD} (no labels yet) pick the first batch with "
-            f"{' or '.join(LABEL_FREE)}",
+            f"{', '.join(FIRST_BATCH)}",
         )  # fmt: skip
         check_path("output", self.output)
         check_path("sheet", self.sheet)

@@ -22,7 +22,7 @@ from pipeline.store.cache import FeatureCache
 from pipeline.store.data_digests import DIGESTS_FILE, ImageDigests
 from pipeline.store.freshness import open_dataset_of, split_cache
 from pipeline.store.head_files import head_cache
-from pipeline.training.acquisition import choose, image_embeddings
+from pipeline.training.acquisition import choose, image_embeddings, resolve
 from pipeline.training.curve import split_truth
 
 TOP = 3  # classes named per suggested image
@@ -37,6 +37,7 @@ class SuggestSummary:
     output: str
     sheet: str | None
     left_out: str = ""  # which pool images are training images, and how that was told
+    strategy: dict | None = None  # asked, used (what auto stood for) and why
 
     def line(self) -> str:
         sheet = f", {self.sheet}" if self.sheet else " (no dataset given: no contact sheet)"
@@ -48,8 +49,12 @@ class SuggestSummary:
             known = (
                 "the head's training cache is not beside its file: diversity from the pool alone"
             )
+        by = ""
+        if self.strategy:
+            used, asked = self.strategy["used"], self.strategy["asked"]
+            by = f" by {used}" + (f" (auto: {self.strategy['why']})" if asked == "auto" else "")
         return (
-            f"suggest: {len(self.rows)} of {self.pool} pool images to label next ({known}"
+            f"suggest: {len(self.rows)} of {self.pool} pool images to label next{by} ({known}"
             f"{self.left_out}) in {self.seconds:.1f} s -> {self.output}{sheet}"
         )
 
@@ -80,8 +85,9 @@ def run(config: SuggestConfig) -> SuggestSummary:
     positives = (
         (split_truth(train, opened.classes).labels == 1).sum(axis=0) if train is not None else None
     )
+    strategy = _strategy(config, True, positives)
     picks = choose(
-        config.strategy, pool.of(candidates), centres, log_scores, power, config.batch,
+        strategy["used"], pool.of(candidates), centres, log_scores, power, config.batch,
         positives=positives,
     )  # fmt: skip
     rows = []
@@ -89,14 +95,14 @@ def run(config: SuggestConfig) -> SuggestSummary:
         p = np.exp(log_scores[index] / power)
         top = np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable")[:TOP]
         rows.append(
-            _row(rank, candidates[index], paths, config, value,
+            _row(rank, candidates[index], paths, strategy["used"], value,
                  "; ".join(f"{opened.classes[c]} {p[c]:.2f}" for c in top))
         )  # fmt: skip
     output, sheet = _write(rows, paths, config, head=opened.sidecar(), pool=opened.cache,
-                           labelled=train)  # fmt: skip
+                           labelled=train, strategy=strategy)  # fmt: skip
     return SuggestSummary(
         rows, len(candidates), train.manifest().get("n_images") if train is not None else None,
-        time.perf_counter() - started, output, sheet, left_out,
+        time.perf_counter() - started, output, sheet, left_out, strategy,
     )  # fmt: skip
 
 
@@ -109,22 +115,32 @@ def _first_batch(config: SuggestConfig, started: float) -> SuggestSummary:
         raise CacheError(f"{cache.directory}: split {config.split!r} holds no image to suggest")
     paths = _image_paths(dataset, config)
     none = np.zeros((0, pool.vectors.shape[1]), np.float32)
-    picks = choose(config.strategy, pool.vectors, none, None, 1.0, config.batch)
-    rows = [_row(r, pool.image_ids[i], paths, config, v, "") for r, (i, v) in enumerate(picks, 1)]
-    output, sheet = _write(rows, paths, config, head=None, pool=cache, labelled=None)
+    strategy = _strategy(config, False, None)
+    picks = choose(strategy["used"], pool.vectors, none, None, 1.0, config.batch)
+    used = strategy["used"]
+    rows = [_row(r, pool.image_ids[i], paths, used, v, "") for r, (i, v) in enumerate(picks, 1)]
+    output, sheet = _write(
+        rows, paths, config, head=None, pool=cache, labelled=None, strategy=strategy
+    )
     return SuggestSummary(
-        rows, len(pool.image_ids), 0, time.perf_counter() - started, output, sheet
+        rows, len(pool.image_ids), 0, time.perf_counter() - started, output, sheet, "", strategy
     )
 
 
-def _row(rank: int, image: str, paths, config: SuggestConfig, value: float, top: str) -> dict:
+def _strategy(config: SuggestConfig, has_head: bool, positives) -> dict:
+    """The strategy asked for, the one used (what auto stands for here) and why."""
+    used, why = resolve(config.strategy, has_head, positives)
+    return {"asked": config.strategy, "used": used, "why": why}
+
+
+def _row(rank: int, image: str, paths, strategy: str, value: float, top: str) -> dict:
     return {
         "rank": rank, "image": image, "path": paths.get(image, ""),
-        "strategy": config.strategy, "strategy_score": round(value, 4), "top_classes": top,
+        "strategy": strategy, "strategy_score": round(value, 4), "top_classes": top,
     }  # fmt: skip
 
 
-def _write(rows, paths, config: SuggestConfig, *, head, pool: FeatureCache, labelled):
+def _write(rows, paths, config: SuggestConfig, *, head, pool: FeatureCache, labelled, strategy):
     """suggest.csv, its contact sheet where the images' files are known, and its sidecar:
     (the CSV's path, the sheet's or None)."""
     output = Path(config.output)
@@ -135,7 +151,7 @@ def _write(rows, paths, config: SuggestConfig, *, head, pool: FeatureCache, labe
         sheet = str(suggestion_sheet(rows, paths, beside(output, config.sheet, ".png")))
     write_sidecar(
         output, "suggest", config, head=head, pool=pool.contents(),
-        labelled=labelled.contents() if labelled is not None else None,
+        labelled=labelled.contents() if labelled is not None else None, strategy=strategy,
     )  # fmt: skip
     return str(output), sheet
 

@@ -16,7 +16,7 @@ from pipeline.config import STRATEGIES, SuggestConfig
     "--strategy",
     type=click.Choice(STRATEGIES),
     default=SuggestConfig.strategy,
-    help="uncertainty (the head's least sure images), diversity (k-center over image features), combined (diverse among the uncertain), typical (the densest image of each uncovered k-means cluster; needs no head), balanced (classes in turn, fewest labels first: nearest their boundary, or likeliest positives of a class short of labels).",
+    help="auto (typical until every class has 5 labelled positives, then balanced), uncertainty (the head's least sure images), diversity (k-center over image features), combined (diverse among the uncertain), typical (the densest image of each uncovered k-means cluster; needs no head), balanced (classes in turn, fewest labels first: nearest their boundary, or likeliest positives of a class short of labels).",
 )
 @click.option(
     "--batch",

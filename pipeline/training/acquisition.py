@@ -20,6 +20,7 @@ TYPICAL_NEIGHBOURS = 20  # typicality: 1 / mean distance to this many nearest in
 MIN_CLUSTER = 5  # typical: among clusters holding as many labels, smaller ones come last
 MAX_CLUSTERS = 500  # typical: k-means clusters at most (labelled + batch below that)
 SHORT = 0.5  # balanced: a class with fewer labelled positives than this x the mean is short
+AUTO_SWITCH = 5  # auto: typical until every class has this many labelled positives, then balanced
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,19 @@ def balanced(p: np.ndarray, positives, pool: np.ndarray, labelled: np.ndarray, n
     return picked
 
 
+def resolve(strategy: str, has_head: bool, positives) -> tuple[str, str]:
+    """The strategy `auto` stands for, and why: typical while a class has fewer than
+    AUTO_SWITCH labelled positives (or there is no head yet), then balanced."""
+    if strategy != "auto":
+        return strategy, "as asked"
+    if not has_head or positives is None:
+        return "typical", "no head yet"
+    fewest = int(np.min(positives)) if len(positives) else 0
+    if fewest < AUTO_SWITCH:
+        return "typical", f"a class has {fewest} labelled positives, under {AUTO_SWITCH}"
+    return "balanced", f"every class has {AUTO_SWITCH} or more labelled positives"
+
+
 def choose(
     strategy: str, pool: np.ndarray, labelled: np.ndarray, log_scores: np.ndarray | None,
     power: float, batch: int, seed: int = 0, positives=None,
@@ -217,6 +231,7 @@ def choose(
     are embeddings; log_scores [n, C] the head's pooled image scores of the pool (None for
     LABEL_FREE strategies); `seed` seeds typical's clusters; `positives` [C] the labelled
     images' positives per class (balanced)."""
+    strategy = resolve(strategy, log_scores is not None, positives)[0]
     gap = duplicate_gap(pool)
     if strategy == "diversity":
         return k_center(pool, labelled, batch, gap)

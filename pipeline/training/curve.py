@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pipeline.config import LABEL_FREE, FitConfig
+from pipeline.config import FIRST_BATCH, LABEL_FREE, FitConfig
 from pipeline.errors import CacheError
 from pipeline.evaluation.pooling import score_power
 from pipeline.evaluation.scoring import average_precisions, blind_scores, score_images
@@ -147,7 +147,7 @@ def simulate(
     """Rounds of active labelling, `batch` more images a round chosen by `strategy` until
     `up_to`: from no label (start "cold": the first batch is the strategy's too, random's
     random) or from one positive of every class. A round whose images cannot train a head
-    yet picks by a strategy that needs none: typical its own, the others diversity."""
+    yet picks by a strategy that needs none: typical and auto typical, the others diversity."""
     cold = start == "cold"
     order = random_order(truth, seed) if cold else image_order(truth, seed)
     labelled = [] if cold else list(draw(truth, Budget("shots", 1), seed).images)
@@ -168,11 +168,11 @@ def simulate(
             continue
         pool = [i for i in embeddings.image_ids if i not in taken]
         known = [i for i in labelled if i in embedded]
-        if head is None or strategy in LABEL_FREE:
+        if head is None or strategy in LABEL_FREE:  # no head yet, or none needed
+            first = strategy if strategy in FIRST_BATCH else "diversity"
             picks = choose(
-                strategy if strategy in LABEL_FREE else "diversity", embeddings.of(pool),
-                embeddings.of(known), None, 1.0, wanted, seed,
-            )  # fmt: skip
+                first, embeddings.of(pool), embeddings.of(known), None, 1.0, wanted, seed
+            )
         else:
             picks = choose(
                 strategy, embeddings.of(pool), embeddings.of(known),

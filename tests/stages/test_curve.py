@@ -246,7 +246,9 @@ def test_suggest_picks_a_first_batch_with_no_head(tree, tmp_path):
     ) == 4
     assert all(r["strategy"] == "typical" and r["top_classes"] == "" for r in rows)
     assert all(Path(r["path"]).is_file() for r in rows) and csv_path.with_suffix(".png").is_file()
-    assert "suggest: 4 of 12 pool images to label next (no label yet: a first batch)" in out, out
+    assert (
+        "suggest: 4 of 12 pool images to label next by typical (no label yet: a first batch)" in out
+    )
     sidecar = json.loads(csv_path.with_suffix(".json").read_text())
     assert sidecar["head"] is None and sidecar["labelled"] is None
     code, again = invoke(*args, "--strategy", "typical", "--output", str(tmp_path / "b.csv"))
@@ -254,6 +256,27 @@ def test_suggest_picks_a_first_batch_with_no_head(tree, tmp_path):
     code, out = invoke(*args, "--output", str(csv_path))  # the default needs a head
     (line,) = error_lines(out)
     assert code == 2 and "--head none" in line and "typical" in line, out
+    code, out = invoke(*args, "--strategy", "auto", "--output", str(tmp_path / "auto.csv"))
+    assert code == 0 and "to label next by typical (auto: no head yet)" in out, out
+    assert read_rows(tmp_path / "auto.csv") == [{**r, "strategy": "typical"} for r in rows]
+    sidecar = json.loads((tmp_path / "auto.json").read_text())
+    assert sidecar["strategy"] == {"asked": "auto", "used": "typical", "why": "no head yet"}
+
+
+def test_suggest_auto_says_what_it_chose_and_why(tree, tmp_path):
+    """Issue 27, item 6: with a head, auto is typical while a class has few labelled
+    positives, then balanced; the summary line, the CSV and its sidecar say which and why."""
+    _, _, common = tree
+    code, out = invoke("fit", *common, "--head", "svm", "--svm-epochs", "2")
+    assert code == 0, out
+    csv_path = tmp_path / "auto.csv"
+    code, out = invoke("suggest", *common, "--head", "svm", "--split", "test", "--batch", "4",
+                       "--strategy", "auto", "--output", str(csv_path))  # fmt: skip
+    assert code == 0, out
+    chosen = json.loads(csv_path.with_suffix(".json").read_text())["strategy"]
+    assert chosen["asked"] == "auto" and chosen["used"] in ("typical", "balanced"), chosen
+    assert f"to label next by {chosen['used']} (auto: {chosen['why']})" in out, out
+    assert {r["strategy"] for r in read_rows(csv_path)} == {chosen["used"]}
 
 
 def extracted_pool(voc: Path, cache: Path, common: list[str], photos: Path):

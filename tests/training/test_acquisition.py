@@ -11,7 +11,14 @@ import pytest
 from pipeline.config import LABEL_FREE
 from pipeline.store.cache import FeatureCache
 from pipeline.store.shards import Shard, write_shard
-from pipeline.training.acquisition import CANDIDATES, choose, image_embeddings, uncertainty
+from pipeline.training.acquisition import (
+    AUTO_SWITCH,
+    CANDIDATES,
+    choose,
+    image_embeddings,
+    resolve,
+    uncertainty,
+)
 
 DIM = 16
 
@@ -82,6 +89,21 @@ def test_balanced_picks_a_planted_rare_class_image_that_uncertainty_never_picks(
     assert set(rest) <= set(range(12)), rest  # then nearest the boundaries of 0 and 1
     even = [i for i, _ in choose("balanced", pool, labelled, scores, 1.0, 5, positives=[5, 5, 5])]
     assert 13 not in even  # no class short of labels: boundaries only
+
+
+def test_auto_is_typical_until_every_class_has_its_labels_then_balanced():
+    assert resolve("auto", False, None) == ("typical", "no head yet")
+    few = [AUTO_SWITCH, AUTO_SWITCH + 3, AUTO_SWITCH - 1]
+    assert resolve("auto", True, few) == (
+        "typical", f"a class has {AUTO_SWITCH - 1} labelled positives, under {AUTO_SWITCH}"
+    )  # fmt: skip
+    assert resolve("auto", True, [AUTO_SWITCH] * 3)[0] == "balanced"
+    assert resolve("uncertainty", True, few) == ("uncertainty", "as asked")
+    pool, owner = planted_clusters([20, 15, 10], seed=4)
+    scores = np.log(np.full((len(pool), 3), 0.5))
+    for positives, twin in ((few, "typical"), ([9, 9, 9], "balanced")):
+        picks = choose("auto", pool, pool[:0], scores, 1.0, 3, positives=positives)
+        assert picks == choose(twin, pool, pool[:0], scores, 1.0, 3, positives=positives)
 
 
 NONE = np.zeros((0, DIM), np.float32)

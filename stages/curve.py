@@ -22,6 +22,7 @@ from pipeline.evaluation.metrics import mean_ap
 from pipeline.io import read_csv, write_csv
 from pipeline.reporting.curves import BUDGET_ARM, Point, aggregate, plot_label_curve
 from pipeline.reporting.provenance import beside, write_sidecar
+from pipeline.reporting.simulation import simulation_table, verdict
 from pipeline.training.budgets import Budget, SplitTruth, budgets_of, draw
 from pipeline.training.curve import (
     CurveMethod,
@@ -58,6 +59,8 @@ class CurveSummary:
     plot: str
     others: int
     left_out: str = ""  # methods left out for want of their features, and what to extract
+    verdict: tuple[str, ...] = ()  # a simulation's strategies against random, a line each
+    simulation: str = ""  # the simulation's table (CSV), where there is one
 
     def line(self) -> str:
         run_rate = f" ({self.new / self.seconds:.2f} fits/s)" if self.new and self.seconds else ""
@@ -72,7 +75,7 @@ class CurveSummary:
             f"curve: {self.fits} fits ({self.new} run, {self.fits - self.new} kept) in "
             f"{self.seconds:.1f} s on {self.jobs} job{'s' if self.jobs > 1 else ''}{run_rate}, peak memory "
             f"{self.peak_bytes / 2**30:.2f} GiB a process{notes}{kept}{self.left_out} -> "
-            f"{self.output}, {self.plot}"
+            f"{self.output}, {self.plot}" + (f", {self.simulation}" if self.simulation else "")
         )
 
 
@@ -270,13 +273,18 @@ def run(config: CurveConfig) -> CurveSummary:
     write_csv(output, _with_columns(rows + others))
     points = aggregate(rows)
     plot = plot_label_curve(points, plot_path(config), title=_title(config, methods))
+    table = simulation_table(rows, truth.classes)
+    simulation = ""
+    if table:
+        simulation = str(beside(output, None, "-simulation.csv"))
+        write_csv(simulation, table)
     write_sidecar(
         output, "curve", config,
         caches={n: {"train": m.train.contents(), "test": m.test.contents(), "fingerprint": m.train.fingerprint} for n, m in methods.items()},
     )  # fmt: skip
     return CurveSummary(
         rows, points, len(rows), new, time.perf_counter() - started, jobs, peak, str(output),
-        str(plot), len(others), left_out,
+        str(plot), len(others), left_out, tuple(verdict(table)), simulation,
     )  # fmt: skip
 
 

@@ -114,4 +114,6 @@ def command(heads, method_configs, test_split, shots, images, seeds, protocol, s
     from pipeline.reporting.curves import curve_table
 
     click.echo(curve_table(summary.points))
+    for line in summary.verdict:
+        click.echo(line)
     click.echo(summary.line())

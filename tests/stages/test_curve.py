@@ -177,6 +177,10 @@ def test_from_no_label_every_arm_picks_its_first_batch_and_reruns_the_same(tree,
         code, text = invoke(*args, "--output", str(tmp_path / f"{run}.csv"))
         assert code == 0, text
         rows[run] = [r for r in read_rows(tmp_path / f"{run}.csv") if r["arm"] != "budget"]
+    table = read_rows(tmp_path / "first-simulation.csv")
+    fitted = {(r["arm"], r["round"]) for r in rows["first"] if r["map"]}  # a round unfit: none
+    assert {(r["arm"], r["round"]) for r in table} == fitted and ("typical", "0") in fitted
+    assert "patches-svm typical minus random by images (1 seeds): 4: " in text, text
     arms = {r["arm"] for r in rows["first"]}
     assert arms == {"random", "typical", "uncertainty"}, arms
     for arm in arms:

@@ -1,5 +1,6 @@
-"""The label-curve plot read at a glance (issue 27): a row per simulated head, its strategies
-in their own colours beside their gain over random seed by seed; no panel without a curve."""
+"""A label curve read at a glance (issue 27): the plot (a row per simulated head, strategies in
+their own colours beside their gain over random seed by seed; no panel without a curve), and
+the simulation's table and verdict (paired gains, the test of random ahead, class balance)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from PIL import Image
 
 from pipeline.reporting.curves import aggregate, gain_over_random, plot_label_curve
 from pipeline.reporting.plots import DPI
+from pipeline.reporting.simulation import simulation_table, verdict
 
 
 def rows(methods=("patches-mlp", "patches-weak"), shots=(1,)) -> list[dict]:
@@ -24,7 +26,8 @@ def rows(methods=("patches-mlp", "patches-weak"), shots=(1,)) -> list[dict]:
                     out.append({
                         "method": method, "arm": arm, "budget": f"images={10 * (r + 1)}",
                         "seed": seed, "round": r, "images": 10 * (r + 1),
-                        "map": 50 + 10 * r + gain + seed,
+                        "map": 50 + 10 * r + gain + seed + (0.5 * seed * (arm == "diversity")),
+                        "positives_cat": r + (arm == "typical"),
                     })  # fmt: skip
     return out
 
@@ -57,3 +60,23 @@ def test_the_gain_over_random_pairs_seeds():
         at[("patches-mlp", "typical", "round 0")], at[("patches-mlp", "random", "round 0")]
     )
     assert paired.seed_ids == (0, 2) and paired.mean == pytest.approx(5.0)
+
+
+def test_the_simulation_table_pairs_seeds_and_says_where_random_is_ahead():
+    data = rows(methods=("patches-mlp",))
+    for row in data:  # diversity falls behind random at round 3, more for some seeds
+        if row["arm"] == "diversity" and row["round"] == 3:
+            row["map"] = 80 - 2 - row["seed"] * 0.5
+    table = {(r["arm"], r["round"]): r for r in simulation_table(data, ("cat",))}
+    typical = table[("typical", 1)]
+    assert (typical["gain_mean"], typical["gain_std"], typical["paired"]) == (5.0, 0.0, 3)
+    assert typical["p_random_ahead"] == "" and typical["positives_cat"] == 2.0
+    behind = table[("diversity", 3)]
+    assert behind["gain_mean"] == pytest.approx(-(2 + 0.5) - 1, abs=0.01)
+    assert 0 < behind["p_random_ahead"] < 0.1
+    assert table[("random", 0)]["gain_mean"] == "" and table[("random", 0)]["map_mean"] == 51.0
+    lines = verdict(simulation_table(data, ("cat",)))
+    (diversity,) = [line for line in lines if " diversity " in line]
+    assert "random ahead at 40 (p 0." in diversity, diversity
+    (typical_line,) = [line for line in lines if " typical " in line]
+    assert typical_line.endswith("random never ahead with p < 0.1"), typical_line

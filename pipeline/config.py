@@ -348,7 +348,7 @@ class SuggestConfig(ScoredSplit):
     """The `batch` images of `split` (a pool, unlabelled or not) to label next for a head
     trained on `train_split`, by `strategy`; their contact sheet at `sheet`."""
 
-    strategy: str = "combined"
+    strategy: str = "typical"
     batch: int = ranged(20, COUNT)
     output: str = "suggest.csv"
     sheet: str | None = None  # None: <output stem>.png beside it

@@ -16,7 +16,7 @@ from pipeline.config import STRATEGIES, SuggestConfig
     "--strategy",
     type=click.Choice(STRATEGIES),
     default=SuggestConfig.strategy,
-    help="auto (typical until every class has 5 labelled positives, then balanced), uncertainty (the head's least sure images), diversity (k-center over image features), combined (diverse among the uncertain), typical (the densest image of each uncovered k-means cluster; needs no head), balanced (classes in turn, fewest labels first: nearest their boundary, or likeliest positives of a class short of labels).",
+    help="typical (the densest image of each k-means cluster with the fewest labels; needs no head; ahead of random at every budget of the real simulation, docs/labels.md), auto (typical until every class has 5 labelled positives, then balanced), balanced (classes in turn, fewest labels first: nearest their boundary, or likeliest positives of a class short of labels), diversity (k-center over image features), uncertainty (the head's least sure images), combined (diverse among the uncertain).",
 )
 @click.option(
     "--batch",
@@ -28,8 +28,8 @@ from pipeline.config import STRATEGIES, SuggestConfig
 @click.option("--sheet", default=None, help="Their contact sheet [default: <output stem>.png].")
 def command(**opts) -> None:
     """Rank the images of --split (a pool, its features extracted) for labelling next, for a
-    head fitted on --train-split; uses no label of the pool. No labels yet: --head none
-    --strategy typical (or diversity) picks the first batch."""
+    head fitted on --train-split; uses no label of the pool. No labels yet: --head none picks
+    the first batch."""
     from stages import suggest as stage
 
     config = build(SuggestConfig(), dataset_of(opts))

@@ -137,20 +137,28 @@ def plot_label_curve(points: list[Point], path: str | Path, *, title: str = "") 
     arms = sorted(dict.fromkeys(p.arm for p in simulated), key=lambda a: a != "random")
     palette = plt.get_cmap("tab10")
     colours = {a: "0.45" if a == "random" else palette(i % 10) for i, a in enumerate(arms)}
+    crowded = len(arms) > 4  # bands of many strategies hide each other: random's band only
     for row, method in enumerate(sim_methods, int(curves)):
         mine = [p for p in simulated if p.method == method]
         for arm in arms:
             _line(
-                axes[row, 0], [p for p in mine if p.arm == arm and p.maps], colours[arm], "-", arm
-            )
+                axes[row, 0], [p for p in mine if p.arm == arm and p.maps], colours[arm], "-", arm,
+                band=arm == "random" or not crowded,
+            )  # fmt: skip
         _axes(axes[row, 0], f"{method}: active labelling", title)
         random = {p.budget: p for p in mine if p.arm == "random"}
         for arm in arms[1:] if random else ():
             gains = [gain_over_random(p, random.get(p.budget)) for p in mine if p.arm == arm]
-            _line(axes[row, 1], [g for g in gains if g is not None], colours[arm], "-", arm)
-        axes[row, 1].axhline(0, color="0.45", lw=1.2, label="random")
-        _axes(axes[row, 1], f"{method}: minus random, seed by seed", "")
+            _line(
+                axes[row, 1], [g for g in gains if g is not None], colours[arm], "-", arm,
+                band=not crowded,
+            )  # fmt: skip
+        axes[row, 1].axhline(0, color="0.45", lw=1.2)
+        _axes(axes[row, 1], f"{method}: minus random, seed by seed (colours as left)", "",
+              legend=False)  # fmt: skip
         axes[row, 1].set_ylabel("mean AP - random's (points)")
+        for ax in axes[row]:
+            _budget_ticks(ax, sorted({p.images for p in mine}))
     return save_figure(fig, path)
 
 
@@ -188,16 +196,23 @@ def _budget_panel(ax, points: list[Point], title: str) -> None:
     _axes(ax, "label budget", title)
 
 
-def _line(ax, points: list[Point], colour, style: str, label: str) -> None:
+def _line(ax, points: list[Point], colour, style: str, label: str, band: bool = True) -> None:
     if not points:
         return
     x = np.array([p.images for p in points])
     mean, std = np.array([p.mean for p in points]), np.array([p.std for p in points])
     ax.plot(x, mean, style, color=colour, marker="o", ms=3, label=label)
-    ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+    if band:
+        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
 
 
-def _axes(ax, name: str, title: str) -> None:
+def _budget_ticks(ax, images: list[float]) -> None:
+    """Each simulated budget labelled on the log axis, when they are few enough to read."""
+    if 1 < len(images) <= 12:
+        ax.set_xticks(images, [f"{i:g}" for i in images])
+
+
+def _axes(ax, name: str, title: str, legend: bool = True) -> None:
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -205,5 +220,5 @@ def _axes(ax, name: str, title: str) -> None:
     ax.set_ylabel("mean AP on the evaluation split (%)")
     ax.set_title(f"{name}: {title}" if title else name, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
+    if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")

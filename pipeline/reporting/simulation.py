@@ -49,13 +49,21 @@ def _versus_random(arm: str, gains: np.ndarray) -> dict:
             "paired": len(gains) if arm != "random" else "",
             "p_random_ahead": "",
         }
-    p = ""
-    if len(gains) > 1 and gains.std() > 0:
-        p = round(float(stats.ttest_1samp(gains, 0.0, alternative="less").pvalue), 4)
+    p = round(_p_random_ahead(gains), 4) if len(gains) > 1 else ""
     return {
         "gain_mean": round(float(gains.mean()), 2), "gain_std": round(float(gains.std()), 2),
         "paired": len(gains), "p_random_ahead": p,
     }  # fmt: skip
+
+
+def _p_random_ahead(gains: np.ndarray) -> float:
+    """One-sided paired t-test that the mean gain is below 0, by hand: scipy's own warns of
+    precision loss on near-equal gains. Equal gains give the limit: 0 below 0, 1 above."""
+    spread = gains.std(ddof=1)
+    if spread == 0:
+        return 0.5 if gains.mean() == 0 else float(gains.mean() > 0)
+    t = gains.mean() / (spread / np.sqrt(len(gains)))
+    return float(stats.t.cdf(t, len(gains) - 1))
 
 
 def verdict(table: list[dict]) -> list[str]:
@@ -69,11 +77,24 @@ def verdict(table: list[dict]) -> list[str]:
         ]
         if not mine:
             continue
+        most = max(r["paired"] for r in mine)
         losing = [r for r in mine if r["p_random_ahead"] != "" and r["p_random_ahead"] < AHEAD]
-        gains = ", ".join(f"{r['images']:g}: {r['gain_mean']:+.1f}" for r in mine)
+        untested = [f"{r['images']:g}" for r in mine if r["p_random_ahead"] == ""]
+        gains = ", ".join(
+            f"{r['images']:g}: {r['gain_mean']:+.1f}"
+            + (f" ({r['paired']} seed{'s' * (r['paired'] > 1)})" if r["paired"] < most else "")
+            for r in mine
+        )
         lost = ", ".join(f"{r['images']:g} (p {r['p_random_ahead']:.3f})" for r in losing)
+        if losing:
+            said = f"random ahead at {lost}"
+        elif len(untested) == len(mine):
+            said = "too few seeds paired to test"
+        else:
+            said = f"random never ahead with p < {AHEAD:g}"
+        if untested and len(untested) < len(mine):
+            said += f" (untested at {', '.join(untested)}: one seed paired)"
         lines.append(
-            f"{method} {arm} minus random by images ({mine[0]['paired']} seeds): {gains}; "
-            + (f"random ahead at {lost}" if losing else f"random never ahead with p < {AHEAD:g}")
+            f"{method} {arm} minus random by images ({most} seed{'s' * (most > 1)}): {gains}; {said}"
         )
     return lines

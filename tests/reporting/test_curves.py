@@ -70,7 +70,7 @@ def test_the_simulation_table_pairs_seeds_and_says_where_random_is_ahead():
     table = {(r["arm"], r["round"]): r for r in simulation_table(data, ("cat",))}
     typical = table[("typical", 1)]
     assert (typical["gain_mean"], typical["gain_std"], typical["paired"]) == (5.0, 0.0, 3)
-    assert typical["p_random_ahead"] == "" and typical["positives_cat"] == 2.0
+    assert typical["p_random_ahead"] == 1.0 and typical["positives_cat"] == 2.0  # t = +inf
     behind = table[("diversity", 3)]
     assert behind["gain_mean"] == pytest.approx(-(2 + 0.5) - 1, abs=0.01)
     assert 0 < behind["p_random_ahead"] < 0.1
@@ -80,3 +80,20 @@ def test_the_simulation_table_pairs_seeds_and_says_where_random_is_ahead():
     assert "random ahead at 40 (p 0." in diversity, diversity
     (typical_line,) = [line for line in lines if " typical " in line]
     assert typical_line.endswith("random never ahead with p < 0.1"), typical_line
+    assert "by images (3 seeds): 10: +5.0, " in typical_line, typical_line
+
+
+def test_the_verdict_names_budgets_it_could_not_test_and_equal_losses():
+    data = rows(methods=("patches-mlp",))
+    for row in data:
+        if row["arm"] == "typical" and row["round"] == 1:
+            row["map"] -= 10  # behind random by 5 at every seed: t is -inf
+    data = [r for r in data if not (r["arm"] == "diversity" and r["round"] == 2 and r["seed"])]
+    table = simulation_table(data, ("cat",))
+    at = {(r["arm"], r["round"]): r for r in table}
+    assert at[("typical", 1)]["p_random_ahead"] == 0.0
+    assert (at[("diversity", 2)]["p_random_ahead"], at[("diversity", 2)]["paired"]) == ("", 1)
+    lines = {line.split()[1]: line for line in verdict(table)}
+    assert "random ahead at 20 (p 0.000)" in lines["typical"], lines
+    assert "30: +2.0 (1 seed), " in lines["diversity"], lines
+    assert lines["diversity"].endswith("(untested at 30: one seed paired)"), lines

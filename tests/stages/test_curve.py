@@ -180,7 +180,8 @@ def test_from_no_label_every_arm_picks_its_first_batch_and_reruns_the_same(tree,
     table = read_rows(tmp_path / "first-simulation.csv")
     fitted = {(r["arm"], r["round"]) for r in rows["first"] if r["map"]}  # a round unfit: none
     assert {(r["arm"], r["round"]) for r in table} == fitted and ("typical", "0") in fitted
-    assert "patches-svm typical minus random by images (1 seeds): 4: " in text, text
+    assert "patches-svm typical minus random by images (1 seed): 4: " in text, text
+    assert "too few seeds paired to test" in text, text
     arms = {r["arm"] for r in rows["first"]}
     assert arms == {"random", "typical", "uncertainty"}, arms
     for arm in arms:
@@ -228,7 +229,7 @@ def test_suggest_ranks_a_pool_and_draws_its_sheet(tree, tmp_path):
     rows = read_rows(csv_path)
     assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
     assert len({r["image"] for r in rows}) == 4
-    assert all(Path(r["path"]).is_file() and r["strategy"] == "combined" for r in rows)
+    assert all(Path(r["path"]).is_file() and r["strategy"] == "typical" for r in rows)
     assert all(len(r["top_classes"].split("; ")) == 3 for r in rows)
     assert csv_path.with_suffix(".png").is_file()
     assert "suggest: 4 of 12 pool images" in out
@@ -242,7 +243,7 @@ def test_suggest_picks_a_first_batch_with_no_head(tree, tmp_path):
     _, _, common = tree
     csv_path = tmp_path / "first.csv"
     args = ["suggest", *common, "--head", "none", "--split", "test", "--batch", "4"]
-    code, out = invoke(*args, "--strategy", "typical", "--output", str(csv_path))
+    code, out = invoke(*args, "--output", str(csv_path))  # the default, typical, needs no head
     assert code == 0, out
     rows = read_rows(csv_path)
     assert [r["rank"] for r in rows] == ["1", "2", "3", "4"] and len(
@@ -257,8 +258,8 @@ def test_suggest_picks_a_first_batch_with_no_head(tree, tmp_path):
     assert sidecar["head"] is None and sidecar["labelled"] is None
     code, again = invoke(*args, "--strategy", "typical", "--output", str(tmp_path / "b.csv"))
     assert read_rows(tmp_path / "b.csv") == rows  # the same pool, the same batch
-    code, out = invoke(*args, "--output", str(csv_path))  # the default needs a head
-    (line,) = error_lines(out)
+    code, out = invoke(*args, "--strategy", "combined", "--output", str(csv_path))
+    (line,) = error_lines(out)  # combined needs a head
     assert code == 2 and "--head none" in line and "typical" in line, out
     code, out = invoke(*args, "--strategy", "auto", "--output", str(tmp_path / "auto.csv"))
     assert code == 0 and "to label next by typical (auto: no head yet)" in out, out

@@ -34,6 +34,7 @@ from pipeline.training.curve import (
 )
 from pipeline.training.methods import method_config
 from pipeline.training.settings import fit_options
+from pipeline.words import plural
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class CurveSummary:
         )
         return (
             f"curve: {self.fits} fits ({self.new} run, {self.fits - self.new} kept) in "
-            f"{self.seconds:.1f} s on {self.jobs} job{'s' if self.jobs > 1 else ''}{run_rate}, peak memory "
+            f"{self.seconds:.1f} s on {plural(self.jobs, 'job')}{run_rate}, peak memory "
             f"{self.peak_bytes / 2**30:.2f} GiB a process{notes}{kept}{self.left_out} -> "
             f"{self.output}, {self.plot}" + (f", {self.simulation}" if self.simulation else "")
         )

@@ -18,6 +18,7 @@ from pipeline.deploy.runtime import Model
 from pipeline.deploy.server import create_app, split_threads
 from pipeline.errors import CacheError, ConfigError
 from pipeline.io import TEMPORARY
+from pipeline.words import plural
 
 
 def run(config: ServeConfig, *, ready: Callable[[str], None] = print) -> None:
@@ -43,7 +44,7 @@ def run(config: ServeConfig, *, ready: Callable[[str], None] = print) -> None:
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops, then raises Ctrl-C again
         server.run(sockets=[listening])
     served = app.state.counts["predictions"]
-    ready(f"serve: stopped after {served} prediction{'' if served == 1 else 's'}")
+    ready(f"serve: stopped after {plural(served, 'prediction')}")
 
 
 def _model_folder(config: ServeConfig, ready: Callable[[str], None]) -> Path:

@@ -8,6 +8,7 @@ import numpy as np
 from scipy import stats
 
 from pipeline.reporting.curves import BUDGET_ARM
+from pipeline.words import plural
 
 AHEAD = 0.1  # a strategy loses at a budget where random is ahead with p below this
 
@@ -82,7 +83,7 @@ def verdict(table: list[dict]) -> list[str]:
         untested = [f"{r['images']:g}" for r in mine if r["p_random_ahead"] == ""]
         gains = ", ".join(
             f"{r['images']:g}: {r['gain_mean']:+.1f}"
-            + (f" ({r['paired']} seed{'s' * (r['paired'] > 1)})" if r["paired"] < most else "")
+            + (f" ({plural(r['paired'], 'seed')})" if r["paired"] < most else "")
             for r in mine
         )
         lost = ", ".join(f"{r['images']:g} (p {r['p_random_ahead']:.3f})" for r in losing)
@@ -95,6 +96,6 @@ def verdict(table: list[dict]) -> list[str]:
         if untested and len(untested) < len(mine):
             said += f" (untested at {', '.join(untested)}: one seed paired)"
         lines.append(
-            f"{method} {arm} minus random by images ({most} seed{'s' * (most > 1)}): {gains}; {said}"
+            f"{method} {arm} minus random by images ({plural(most, 'seed')}): {gains}; {said}"
         )
     return lines

@@ -20,6 +20,7 @@ from pipeline.training.fit import (
     train_head,
     training_classes,
 )
+from pipeline.words import plural
 
 
 def image_folds(image_ids: list[str], n_folds: int, seed: int) -> list[frozenset[str]]:
@@ -83,10 +84,6 @@ def _folds_for(config: FitConfig, cache: FeatureCache, image_ids: list[str], n_f
     return image_folds(image_ids, n_folds, config.seed)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def check_fold(
     config: FitConfig,
     cache: FeatureCache,
@@ -117,7 +114,7 @@ def check_fold(
     if labels.background is not None and not labels.background[~held].any():
         images = int((labels.background > 0).sum())
         raise CacheError(
-            f"{where} holds every image with background patches ({_plural(images, 'image')} "
+            f"{where} holds every image with background patches ({plural(images, 'image')} "
             f"in split {config.split!r}), so its training rows are all of the classes; use "
             "fewer folds (fit --cv K, sweep --folds K), or extract with a larger "
             "--background-ratio"
@@ -134,7 +131,7 @@ def _counts(config: FitConfig, classes, lacking: list[str], has, noun: str, deta
     """How many such images the split has, and the fix: fewer folds, or other --classes."""
     in_split = {c: int(has[:, classes.index(c)].sum()) for c in lacking}
     counts = ", ".join(
-        f"{c} ({_plural(n, noun)}{detail} in split {config.split!r})" for c, n in in_split.items()
+        f"{c} ({plural(n, noun)}{detail} in split {config.split!r})" for c, n in in_split.items()
     )
     rest = [c for c in classes if c not in lacking]
     it = "it" if len(lacking) == 1 else "them"

@@ -157,8 +157,9 @@ def plot_label_curve(points: list[Point], path: str | Path, *, title: str = "") 
         _axes(axes[row, 1], f"{method}: minus random, seed by seed (colours as left)", "",
               legend=False)  # fmt: skip
         axes[row, 1].set_ylabel("mean AP - random's (points)")
+        budgets = sorted({p.images for p in mine})
         for ax in axes[row]:
-            _budget_ticks(ax, sorted({p.images for p in mine}))
+            _budget_ticks(ax, budgets)
     return save_figure(fig, path)
 
 

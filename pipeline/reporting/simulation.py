@@ -87,14 +87,12 @@ def verdict(table: list[dict]) -> list[str]:
             for r in mine
         )
         lost = ", ".join(f"{r['images']:g} (p {r['p_random_ahead']:.3f})" for r in losing)
-        if losing:
-            said = f"random ahead at {lost}"
-        elif len(untested) == len(mine):
+        if len(untested) == len(mine):
             said = "too few seeds paired to test"
         else:
-            said = f"random never ahead with p < {AHEAD:g}"
-        if untested and len(untested) < len(mine):
-            said += f" (untested at {', '.join(untested)}: one seed paired)"
+            said = f"random ahead at {lost}" if losing else f"random never ahead with p < {AHEAD:g}"
+            if untested:
+                said += f" (untested at {', '.join(untested)}: one seed paired)"
         lines.append(
             f"{method} {arm} minus random by images ({plural(most, 'seed')}): {gains}; {said}"
         )

@@ -220,6 +220,12 @@ class CacheSettings(Settings):
         check_path("image_dir", self.image_dir)
 
 
+def same_cache(config: CacheSettings) -> dict:
+    """Every setting that finds `config`'s cache, by name: another stage's config built from
+    these reads the same cache (a field left out would fall back to its default, silently)."""
+    return {f.name: getattr(config, f.name) for f in fields(CacheSettings)}
+
+
 @dataclass(frozen=True)
 class ExtractConfig(CacheSettings):
     """What stage one runs on; the runtime is not part of the cache key (docs/cache.md)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import CompareConfig, ReportConfig, ScoreConfig
+from pipeline.config import CompareConfig, ReportConfig, ScoreConfig, same_cache
 from pipeline.evaluation.scoring import score_split
 from pipeline.reporting.report import Report, build_report
 from pipeline.reporting.runs import write_run
@@ -41,13 +41,7 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
         head_file = head_path(output, name)  # never a head the user fitted
         fit_head(fit_config, progress=progress, path=head_file)
         score_config = ScoreConfig(
-            data=config.base.data,
-            cache_dir=config.base.cache_dir,
-            backbone=config.base.backbone,
-            grid=fit_config.grid,
-            labels=config.base.labels,
-            task=config.base.task,
-            image_dir=config.base.image_dir,
+            **same_cache(fit_config),
             split=config.test_split,
             train_split=config.base.split,
             head=str(head_file),
@@ -59,5 +53,9 @@ def run(config: CompareConfig, *, progress=None) -> CompareSummary:
         write_run(result)
         means[name] = float(result.table()[-1]["ap_voc07"])
         runs.append(score_config.output)
-    report = build_report(ReportConfig(tuple(runs), str(output), tuple(METHODS), config.base.data))
+    report = build_report(
+        ReportConfig(
+            runs=tuple(runs), output=str(output), names=tuple(METHODS), data=config.base.data
+        )
+    )
     return CompareSummary(means, report)

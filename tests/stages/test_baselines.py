@@ -145,6 +145,35 @@ def test_compare_runs_the_four_methods_into_one_report(shapes_voc, shapes_cache,
     assert code == 2 and "METHOD one of whole-svm" in bad
 
 
+def test_compare_scores_the_cache_its_keep_names(shapes_voc, tmp_path):
+    """compare --keep all scores the test split's all-patch cache even where the split's own
+    rule would keep a sample (issue 28's defect: the score config dropped `keep`)."""
+    cache = tmp_path / "cache"
+    common = ["--voc-root", str(shapes_voc), "--cache-dir", str(cache), *SMALL]
+    for split, grid in (("val", "patches"), ("val", "whole"), ("train", "whole")):
+        code, out = invoke("extract", "--split", split, "--grid", grid, "--workers", "0", *common)
+        assert code == 0, out
+    for keep in ("sample", "all"):  # the scored split, "train", has a cache of each rule
+        code, out = invoke("extract", "--split", "train", "--keep", keep, "--workers", "0", *common)
+        assert code == 0, out
+    output = tmp_path / "compare"
+    code, out = invoke("compare", *common, "--split", "val", "--test-split", "train",
+                       "--keep", "all", "--epochs", "2", "--hidden", "16",
+                       "--output", str(output))  # fmt: skip
+    assert code == 0, out
+    for name in ("patches-svm", "patches-mlp", "patches-weak"):
+        sidecar = json.loads((output / f"{name}.json").read_text())
+        assert sidecar["config"]["keep"] == "all", name
+        alone = tmp_path / f"{name}.csv"  # the same head scored on the all-patch cache by hand
+        code, out = invoke("score", *common, "--split", "train", "--train-split", "val",
+                           "--keep", "all", "--head", str(output / "heads" / f"{name}.safetensors"),
+                           "--output", str(alone))  # fmt: skip
+        assert code == 0, out
+        assert (output / f"{name}-scores.csv").read_text() == alone.with_name(
+            f"{name}-scores.csv"
+        ).read_text()  # before: the sample cache's images and scores
+
+
 def test_whole_image_cache_key_ignores_the_patch_grid_and_label_rule():
     from pipeline.config import BackboneConfig, GridConfig, LabelRule
     from pipeline.features.registry import feature_settings

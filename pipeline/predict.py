@@ -21,6 +21,7 @@ from pipeline.evaluation.pooling import image_log_scores, score_power
 from pipeline.evaluation.score_maps import score_map
 from pipeline.features.registry import fingerprint_part
 from pipeline.features.work import check_photo_work
+from pipeline.store.keys import CacheKey
 
 if TYPE_CHECKING:  # store/ needs h5py: imported where a head is read (predict --model has none)
     from pipeline.store.head_files import HeadRecord
@@ -76,9 +77,11 @@ class Predictor:
                 "--weights FILE with a copy of the weights it was trained with"
             ) from None
         if here != trained:
+            learnt = CacheKey.from_file(self.fingerprint)
+            was, now = learnt.describe_against(CacheKey({**learnt.settings, "backbone": here}))
             raise CacheError(
-                f"{self.path}: trained on {_describe(trained)}, but here the head's settings give "
-                f"{_describe(here)}; pass --weights FILE with the weights it was trained with"
+                f"{self.path}: trained on {was}, but here the head's settings give {now}; pass "
+                "--weights FILE with the weights it was trained with"
             )
 
     @property
@@ -106,12 +109,10 @@ class Predictor:
         (the same draw as its extract made, so the same int8 net), read from its dataset."""
         from pipeline.datasets import open_dataset
         from pipeline.features.quantize import calibration_set
-        from pipeline.store.cache import FeatureCache
+        from pipeline.store.cache import SplitCache
 
-        source, split = (
-            FeatureCache.load(self.path.parent.parent).source,
-            self.record.config.get("split"),
-        )
+        training = SplitCache.of_head(self.path)
+        source, split = training and training.source, self.record.config.get("split")
         try:
             dataset = open_dataset(source or "")
             data = dataset.load(split, task=self.record.settings("task"))
@@ -207,12 +208,6 @@ class Predictor:
         result = self._one(image, None)
         maps = score_map(result.boxes, result.probs, result.width, result.height, reduce=reduce)
         return dict(zip(self.classes, maps, strict=True))
-
-
-def _describe(part: dict) -> str:
-    return " ".join(
-        f"{k}={part[k]}" for k in ("name", "weights", "input_size", "mode") if k in part
-    )
 
 
 def _as_array(image) -> np.ndarray:

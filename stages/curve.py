@@ -281,7 +281,7 @@ def run(config: CurveConfig) -> CurveSummary:
         write_csv(simulation, table)
     write_sidecar(
         output, "curve", config,
-        caches={n: {"train": m.train.contents(), "test": m.test.contents(), "fingerprint": m.train.fingerprint} for n, m in methods.items()},
+        caches={n: {"train": m.train.contents(), "test": m.test.contents(), "fingerprint": m.train.key.settings} for n, m in methods.items()},
     )  # fmt: skip
     return CurveSummary(
         rows, points, len(rows), new, time.perf_counter() - started, jobs, peak, str(output),

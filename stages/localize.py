@@ -32,7 +32,6 @@ from pipeline.evaluation.scoring import open_head_on_split
 from pipeline.reporting.maps import MapsFile, file_key
 from pipeline.reporting.overlays import overlay_image
 from pipeline.reporting.provenance import write_sidecar
-from pipeline.store.freshness import open_dataset_of
 
 
 @dataclass(frozen=True)
@@ -73,15 +72,14 @@ class LocalizeSummary:
 
 def run(config: LocalizeConfig) -> LocalizeSummary:
     started = time.perf_counter()
-    dataset = open_dataset_of(config)
-    if dataset is None:
+    if not config.data:
         raise DataError(
             "localize needs the dataset for its images and boxes: pass --data KIND:PATH"
         )
     opened = open_head_on_split(config)
     classes, columns, cache = opened.classes, opened.columns, opened.cache
     k = opened.record.k
-    split = dataset.load(config.split, task=config.task, skip_bad=True)
+    split = cache.data  # as the cache was checked against
     samples = {s.sample_id: s for s in split.samples}
     labelled = cache.labelled
     n_images = cache.manifest()["n_images"]
@@ -138,7 +136,7 @@ def run(config: LocalizeConfig) -> LocalizeSummary:
     resolved = replace(config, classes=classes)
     provenance = {
         "digest": cache.digest,
-        "fingerprint": cache.fingerprint,
+        "fingerprint": cache.key.settings,
         "head": opened.sidecar(),
         "pointing_tolerance": POINTING_TOLERANCE,
         "location_tolerance": LOCATION_TOLERANCE,

@@ -169,7 +169,7 @@ def _in_memory(config: PredictConfig, source, samples):
 def _through_cache(config: PredictConfig, predictor: Predictor, dataset, samples, k: float):
     """Extract the photos into the cache (resumable), then pool each image from its shard."""
     from pipeline.features.engine import extract_split
-    from pipeline.store.cache import FeatureCache
+    from pipeline.store.cache import SplitCache
 
     extract = ExtractConfig(
         cache_dir=config.cache_dir, backbone=predictor.backbone_config, grid=predictor.grid,
@@ -179,7 +179,7 @@ def _through_cache(config: PredictConfig, predictor: Predictor, dataset, samples
     )  # fmt: skip
     calibration = predictor.calibration() if predictor.backbone_config.precision == "int8" else None
     summary = extract_split(extract, dataset=dataset, calibration=calibration)
-    cache = FeatureCache.load(Path(summary.cache_dir))
+    cache = SplitCache.load(Path(summary.cache_dir))
     by_id = {s.sample_id: s for s in samples}
     results = []
     for shard in cache.iter_shards():

@@ -14,13 +14,12 @@ from pipeline.datasets import open_dataset
 from pipeline.errors import CacheError, MidlevelError
 from pipeline.evaluation.pooling import score_power
 from pipeline.evaluation.scoring import HeadOnSplit, blind_scores, open_head_on_split
-from pipeline.features.registry import cache_key
+from pipeline.features.caches import open_split
 from pipeline.io import write_csv
 from pipeline.reporting.plots import suggestion_sheet
 from pipeline.reporting.provenance import beside, write_sidecar
-from pipeline.store.cache import FeatureCache
+from pipeline.store.cache import SplitCache
 from pipeline.store.data_digests import DIGESTS_FILE, ImageDigests
-from pipeline.store.freshness import open_dataset_of, split_cache
 from pipeline.store.head_files import head_cache
 from pipeline.training.acquisition import choose, image_embeddings, resolve
 from pipeline.training.curve import split_truth
@@ -64,11 +63,10 @@ def run(config: SuggestConfig) -> SuggestSummary:
     if config.head == NO_HEAD:
         return _first_batch(config, started)
     opened = open_head_on_split(config)
-    dataset = open_dataset_of(config)
     train = training_cache(opened)
     labelled = image_embeddings(train) if train is not None else None
     pool = image_embeddings(opened.cache)
-    paths = _image_paths(dataset, config)
+    paths = _image_paths(opened.cache)
     known, left_out = _training_images(opened.cache, train, paths)
     candidates = [i for i in pool.image_ids if i not in known]
     if not candidates:
@@ -108,12 +106,11 @@ def run(config: SuggestConfig) -> SuggestSummary:
 
 def _first_batch(config: SuggestConfig, started: float) -> SuggestSummary:
     """No head yet (--head none): the pool ranked by a strategy that needs no label."""
-    dataset = open_dataset_of(config)
-    cache = split_cache(config, config.split, dataset, cache_key(config, dataset))
+    cache = open_split(config, config.split)
     pool = image_embeddings(cache)
     if not pool.image_ids:
         raise CacheError(f"{cache.directory}: split {config.split!r} holds no image to suggest")
-    paths = _image_paths(dataset, config)
+    paths = _image_paths(cache)
     none = np.zeros((0, pool.vectors.shape[1]), np.float32)
     strategy = _strategy(config, False, None)
     picks = choose(strategy["used"], pool.vectors, none, None, 1.0, config.batch)
@@ -140,7 +137,7 @@ def _row(rank: int, image: str, paths, strategy: str, value: float, top: str) ->
     }  # fmt: skip
 
 
-def _write(rows, paths, config: SuggestConfig, *, head, pool: FeatureCache, labelled, strategy):
+def _write(rows, paths, config: SuggestConfig, *, head, pool: SplitCache, labelled, strategy):
     """suggest.csv, its contact sheet where the images' files are known, and its sidecar:
     (the CSV's path, the sheet's or None)."""
     output = Path(config.output)
@@ -156,14 +153,14 @@ def _write(rows, paths, config: SuggestConfig, *, head, pool: FeatureCache, labe
     return str(output), sheet
 
 
-def training_cache(opened: HeadOnSplit) -> FeatureCache | None:
+def training_cache(opened: HeadOnSplit) -> SplitCache | None:
     """The cache the head was fitted on, whose images are labelled already: the one its file
     sits in (found as score finds it); None for a head file kept elsewhere."""
     return head_cache(opened.path, opened.record)
 
 
 def _training_images(
-    pool: FeatureCache, train: FeatureCache | None, pool_paths: dict[str, Path]
+    pool: SplitCache, train: SplitCache | None, pool_paths: dict[str, Path]
 ) -> tuple[set[str], str]:
     """The pool images that are training images already, and a note saying so: the same id
     in the same dataset, or, in another dataset, the same bytes (a new photo named like a
@@ -186,7 +183,7 @@ def _training_images(
     return same, _note(len(same), "the same bytes")
 
 
-def _split_paths(source: str | None, cache: FeatureCache) -> dict[str, Path]:
+def _split_paths(source: str | None, cache: SplitCache) -> dict[str, Path]:
     """image id -> file of the split a cache holds, read from its dataset."""
     split = open_dataset(source or "").load(str(cache.attrs().get("split", "")), skip_bad=True)
     return {s.sample_id: s.image_path for s in split.samples}
@@ -203,9 +200,9 @@ def _note(count: int, how: str) -> str:
     return f"; {images} ({how}), left out"
 
 
-def _image_paths(dataset, config: SuggestConfig) -> dict[str, Path]:
-    """image id -> its file, from the dataset given (none given: no paths, no sheet)."""
-    if dataset is None:
+def _image_paths(pool: SplitCache) -> dict[str, Path]:
+    """image id -> its file, from the dataset the pool was checked against (none given: no
+    paths, no sheet)."""
+    if pool.data is None:
         return {}
-    split = dataset.load(config.split, task=config.task, skip_bad=True)
-    return {s.sample_id: s.image_path for s in split.samples}
+    return {s.sample_id: s.image_path for s in pool.data.samples}

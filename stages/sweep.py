@@ -19,7 +19,7 @@ from pipeline.config import FitConfig, SweepConfig
 from pipeline.errors import MidlevelError
 from pipeline.io import read_csv, write_csv
 from pipeline.reporting.provenance import beside, write_sidecar
-from pipeline.store.cache import FeatureCache
+from pipeline.store.cache import SplitCache
 from pipeline.training.crossval import cross_validate
 from pipeline.training.fit import open_fit_cache
 from pipeline.training.settings import apply_setting, fit_options, write_options_file
@@ -59,7 +59,7 @@ class SweepSummary:
         )
 
 
-def setting_key(config: FitConfig, cache: FeatureCache, folds: int) -> str:
+def setting_key(config: FitConfig, cache: SplitCache, folds: int) -> str:
     """What a row measured: the whole fit config (head, its settings, seed, classes), the
     cache's settings and the data its shards were made from, and the folds; a setting's
     values alone would let an SVM sweep reuse MLP rows, or a row outlive its data."""
@@ -175,7 +175,7 @@ def run(config: SweepConfig) -> SweepSummary:
         f"{config.base.split} (pipeline sweep): mAP {rows[0]['map_mean']} ± {rows[0]['map_std']}\n"
         f"cache {digest}; use: pipeline fit --config {best_file.name}",
     )
-    write_sidecar(output, "sweep", config, digest=digest, fingerprint=cache.fingerprint, best=best)
+    write_sidecar(output, "sweep", config, digest=digest, fingerprint=cache.key.settings, best=best)
     return SweepSummary(
         rows=rows,
         new=len(todo),

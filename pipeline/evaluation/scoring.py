@@ -14,9 +14,8 @@ from pipeline.config import ScoreConfig, ScoredSplit
 from pipeline.errors import CacheError
 from pipeline.evaluation.metrics import area_ap, mean_ap, voc07_ap
 from pipeline.evaluation.pooling import describe_pooling, image_log_scores
-from pipeline.features.registry import cache_key
-from pipeline.store.cache import FeatureCache
-from pipeline.store.freshness import open_dataset_of, split_cache
+from pipeline.features.caches import open_split
+from pipeline.store.cache import SplitCache
 from pipeline.store.head_files import (
     HeadRecord,
     check_same_int8_net,
@@ -37,7 +36,7 @@ class ImageScores:
 
 def score_images(
     head,
-    cache: FeatureCache,
+    cache: SplitCache,
     classes: tuple[str, ...],
     head_classes: tuple[str, ...],
     k: float,
@@ -66,7 +65,7 @@ def score_images(
 
 
 def blind_scores(
-    head, cache: FeatureCache, classes, head_classes, k: float, image_ids: list[str]
+    head, cache: SplitCache, classes, head_classes, k: float, image_ids: list[str]
 ) -> np.ndarray:
     """[len(image_ids), C] pooled log scores of these images, in this order, over their
     label-blind samples; their truth is not returned, so a choice made from it sees no label."""
@@ -75,7 +74,7 @@ def blind_scores(
     return scored.scores[[where[i] for i in image_ids]]
 
 
-def _truth_columns(cache: FeatureCache, classes: tuple[str, ...]) -> list[int] | None:
+def _truth_columns(cache: SplitCache, classes: tuple[str, ...]) -> list[int] | None:
     """Where each class's truth is in the cache's image labels (None: an unlabelled split,
     all 0); refuses a labelled split without one of the classes (AP would be undefined)."""
     if not cache.labelled:
@@ -114,7 +113,7 @@ class ScoreResult:
     left_out: tuple[dict, ...]  # images extract skipped (--on-error skip): not scored
     pooling: str  # how the image scores were pooled, in words ("k 5", "max pooling")
     config: ScoreConfig  # with the k and classes used
-    cache: FeatureCache
+    cache: SplitCache
     head: dict  # the head's part of the provenance sidecar
 
     def table(self) -> list[dict]:
@@ -144,7 +143,7 @@ class ScoreResult:
         return rows
 
 
-def head_for_split(config: ScoredSplit, cache: FeatureCache, dataset, settings):
+def head_for_split(config: ScoredSplit, cache: SplitCache):
     """The head `config.head` names (a head file, or a name: the head of that name trained
     on `config.train_split` with the scored split's settings, found as fit finds that split:
     head_files.head_of_split), its record and file; refuses one trained on other features,
@@ -153,10 +152,10 @@ def head_for_split(config: ScoredSplit, cache: FeatureCache, dataset, settings):
         path = find_head(config.head, config.cache_dir)
     else:
         path = head_of_split(
-            config, config.train_split, config.head, dataset, settings, prefer=cache.source
+            config, config.train_split, config.head, cache.dataset, cache.key, prefer=cache.source
         )
     head, record = load_head_file(path, trust_pickle=config.trust_pickle)
-    check_serves(record, cache.fingerprint, path)
+    check_serves(record, cache.key, path)
     check_same_int8_net(path, record, cache)
     return head, record, path
 
@@ -182,7 +181,7 @@ class HeadOnSplit:
     record: HeadRecord
     classes: tuple[str, ...]  # the classes to score
     columns: list[int]  # their columns in the head's output
-    cache: FeatureCache
+    cache: SplitCache
     path: Path  # the head file
 
     def sidecar(self) -> dict:
@@ -192,10 +191,8 @@ class HeadOnSplit:
 
 def open_head_on_split(config: ScoredSplit) -> HeadOnSplit:
     """The split's cache, then the head (refusing one trained on other features or classes)."""
-    dataset = open_dataset_of(config)
-    settings = cache_key(config, dataset)
-    cache = split_cache(config, config.split, dataset, settings)
-    head, record, path = head_for_split(config, cache, dataset, settings)
+    cache = open_split(config, config.split)
+    head, record, path = head_for_split(config, cache)
     classes, columns = head_columns(record, config.classes, config.head)
     return HeadOnSplit(head, record, classes, columns, cache, path)
 

@@ -22,11 +22,10 @@ from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError, DataError, MidlevelError
 from pipeline.features.ranks import all_agree, from_environment, process_group, summed
 from pipeline.features.registry import cache_key
-from pipeline.store.cache import FeatureCache, WriterLock
-from pipeline.store.data_digests import split_digests
-from pipeline.store.freshness import adopt
+from pipeline.store.cache import SplitCache
 from pipeline.store.keys import cache_path
-from pipeline.store.shards import Shard, int8_net_of, write_shard
+from pipeline.store.shards import Shard, int8_net_of
+from pipeline.store.writer import ShardWriter
 
 
 @dataclass(frozen=True)
@@ -99,49 +98,36 @@ def extract_split(
         config.split, task=config.task, limit=config.limit, skip_bad=config.on_error == "skip"
     )
     keep = resolve_keep(config.keep, config.split, split_data, config.grid)
-    settings = cache_key(config, dataset)
-    digest = settings.digest()
-    source = dataset.source()
-    cache = FeatureCache(
-        cache_path(config.cache_dir, config.split, digest, source, keep), settings.as_dict(),
-        digest, source=source, keep=keep,
-    )  # fmt: skip
-    samples = split_data.samples
-    per_shard = config.images_per_shard
-    n_shards = math.ceil(len(samples) / per_shard)
+    key = cache_key(config, dataset)
+    n_shards = math.ceil(len(split_data.samples) / config.images_per_shard)
     started = time.perf_counter()
     ranks = from_environment()
     with process_group(ranks), contextlib.ExitStack() as held:
-        failure, resized, adopted = None, None, None
+        failure, writer = None, None
         if ranks.main:  # one lock per run, however many processes share its shards
             try:
-                held.enter_context(WriterLock(cache.directory))
-                data = split_digests(cache.directory, split_data, per_shard, keep, save=True)
-                if not cache.manifest() and not config.overwrite:
-                    adopted = adopt(cache, config.split, data, per_shard, config.limit)
-                resized = cache.prepare(
-                    n_images=len(samples),
-                    images_per_shard=per_shard,
-                    overwrite=config.overwrite,
-                    limit=config.limit,
+                writer = held.enter_context(
+                    SplitCache.writer(config, split_data, key, dataset, keep)
                 )
             except MidlevelError as exc:
                 failure = exc
         if not all_agree(ranks, failure is None):
             raise failure or CacheError(
-                f"{cache.directory}: rank 0 could not open the cache; see its message"
+                f"{cache_path(config.cache_dir, config.split, key.digest, dataset.source(), keep)}"
+                ": rank 0 could not open the cache; see its message"
             )
-        if not ranks.main:  # rank 0 hashed the images: the others only stat them
-            data = split_digests(cache.directory, split_data, per_shard, keep)
+        if not ranks.main:  # after rank 0 hashed the images: the others only stat them
+            writer = SplitCache.writer(config, split_data, key, dataset, keep, main=False)
         if config.backbone.precision == "int8" and calibration is None:
             from pipeline.features.quantize import calibration_set
 
             calibration = calibration_set(
                 dataset, config.split, split_data, config.grid, config.task
             )
+        cache = writer.cache
         rebuilt = {
             **other_nets(cache, calibration),
-            **cache.changed_shards(data),
+            **cache.changed_shards(writer.digests),
             **cache.bad_shards(),
         }
         if rebuilt and ranks.main:
@@ -149,10 +135,10 @@ def extract_split(
                 f"extract {config.split}: {rebuilt_text(rebuilt).removeprefix(', ')}",
                 file=sys.stderr,
             )
-        pending = _pending(cache, n_shards, rebuilt, retry_skipped=config.on_error == "stop")
+        pending = cache.pending(n_shards, rebuilt, retry_skipped=config.on_error == "stop")
         totals, runtime = dict.fromkeys(_TOTALS, 0.0), ""
         if ranks.share(pending):
-            job = _Job(config, cache, dataset, split_data, keep, data, n_shards, calibration)
+            job = _Job(config, writer, dataset, split_data, keep, calibration)
             totals, runtime = _extract_shards(job, ranks.share(pending), ranks)
         totals = summed(ranks, totals)
     return ExtractResult(
@@ -166,9 +152,9 @@ def extract_split(
         stages={k: totals[k] for k in ("setup", "read", "compute", "write")},
         skipped=int(totals["skipped"]),
         rebuilt=rebuilt,
-        resized=None if resized is None else (resized, len(samples)),
+        resized=None if writer.resized is None else (writer.resized, len(split_data.samples)),
         runtime=runtime,
-        adopted=adopted,
+        adopted=writer.adopted,
     )
 
 
@@ -177,7 +163,7 @@ NET_CHANGED = "made by another int8 net: the calibration images changed"
 NETS_MIXED = "made by one of several int8 nets"
 
 
-def other_nets(cache: FeatureCache, calibration) -> dict[str, str]:
+def other_nets(cache: SplitCache, calibration) -> dict[str, str]:
     """Recorded shards of an int8 cache that a net of another calibration made than
     `calibration` (the training images changed since), and all of them where the rest name
     several nets: name -> why. A cache holds one net's features (docs/deploy.md#int8)."""
@@ -196,30 +182,15 @@ def other_nets(cache: FeatureCache, calibration) -> dict[str, str]:
     return other | {name: NETS_MIXED for name in made if name not in other and len(kept) > 1}
 
 
-def _pending(cache: FeatureCache, n_shards: int, bad: dict, *, retry_skipped: bool) -> list[int]:
-    """Shards to (re)do: those not recorded, the recorded but `bad` ones (already checked, by
-    cache.bad_shards, or made from other data), and, unless skipping is asked for again,
-    those that skipped bad images, so that a rerun after fixing the files adds them."""
-    recorded = cache.manifest().get("shards", {})
-
-    def redo(name: str) -> bool:
-        entry = recorded.get(name)
-        return entry is None or name in bad or (retry_skipped and entry.get("skipped", 0) > 0)
-
-    return [k for k in range(n_shards) if redo(cache.shard_path(k).name)]
-
-
 @dataclass(frozen=True)
 class _Job:
     """What the shard loop of one extract needs."""
 
     config: ExtractConfig
-    cache: FeatureCache
+    writer: ShardWriter
     dataset: Dataset
     data: SplitData
     keep: str
-    digests: list[str]
-    n_shards: int
     calibration: object = None  # pipeline/features/quantize.Calibration, for int8
 
 
@@ -283,11 +254,12 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1, calibration=No
 
 
 def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
-    """Extract the given pending shards of the split's samples (this process's share):
-    its totals, and the runtime that ran the net."""
+    """Extract the given pending shards of the split's samples (this process's share): read
+    and compute each image, write each shard once its last image is in. Its totals, and the
+    runtime that ran the net."""
     from pipeline.features.images import PatchImages
 
-    config, cache, samples = job.config, job.cache, job.data.samples
+    config, samples, writer = job.config, job.data.samples, job.writer
     setup = time.perf_counter()
     backbone = load_backbone(
         config, local_rank=ranks.local_rank, world=ranks.world, calibration=job.calibration
@@ -296,29 +268,12 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
     indices = [
         i for k in pending for i in range(k * per_shard, min((k + 1) * per_shard, len(samples)))
     ]
-    classes = job.data.classes
-    attrs = {
-        "digest": cache.digest,
-        "fingerprint": cache.fingerprint,
-        "split": config.split,
-        "class_names": list(classes),
-        "background_label": len(classes),
-        "labelled": job.data.truth is not None,
-        "task": config.task.name,
-        "data": job.dataset.kind,
-        "boxes": job.data.boxes,
-        "keep": job.keep,
-        "runtime": backbone.runtime_version,
-        **({"calibration": job.calibration.digest} if job.calibration else {}),
-        **job.dataset.attrs(),
-    }
+    attrs = _shard_attrs(job, backbone.runtime_version)
     truth = job.data.truth
     if truth is None:
-        truth = np.zeros((len(samples), len(classes)), dtype=np.int8)
+        truth = np.zeros((len(samples), len(job.data.classes)), dtype=np.int8)
     totals = dict.fromkeys(_TOTALS, 0.0)
     totals["setup"] = time.perf_counter() - setup
-    buffer: list[dict] = []
-    skipped: list[dict] = []  # {"id", "reason"} of this shard's bad images
     bar = tqdm(
         total=len(indices),
         unit="img",
@@ -327,50 +282,73 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
         position=ranks.rank,
     )
     patches = PatchImages(
-        samples, indices, grid=config.grid, rule=config.labels, background=len(classes),
+        samples, indices, grid=config.grid, rule=config.labels, background=len(job.data.classes),
         keep_all=job.keep == "all", patch_labels=job.data.boxes,
     )  # fmt: skip
     items = iter_image_features(backbone, patches, workers=config.workers, timing=totals)
-    started = shard_started = time.perf_counter()
+    shard_started = time.perf_counter()
     with bar:  # closed on errors too: the error line starts on a line of its own
-        for item in items:
-            if "error" not in item:
-                buffer.append(item)
-                totals["images"] += 1
-                totals["patches"] += len(item["labels"])
-            elif config.on_error == "skip":
-                skipped.append({"id": samples[item["index"]].sample_id, "reason": item["error"]})
-                tqdm.write(f"skipped: {item['error']}", file=sys.stderr)
-            else:
-                raise DataError(item["error"])
-            bar.update(1)
-            bar.set_postfix(
-                patches_per_s=f"{totals['patches'] / (time.perf_counter() - started):.1f}",
-                refresh=False,
-            )
-            shard_index = item["index"] // per_shard
-            if item["index"] == min((shard_index + 1) * per_shard, len(samples)) - 1:
-                writing = time.perf_counter()
-                shard = assemble_shard(buffer, samples, truth, backbone.feature_dim)
-                check_finite(shard, cache.shard_path(shard_index), config.backbone.weights)
-                totals["bytes"] += write_shard(
-                    cache.shard_path(shard_index), shard, {**attrs, "skipped": skipped}
-                )
-                now = time.perf_counter()
-                totals["write"] += now - writing
-                cache.record(
-                    shard_index,
-                    images=len(buffer),
-                    patches=len(shard.labels),
-                    seconds=now - shard_started,
-                    n_shards=job.n_shards,
-                    rank=ranks.rank,
-                    skipped=len(skipped),
-                    data=job.digests[shard_index],
-                )
-                totals["skipped"] += len(skipped)
-                buffer, skipped, shard_started = [], [], now
+        for index, images, skipped in _by_shard(items, job, totals, bar):
+            writing = time.perf_counter()
+            shard = assemble_shard(images, samples, truth, backbone.feature_dim)
+            check_finite(shard, writer.cache.shard_path(index), config.backbone.weights)
+            totals["bytes"] += writer.write(
+                index, shard, {**attrs, "skipped": skipped},
+                seconds=time.perf_counter() - shard_started, rank=ranks.rank, skipped=len(skipped),
+            )  # fmt: skip
+            shard_started = time.perf_counter()
+            totals["write"] += shard_started - writing
+            totals["skipped"] += len(skipped)
     return totals, backbone.runtime_version
+
+
+def _shard_attrs(job: _Job, runtime: str) -> dict:
+    """What every shard of the split carries (docs/cache.md)."""
+    classes, cache = job.data.classes, job.writer.cache
+    return {
+        "digest": cache.digest,
+        "fingerprint": cache.key.settings,
+        "split": job.config.split,
+        "class_names": list(classes),
+        "background_label": len(classes),
+        "labelled": job.data.truth is not None,
+        "task": job.config.task.name,
+        "data": job.dataset.kind,
+        "boxes": job.data.boxes,
+        "keep": job.keep,
+        "runtime": runtime,
+        **({"calibration": job.calibration.digest} if job.calibration else {}),
+        **job.dataset.attrs(),
+    }
+
+
+def _by_shard(items, job: _Job, totals: dict, bar) -> Iterator[tuple[int, list, list]]:
+    """(shard index, its images' items, its skipped images {"id", "reason"}) once the shard's
+    last image is in; a bad image stops the run, or is skipped and logged (--on-error)."""
+    config, samples = job.config, job.data.samples
+    per_shard = config.images_per_shard
+    images: list[dict] = []
+    skipped: list[dict] = []
+    started = time.perf_counter()
+    for item in items:
+        if "error" not in item:
+            images.append(item)
+            totals["images"] += 1
+            totals["patches"] += len(item["labels"])
+        elif config.on_error == "skip":
+            skipped.append({"id": samples[item["index"]].sample_id, "reason": item["error"]})
+            tqdm.write(f"skipped: {item['error']}", file=sys.stderr)
+        else:
+            raise DataError(item["error"])
+        bar.update(1)
+        bar.set_postfix(
+            patches_per_s=f"{totals['patches'] / (time.perf_counter() - started):.1f}",
+            refresh=False,
+        )
+        index = item["index"] // per_shard
+        if item["index"] == min((index + 1) * per_shard, len(samples)) - 1:
+            yield index, images, skipped
+            images, skipped = [], []
 
 
 def _as_is(item: dict) -> dict:

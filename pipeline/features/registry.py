@@ -9,10 +9,10 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import BackboneConfig, CacheSettings, GridConfig, LabelRule, TaskConfig
+from pipeline.config import BackboneConfig, CacheSettings, GridConfig, LabelRule
 from pipeline.errors import BackboneUnavailable
 from pipeline.io import file_digest
-from pipeline.store.keys import FeatureSettings
+from pipeline.store.keys import CacheKey
 
 RANDOM = "random"
 # Shared mode's pooling geometry, in its fingerprint: a change of how boxes map onto the trunk's
@@ -202,28 +202,16 @@ def fingerprint_part(config: BackboneConfig) -> dict:
     return part
 
 
-def feature_settings(
-    backbone: BackboneConfig,
-    grid: GridConfig,
-    labels: LabelRule,
-    task: TaskConfig | None = None,
-    data: dict | None = None,
-) -> FeatureSettings:
-    """The settings whose digest keys the cache: the same for extract, fit and score.
-
-    Whole-image features do not depend on the patch grid or the label rule, so those are
-    left at their defaults: a whole-image cache serves every patch setting it is compared to.
-    """
+def cache_key(config: CacheSettings, dataset=None) -> CacheKey:
+    """The key of `config`'s features of `dataset` (None: the key without a dataset, which
+    matches a cache of these settings made from any dataset): the same for extract, fit and
+    score. Whole-image features do not depend on the patch grid or the label rule, so those
+    are left at their defaults: a whole-image cache serves every patch setting."""
+    grid, labels = config.grid, config.labels
     if grid.kind == "whole":
         grid, labels = GridConfig(kind="whole"), LabelRule()
-    return FeatureSettings(fingerprint_part(backbone), grid, labels, task or TaskConfig(), data)
-
-
-def cache_key(config: CacheSettings, dataset=None) -> FeatureSettings:
-    """The key of `config`'s features of `dataset` (None: the key without a dataset, which
-    matches a cache of these settings made from any dataset)."""
     data = dataset.data_key(config.task) if dataset is not None else None
-    return feature_settings(config.backbone, config.grid, config.labels, config.task, data)
+    return CacheKey.of(fingerprint_part(config.backbone), grid, labels, config.task, data)
 
 
 # Patches per forward pass that measured fastest, per backbone and runtime, on a 2-core CPU

@@ -79,7 +79,7 @@ def write_run(result: ScoreResult) -> None:
             writer.writerow([image_id, *(f"{v:.9g}" for v in row), *truth.tolist()])
     write_sidecar(
         output, "score", config, digest=result.cache.digest,
-        fingerprint=result.cache.fingerprint, head=result.head, labelled=result.labelled,
+        fingerprint=result.cache.key.settings, head=result.head, labelled=result.labelled,
         left_out=list(result.left_out),
     )  # fmt: skip
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import h5py
 
+from pipeline.config import CacheSettings
 from pipeline.errors import CacheError
 from pipeline.io import TEMPORARY, write_json
-from pipeline.store.keys import fingerprint_problem, settings_of, shown
+from pipeline.store.keys import CacheKey, fingerprint_problem, shown
 from pipeline.store.shards import (
     REBUILD,
     SHARD_NAME,
@@ -30,6 +31,8 @@ from pipeline.store.shards import (
     shard_problem,
 )
 
+HEADS_DIR = "heads"  # a split's fitted heads live beside its features
+HEAD_SUFFIX = ".safetensors"
 CHANGED = "its images or annotations changed"  # a shard's data digest is not its samples'
 UNDIGESTED = "no data digest recorded (extracted by an older midlevel)"
 OVERWRITE = "rerun pipeline extract with --overwrite to extract the split again"
@@ -87,23 +90,47 @@ def _lock_holder(text: str) -> str:
     return text
 
 
-class FeatureCache:
+class SplitCache:
     """One directory of shards: a split of one dataset (`source`, None for a cache made before
-    datasets had their own), with these feature settings, keeping these patches."""
+    datasets had their own), with the features of `key`, keeping these patches. Readers get
+    one from `open` (pipeline/store/opening.py), extract from `writer`; `dataset` and `data`
+    are the dataset it was checked against and that split as loaded then (None unchecked)."""
 
     def __init__(
-        self, directory: Path, fingerprint: dict, digest: str, *, source: str | None = None,
+        self, directory: Path, key: CacheKey, *, source: str | None = None,
         keep: str | None = None,
     ):  # fmt: skip
         self.directory = directory
-        self.fingerprint = fingerprint
-        self.digest = digest
+        self.key = key
         self.source, self.keep = source, keep
+        self.dataset = self.data = None
         self._attrs: dict | None = None
         self._paths: list[Path] | None = None
 
+    @property
+    def digest(self) -> str:
+        return self.key.digest
+
     @classmethod
-    def load(cls, directory: Path) -> FeatureCache:
+    def open(cls, config: CacheSettings, split: str, key: CacheKey, dataset) -> SplitCache:
+        """The finished cache of `split` that serves `key`, checked once against `dataset`
+        when given (then holding it and the split's loaded data); refused in one line naming
+        the fix where there is none, several, or a stale one."""
+        from pipeline.store.opening import open_split  # the finding builds on this class
+
+        return open_split(config, split, key, dataset)
+
+    @classmethod
+    def writer(cls, config, data, key: CacheKey, dataset, keep: str, *, main: bool = True):
+        """The ShardWriter extract feeds `data` (a split of `dataset`) to: the cache locked,
+        its data digests computed, a finished cache of the same data adopted, prepared to
+        resume (pipeline/store/writer.py)."""
+        from pipeline.store.writer import open_writer  # the writer builds on this class
+
+        return open_writer(config, data, key, dataset, keep, main=main)
+
+    @classmethod
+    def load(cls, directory: Path) -> SplitCache:
         """The cache in `directory`, with the settings its fingerprint.json records; refused in
         one line where they do not hash to its digest or name another directory."""
         path = directory / "fingerprint.json"
@@ -119,16 +146,28 @@ class FeatureCache:
                 "write it again"
             )
         return cls(
-            directory, settings_of(found), found["digest"], source=found.get("source"),
+            directory, CacheKey.from_file(found), source=found.get("source"),
             keep=found.get("keep"),
         )  # fmt: skip
+
+    @classmethod
+    def of_head(cls, path: Path) -> SplitCache | None:
+        """The cache a head file sits in (its heads/ folder), None for a head kept elsewhere."""
+        directory = Path(path).parent.parent
+        if Path(path).parent.name != HEADS_DIR or not (directory / "fingerprint.json").is_file():
+            return None
+        return cls.load(directory)
+
+    def head_path(self, name: str) -> Path:
+        """Where the head `name` fitted on this split lives: beside its features."""
+        return head_path(self.directory, name)
 
     def record_settings(self) -> None:
         """fingerprint.json: the settings, their digest, the dataset and the keep rule."""
         where = {"source": self.source, "keep": self.keep} if self.source is not None else {}
         write_json(
             self.directory / "fingerprint.json",
-            {"digest": self.digest, **self.fingerprint, **where},
+            {"digest": self.digest, **self.key.settings, **where},
         )
 
     def shard_path(self, index: int) -> Path:
@@ -227,12 +266,19 @@ class FeatureCache:
 
     def problem(self, path: Path) -> str | None:
         """Why this shard is bad for this cache (see `shard_problem`), or None."""
-        return shard_problem(path, self.digest, self.fingerprint)
+        return shard_problem(path, self.digest, self.key.settings)
 
-    def is_done(self, index: int) -> bool:
-        """Recorded and whole: a bad shard is not done, so extract writes it again."""
-        path = self.shard_path(index)
-        return path.name in self.manifest().get("shards", {}) and self.problem(path) is None
+    def pending(self, n_shards: int, bad: dict[str, str], *, retry_skipped: bool) -> list[int]:
+        """Shards extract (re)does: those not recorded, the recorded but `bad` ones (from
+        `bad_shards`, or made from other data), and, unless skipping is asked for again, those
+        that skipped bad images, so that a rerun after fixing the files adds them."""
+        recorded = self.manifest().get("shards", {})
+
+        def redo(name: str) -> bool:
+            entry = recorded.get(name)
+            return entry is None or name in bad or (retry_skipped and entry.get("skipped", 0) > 0)
+
+        return [k for k in range(n_shards) if redo(self.shard_path(k).name)]
 
     def bad_shards(self) -> dict[str, str]:
         """Recorded shards that are bad, name -> reason: those a rerun of extract rebuilds."""
@@ -249,7 +295,7 @@ class FeatureCache:
         bad, attrs = {}, {}
         for name in names:
             problem, attrs[name] = inspect_shard(
-                self.directory / name, self.digest, self.fingerprint
+                self.directory / name, self.digest, self.key.settings
             )
             if problem is not None:
                 bad[name] = problem
@@ -300,7 +346,7 @@ class FeatureCache:
 
     def shard_paths(self) -> list[Path]:
         """Finished shards in order; refuses an incomplete cache, a bad shard or shards of
-        several int8 nets (checked once per FeatureCache: fit and score call this at open and
+        several int8 nets (checked once per SplitCache: fit and score call this at open and
         again for every pass)."""
         if self._paths is None:
             manifest = self.manifest()
@@ -373,6 +419,11 @@ class FeatureCache:
     def iter_shards(self, *, features: bool = True) -> Iterator[Shard]:
         for path in self.shard_paths():
             yield read_shard(path, features=features)
+
+
+def head_path(folder: Path, name: str) -> Path:
+    """A head file's place in a folder of features (or compare's output folder)."""
+    return Path(folder) / HEADS_DIR / f"{name}{HEAD_SUFFIX}"
 
 
 def _whole(value, low: int = 0) -> bool:

@@ -22,18 +22,10 @@ import numpy as np
 from pipeline.config import NESTED, CacheSettings
 from pipeline.errors import CacheError
 from pipeline.io import json_bytes, write_atomically
-from pipeline.store.cache import FeatureCache
-from pipeline.store.freshness import split_candidates
-from pipeline.store.keys import (
-    FeatureSettings,
-    describe_both,
-    describe_fingerprint,
-    shown,
-    without_data,
-)
+from pipeline.store.cache import HEAD_SUFFIX, HEADS_DIR, SplitCache, head_path
+from pipeline.store.keys import CacheKey, shown
+from pipeline.store.opening import candidates
 
-HEADS_DIR = "heads"
-SUFFIX = ".safetensors"
 FORMAT = "midlevel-head/3"  # metadata: format, state (pipeline/heads/state.py), record
 PICKLED = ".joblib"  # midlevel 0.3: {"format": "midlevel-head/2", "estimator", "record"}
 # Where the head classes lived before the library was grouped into packages: trusted
@@ -88,6 +80,11 @@ class HeadRecord:
         record = self.as_dict()
         return {key: record[key] for key in ("head", "classes", "params", "k", "digest")}
 
+    @property
+    def key(self) -> CacheKey | None:
+        """The key of the features the head was trained on (None in a record of midlevel 0.2)."""
+        return CacheKey.from_file(self.fingerprint) if self.fingerprint is not None else None
+
     def settings(self, name: str):
         """The fit's settings of one kind ("backbone", "grid", "labels", "task") as a config."""
         return NESTED[name](**(self.config.get(name) or {}))
@@ -124,11 +121,6 @@ _FIELD_TYPES = {
     "sha256": lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
     "net": lambda v: isinstance(v, str) and bool(v),
 }
-
-
-def head_path(cache_dir: Path, head: str) -> Path:
-    """Heads live next to the features they were trained on."""
-    return Path(cache_dir) / HEADS_DIR / f"{head}{SUFFIX}"
 
 
 def record_path(path: Path) -> Path:
@@ -169,7 +161,9 @@ def load_head_file(path: Path, *, trust_pickle: bool = False):
     interrupted save is written again from the head file's own record."""
     path = Path(path)
     if not path.is_file():
-        raise CacheError(f"{path}: no such head file; pass a heads/<name>{SUFFIX} that fit wrote")
+        raise CacheError(
+            f"{path}: no such head file; pass a heads/<name>{HEAD_SUFFIX} that fit wrote"
+        )
     if path.suffix == PICKLED and not trust_pickle:
         raise CacheError(f"{path}: {TRUST_HINT}")
     data = path.read_bytes()
@@ -244,16 +238,16 @@ def _unpickled(data: bytes):
     return payload, None
 
 
-def check_serves(record: HeadRecord, fingerprint: dict, path: Path) -> None:
-    """Refuse a head trained on other feature settings than `fingerprint`'s, naming both; the
+def check_serves(record: HeadRecord, key: CacheKey, path: Path) -> None:
+    """Refuse a head trained on other feature settings than `key`'s, naming both; the
     dataset may differ (a head scores any split of its settings, labelled or not)."""
-    trained = record.fingerprint
-    if trained is not None and without_data(trained) == without_data(fingerprint):
+    trained = record.key
+    if trained is not None and trained.serves(key):
         return
     was, these = (
-        describe_both(trained, fingerprint)
+        trained.describe_against(key)
         if trained is not None
-        else (f"features {record.digest}", describe_fingerprint(fingerprint))
+        else (f"features {record.digest}", key.describe())
     )
     raise CacheError(
         f"{path}: head trained on {was}; these features are {these}; "
@@ -261,7 +255,7 @@ def check_serves(record: HeadRecord, fingerprint: dict, path: Path) -> None:
     )
 
 
-def check_same_int8_net(path: Path, record: HeadRecord, cache: FeatureCache) -> None:
+def check_same_int8_net(path: Path, record: HeadRecord, cache: SplitCache) -> None:
     """Refuse int8 features made by another int8 net than those the head learnt on (the net
     its record names; for a head fitted before records named it, the net of the cache it sits
     in): its training images changed since, and with them the calibration (docs/deploy.md#int8)."""
@@ -272,7 +266,7 @@ def check_same_int8_net(path: Path, record: HeadRecord, cache: FeatureCache) -> 
         _other_net(cache, f"the head {path}", trained, _net_fix(training, trained, here))
 
 
-def check_int8_pair(train: FeatureCache, test: FeatureCache) -> None:
+def check_int8_pair(train: SplitCache, test: SplitCache) -> None:
     """Refuse to score heads fitted on one int8 net's features on another net's."""
     trained, here = train.int8_net(), test.int8_net()
     if here and trained and here != trained:
@@ -280,7 +274,7 @@ def check_int8_pair(train: FeatureCache, test: FeatureCache) -> None:
         _other_net(test, f"the training split {train.directory}", trained, fix)
 
 
-def _other_net(cache: FeatureCache, learner: str, trained: str, fix: str) -> NoReturn:
+def _other_net(cache: SplitCache, learner: str, trained: str, fix: str) -> NoReturn:
     raise CacheError(
         f"{cache.directory}: int8 features of net {cache.int8_net()}, but {learner} learnt on "
         f"those of net {trained} (the training images changed since, and with them the "
@@ -288,7 +282,7 @@ def _other_net(cache: FeatureCache, learner: str, trained: str, fix: str) -> NoR
     )
 
 
-def _net_fix(training: FeatureCache | None, trained: str, here: str) -> str:
+def _net_fix(training: SplitCache | None, trained: str, here: str) -> str:
     """What makes a head and the split it scores one net's: whichever is older is redone."""
     with contextlib.suppress(CacheError):
         now = training.int8_net() if training else None
@@ -299,15 +293,11 @@ def _net_fix(training: FeatureCache | None, trained: str, here: str) -> str:
     return "rerun pipeline extract for both splits, then fit the head again"
 
 
-def head_cache(path: Path, record: HeadRecord) -> FeatureCache | None:
-    """The cache a head file sits in (its heads/ folder) when it is the one the head learnt on
-    (its digest): the training split's, whose images are labelled; None for a head kept
-    elsewhere."""
-    directory = Path(path).parent.parent
-    if Path(path).parent.name != HEADS_DIR or not (directory / "fingerprint.json").is_file():
-        return None
-    cache = FeatureCache.load(directory)
-    return cache if cache.digest == record.digest else None
+def head_cache(path: Path, record: HeadRecord) -> SplitCache | None:
+    """The cache a head file sits in when it is the one the head learnt on (its digest): the
+    training split's, whose images are labelled; None for a head kept elsewhere."""
+    cache = SplitCache.of_head(path)
+    return cache if cache is not None and cache.digest == record.digest else None
 
 
 def saved_head(directory: Path, name: str) -> Path | None:
@@ -319,15 +309,15 @@ def saved_head(directory: Path, name: str) -> Path | None:
 
 
 def head_of_split(
-    config: CacheSettings, train_split: str, name: str, dataset, settings: FeatureSettings,
+    config: CacheSettings, train_split: str, name: str, dataset, key: CacheKey,
     *, prefer: str | None = None,
 ) -> Path:  # fmt: skip
-    """The head `name` fitted on `train_split` with the feature settings `settings`, its cache
-    found as fit finds it (freshness.split_candidates: of `dataset` when given, else of the
+    """The head `name` fitted on `train_split` with the features of `key`, its cache found as
+    fit finds it (opening.candidates: of `dataset` when given, else of the
     one dataset whose cache holds such a head, `prefer`'s among several); of that dataset's
     caches (one per keep rule), the one holding it. A refusal names the heads there are."""
-    caches = split_candidates(
-        config, train_split, dataset, settings, prefer=prefer,
+    caches = candidates(
+        config, train_split, dataset, key, prefer=prefer,
         keeping=lambda c: saved_head(c.directory, name) is not None,
     )  # fmt: skip
     if len(caches) == 1:
@@ -343,7 +333,7 @@ def head_of_split(
         f"{path} (fitted on {cache.source or 'a dataset of midlevel 0.3'}, split "
         f"{cache.directory.name.rsplit('-' + cache.digest, 1)[0]})"
         for path, cache in _cached_heads(config.cache_dir, name)
-        if without_data(cache.fingerprint) == without_data(settings.as_dict())
+        if cache.key.serves(key)
     ]
     if others:
         raise CacheError(
@@ -363,19 +353,19 @@ def _heads_named(cache_dir: str | Path, name: str) -> list[Path]:
     return [path for folder in folders if (path := saved_head(folder.parent, name))]
 
 
-def _cached_heads(cache_dir: str | Path, name: str) -> list[tuple[Path, FeatureCache]]:
+def _cached_heads(cache_dir: str | Path, name: str) -> list[tuple[Path, SplitCache]]:
     """Every head file `name` beside features, and their cache (a damaged one left out)."""
     found = []
     for path in _heads_named(cache_dir, name):
         with contextlib.suppress(CacheError):
-            found.append((path, FeatureCache.load(path.parent.parent)))
+            found.append((path, SplitCache.of_head(path)))
     return found
 
 
 def names_a_file(name_or_path: str) -> bool:
     """Whether --head names a head file (a path) rather than a head name (mlp, svm)."""
     return (
-        name_or_path.endswith((SUFFIX, PICKLED))
+        name_or_path.endswith((HEAD_SUFFIX, PICKLED))
         or "/" in name_or_path
         or Path(name_or_path).is_file()
     )
@@ -390,7 +380,7 @@ def find_head(name_or_path: str, cache_dir: str | Path) -> Path:
     if not found:
         raise CacheError(
             f"{cache_dir}: no head named {name_or_path!r}; run pipeline fit --head {name_or_path} "
-            f"first, or pass the path of a heads/<name>{SUFFIX}"
+            f"first, or pass the path of a heads/<name>{HEAD_SUFFIX}"
         )
     if len(found) > 1:
         listed = ", ".join(str(p) for p in found)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.config import GridConfig, LabelRule, TaskConfig
@@ -14,42 +14,98 @@ from pipeline.io import json_digest
 CACHE_FORMAT = 2
 
 
-@dataclass(frozen=True)
-class FeatureSettings:
-    """Everything that changes the cached features and labels: its digest keys the cache.
+# What fingerprint.json records of its directory beside the feature settings: which dataset
+# the features came from (its resolved location) and which patches the split keeps.
+DIRECTORY_KEYS = ("digest", "source", "keep")
 
-    `data` is the dataset's kind and class list (None for PASCAL VOC's own classes, whose
+
+@dataclass(frozen=True)
+class CacheKey:
+    """The settings that change the cached features and labels, as fingerprint.json holds
+    them: their digest names the cache. Made from configs by `features.registry.cache_key`
+    (only the registry knows a backbone's identity), read back by `from_file`.
+
+    `data` is the dataset's kind and class list (absent for PASCAL VOC's own classes, whose
     caches keep the digests they had before datasets were keyed): two datasets never share
     a cache, while a head serves any split whose settings other than `data` are its own.
     """
 
-    backbone: dict
-    grid: GridConfig = field(default_factory=GridConfig)
-    labels: LabelRule = field(default_factory=LabelRule)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    data: dict | None = None
+    settings: dict  # as JSON reads them back (tuples as lists)
 
-    def as_dict(self) -> dict:
+    @classmethod
+    def of(
+        cls, backbone: dict, grid: GridConfig, labels: LabelRule, task: TaskConfig,
+        data: dict | None = None,
+    ) -> CacheKey:  # fmt: skip
         settings = {
             "format": CACHE_FORMAT,
-            "backbone": self.backbone,
-            "grid": asdict(self.grid),
-            "labels": asdict(self.labels),
+            "backbone": backbone,
+            "grid": asdict(grid),
+            "labels": asdict(labels),
         }
-        if self.task != TaskConfig():  # object caches keep the keys they had before tasks
-            settings["task"] = asdict(self.task)
-        if self.data is not None:
-            settings["data"] = self.data
-        return settings
+        if task != TaskConfig():  # object caches keep the keys they had before tasks
+            settings["task"] = asdict(task)
+        if data is not None:
+            settings["data"] = data
+        return cls(json.loads(json.dumps(settings)))
 
+    @classmethod
+    def from_file(cls, fingerprint: dict) -> CacheKey:
+        """The key of a fingerprint.json (or a head record's), without what names its directory."""
+        return cls({k: v for k, v in fingerprint.items() if k not in DIRECTORY_KEYS})
+
+    @property
     def digest(self) -> str:
         """Short, stable hash of the settings; the code version is kept beside it, not in it."""
-        return json_digest(self.as_dict())
+        return json_digest(self.settings)
 
+    @property
+    def features(self) -> dict:
+        """The settings a head must share with a split it scores: all but the dataset's."""
+        return {k: v for k, v in self.settings.items() if k != "data"}
 
-# What fingerprint.json records of its directory beside the feature settings: which dataset
-# the features came from (its resolved location) and which patches the split keeps.
-DIRECTORY_KEYS = ("digest", "source", "keep")
+    def serves(self, other: CacheKey) -> bool:
+        """Whether features of this key serve a head or split of `other`'s: the same settings,
+        from any dataset."""
+        return self.features == other.features
+
+    def describe(self) -> str:
+        """The settings that tell caches apart, on one line (task only where not objects)."""
+        backbone = self.settings.get("backbone", {})
+        grid = self.settings.get("grid", {})
+        labels = self.settings.get("labels", {})
+        task = self.settings.get("task")
+        recipe = backbone.get("quantization")
+        return (
+            f"backbone={backbone.get('name')} weights={backbone.get('weights')} "
+            f"input={backbone.get('input_size')} mode={backbone.get('mode', 'crop')} "
+            f"precision={backbone.get('precision', 'fp32')}{f' ({recipe})' if recipe else ''} "
+            f"grid={grid.get('kind', 'patches')} scales={grid.get('scales')} "
+            f"min_scale={grid.get('min_scale')} overlap={grid.get('overlap')} "
+            f"covers={labels.get('min_patch_cover')}/{labels.get('min_box_cover')} "
+            f"background={labels.get('background_ratio')} seed={labels.get('seed')}"
+            + (f" task={task.get('name')} context={task.get('context')}" if task else "")
+        )
+
+    def describe_against(self, other: CacheKey) -> tuple[str, str]:
+        """This key and `other` described so that the lines differ where they do: a setting
+        the usual line leaves out (the shared-mode geometry, the feature layer...) is named on
+        both sides when it differs."""
+        shown = self.describe(), other.describe()
+        if shown[0] != shown[1]:
+            return shown
+        a, b = _leaves(self.features), _leaves(other.features)
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        return tuple(
+            line + "".join(f" {k}={json.dumps(leaves.get(k))}" for k in differ)
+            for line, leaves in zip(shown, (a, b), strict=True)
+        )
+
+    def describe_data(self) -> str:
+        data = self.settings.get("data")
+        if data is None:
+            return "PASCAL VOC classes"
+        return f"{data['kind']}: {', '.join(data['classes']) or 'no classes'}"
 
 
 def cache_path(
@@ -84,64 +140,11 @@ def fingerprint_problem(found, name: str) -> str | None:
     wrong = [key for key, ok in kinds.items() if not ok]
     if wrong:
         return f"its {wrong[0]!r} is {shown(found.get(wrong[0]))}"
-    if json_digest(settings_of(found)) != digest:
-        return f"its settings digest to {json_digest(settings_of(found))}, not its {digest!r}"
+    if CacheKey.from_file(found).digest != digest:
+        return f"its settings digest to {CacheKey.from_file(found).digest}, not its {digest!r}"
     if name != cache_path("", name.split(f"-{digest}")[0], digest, source, keep or "").name:
         return f"it names another dataset or keep rule than its directory ({source}, {keep})"
     return None
-
-
-def settings_of(fingerprint: dict) -> dict:
-    """The feature settings of a fingerprint.json, without what keys its directory."""
-    return {k: v for k, v in fingerprint.items() if k not in DIRECTORY_KEYS}
-
-
-def without_data(fingerprint: dict) -> dict:
-    """The fingerprint's feature settings: what a head must share with a split it scores; as
-    JSON reads them back (tuples as lists), so that a settings dict compares with a file's."""
-    settings = {k: v for k, v in settings_of(fingerprint).items() if k != "data"}
-    return json.loads(json.dumps(settings))
-
-
-def describe_data(fingerprint: dict) -> str:
-    data = fingerprint.get("data")
-    if data is None:
-        return "PASCAL VOC classes"
-    return f"{data['kind']}: {', '.join(data['classes']) or 'no classes'}"
-
-
-def describe_fingerprint(fingerprint: dict) -> str:
-    """The settings that tell caches apart, on one line (task only where not objects)."""
-    backbone = fingerprint.get("backbone", {})
-    grid = fingerprint.get("grid", {})
-    labels = fingerprint.get("labels", {})
-    task = fingerprint.get("task")
-    recipe = backbone.get("quantization")
-    return (
-        f"backbone={backbone.get('name')} weights={backbone.get('weights')} "
-        f"input={backbone.get('input_size')} mode={backbone.get('mode', 'crop')} "
-        f"precision={backbone.get('precision', 'fp32')}{f' ({recipe})' if recipe else ''} "
-        f"grid={grid.get('kind', 'patches')} scales={grid.get('scales')} "
-        f"min_scale={grid.get('min_scale')} overlap={grid.get('overlap')} "
-        f"covers={labels.get('min_patch_cover')}/{labels.get('min_box_cover')} "
-        f"background={labels.get('background_ratio')} seed={labels.get('seed')}"
-        + (f" task={task.get('name')} context={task.get('context')}" if task else "")
-    )
-
-
-def describe_both(first: dict, second: dict) -> tuple[str, str]:
-    """Two fingerprints' feature settings described so that the lines differ where they do:
-    a setting the usual line leaves out (the shared-mode geometry, the feature layer...) is
-    named on both sides when it differs."""
-    a, b = _leaves(without_data(first)), _leaves(without_data(second))
-    shown = describe_fingerprint(first), describe_fingerprint(second)
-    if shown[0] != shown[1]:
-        return shown
-    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    return tuple(
-        line + "".join(f" {k}={json.dumps(leaves.get(k))}" for k in differ)
-        for line, leaves in zip(shown, (a, b), strict=True)
-    )
 
 
 def _leaves(settings: dict, prefix: str = "") -> dict:

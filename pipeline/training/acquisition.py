@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from pipeline.store.cache import FeatureCache
+from pipeline.store.cache import SplitCache
 
 CANDIDATES = 4  # combined: the k-center picks among the batch x CANDIDATES most uncertain
 DUPLICATE = 0.25  # near-duplicates: closer than this share of the pool's median neighbour gap
@@ -35,7 +35,7 @@ class Embeddings:
         return self.vectors[[where[i] for i in image_ids]]
 
 
-def image_embeddings(cache: FeatureCache) -> Embeddings:
+def image_embeddings(cache: SplitCache) -> Embeddings:
     """The embedding of every image of the cache with a patch in its label-blind sample."""
     ids, vectors = [], []
     for shard in cache.iter_shards():

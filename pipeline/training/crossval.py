@@ -12,7 +12,7 @@ from pipeline.config import FitConfig
 from pipeline.errors import CacheError
 from pipeline.evaluation.metrics import mean_ap
 from pipeline.evaluation.scoring import average_precisions, score_images
-from pipeline.store.cache import FeatureCache
+from pipeline.store.cache import SplitCache
 from pipeline.training.classes import head_labels
 from pipeline.training.fit import (
     learns_from_image_labels,
@@ -43,7 +43,7 @@ class SplitLabels:
     background: np.ndarray | None  # [n_images] background rows (patch heads that have any)
 
 
-def split_labels(config: FitConfig, cache: FeatureCache, classes: tuple[str, ...]) -> SplitLabels:
+def split_labels(config: FitConfig, cache: SplitCache, classes: tuple[str, ...]) -> SplitLabels:
     """Per image and class: for heads on image labels, whether its image label is 1 (for the
     weak head, with a patch in its label-blind sample to learn it from; for the whole-image
     SVM, which needs both, also whether it is -1); for patch heads, how many of its patches
@@ -74,7 +74,7 @@ def split_labels(config: FitConfig, cache: FeatureCache, classes: tuple[str, ...
     return SplitLabels(parts["ids"], positives, negatives, labels == 1, scored, background)
 
 
-def _folds_for(config: FitConfig, cache: FeatureCache, image_ids: list[str], n_folds: int):
+def _folds_for(config: FitConfig, cache: SplitCache, image_ids: list[str], n_folds: int):
     if not 2 <= n_folds <= len(image_ids):
         raise CacheError(
             f"{cache.directory}: {n_folds} cross-validation folds: need between 2 and the "
@@ -86,7 +86,7 @@ def _folds_for(config: FitConfig, cache: FeatureCache, image_ids: list[str], n_f
 
 def check_fold(
     config: FitConfig,
-    cache: FeatureCache,
+    cache: SplitCache,
     classes: tuple[str, ...],
     labels: SplitLabels,
     held_out: frozenset[str],
@@ -142,7 +142,7 @@ def _counts(config: FitConfig, classes, lacking: list[str], has, noun: str, deta
 
 
 def check_head_columns(
-    config: FitConfig, cache: FeatureCache, head, classes: tuple[str, ...], fold: int, n_folds: int
+    config: FitConfig, cache: SplitCache, head, classes: tuple[str, ...], fold: int, n_folds: int
 ) -> None:
     """A patch head's outputs are its `classes_` (the labels it saw), scored by position:
     refuse one without the labels 0..C-1 first. Heads on image labels have one output per
@@ -161,9 +161,7 @@ def check_head_columns(
     )
 
 
-def cross_validate(
-    config: FitConfig, n_folds: int, cache: FeatureCache | None = None
-) -> list[float]:
+def cross_validate(config: FitConfig, n_folds: int, cache: SplitCache | None = None) -> list[float]:
     """Mean AP (VOC07 11-point, fractions) of each held-out fold, pooled with config.k; on
     `cache` when given (a sweep opens and checks it once for all its settings). Refuses
     folds the data cannot support (see check_fold) before training any."""

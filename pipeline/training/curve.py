@@ -15,9 +15,8 @@ from pipeline.config import FIRST_BATCH, LABEL_FREE, FitConfig
 from pipeline.errors import CacheError
 from pipeline.evaluation.pooling import score_power
 from pipeline.evaluation.scoring import average_precisions, blind_scores, score_images
-from pipeline.features.registry import cache_key
-from pipeline.store.cache import FeatureCache
-from pipeline.store.freshness import open_dataset_of, split_cache
+from pipeline.features.caches import open_split
+from pipeline.store.cache import SplitCache
 from pipeline.store.head_files import check_int8_pair
 from pipeline.training.acquisition import Embeddings, choose, image_embeddings
 from pipeline.training.budgets import Budget, Draw, SplitTruth, draw, image_order, random_order
@@ -34,8 +33,8 @@ class CurveMethod:
 
     name: str
     config: FitConfig
-    train: FeatureCache
-    test: FeatureCache
+    train: SplitCache
+    test: SplitCache
     labels: SplitLabels
     schedule: str = "epochs"  # SCHEDULES
 
@@ -50,8 +49,7 @@ def open_method(
     """The caches of one head, refusing an evaluation split without labels (no AP)."""
     train = open_fit_cache(config)
     config = replace(config, classes=training_classes(config, train))
-    dataset = open_dataset_of(config)
-    test = split_cache(config, test_split, dataset, cache_key(config, dataset))
+    test = open_split(config, test_split, train.dataset)
     check_int8_pair(train, test)
     if not test.labelled:
         raise CacheError(
@@ -78,7 +76,7 @@ def scheduled(method: CurveMethod, drawn: Draw) -> FitConfig:
     )
 
 
-def split_truth(cache: FeatureCache, classes: tuple[str, ...]) -> SplitTruth:
+def split_truth(cache: SplitCache, classes: tuple[str, ...]) -> SplitTruth:
     """The image labels of `classes` in a training cache, which draws are made from."""
     columns = [cache.class_names().index(c) for c in classes]
     ids, labels = [], []

@@ -13,10 +13,10 @@ import numpy as np
 
 from pipeline.config import FitConfig
 from pipeline.errors import CacheError, ConfigError
-from pipeline.features.registry import cache_key
-from pipeline.store.cache import FeatureCache
-from pipeline.store.freshness import open_dataset_of, split_cache
-from pipeline.store.head_files import HeadRecord, head_path, save_head
+from pipeline.features.caches import open_split
+from pipeline.store.cache import SplitCache
+from pipeline.store.head_files import HeadRecord, save_head
+from pipeline.store.opening import open_dataset_of
 from pipeline.store.shards import read_shard
 from pipeline.training.classes import check_classes, head_labels, select_classes
 
@@ -36,12 +36,12 @@ class FitResult:
     pool: str | None = None  # the weak head's pooling
 
 
-def open_fit_cache(config: FitConfig) -> FeatureCache:
+def open_fit_cache(config: FitConfig) -> SplitCache:
     """The training split's cache; refuses one whose patches have no labels to learn from."""
     dataset = open_dataset_of(config)
     if dataset is not None:
         check_classes(config.classes, dataset.task_classes(config.task))
-    cache = split_cache(config, config.split, dataset, cache_key(config, dataset))
+    cache = open_split(config, config.split, dataset)
     attrs = cache.attrs()
     if not cache.labelled:
         raise CacheError(
@@ -64,7 +64,7 @@ def learns_from_image_labels(config: FitConfig) -> bool:
     return config.grid.kind == "whole" or config.head in IMAGE_LABEL_HEADS
 
 
-def training_classes(config: FitConfig, cache: FeatureCache) -> tuple[str, ...]:
+def training_classes(config: FitConfig, cache: SplitCache) -> tuple[str, ...]:
     """--classes, or every class with a positive: patches for patch heads, images for heads
     that learn from image labels."""
     names = cache.class_names()
@@ -78,7 +78,7 @@ def training_classes(config: FitConfig, cache: FeatureCache) -> tuple[str, ...]:
     return select_classes(config.classes, names, positives)
 
 
-def has_background(cache: FeatureCache, classes: tuple[str, ...]) -> bool:
+def has_background(cache: SplitCache, classes: tuple[str, ...]) -> bool:
     """Whether any training patch is "none of the classes" (action regions can hold none)."""
     names = cache.class_names()
     return any(
@@ -160,7 +160,7 @@ def weak_chunks(config: FitConfig, paths: list, names: list[str], classes, exclu
 
 def train_head(
     config: FitConfig,
-    cache: FeatureCache,
+    cache: SplitCache,
     classes: tuple[str, ...],
     *,
     exclude: frozenset[str] = frozenset(),
@@ -231,14 +231,14 @@ def fit_head(config: FitConfig, *, progress=None, path: Path | None = None) -> F
     cache = open_fit_cache(config)
     classes = training_classes(config, cache)
     head = train_head(config, cache, classes, progress=progress)
-    path = path or head_path(cache.directory, config.head)
+    path = path or cache.head_path(config.head)
     record = HeadRecord(
         head=config.head,
         classes=classes,
         params=head.get_params(),
         k=config.k,
         digest=cache.digest,
-        fingerprint=cache.fingerprint,
+        fingerprint=cache.key.settings,
         config=asdict(config),
         patches=int(head.n_samples_seen_),
         images=int(getattr(head, "n_images_seen_", 0)),

@@ -30,13 +30,13 @@ def stop() -> None:
 
 def install(shard: int, event: str) -> None:
     import pipeline.features.engine as extraction
-    from pipeline.store.cache import FeatureCache
+    from pipeline.store.cache import SplitCache
     from pipeline.store.shards import SHARD_NAME
 
     name = SHARD_NAME.format(shard)
     recording = {"now": False}
     real_fsync, real_replace = os.fsync, os.replace
-    real_features, real_record = extraction.image_features, FeatureCache.record
+    real_features, real_record = extraction.image_features, SplitCache.record
 
     def image_features(backbone, item):
         if event == "forward" and item["index"] == shard:
@@ -68,7 +68,7 @@ def install(shard: int, event: str) -> None:
 
     extraction.image_features = image_features
     os.fsync, os.replace = fsync, replace
-    FeatureCache.record = record
+    SplitCache.record = record
 
 
 if __name__ == "__main__":

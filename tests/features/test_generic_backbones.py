@@ -12,14 +12,14 @@ import torchvision
 from cli_helpers import error_lines, extract_splits, invoke, read_ap
 from torch import nn
 
-from pipeline.config import BackboneConfig, GridConfig, LabelRule
+from pipeline.config import BackboneConfig, CacheSettings
 from pipeline.errors import BackboneUnavailable
 from pipeline.features.backbone import FrozenBackbone
 from pipeline.features.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     REGISTRY,
-    feature_settings,
+    cache_key,
     fingerprint_part,
     get_spec,
     mode_used,
@@ -37,7 +37,7 @@ VIT_LINE = (
 
 def features_digest(name: str, weights: str | None, mode: str = "crop") -> str:
     config = BackboneConfig(name, weights, None, mode)
-    return feature_settings(config, GridConfig(), LabelRule()).digest()
+    return cache_key(CacheSettings(backbone=config)).digest
 
 
 # The digests the table's caches had before generic backbones: (crop, shared), random weights.

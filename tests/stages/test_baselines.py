@@ -175,11 +175,14 @@ def test_compare_scores_the_cache_its_keep_names(shapes_voc, tmp_path):
 
 
 def test_whole_image_cache_key_ignores_the_patch_grid_and_label_rule():
-    from pipeline.config import BackboneConfig, GridConfig, LabelRule
-    from pipeline.features.registry import feature_settings
+    from pipeline.config import BackboneConfig, CacheSettings, GridConfig, LabelRule
+    from pipeline.features.registry import cache_key
+
+    def feature_settings(backbone, grid, labels):
+        return cache_key(CacheSettings(backbone=backbone, grid=grid, labels=labels))
 
     backbone = BackboneConfig("resnet18", "random", 64)
-    whole = feature_settings(backbone, GridConfig(kind="whole"), LabelRule()).digest()
-    other = feature_settings(backbone, GridConfig(3, 0.4, kind="whole"), LabelRule(0.5)).digest()
-    patches = feature_settings(backbone, GridConfig(3, 0.4), LabelRule()).digest()
+    whole = feature_settings(backbone, GridConfig(kind="whole"), LabelRule()).digest
+    other = feature_settings(backbone, GridConfig(3, 0.4, kind="whole"), LabelRule(0.5)).digest
+    patches = feature_settings(backbone, GridConfig(3, 0.4), LabelRule()).digest
     assert whole == other != patches

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import CacheError
-from pipeline.store.cache import FeatureCache
+from pipeline.store.cache import SplitCache
 from pipeline.store.data_digests import DIGESTS_FILE, ImageDigests
 
 CASES = settings(
@@ -140,7 +140,7 @@ def test_any_manifest_value_is_read_checked_or_refused(finished_split, tmp_path,
     else:
         manifest[field] = value
     (split_dir / "manifest.json").write_text(json.dumps(manifest))
-    cache = FeatureCache.load(split_dir)
+    cache = SplitCache.load(split_dir)
     try:
         read = cache.manifest()
         paths = cache.shard_paths() if read["complete"] else []

@@ -10,7 +10,8 @@ import pytest
 from cli_helpers import error_lines, extract_args, invoke
 
 from pipeline.errors import CacheError
-from pipeline.store.cache import FeatureCache
+from pipeline.store.cache import SplitCache
+from pipeline.store.keys import CacheKey
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,8 @@ def test_a_smaller_limit_with_overwrite_starts_again(shapes_voc, tmp_path):
 def test_a_cache_of_no_image_is_never_complete(tmp_path):
     """Asked to hold no image (a --limit 0 from Python, an empty split), the cache refuses;
     it is never marked complete, so no reader reaches an IndexError."""
-    cache = FeatureCache(tmp_path / "test-0123456789ab", {"format": 2}, "0123456789ab")
+    key = CacheKey({"format": 2})
+    cache = SplitCache(tmp_path / f"test-{key.digest}", key)
     with pytest.raises(CacheError, match="no image to extract"):
         cache.prepare(n_images=0, images_per_shard=4, overwrite=False)
     assert not cache.manifest().get("complete")

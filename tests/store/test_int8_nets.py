@@ -18,17 +18,19 @@ from pipeline.errors import CacheError
 from pipeline.features.quantize import RECIPE
 from pipeline.features.registry import cache_key
 from pipeline.store.head_files import HeadRecord, check_serves
+from pipeline.store.keys import CacheKey
 
 
 def fingerprint(**backbone) -> dict:
     config = BackboneConfig(name="resnet18", weights="random", input_size=64, **backbone)
-    return cache_key(CacheSettings(backbone=config)).as_dict()
+    return cache_key(CacheSettings(backbone=config)).settings
 
 
 def refusal(trained: dict, these: dict) -> tuple[str, str]:
     """(what the head was trained on, what these features are), as check_serves says them."""
     with pytest.raises(CacheError) as info:
-        check_serves(HeadRecord(head="mlp", fingerprint=trained), these, "heads/mlp.safetensors")
+        record = HeadRecord(head="mlp", fingerprint=trained)
+        check_serves(record, CacheKey(these), "heads/mlp.safetensors")
     found = re.search(r"head trained on (.*); these features are (.*); fit it", str(info.value))
     return found[1], found[2]
 

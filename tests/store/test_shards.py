@@ -14,9 +14,8 @@ import pytest
 from pipeline import __version__
 from pipeline.config import CacheSettings
 from pipeline.errors import CacheError
-from pipeline.store.cache import FeatureCache, WriterLock
-from pipeline.store.freshness import split_cache
-from pipeline.store.keys import FeatureSettings, cache_path
+from pipeline.store.cache import SplitCache, WriterLock
+from pipeline.store.keys import CacheKey, cache_path
 from pipeline.store.shards import (
     FEATURE_CHUNK_BYTES,
     Shard,
@@ -25,7 +24,8 @@ from pipeline.store.shards import (
     write_shard,
 )
 
-DIGEST = "abc123def456"
+KEY = CacheKey({"backbone": {"name": "b"}})
+DIGEST = KEY.digest
 CLASSES = [f"class{c}" for c in range(20)]
 
 
@@ -251,14 +251,14 @@ def test_shard_problem_without_fingerprint_attribute(tmp_path):
     assert shard_problem(path, DIGEST, FINGERPRINT) is None
 
 
-# --- FeatureCache -------------------------------------------------------------------------
+# --- SplitCache -------------------------------------------------------------------------
 
 
-def new_cache(tmp_path, digest=DIGEST) -> FeatureCache:
-    return FeatureCache(tmp_path / f"trainval-{digest}", {"backbone": {"name": "b"}}, digest)
+def new_cache(tmp_path) -> SplitCache:
+    return SplitCache(tmp_path / f"trainval-{DIGEST}", KEY)
 
 
-def finish(cache: FeatureCache, index: int, n_shards: int, digest=DIGEST) -> None:
+def finish(cache: SplitCache, index: int, n_shards: int, digest=DIGEST) -> None:
     write_shard(cache.shard_path(index), make_shard(seed=index), {"digest": digest})
     cache.record(index, images=3, patches=40, seconds=1.5, n_shards=n_shards)
 
@@ -278,11 +278,16 @@ def test_prepare_writes_fingerprint_and_manifest(tmp_path):
     assert cache.shard_path(2).name == "shard-00002.h5"
 
 
+def done(cache: SplitCache, index: int) -> bool:
+    """Recorded and whole: what extract does not redo."""
+    return index not in cache.pending(index + 1, cache.bad_shards(), retry_skipped=False)
+
+
 def test_record_is_done_and_shard_paths(tmp_path):
     cache = new_cache(tmp_path)
     cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
     finish(cache, 1, n_shards=2)
-    assert cache.is_done(1) and not cache.is_done(0)
+    assert done(cache, 1) and not done(cache, 0)
     assert cache.manifest()["shards"] == {
         "shard-00001.h5": {
             "images": 3,
@@ -307,7 +312,7 @@ def test_shard_on_disk_but_not_recorded_is_not_done(tmp_path):
     cache = new_cache(tmp_path)
     cache.prepare(n_images=3, images_per_shard=3, overwrite=False)
     write_shard(cache.shard_path(0), make_shard(), {"digest": DIGEST})
-    assert not cache.is_done(0)
+    assert not done(cache, 0)
 
 
 def test_shard_with_other_digest(tmp_path):
@@ -315,7 +320,7 @@ def test_shard_with_other_digest(tmp_path):
     cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
     finish(cache, 0, n_shards=2)
     finish(cache, 1, n_shards=2, digest="otherdigest0")
-    assert not cache.is_done(1)
+    assert not done(cache, 1)
     assert cache.bad_shards() == {"shard-00001.h5": f"digest otherdigest0, not {DIGEST}"}
     with pytest.raises(CacheError) as exc:
         cache.shard_paths()
@@ -330,7 +335,7 @@ def test_recorded_shard_missing(tmp_path):
     cache.prepare(n_images=3, images_per_shard=3, overwrite=False)
     finish(cache, 0, n_shards=1)
     cache.shard_path(0).unlink()
-    assert not cache.is_done(0)
+    assert not done(cache, 0)
     with pytest.raises(CacheError, match="file missing; rerun pipeline extract"):
         cache.shard_paths()
 
@@ -340,7 +345,7 @@ def test_prepare_resumes_without_overwrite(tmp_path):
     cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
     finish(cache, 0, n_shards=2)
     cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
-    assert cache.is_done(0)
+    assert done(cache, 0)
     assert list(cache.manifest()["shards"]) == ["shard-00000.h5"]
 
 
@@ -352,7 +357,7 @@ def test_prepare_overwrite_empties(tmp_path):
     cache.prepare(n_images=6, images_per_shard=3, overwrite=True)
     assert not list(cache.directory.glob("shard-*"))
     assert cache.manifest()["shards"] == {} and cache.manifest()["complete"] is False
-    assert not cache.is_done(0)
+    assert not done(cache, 0)
 
 
 def test_prepare_removes_stale_temp_files(tmp_path):
@@ -364,7 +369,7 @@ def test_prepare_removes_stale_temp_files(tmp_path):
     (cache.directory / "manifest.json.tmp-99999").write_text("{")
     cache.prepare(n_images=6, images_per_shard=3, overwrite=False)
     assert not list(cache.directory.glob("*.tmp-*"))
-    assert cache.shard_path(0).exists() and cache.is_done(0)
+    assert cache.shard_path(0).exists() and done(cache, 0)
 
 
 def test_prepare_refuses_another_shard_size(tmp_path):
@@ -374,7 +379,7 @@ def test_prepare_refuses_another_shard_size(tmp_path):
     with pytest.raises(CacheError, match="3 images per shard") as exc:
         cache.prepare(n_images=6, images_per_shard=2, overwrite=False)
     assert str(cache.directory) in str(exc.value)
-    assert cache.is_done(0)  # nothing was removed
+    assert done(cache, 0)  # nothing was removed
     cache.prepare(n_images=6, images_per_shard=2, overwrite=True)
     assert cache.manifest()["images_per_shard"] == 2
 
@@ -390,19 +395,19 @@ def test_prepare_follows_a_split_that_shrinks_or_grows(tmp_path):
     assert sorted(cache.manifest()["shards"]) == ["shard-00000.h5", "shard-00001.h5"]
     assert not cache.shard_path(2).exists() and cache.manifest()["complete"] is True
     assert cache.prepare(n_images=7, images_per_shard=3, overwrite=False) == 5
-    assert cache.manifest()["complete"] is False and cache.is_done(1)
+    assert cache.manifest()["complete"] is False and done(cache, 1)
     assert cache.prepare(n_images=7, images_per_shard=3, overwrite=False) is None
 
 
-# --- split_cache (which cache serves a split, given no dataset) ---------------------------------------------------------------------------
+# --- SplitCache.open (which cache serves a split, given no dataset) ---------------------------------------------------------------------------
 
 
-def settings(name: str) -> FeatureSettings:
-    return FeatureSettings(backbone={"name": name, "weights": None, "input_size": 224})
+def settings(name: str) -> CacheKey:
+    return CacheKey({"format": 2, "backbone": {"name": name, "weights": None, "input_size": 224}})
 
 
-def open_cache(root, split: str, settings: FeatureSettings) -> FeatureCache:
-    return split_cache(CacheSettings(cache_dir=str(root)), split, None, settings)
+def open_cache(root, split: str, key: CacheKey) -> SplitCache:
+    return SplitCache.open(CacheSettings(cache_dir=str(root)), split, key, None)
 
 
 def test_split_cache_missing(tmp_path):
@@ -413,22 +418,18 @@ def test_split_cache_missing(tmp_path):
 
 def test_split_cache_other_settings_named(tmp_path):
     made, asked = settings("resnet50"), settings("efficientnet_lite0")
-    cache = FeatureCache(
-        cache_path(tmp_path, "trainval", made.digest()), made.as_dict(), made.digest()
-    )
+    cache = SplitCache(cache_path(tmp_path, "trainval", made.digest), made)
     cache.prepare(n_images=1, images_per_shard=1, overwrite=False)
     with pytest.raises(CacheError) as exc:
         open_cache(tmp_path, "trainval", asked)
     message = str(exc.value)
     assert "backbone=resnet50" in message and "backbone=efficientnet_lite0" in message
-    assert f"trainval-{made.digest()}" in message
+    assert f"trainval-{made.digest}" in message
 
 
 def test_split_cache_ignores_other_splits(tmp_path):
     made = settings("resnet50")
-    cache = FeatureCache(
-        cache_path(tmp_path, "trainval", made.digest()), made.as_dict(), made.digest()
-    )
+    cache = SplitCache(cache_path(tmp_path, "trainval", made.digest), made)
     cache.prepare(n_images=1, images_per_shard=1, overwrite=False)
     with pytest.raises(CacheError, match="run pipeline extract --split train first"):
         open_cache(tmp_path, "train", made)
@@ -436,12 +437,12 @@ def test_split_cache_ignores_other_splits(tmp_path):
 
 def test_split_cache_found(tmp_path):
     s = settings("resnet50")
-    assert settings("resnet50").digest() == s.digest() != settings("vgg16").digest()
-    made = FeatureCache(cache_path(tmp_path, "test", s.digest()), s.as_dict(), s.digest())
+    assert settings("resnet50").digest == s.digest != settings("vgg16").digest
+    made = SplitCache(cache_path(tmp_path, "test", s.digest), s)
     made.prepare(n_images=3, images_per_shard=3, overwrite=False)
-    finish(made, 0, n_shards=1, digest=s.digest())
+    finish(made, 0, n_shards=1, digest=s.digest)
     cache = open_cache(tmp_path, "test", s)
-    assert cache.directory == tmp_path / f"test-{s.digest()}"
+    assert cache.directory == tmp_path / f"test-{s.digest}"
     assert cache.shard_paths() == [cache.shard_path(0)]
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import LABEL_FREE
-from pipeline.store.cache import FeatureCache
+from pipeline.store.cache import SplitCache
+from pipeline.store.keys import CacheKey
 from pipeline.store.shards import Shard, write_shard
 from pipeline.training.acquisition import (
     AUTO_SWITCH,
@@ -159,7 +160,7 @@ def test_typical_is_the_same_for_a_seed():
     assert len(runs[2]) == 7
 
 
-def planted_cache(tmp_path, *, leak_labels: int) -> FeatureCache:
+def planted_cache(tmp_path, *, leak_labels: int) -> SplitCache:
     """Six images: each a label-blind sample of ordinary patches; image 000002 also has
     box-selected patches far out (a cache of a training split keeps them), image 000004 a
     sample a little apart from the rest. `leak_labels` changes the image labels."""
@@ -191,10 +192,10 @@ def planted_cache(tmp_path, *, leak_labels: int) -> FeatureCache:
         sizes=np.full((6, 2), 100, np.int32),
         image_labels=image_labels,
     )
-    cache = FeatureCache(tmp_path / f"c{leak_labels}", {}, "d")
+    cache = SplitCache(tmp_path / f"c{leak_labels}", CacheKey({}))
     cache.prepare(n_images=6, images_per_shard=6, overwrite=True)
     classes = json.dumps([f"c{i}" for i in range(6)])
-    write_shard(cache.shard_path(0), shard, {"digest": "d", "class_names": classes})
+    write_shard(cache.shard_path(0), shard, {"digest": cache.digest, "class_names": classes})
     cache.record(0, images=6, patches=len(index), seconds=0.0, n_shards=1)
     return cache
 

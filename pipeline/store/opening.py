@@ -1,4 +1,5 @@
-"""Which cache serves a split, and whether it is current. A cache is one dataset's split, with
+"""The cache's two doors: a reader's (which cache serves a split, and is it current) and
+extract's (lock, data digests, adoption, preparation). A cache is one dataset's split, with
 these settings, keeping these patches: given the dataset, the stages read its cache (refused
 when made from older images or boxes); given none, the one dataset's cached with them.
 Extract adopts a cache of the same data made elsewhere (docs/cache.md) instead of redoing it."""
@@ -12,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import CacheSettings
-from pipeline.datasets import Dataset, open_dataset
+from pipeline.datasets import Dataset, SplitData, open_dataset
 from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError
-from pipeline.store.cache import FeatureCache, WriterLock
+from pipeline.store.cache import SplitCache, WriterLock
 from pipeline.store.data_digests import DIGESTS_FILE, split_digests
-from pipeline.store.keys import FeatureSettings, describe_both, describe_data, without_data
+from pipeline.store.keys import CacheKey
 
 
 def open_dataset_of(config: CacheSettings) -> Dataset | None:
@@ -25,15 +26,16 @@ def open_dataset_of(config: CacheSettings) -> Dataset | None:
     return open_dataset(config.data, image_dir=config.image_dir) if config.data else None
 
 
-def split_caches(
+def caches_in(
     cache_root: str | Path, split: str, digest: str = "*", *, finished: bool = True
-) -> list[FeatureCache]:
-    """The caches of `split` (with this settings digest) that extract has finished; with
-    `finished` False, those it has begun too (reading one says its extraction is unfinished)."""
+) -> list[SplitCache]:
+    """Every cache directory of `split` under `cache_root` (with this settings digest) that
+    extract has finished; with `finished` False, those it has begun too (reading one says its
+    extraction is unfinished)."""
     found = []
     pattern = f"{split}-*" if digest == "*" else f"{split}-{digest}*"
     for path in sorted(Path(cache_root).glob(f"{pattern}/fingerprint.json")):
-        cache = FeatureCache.load(path.parent)
+        cache = SplitCache.load(path.parent)
         named = re.fullmatch(
             rf"{re.escape(split)}-{cache.digest}(-[0-9a-f]{{8}})?", path.parent.name
         )
@@ -42,7 +44,7 @@ def split_caches(
     return found
 
 
-def _finished(cache: FeatureCache) -> bool:
+def _finished(cache: SplitCache) -> bool:
     """Whether extract finished the cache; a damaged manifest is not finished (reading the
     cache says why)."""
     try:
@@ -51,31 +53,30 @@ def _finished(cache: FeatureCache) -> bool:
         return False
 
 
-def split_candidates(
+def candidates(
     config: CacheSettings,
     split: str,
     dataset: Dataset | None,
-    settings: FeatureSettings,
+    key: CacheKey,
     *,
-    keeping: Callable[[FeatureCache], bool] = lambda cache: True,
+    keeping: Callable[[SplitCache], bool] = lambda cache: True,
     prefer: str | None = None,
-) -> list[FeatureCache]:
-    """The begun caches of `split` with the key `settings` that `keeping` accepts: of `dataset`
+) -> list[SplitCache]:
+    """The begun caches of `split` with the key `key` that `keeping` accepts: of `dataset`
     when given, else of the one dataset cached with them (among several, `prefer`'s; else
     refused, listed). How every verb finds a training split: fit and curve its cache, score
     and suggest the one holding their head (head_files.head_of_split)."""
     if dataset is not None:
-        begun = split_caches(config.cache_dir, split, settings.digest(), finished=False)
+        begun = caches_in(config.cache_dir, split, key.digest, finished=False)
         return [c for c in begun if c.source == dataset.source() and keeping(c)]
-    wanted = without_data(settings.as_dict())
-    begun = split_caches(config.cache_dir, split, finished=False)
-    found = [c for c in begun if without_data(c.fingerprint) == wanted and keeping(c)]
+    begun = caches_in(config.cache_dir, split, finished=False)
+    found = [c for c in begun if c.key.serves(key) and keeping(c)]
     sources = {c.source or "" for c in found}
     if len(sources) > 1 and (prefer or "") in sources:
         return [c for c in found if (c.source or "") == (prefer or "")]
     if len(sources) > 1:
         listed = "; ".join(
-            f"{c.directory.name} ({c.source or describe_data(c.fingerprint)})" for c in found
+            f"{c.directory.name} ({c.source or c.key.describe_data()})" for c in found
         )
         raise CacheError(
             f"{config.cache_dir}: several datasets have {split!r} features with these settings "
@@ -84,22 +85,22 @@ def split_candidates(
     return found
 
 
-def split_cache(
-    config: CacheSettings, split: str, dataset: Dataset | None, settings: FeatureSettings
-) -> FeatureCache:
-    """The finished cache of `split` with the key `settings` (`split_candidates`), checked
-    against `dataset` when given (`check_fresh`); among a dataset's caches, the one keeping
-    `config.keep`'s patches."""
-    found = split_candidates(config, split, dataset, settings)
+def open_split(
+    config: CacheSettings, split: str, key: CacheKey, dataset: Dataset | None
+) -> SplitCache:
+    """SplitCache.open: the finished cache of `split` with the key `key` (`candidates`),
+    checked against `dataset` when given (`check_fresh`, which loads the split once for the
+    cache to hold); among a dataset's caches, the one keeping `config.keep`'s patches."""
+    found = candidates(config, split, dataset, key)
     if not found:
-        raise _missing(config, split, settings, dataset)
+        raise _missing(config, split, key, dataset)
     cache = _keeping(found, config.keep, split)
     if dataset is not None:
-        check_fresh(cache, dataset, split, config)
+        cache.dataset, cache.data = dataset, check_fresh(cache, dataset, split, config)
     return cache
 
 
-def _keeping(found: list[FeatureCache], keep: str, split: str) -> FeatureCache:
+def _keeping(found: list[SplitCache], keep: str, split: str) -> SplitCache:
     """The cache keeping `keep`'s patches; "auto": the only one, else the split's role's."""
     if keep == "auto":
         if len(found) == 1:
@@ -115,11 +116,11 @@ def _keeping(found: list[FeatureCache], keep: str, split: str) -> FeatureCache:
     return matches[0]
 
 
-def _missing(config: CacheSettings, split: str, settings: FeatureSettings, dataset) -> CacheError:
+def _missing(config: CacheSettings, split: str, key: CacheKey, dataset) -> CacheError:
     """Why there is no cache, and what makes one."""
-    root, digest = Path(config.cache_dir), settings.digest()
+    root, digest = Path(config.cache_dir), key.digest
     mine = root / f"{split}-{digest}"
-    same = split_caches(root, split, digest)
+    same = caches_in(root, split, digest)
     if dataset is not None and same:
         held = ", ".join(
             f"{c.directory.name} ({c.source or 'made before each dataset had its own cache'})"
@@ -135,19 +136,20 @@ def _missing(config: CacheSettings, split: str, settings: FeatureSettings, datas
         return CacheError(
             f"{mine}: no features for split {split!r}; run pipeline extract --split {split} first"
         )
-    wanted, found = describe_both(
-        settings.as_dict(), FeatureCache.load(others[0].parent).fingerprint
-    )
+    wanted, found = key.describe_against(SplitCache.load(others[0].parent).key)
     return CacheError(
         f"{mine}: no {split!r} features with these settings ({wanted}); "
         f"{others[0].parent.name} has {found}: pass the options extract used, or extract again"
     )
 
 
-def check_fresh(cache: FeatureCache, dataset: Dataset, split: str, config: CacheSettings) -> None:
-    """Refuse a cache whose shards were extracted from other images or annotations than the
-    dataset holds now, or from fewer images than it has (a split that grew since; a cache
-    extracted with --limit holds the first `limit` on purpose)."""
+def check_fresh(
+    cache: SplitCache, dataset: Dataset, split: str, config: CacheSettings
+) -> SplitData:
+    """The split's data as the cache holds it; refuses a cache whose shards were extracted
+    from other images or annotations than the dataset holds now, or from fewer images than it
+    has (a split that grew since; a cache extracted with --limit holds the first `limit` on
+    purpose)."""
     manifest = cache.manifest()
     n_images, per_shard = manifest.get("n_images", 0), manifest.get("images_per_shard", 1)
     keep = cache.attrs().get("keep", "all")
@@ -166,16 +168,17 @@ def check_fresh(cache: FeatureCache, dataset: Dataset, split: str, config: Cache
             f"{cache.directory}: holds {n_images} images of split {split!r}, {dataset} has "
             f"{expected} now; rerun pipeline extract --split {split} to update it"
         )
+    return data
 
 
 def adopt(
-    cache: FeatureCache, split: str, digests: list[str], per_shard: int, limit: int | None
+    cache: SplitCache, split: str, digests: list[str], per_shard: int, limit: int | None
 ) -> str | None:
     """Give the new cache `cache` (locked, empty) the shards of a finished cache of the same
     settings whose every shard was made from exactly this split's data and keep rule (its
     recorded data digests are `digests`): one made before each dataset had its own cache is
     moved here, one of another copy of the data is linked. The adopted cache's name, or None."""
-    candidates = split_caches(cache.directory.parent, split, cache.digest)
+    candidates = caches_in(cache.directory.parent, split, cache.digest)
     for other in sorted(candidates, key=lambda c: c.source is not None):  # the oldest first
         manifest = other.manifest()
         if other.directory == cache.directory or other.keep not in (cache.keep, None):
@@ -193,7 +196,7 @@ def adopt(
     return None
 
 
-def _take(other: FeatureCache, cache: FeatureCache, *, move: bool) -> None:
+def _take(other: SplitCache, cache: SplitCache, *, move: bool) -> None:
     """Link (or copy) the other cache's shards and manifest into `cache`, its fingerprint
     last; `move`: its heads and image memo too, then the other directory goes."""
     names = [*other.manifest()["shards"], "manifest.json"] + ([DIGESTS_FILE] if move else [])

@@ -14,12 +14,8 @@ from pipeline.evaluation.metrics import mean_ap
 from pipeline.evaluation.scoring import average_precisions, score_images
 from pipeline.store.cache import SplitCache
 from pipeline.training.classes import head_labels
-from pipeline.training.fit import (
-    learns_from_image_labels,
-    open_fit_cache,
-    train_head,
-    training_classes,
-)
+from pipeline.training.fit import open_fit_cache, train_head, training_classes
+from pipeline.training.head_kinds import head_kind
 from pipeline.words import plural
 
 
@@ -50,7 +46,7 @@ def split_labels(config: FitConfig, cache: SplitCache, classes: tuple[str, ...])
     have the class's label, and how many are "none of them", as train_head gives them."""
     names = cache.class_names()
     columns, n = [names.index(c) for c in classes], len(classes)
-    on_images = learns_from_image_labels(config)
+    kind = head_kind(config)
     parts: dict[str, list] = {k: [] for k in ("ids", "labels", "scored", "counts")}
     for shard in cache.iter_shards(features=False):
         parts["ids"].extend(shard.image_ids)
@@ -64,14 +60,43 @@ def split_labels(config: FitConfig, cache: SplitCache, classes: tuple[str, ...])
     labels = np.concatenate(parts["labels"]) if parts["labels"] else np.zeros((0, n), np.int8)
     scored = np.concatenate(parts["scored"]) if parts["scored"] else np.zeros(0, bool)
     counts = np.concatenate(parts["counts"]) if parts["counts"] else np.zeros((0, n + 1), np.int64)
-    if on_images:
-        learnt = scored[:, None] if config.head == "weak" else True  # the label-blind sample
+    if kind.image_labels:
+        learnt = scored[:, None] if kind.sampled else True  # the label-blind sample
         positives = ((labels == 1) & learnt).astype(np.int64)
         background = None
     else:
         positives, background = counts[:, :n], counts[:, n] if counts[:, n].any() else None
-    negatives = labels == -1 if config.grid.kind == "whole" else None
+    negatives = labels == -1 if kind.per_class else None
     return SplitLabels(parts["ids"], positives, negatives, labels == 1, scored, background)
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """What the training images of a fold or a label budget lack to train a head: an image
+    with a `row` ("positive", "negative" or "background") of each of `classes`."""
+
+    row: str
+    classes: list[str]  # the classes lacking one (none for background rows)
+    has: np.ndarray  # [n_images, n_classes] bool: the split's images with such a row
+
+
+def shortfall(labels: SplitLabels, classes, training: np.ndarray) -> Shortfall | None:
+    """The first thing the `training` images ([n_images, n_classes] bool: the images each
+    class learns from) lack: a positive of a class (as split_labels counts them for the
+    head), a negative (the whole-image SVM), a background row (a patch head that has any);
+    None when they can train the head."""
+    checks = [("positive", labels.positives > 0)]
+    if labels.negatives is not None:
+        checks.append(("negative", labels.negatives))
+    for row, has in checks:
+        lacking = [c for j, c in enumerate(classes) if not (has[:, j] & training[:, j]).any()]
+        if lacking:
+            return Shortfall(row, lacking, has)
+    if labels.background is not None:
+        has = labels.background[:, None] > 0
+        if not has[training[:, 0]].any():
+            return Shortfall("background", [], has)
+    return None
 
 
 def _folds_for(config: FitConfig, cache: SplitCache, image_ids: list[str], n_folds: int):
@@ -93,26 +118,22 @@ def check_fold(
     fold: int,
     n_folds: int,
 ) -> None:
-    """Refuse a fold the data cannot support, naming what is missing, how much of it the
-    split has, and the fix: training images without a positive of a class (for the weak head,
-    one with a patch in its label-blind sample; for the whole-image SVM, also a negative) or
-    without a background row (a patch head that has one), or held-out images that give no
-    class an AP (no positive with a patch to score it by)."""
+    """Refuse a fold the data cannot support, naming what is missing (see shortfall), how
+    much of it the split has, and the fix; or held-out images that give no class an AP (no
+    positive with a patch to score it by)."""
     where = f"{cache.directory}: cross-validation fold {fold} of {n_folds}"
     held = np.isin(labels.image_ids, list(held_out))
-    sampled = " with a patch in its label-blind sample" if config.head == "weak" else ""
-    checks = [("positive image", sampled, labels.positives > 0)]
-    if labels.negatives is not None:
-        checks.append(("negative image", "", labels.negatives))
-    for noun, detail, has in checks:
-        lacking = [c for j, c in enumerate(classes) if not has[~held, j].any()]
-        if lacking:
-            raise CacheError(
-                f"{where} holds every {noun}{detail} of {', '.join(lacking)}, so its training "
-                f"images have none to learn from: {_counts(config, classes, lacking, has, noun, detail)}"
-            )
-    if labels.background is not None and not labels.background[~held].any():
-        images = int((labels.background > 0).sum())
+    short = shortfall(labels, classes, np.broadcast_to(~held[:, None], labels.present.shape))
+    if short is not None and short.row != "background":
+        noun = f"{short.row} image"
+        detail = head_kind(config).sample_note if short.row == "positive" else ""
+        counts = _counts(config, classes, short.classes, short.has, noun, detail)
+        raise CacheError(
+            f"{where} holds every {noun}{detail} of {', '.join(short.classes)}, so its training "
+            f"images have none to learn from: {counts}"
+        )
+    if short is not None:
+        images = int(short.has.sum())
         raise CacheError(
             f"{where} holds every image with background patches ({plural(images, 'image')} "
             f"in split {config.split!r}), so its training rows are all of the classes; use "
@@ -147,7 +168,7 @@ def check_head_columns(
     """A patch head's outputs are its `classes_` (the labels it saw), scored by position:
     refuse one without the labels 0..C-1 first. Heads on image labels have one output per
     class column by construction."""
-    if learns_from_image_labels(config):
+    if head_kind(config).image_labels:
         return
     known = np.asarray(getattr(head, "classes_", []))
     n = len(classes)

@@ -20,8 +20,9 @@ from pipeline.store.cache import SplitCache
 from pipeline.store.head_files import check_int8_pair
 from pipeline.training.acquisition import Embeddings, choose, image_embeddings
 from pipeline.training.budgets import Budget, Draw, SplitTruth, draw, image_order, random_order
-from pipeline.training.crossval import SplitLabels, split_labels
+from pipeline.training.crossval import SplitLabels, shortfall, split_labels
 from pipeline.training.fit import open_fit_cache, train_head, training_classes
+from pipeline.training.head_kinds import head_kind
 
 STEPS_CAP = 10  # the "steps" schedule runs at most this many times a head's epochs
 
@@ -65,7 +66,7 @@ def scheduled(method: CurveMethod, drawn: Draw) -> FitConfig:
     fewer images runs more epochs, as many SGD steps as on the whole split (up to
     STEPS_CAP times its epochs), so that a small budget is not also a short training."""
     config = replace(method.config, seed=method.config.seed + drawn.seed)
-    if method.schedule != "steps" or config.grid.kind == "whole":
+    if method.schedule != "steps" or not head_kind(config).sgd:
         return config
     factor = min(len(method.labels.image_ids) / max(len(drawn.images), 1), STEPS_CAP)
     mlp, svm = config.mlp, config.svm
@@ -88,24 +89,18 @@ def split_truth(cache: SplitCache, classes: tuple[str, ...]) -> SplitTruth:
 
 def budget_problem(method: CurveMethod, drawn: Draw) -> str | None:
     """Why the drawn images cannot train this head (a class without a positive, or without a
-    negative for the whole-image SVM, no background row for a patch head), or None."""
-    labels, config = method.labels, method.config
-    rows = drawn.mask(labels.image_ids, method.classes)
+    negative for the whole-image SVM, no background row for a patch head: see shortfall), or
+    None."""
+    short = shortfall(
+        method.labels, method.classes, drawn.mask(method.labels.image_ids, method.classes)
+    )
     n = len(drawn.images)
-    positive = {
-        "weak": "positive image with a patch in its label-blind sample",
-        "whole": "positive image",
-    }.get("whole" if config.grid.kind == "whole" else config.head, "positive patch")
-    checks = [(positive, labels.positives > 0)]
-    if labels.negatives is not None:
-        checks.append(("negative image", labels.negatives))
-    for what, has in checks:
-        lacking = [c for j, c in enumerate(method.classes) if not (has[:, j] & rows[:, j]).any()]
-        if lacking:
-            return f"no {what} of {', '.join(lacking)} in the {n} drawn images"
-    if labels.background is not None and not (labels.background[rows[:, 0]] > 0).any():
+    if short is None:
+        return None
+    if short.row == "background":
         return f"no background patch in the {n} drawn images"
-    return None
+    what = head_kind(method.config).positive if short.row == "positive" else "negative image"
+    return f"no {what} of {', '.join(short.classes)} in the {n} drawn images"
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pipeline.config import FitConfig
+from pipeline.config import HEADS, FitConfig
 from pipeline.errors import MidlevelError
+from pipeline.training.head_kinds import HEAD_KINDS
 from pipeline.training.settings import apply_setting
 
-METHODS = {  # name -> (grid kind, head), in the paper's order
-    "whole-svm": ("whole", "svm"),
-    "patches-svm": ("patches", "svm"),
-    "patches-mlp": ("patches", "mlp"),
-    "patches-weak": ("patches", "weak"),  # image labels alone (Oquab et al., CVPR 2015)
-}
-SHORT = {"mlp": "patches-mlp", "svm": "patches-svm", "weak": "patches-weak"}
+METHODS = HEAD_KINDS  # name -> its kind of head, in the paper's order
+_ON_PATCHES = {kind.head: name for name, kind in METHODS.items() if kind.grid == "patches"}
+SHORT = {head: _ON_PATCHES[head] for head in HEADS}  # a patch head's short name is its --head
 
 
 def method_names(text: str, option: str) -> tuple[str, ...]:
@@ -31,7 +28,7 @@ def method_names(text: str, option: str) -> tuple[str, ...]:
 
 def method_config(base: FitConfig, name: str, settings: dict | None = None) -> FitConfig:
     """`base` fitting method `name`, with its own head settings (a sweep's best) in place."""
-    kind, head = METHODS[name]
+    kind = METHODS[name]
     return apply_setting(
-        replace(base, head=head, grid=replace(base.grid, kind=kind)), settings or {}
+        replace(base, head=kind.head, grid=replace(base.grid, kind=kind.grid)), settings or {}
     )

@@ -49,9 +49,10 @@ def resume(
     measured: Callable[[dict], bool],
     task_key: Callable[[dict], str | None] = own_key,
 ) -> Resumed:
-    """`earlier` sorted for the `tasks` (their `keys`, one each): a task is finished when it
-    has rows and each is `measured`; one row that is not (edited, damaged) and all of its
-    task's rows are dropped and the task measured again. `task_key`: which task made a row."""
+    """The rows of `earlier` sorted out for a run of `tasks` (with their `keys`, one each): a
+    task is finished when it has rows and each is `measured`; a row that is not (edited,
+    damaged) is dropped with the rest of its task's, which is measured again. `task_key`: the
+    key of the task that made a row."""
     wanted = set(keys)
     damaged = {task_key(r) for r in earlier if task_key(r) in wanted and not measured(r)}
     kept = [r for r in earlier if task_key(r) in wanted - damaged]

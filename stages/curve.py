@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import resource
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-
-import joblib
-from tqdm import tqdm
 
 from pipeline.config import CurveConfig
 from pipeline.errors import CacheError
@@ -32,6 +28,7 @@ from pipeline.training.curve import (
     simulate,
     split_truth,
 )
+from pipeline.training.keyed_rows import measure_rows, resume
 from pipeline.training.methods import method_config
 from pipeline.training.settings import fit_options
 from pipeline.words import plural
@@ -120,18 +117,24 @@ def _task_key(row: dict) -> str:
     return json.dumps({k: v for k, v in found.items() if k != "round"}, sort_keys=True)
 
 
-def _measure(method: CurveMethod, truth: SplitTruth, config: CurveConfig, task: Task, threads: int):
-    """(task, its fits, this process's peak memory in bytes); runs in a worker process."""
-    import torch
-
-    torch.set_num_threads(threads)
+def _measure(
+    truth: SplitTruth, config: CurveConfig, job: tuple[CurveMethod, Task]
+) -> list[Measured]:
+    """A task's fits (an arm: one a round); runs in a job's process."""
+    method, task = job
     if task.arm == BUDGET_ARM:
-        measured = [fit_draw(method, draw(truth, task.budget, task.seed, config.protocol))[1]]
-    else:
-        arm = simulate(method, truth, task.arm, task.seed, config.batch, config.up_to,
-                       start=config.start)  # fmt: skip
-        measured = list(arm)
-    return task, measured, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return [fit_draw(method, draw(truth, task.budget, task.seed, config.protocol))[1]]
+    return list(simulate(method, truth, task.arm, task.seed, config.batch, config.up_to,
+                         start=config.start))  # fmt: skip
+
+
+def _rows(config, truth, job: tuple[CurveMethod, Task], measured: list[Measured]) -> list[dict]:
+    """A task's rows, a fit each (an arm's numbered by round)."""
+    method, task = job
+    arm = task.arm != BUDGET_ARM
+    return [
+        _row(method, config, task, truth, m, r if arm else None) for r, m in enumerate(measured)
+    ]
 
 
 def _row(method, config, task, truth, measured: Measured, fit_round: int | None) -> dict:
@@ -231,47 +234,25 @@ def run(config: CurveConfig) -> CurveSummary:
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     earlier = read_csv(output)
-    tasks = _tasks(config)
-    keys = {}
-    for task in tasks:
-        method = methods[task.method]
-        keys[task] = (
-            _key(method, config, task) if task.arm == BUDGET_ARM else _arm_key(method, config, task)
-        )
-    wanted = set(keys.values())
-    damaged = {_task_key(r) for r in earlier if _task_key(r) in wanted and not _measured(r)}
-    done = [r for r in earlier if _task_key(r) in wanted - damaged]  # a damaged arm: all again
-    others = [r for r in earlier if _task_key(r) not in wanted]
-    finished = {_task_key(r) for r in done}
-    todo = [t for t in tasks if keys[t] not in finished]
+    tasks = [(methods[t.method], t) for t in _tasks(config)]
+    keys = [_key(m, config, t) if t.arm == BUDGET_ARM else _arm_key(m, config, t) for m, t in tasks]
     first_round = {
         s: 0 if config.start == "cold" else len(draw(truth, Budget("shots", 1), s).images)
         for s in range(config.seeds)
     }
-    jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    rows, peak = list(done), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    results = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        joblib.delayed(_measure)(methods[t.method], truth, config, t, threads) for t in todo
+    finished = measure_rows(
+        resume(earlier, tasks, keys, _measured, task_key=_task_key),  # a damaged arm: all again
+        partial(_measure, truth, config),
+        partial(_rows, config, truth),
+        lambda table: write_csv(output, _with_columns(table)),
+        jobs=config.jobs,
+        label="curve",
+        unit="fit",
+        size=lambda task: _fits_of(task[1], config, first_round),
     )
-    total = sum(_fits_of(t, config, first_round) for t in todo)
-    new = 0
-    with tqdm(total=total, desc="curve", unit="fit") as bar:
-        for task, measured, task_peak in results:
-            method = methods[task.method]
-            arm = task.arm != BUDGET_ARM
-            rows += [
-                _row(method, config, task, truth, m, r if arm else None)
-                for r, m in enumerate(measured)
-            ]
-            new += len(measured)
-            peak = max(peak, task_peak)
-            bar.total -= _fits_of(task, config, first_round) - len(measured)  # an arm ended early
-            bar.update(len(measured))
-            write_csv(output, _with_columns(rows + others))
+    rows, others = finished.rows, finished.others
     if not rows:
         raise CacheError(f"{output}: no fit to write; give budgets and seeds")
-    write_csv(output, _with_columns(rows + others))
     points = aggregate(rows)
     plot = plot_label_curve(points, plot_path(config), title=_title(config, methods))
     table = simulation_table(rows, truth.classes)
@@ -284,8 +265,9 @@ def run(config: CurveConfig) -> CurveSummary:
         caches={n: {"train": m.train.contents(), "test": m.test.contents(), "fingerprint": m.train.key.settings} for n, m in methods.items()},
     )  # fmt: skip
     return CurveSummary(
-        rows, points, len(rows), new, time.perf_counter() - started, jobs, peak, str(output),
-        str(plot), len(others), left_out, tuple(verdict(table)), simulation,
+        rows, points, len(rows), finished.new, time.perf_counter() - started, finished.jobs,
+        finished.peak_bytes, str(output), str(plot), len(others), left_out,
+        tuple(verdict(table)), simulation,
     )  # fmt: skip
 
 

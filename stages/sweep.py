@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
-import joblib
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.config import FitConfig, SweepConfig
 from pipeline.errors import MidlevelError
@@ -22,6 +20,7 @@ from pipeline.reporting.provenance import beside, write_sidecar
 from pipeline.store.cache import SplitCache
 from pipeline.training.crossval import cross_validate
 from pipeline.training.fit import open_fit_cache
+from pipeline.training.keyed_rows import Resumed, measure_rows, resume
 from pipeline.training.settings import apply_setting, fit_options, write_options_file
 
 # After the setting's own columns; `key` (the fit config, cache and folds as JSON) is what a
@@ -72,19 +71,17 @@ def setting_names(rows: list[dict]) -> list[str]:
     return [n for n in rows[0] if n not in FIXED_COLUMNS] if rows else []
 
 
-def _evaluate(base: FitConfig, setting: dict, key: str, folds: int, threads: int, cache):
-    """(setting, key, fold mAPs, seconds) of one setting; runs in a worker process."""
-    import torch
-
-    torch.set_num_threads(threads)
+def _evaluate(base: FitConfig, folds: int, cache: FeatureCache, task: tuple[dict, str]):
+    """(fold mAPs, seconds) of one (setting, key); runs in a job's process."""
     started = time.perf_counter()
-    scores = cross_validate(apply_setting(base, setting), folds, cache)
-    return setting, key, scores, time.perf_counter() - started
+    scores = cross_validate(apply_setting(base, task[0]), folds, cache)
+    return scores, time.perf_counter() - started
 
 
 def _row(
-    setting: dict, names: list[str], key: str, config: FitConfig, scores, seconds, digest
+    setting: dict, key: str, names: list[str], base: FitConfig, scores, seconds, digest
 ) -> dict:
+    config = apply_setting(base, setting)
     percent = 100 * np.asarray(scores)
     return {
         **{n: setting.get(n, "") for n in names},
@@ -124,6 +121,21 @@ def _measured(row: dict, folds: int) -> bool:
     return len(fold_maps) == folds and all(math.isfinite(_finite(v)) for v in numbers)
 
 
+def _resume(earlier, settings, keys: list[str], columns: list[str], folds: int) -> Resumed:
+    """The settings left to score, as (setting, key), and the rows kept: this sweep's finished
+    ones in the order of its settings, other sweeps' as they are; each with every column."""
+    resumed = resume(
+        earlier, list(zip(settings, keys, strict=True)), keys, partial(_measured, folds=folds)
+    )
+    position = {k: i for i, k in enumerate(keys)}
+    kept = sorted(resumed.kept, key=lambda r: position[r["key"]])
+    return replace(
+        resumed,
+        kept=_with_columns(kept, columns),
+        others=_with_columns(resumed.others, columns),
+    )
+
+
 def _write_rows(path: Path, rows: list[dict]) -> None:
     """Best first; atomic, so a kill mid-write leaves the previous table."""
     write_csv(path, _best_first(rows))
@@ -145,26 +157,17 @@ def run(config: SweepConfig) -> SweepSummary:
     keys = [
         setting_key(apply_setting(config.base, s), cache, config.folds) for s in config.settings
     ]
-    done = {r["key"]: r for r in earlier if r.get("key") in keys and _measured(r, config.folds)}
-    rows = [done[k] for k in keys if k in done]
-    others = [r for r in earlier if r.get("key") not in keys]  # other sweeps' rows stay
     columns = [*names, *FIXED_COLUMNS]  # every sweep's setting columns, blank where unset
-    rows, others = _with_columns(rows, columns), _with_columns(others, columns)
-    todo = [(s, k) for s, k in zip(config.settings, keys, strict=True) if k not in done]
-    jobs = min(joblib.effective_n_jobs(config.jobs), max(1, len(todo)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    results = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        joblib.delayed(_evaluate)(config.base, s, k, config.folds, threads, cache) for s, k in todo
+    finished = measure_rows(
+        _resume(earlier, config.settings, keys, columns, config.folds),
+        partial(_evaluate, config.base, config.folds, cache),
+        lambda task, result: [_row(*task, names, config.base, *result, digest)],
+        partial(_write_rows, output),
+        jobs=config.jobs,
+        label="sweep",
+        unit="setting",
     )
-    for setting, key, scores, seconds in tqdm(
-        results, total=len(todo), desc="sweep", unit="setting"
-    ):
-        rows.append(
-            _row(setting, names, key, apply_setting(config.base, setting), scores, seconds, digest)
-        )
-        _write_rows(output, rows + others)
-    _write_rows(output, rows + others)
-    rows = _best_first(rows)  # this sweep's own rows: its best is its first
+    rows = _best_first(finished.rows)  # this sweep's own rows: its best is its first
     best = next(s for s, k in zip(config.settings, keys, strict=True) if k == rows[0]["key"])
     best_config = apply_setting(config.base, best)
     best_file = best_path(config)
@@ -178,10 +181,10 @@ def run(config: SweepConfig) -> SweepSummary:
     write_sidecar(output, "sweep", config, digest=digest, fingerprint=cache.key.settings, best=best)
     return SweepSummary(
         rows=rows,
-        new=len(todo),
+        new=finished.new,
         seconds=time.perf_counter() - started,
         extract_seconds=cache.extract_seconds(),
-        jobs=jobs,
+        jobs=finished.jobs,
         output=str(output),
         best_output=str(best_file),
         folds=config.folds,

@@ -15,7 +15,6 @@ from pipeline.features.caches import open_split
 from pipeline.store.cache import SplitCache
 from pipeline.store.head_files import HeadRecord, save_head
 from pipeline.store.opening import open_dataset_of
-from pipeline.store.shards import read_shard
 from pipeline.training.classes import check_classes, head_labels, select_classes
 from pipeline.training.head_kinds import head_kind
 

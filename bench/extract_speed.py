@@ -79,7 +79,7 @@ from pipeline.features.images import decode_rgb
 from pipeline.features.patches import patch_grid
 from pipeline.features.registry import default_batch, get_spec
 from pipeline.heads.device import resolve_device
-from pipeline.store.cache import FeatureCache
+from pipeline.store.cache import SplitCache
 
 DEFAULT_VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2007-subset" / "VOC2007"
 METHODS = ("machine", "forward", "crop", "shared", "crop-train", "shared-train", "naive", "bounds")
@@ -217,7 +217,7 @@ def extract(method: str, options: dict, grid: GridConfig) -> dict:
         summary = extract_split(config)
         # the runtime that made the shards ("onnxruntime 1.x"): a net that does not export
         # runs torch
-        runtime = FeatureCache.load(Path(summary.cache_dir)).attrs()["runtime"].split()[0]
+        runtime = SplitCache.load(Path(summary.cache_dir)).attrs()["runtime"].split()[0]
     working = summary.seconds - summary.stages["setup"]
     batch = options["batch_size"] or default_batch(options["backbone"], runtime)
     return {

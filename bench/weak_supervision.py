@@ -26,7 +26,7 @@ import click
 import numpy as np
 from paper_grid import CLASSES, pipeline, read_ap
 
-from pipeline.store.cache import FeatureCache
+from pipeline.store.cache import SplitCache
 
 MIN_POSITIVES = 15  # fewer positive images than this: AP too noisy to compare or to train on
 POOLS = "max,lse,topk,mean-pk"
@@ -40,7 +40,7 @@ def read_rows(path: Path) -> list[dict]:
 def positives(cache: Path, split: str) -> dict[str, int]:
     """Positive images per class of a cached split (from its shards' image labels)."""
     directory = next(d for d in cache.glob(f"{split}-*") if (d / "manifest.json").is_file())
-    features = FeatureCache.load(directory)
+    features = SplitCache.load(directory)
     labels = np.concatenate([s.image_labels for s in features.iter_shards(features=False)])
     return dict(zip(features.class_names(), (labels == 1).sum(axis=0).tolist(), strict=True))
 

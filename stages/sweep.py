@@ -71,7 +71,7 @@ def setting_names(rows: list[dict]) -> list[str]:
     return [n for n in rows[0] if n not in FIXED_COLUMNS] if rows else []
 
 
-def _evaluate(base: FitConfig, folds: int, cache: FeatureCache, task: tuple[dict, str]):
+def _evaluate(base: FitConfig, folds: int, cache: SplitCache, task: tuple[dict, str]):
     """(fold mAPs, seconds) of one (setting, key); runs in a job's process."""
     started = time.perf_counter()
     scores = cross_validate(apply_setting(base, task[0]), folds, cache)

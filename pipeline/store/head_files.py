@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import math
 import numbers
 import re
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NoReturn
@@ -24,20 +22,10 @@ from pipeline.errors import CacheError
 from pipeline.io import json_bytes, write_atomically
 from pipeline.store.cache import HEAD_SUFFIX, HEADS_DIR, SplitCache, head_path
 from pipeline.store.keys import CacheKey, shown
+from pipeline.store.legacy import PICKLED, TRUST_HINT, record_sha256, unpickled
 from pipeline.store.opening import candidates
 
 FORMAT = "midlevel-head/3"  # metadata: format, state (pipeline/heads/state.py), record
-PICKLED = ".joblib"  # midlevel 0.3: {"format": "midlevel-head/2", "estimator", "record"}
-# Where the head classes lived before the library was grouped into packages: trusted
-# pickles of then unpickle through these names.
-FORMER_MODULES = {
-    "pipeline.image_head": "pipeline.heads.image_svm",
-    "pipeline.weak_head": "pipeline.heads.weak",
-}
-TRUST_HINT = (
-    "a head saved as a pickle (by midlevel 0.3) runs any code it holds when loaded: fit it "
-    "again, or, only for a file you made yourself, pass --trust-pickled-head"
-)
 
 
 @dataclass(frozen=True)
@@ -62,7 +50,7 @@ class HeadRecord:
         """The record of a JSON object; ValueError naming the first field of a wrong type."""
         if not isinstance(record, dict):
             raise ValueError(f"the record is a {type(record).__name__}, not an object")
-        record = {**record, "sha256": record.get("sha256", record.get("joblib_sha256"))}
+        record = {**record, "sha256": record_sha256(record)}
         values = {f.name: record[f.name] for f in fields(cls) if record.get(f.name) is not None}
         for name, ok in _FIELD_TYPES.items():
             if name in values and not ok(values[name]):
@@ -169,9 +157,9 @@ def load_head_file(path: Path, *, trust_pickle: bool = False):
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     try:
-        head, inside = _unpickled(data) if path.suffix == PICKLED else _unpacked(data)
+        head, inside = unpickled(data) if path.suffix == PICKLED else _unpacked(data)
         written = _read_record(path)
-        if written is not None and written.get("sha256", written.get("joblib_sha256")) == sha:
+        if written is not None and record_sha256(written) == sha:
             return head, _matching(head, HeadRecord.from_dict(written), path)  # the copy as written
         if inside is None:  # a bare estimator of midlevel 0.2: the .json is its only record
             raise ValueError(
@@ -222,20 +210,6 @@ def _unpacked(data: bytes):
     if meta.get("format") != FORMAT:
         raise ValueError(f"format {meta.get('format')!r}, not {FORMAT!r}")
     return head_from_state(load(data), json.loads(meta["state"])), json.loads(meta["record"])
-
-
-def _unpickled(data: bytes):
-    """(head, record or None) of a trusted pickle of midlevel 0.3, its head classes found
-    under their current module names (None: a bare estimator, whose record is the .json)."""
-    import joblib
-
-    for former, current in FORMER_MODULES.items():
-        if former.encode() in data and former not in sys.modules:
-            sys.modules[former] = __import__(current, fromlist=["_"])
-    payload = joblib.load(io.BytesIO(data))
-    if isinstance(payload, dict) and payload.get("format") == "midlevel-head/2":
-        return payload["estimator"], payload["record"]
-    return payload, None
 
 
 def check_serves(record: HeadRecord, key: CacheKey, path: Path) -> None:

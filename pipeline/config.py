@@ -2,8 +2,11 @@
 checked where it is declared (a ConfigError names the setting at fault).
 
 Defaults cite Oquab, Bottou, Laptev, Sivic, CVPR 2014: section 3.1 the patch grid and labels,
-3.2 the adaptation layers, 4 the pooling exponent. A setting has one name everywhere (a flag
-without its dashes, a sweep parameter, a key of a config file); `PLACES` says where it goes.
+3.2 the adaptation layers, 4 the pooling exponent; the heads' own are pipeline/heads/defaults.py.
+A setting is declared once, as its field (`ranged` or `declared`): its default, the values it
+may take, its help and its public name, which is the same everywhere (a flag without its
+dashes, a sweep parameter, a key of a config file); `PLACES`, derived from the fields, says
+where a name goes, and the CLI's options are made from the same fields.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import numbers
 from dataclasses import dataclass, field, fields, replace
 
 from pipeline.errors import ConfigError
-from pipeline.heads.pools import check_pooling
+from pipeline.heads import defaults
+from pipeline.heads.pools import POOLS
 
 GRID_KINDS = ("patches", "whole")
 TASKS = ("object", "action")
@@ -82,21 +86,45 @@ def check_range(setting: str, value, allowed: Range) -> None:
     _check(allowed.holds(value), setting, value, str(allowed))
 
 
-def ranged(default, allowed: Range, *, setting: str | None = None):
-    """A dataclass field whose value `Settings` checks against `allowed`; `setting`: its name
-    where the field's own name is not the one flags and files use (svm.C is svm_c)."""
-    return field(default=default, metadata={"range": allowed, "setting": setting})
+def declared(
+    default,
+    *,
+    help: str | None = None,
+    choices: tuple | None = None,
+    setting: str | None = None,
+    flags: tuple[str, ...] = (),
+    allowed: Range | None = None,
+):
+    """A setting's dataclass field: its default, the values `Settings` lets it take (a Range,
+    or `choices`), its `help` (its flag's: a field with help is a flag of the CLI), its name
+    where flags and files use another than the field's (svm.C is svm_c), and its `flags`
+    where they are not --NAME (grid.kind is --grid)."""
+    metadata = {"setting": setting, "help": help, "choices": choices, "flags": flags}
+    if allowed is not None:
+        metadata["range"] = allowed
+    return field(default=default, metadata=metadata)
+
+
+def ranged(default, allowed: Range, **declaration):
+    """A number setting's field, checked against `allowed` (the rest as `declared`)."""
+    return declared(default, allowed=allowed, **declaration)
+
+
+def setting_name(declaration) -> str:
+    """The public name of a declared field: a flag without its dashes, a key of a file."""
+    return declaration.metadata.get("setting") or declaration.name
 
 
 class Settings:
-    """Base of every config: each field declared with `ranged` is checked on creation."""
+    """Base of every config: each declared field's range, then its choices, checked on creation."""
 
     def __post_init__(self):
         for f in fields(self):
             if "range" in f.metadata:
-                check_range(
-                    f.metadata["setting"] or f.name, getattr(self, f.name), f.metadata["range"]
-                )
+                check_range(setting_name(f), getattr(self, f.name), f.metadata["range"])
+        for f in fields(self):
+            if f.metadata.get("choices"):
+                check_choice(setting_name(f), getattr(self, f.name), f.metadata["choices"])
 
 
 COUNT = Range(1, 10**9, whole=True)  # a number of things: images, rows, classes named
@@ -141,14 +169,13 @@ class GridConfig(Settings):
     kind "whole": one feature per image, squashed to the net's input (the DeCAF baseline).
     An overlap above 0.9 would make 100x the patches of the paper's for nearly the same view."""
 
-    scales: int = ranged(8, Range(1, 32, whole=True))
-    min_scale: float = ranged(0.15, SHARE)
-    overlap: float = ranged(0.5, Range(0, 0.9))
-    kind: str = "patches"
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_choice("grid_kind", self.kind, GRID_KINDS)
+    scales: int = ranged(8, Range(1, 32, whole=True), help="Patch scales.")
+    min_scale: float = ranged(0.15, SHARE, help="Smallest patch side / min(W, H).")
+    overlap: float = ranged(0.5, Range(0, 0.9), help="Minimum overlap of neighbouring patches.")
+    kind: str = declared(
+        "patches", choices=GRID_KINDS, setting="grid_kind", flags=("--grid",),
+        help="'patches': the paper's multi-scale grid; 'whole': one feature per image (baseline).",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -157,10 +184,12 @@ class LabelRule(Settings):
     and >= min_box_cover*|B| (0.2, 0.6) and no box of another class does. Training splits
     keep a seeded, label-blind `background_ratio` share of all patches (paper: about 10%)."""
 
-    min_patch_cover: float = ranged(0.2, SHARE)
-    min_box_cover: float = ranged(0.6, SHARE)
-    background_ratio: float = ranged(0.1, Range(0, 1))
-    seed: int = ranged(0, SEED)
+    min_patch_cover: float = ranged(0.2, SHARE, help="Label rule: |P∩B| >= this * |P|.")
+    min_box_cover: float = ranged(0.6, SHARE, help="Label rule: |P∩B| >= this * |B|.")
+    background_ratio: float = ranged(
+        0.1, Range(0, 1), help="Share of background patches kept in train/trainval."
+    )
+    seed: int = ranged(0, SEED, help="Seed of background subsampling and head training.")
 
 
 @dataclass(frozen=True)
@@ -168,12 +197,14 @@ class TaskConfig(Settings):
     """Which task the cache serves: VOC classification, or VOC 2012 Action persons, whose
     box grows by `context` times its size (half per side) for its patches."""
 
-    name: str = "object"
-    context: float = ranged(0.5, Range(0, 10))
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_choice("task_name", self.name, TASKS)
+    name: str = declared(
+        "object", choices=TASKS, setting="task_name", flags=("--task",),
+        help="'object': VOC classification; 'action': VOC 2012 Action, one sample per person.",
+    )  # fmt: skip
+    context: float = ranged(
+        0.5, Range(0, 10),
+        help="Action: the person box grows by this times its size (half per side) for its patches.",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -183,16 +214,30 @@ class BackboneConfig(Settings):
     "shared" runs the trunk once per image and scale and pools each patch from its map.
     `input_size` from 32 px (the nets' five stride-2 stages leave one cell) to 1024."""
 
-    name: str = "efficientnet_lite0"
-    weights: str | None = None
-    input_size: int | None = ranged(None, Range(32, 1024, whole=True, none=True))  # None: the net's
-    mode: str = "crop"
-    precision: str = "fp32"  # int8: ONNX Runtime's static quantization, a cache of its own
+    # its flag's help lists the registry's nets (pipeline/cli/options.py)
+    name: str = declared("efficientnet_lite0", setting="backbone")
+    weights: str | None = declared(
+        None,
+        help="Local state-dict FILE, or 'random' (untrained, plumbing only). Default: ImageNet.",
+    )
+    input_size: int | None = ranged(
+        None, Range(32, 1024, whole=True, none=True),
+        help="Patch side fed to the net [default: the net's].",
+    )  # fmt: skip
+    mode: str = declared(
+        "crop", choices=MODES,
+        help="'crop': each patch through the whole net (the paper); 'shared': the trunk once per "
+        "image and scale, patches pooled from its map (faster).",
+    )  # fmt: skip
+    precision: str = declared(
+        "fp32", choices=PRECISIONS,
+        help="The frozen net's numbers: 'int8' is static quantization calibrated on the training "
+        "split, about 2x faster on a CPU; its features are a cache of their own "
+        "(docs/deploy.md#int8).",
+    )  # fmt: skip
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("mode", self.mode, MODES)
-        check_choice("precision", self.precision, PRECISIONS)
         check_path("weights", self.weights)
 
 
@@ -209,13 +254,15 @@ class CacheSettings(Settings):
     labels: LabelRule = field(default_factory=LabelRule)
     task: TaskConfig = field(default_factory=TaskConfig)
     image_dir: str | None = None
-    # which patches the split's cache keeps: "sample" (training: object patches and a
-    # label-blind sample), "all", or "auto" by the split's name; each rule has its own cache
-    keep: str = "auto"
+    keep: str = declared(
+        "auto", choices=KEEP_CHOICES,
+        help="Patches a split's cache keeps: 'sample' (object patches + a label-blind sample: "
+        "training), 'all' (evaluation); 'auto' by the split's role (a name starting with 'train' "
+        "samples). Each rule has its own cache.",
+    )  # fmt: skip
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("keep", self.keep, KEEP_CHOICES)
         check_path("cache_dir", self.cache_dir)
         check_path("image_dir", self.image_dir)
 
@@ -254,22 +301,38 @@ class MLPConfig(Settings):
     The optimiser's settings are common SGD defaults, not the paper's; a momentum of 1 or
     more, or a learning rate past 10, only diverges."""
 
-    hidden: int = ranged(2048, Range(1, 65536, whole=True))
-    dropout: float = ranged(0.5, Range(0, 1, below=True))
-    lr: float = ranged(0.01, Range(0, 10, above=True))
-    momentum: float = ranged(0.9, Range(0, 1, below=True))
-    weight_decay: float = ranged(1e-4, Range(0, 1))
-    epochs: int = ranged(20, Range(1, 10_000, whole=True))
-    batch_size: int = ranged(256, Range(1, 1 << 20, whole=True))
-    background_weight: float = ranged(1.0, Range(0, 1000, above=True))
+    hidden: int = ranged(defaults.HIDDEN, Range(1, 65536, whole=True), help="MLP: FCa units.")
+    dropout: float = ranged(
+        defaults.DROPOUT, Range(0, 1, below=True), help="MLP: dropout after FCa."
+    )
+    lr: float = ranged(
+        defaults.LR, Range(0, 10, above=True), help="MLP: SGD learning rate (cosine decay)."
+    )
+    momentum: float = ranged(defaults.MOMENTUM, Range(0, 1, below=True), help="MLP: SGD momentum.")
+    weight_decay: float = ranged(defaults.WEIGHT_DECAY, Range(0, 1), help="MLP: L2 weight decay.")
+    epochs: int = ranged(
+        defaults.EPOCHS, Range(1, 10_000, whole=True), help="MLP: epochs over the shards."
+    )
+    batch_size: int = ranged(
+        defaults.BATCH_SIZE, Range(1, 1 << 20, whole=True), help="MLP: minibatch size."
+    )
+    background_weight: float = ranged(
+        1.0, Range(0, 1000, above=True), help="Loss weight of the background class."
+    )
 
 
 @dataclass(frozen=True)
 class SVMConfig(Settings):
     """The linear one-vs-rest SVM baseline on the same features."""
 
-    C: float = ranged(1.0, Range(0, 1e6, above=True), setting="svm_c")
-    epochs: int = ranged(10, Range(1, 10_000, whole=True), setting="svm_epochs")
+    C: float = ranged(
+        defaults.SVM_C, Range(0, 1e6, above=True), setting="svm_c", help="SVM: regularisation C."
+    )
+    epochs: int = ranged(
+        defaults.SVM_EPOCHS, Range(1, 10_000, whole=True), setting="svm_epochs",
+        help="SVM: SGD epochs over the shards (patch grid).",
+    )  # fmt: skip
+    # one setting with MLPConfig's: its flag is declared there
     background_weight: float = ranged(1.0, Range(0, 1000, above=True))
 
 
@@ -279,36 +342,49 @@ class WeakConfig(Settings):
     scores. mean-pk won a cross-validated sweep of the four (docs/weak-supervision.md); lse r
     5 is a middle sharpness; topk's 0.1 and 0.7 follow WILDCAT, its bottom term off (0)."""
 
-    pool: str = "mean-pk"
-    r: float = ranged(5.0, POWER, setting="lse_r")
-    top_fraction: float = ranged(0.1, SHARE)
-    bottom_fraction: float = ranged(0.0, Range(0, 1))
-    bottom_weight: float = ranged(0.7, Range(0, 100))
-    batch_images: int = ranged(16, Range(1, 100_000, whole=True))  # images per SGD step
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_pooling(self.pool)
+    pool: str = declared(
+        defaults.POOL, choices=POOLS,
+        help="Weak: how patch scores pool into the image score it learns from.",
+    )  # fmt: skip
+    r: float = ranged(defaults.LSE_R, POWER, setting="lse_r", help="Weak, lse: sharpness r.")
+    top_fraction: float = ranged(
+        defaults.TOP_FRACTION, SHARE, help="Weak, topk: share of patches averaged at the top."
+    )
+    bottom_fraction: float = ranged(
+        defaults.BOTTOM_FRACTION, Range(0, 1),
+        help="Weak, topk: share averaged at the bottom (0: none).",
+    )  # fmt: skip
+    bottom_weight: float = ranged(
+        defaults.BOTTOM_WEIGHT, Range(0, 100), help="Weak, topk: weight of the bottom term."
+    )
+    batch_images: int = ranged(
+        defaults.BATCH_IMAGES, Range(1, 100_000, whole=True), help="Weak: images per SGD step."
+    )
 
 
 @dataclass(frozen=True)
 class FitConfig(CacheSettings):
     """A head trained on `split`'s cache; `k` is recorded with it as score's pooling power."""
 
-    split: str = "trainval"
-    head: str = "mlp"
+    split: str = declared("trainval", help="Split whose cached features train the head.")
+    head: str = declared(
+        "mlp", choices=HEADS,
+        help="Adaptation layers on box labels (mlp), the SVM baseline, or the adaptation layers "
+        "on image labels alone (weak).",
+    )  # fmt: skip
     classes: tuple[str, ...] | None = None  # None: every class with a labelled patch
     mlp: MLPConfig = field(default_factory=MLPConfig)
     svm: SVMConfig = field(default_factory=SVMConfig)
     weak: WeakConfig = field(default_factory=WeakConfig)
-    device: str = "auto"
-    seed: int = ranged(0, SEED)
-    k: float = ranged(5.0, POWER)
+    device: str = declared("auto", choices=DEVICES, help="MLP training device.")
+    seed: int = ranged(defaults.SEED, SEED)  # one setting with labels.seed: its flag is there
+    k: float = ranged(
+        defaults.K, POWER, flags=("-k", "--k"),
+        help="Pooling exponent recorded with the head (score's default; weak mean-pk's power).",
+    )  # fmt: skip
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("head", self.head, HEADS)
-        check_choice("device", self.device, DEVICES)
         check_name("split", self.split)
         _check(
             self.grid.kind == "patches" or self.head == "svm", "head", self.head,
@@ -549,41 +625,22 @@ NESTED = {
     "backbone": BackboneConfig, "grid": GridConfig, "labels": LabelRule, "task": TaskConfig,
     "mlp": MLPConfig, "svm": SVMConfig, "weak": WeakConfig,
 }  # fmt: skip
-# Where a setting goes, for the names that are not a field of their own: the first place
-# that a config has is where its value is read; a value is written to every such place.
-PLACES = {
-    "backbone": ("backbone.name",),
-    "weights": ("backbone.weights",),
-    "input_size": ("backbone.input_size",),
-    "mode": ("backbone.mode",),
-    "precision": ("backbone.precision",),
-    "grid_kind": ("grid.kind",),
-    "scales": ("grid.scales",),
-    "min_scale": ("grid.min_scale",),
-    "overlap": ("grid.overlap",),
-    "min_patch_cover": ("labels.min_patch_cover",),
-    "min_box_cover": ("labels.min_box_cover",),
-    "background_ratio": ("labels.background_ratio",),
-    "seed": ("seed", "labels.seed"),
-    "task_name": ("task.name",),
-    "context": ("task.context",),
-    "hidden": ("mlp.hidden",),
-    "dropout": ("mlp.dropout",),
-    "lr": ("mlp.lr",),
-    "momentum": ("mlp.momentum",),
-    "weight_decay": ("mlp.weight_decay",),
-    "epochs": ("mlp.epochs",),
-    "batch_size": ("batch_size", "mlp.batch_size"),
-    "background_weight": ("mlp.background_weight", "svm.background_weight"),
-    "svm_c": ("svm.C",),
-    "svm_epochs": ("svm.epochs",),
-    "pool": ("weak.pool",),
-    "lse_r": ("weak.r",),
-    "top_fraction": ("weak.top_fraction",),
-    "bottom_fraction": ("weak.bottom_fraction",),
-    "bottom_weight": ("weak.bottom_weight",),
-    "batch_images": ("weak.batch_images",),
-}
+
+
+def _places() -> dict[str, tuple[str, ...]]:
+    """Each setting a nested config declares, at its "root.field" places in NESTED's order,
+    after the config's own field of the same name (FitConfig.seed before labels.seed)."""
+    found: dict[str, list[str]] = {}
+    for root, config_type in NESTED.items():
+        for f in fields(config_type):
+            name = setting_name(f)
+            found.setdefault(name, [] if name in NESTED else [name]).append(f"{root}.{f.name}")
+    return {name: tuple(where) for name, where in found.items()}
+
+
+# Where a setting goes: the first place that a config has is where its value is read; a value
+# is written to every such place. A name not here is a config's own field.
+PLACES = _places()
 
 
 def places(config_type: type, name: str) -> list[tuple[str, str]]:

@@ -35,5 +35,7 @@ def command(test_split, output, method_configs, **opts) -> None:
     from stages import compare as stage
 
     settings = method_settings(method_configs)
-    config = CompareConfig(fit_config(opts), test_split, output, settings)
+    config = CompareConfig(
+        base=fit_config(opts), test_split=test_split, output=output, method_settings=settings
+    )
     click.echo(stage.run(config).line())

@@ -104,12 +104,28 @@ def command(heads, method_configs, test_split, shots, images, seeds, protocol, s
     n, all_images = parse_counts(images, "--images")
     strategies = tuple(dict.fromkeys(s.strip() for s in simulate.split(",") if s.strip()))
     config = CurveConfig(
-        fit_config(opts), method_names(heads or DEFAULT_HEADS, "--heads"),
-        method_settings(method_configs), test_split, heads is None, k, n, all_shots or all_images,
-        seeds, protocol, schedule, strategies,
-        method_names(simulate_heads, "--simulate-heads") if simulate_heads else None,
-        batch, up_to, start, jobs, output, plot,
-    )  # fmt: skip
+        base=fit_config(opts),
+        methods=method_names(heads or DEFAULT_HEADS, "--heads"),
+        method_settings=method_settings(method_configs),
+        test_split=test_split,
+        skip_unextracted=heads is None,
+        shots=k,
+        images=n,
+        all_data=all_shots or all_images,
+        seeds=seeds,
+        protocol=protocol,
+        schedule=schedule,
+        simulate=strategies,
+        simulate_methods=(
+            method_names(simulate_heads, "--simulate-heads") if simulate_heads else None
+        ),
+        batch=batch,
+        up_to=up_to,
+        start=start,
+        jobs=jobs,
+        output=output,
+        plot=plot,
+    )
     summary = stage.run(config)
     from pipeline.reporting.curves import curve_table
 

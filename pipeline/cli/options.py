@@ -1,8 +1,10 @@
-"""What the verbs share: option groups whose defaults are the configs' own, and configs built
-by keyword from the options (pipeline/config.py: PLACES says where each setting goes)."""
+"""What the verbs share: option groups made from the configs' declared settings (flag, default,
+type, help: pipeline/config.py), and configs built by keyword from the options (PLACES says
+where each setting goes)."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -10,13 +12,7 @@ import click
 from pipeline.cli.errors import UserError
 from pipeline.config import (
     DEVICES,
-    GRID_KINDS,
-    HEADS,
-    KEEP_CHOICES,
-    MODES,
-    PRECISIONS,
     RUNTIMES,
-    TASKS,
     BackboneConfig,
     CacheSettings,
     ExtractConfig,
@@ -28,11 +24,11 @@ from pipeline.config import (
     SVMConfig,
     TaskConfig,
     WeakConfig,
+    setting_name,
     with_settings,
 )
 from pipeline.errors import MidlevelError
 from pipeline.features.registry import RANDOM, REGISTRY, get_spec
-from pipeline.heads.pools import POOLS
 
 
 def options(*decorators):
@@ -44,6 +40,34 @@ def options(*decorators):
         return func
 
     return apply
+
+
+def setting_option(config_type: type, field_name: str, **click_settings):
+    """The click option of a declared setting: its flags, default (shown), type (a whole or
+    real number, a choice, text) and help from its field; `click_settings` add to them."""
+    declared = next(f for f in fields(config_type) if f.name == field_name)
+    name, meta = setting_name(declared), declared.metadata
+    allowed = meta.get("range")
+    kind = (
+        click.Choice(meta["choices"]) if meta["choices"]
+        else (int if allowed.whole else float) if allowed else None
+    )  # fmt: skip
+    flags = meta["flags"] or ("--" + name.replace("_", "-"),)
+    return click.option(
+        *flags, name, type=kind, default=declared.default, show_default=True,
+        **{"help": meta["help"], **click_settings},
+    )  # fmt: skip
+
+
+def setting_options(*config_types: type) -> list:
+    """The click options of the settings `config_types` declare with a help text, in field
+    order (a setting declared twice has its help, and its flag, once)."""
+    return [
+        setting_option(config_type, f.name)
+        for config_type in config_types
+        for f in fields(config_type)
+        if f.metadata.get("help")
+    ]
 
 
 def build(config, opts: dict):
@@ -143,39 +167,10 @@ dataset = options(
 )  # fmt: skip
 
 features = options(
-    click.option("--backbone", default=BackboneConfig.name, show_default=True, callback=_check_backbone,
-                 help=backbone_help),
-    click.option("--weights", default=None,
-                 help=f"Local state-dict FILE, or '{RANDOM}' (untrained, plumbing only). Default: ImageNet."),
-    click.option("--input-size", type=int, default=None, help="Patch side fed to the net [default: the net's]."),
-    click.option("--mode", type=click.Choice(MODES), default=BackboneConfig.mode, show_default=True,
-                 help="'crop': each patch through the whole net (the paper); 'shared': the trunk once per image and scale, patches pooled from its map (faster)."),
-    click.option("--precision", type=click.Choice(PRECISIONS), default=BackboneConfig.precision, show_default=True,
-                 help="The frozen net's numbers: 'int8' is static quantization calibrated on the training split, about 2x faster on a CPU; its features are a cache of their own (docs/deploy.md#int8)."),
-    click.option("--task", "task_name", type=click.Choice(TASKS), default=TaskConfig.name, show_default=True,
-                 help="'object': VOC classification; 'action': VOC 2012 Action, one sample per person."),
-    click.option("--context", type=float, default=TaskConfig.context, show_default=True,
-                 help="Action: the person box grows by this times its size (half per side) for its patches."),
-    click.option("--grid", "grid_kind", type=click.Choice(GRID_KINDS), default=GridConfig.kind, show_default=True,
-                 help="'patches': the paper's multi-scale grid; 'whole': one feature per image (baseline)."),
-    click.option("--scales", type=int, default=GridConfig.scales, show_default=True, help="Patch scales."),
-    click.option("--min-scale", type=float, default=GridConfig.min_scale, show_default=True,
-                 help="Smallest patch side / min(W, H)."),
-    click.option("--overlap", type=float, default=GridConfig.overlap, show_default=True,
-                 help="Minimum overlap of neighbouring patches."),
-    click.option("--min-patch-cover", type=float, default=LabelRule.min_patch_cover, show_default=True,
-                 help="Label rule: |P∩B| >= this * |P|."),
-    click.option("--min-box-cover", type=float, default=LabelRule.min_box_cover, show_default=True,
-                 help="Label rule: |P∩B| >= this * |B|."),
-    click.option("--background-ratio", type=float, default=LabelRule.background_ratio, show_default=True,
-                 help="Share of background patches kept in train/trainval."),
-    click.option("--seed", type=int, default=LabelRule.seed, show_default=True,
-                 help="Seed of background subsampling and head training."),
-    click.option("--keep", type=click.Choice(KEEP_CHOICES), default=CacheSettings.keep, show_default=True,
-                 help="Patches a split's cache keeps: 'sample' (object patches + a label-blind sample: training), "
-                 "'all' (evaluation); 'auto' by the split's role (a name starting with 'train' samples). "
-                 "Each rule has its own cache."),
-)  # fmt: skip
+    setting_option(BackboneConfig, "name", callback=_check_backbone, help=backbone_help),
+    *setting_options(BackboneConfig, TaskConfig, GridConfig, LabelRule),
+    setting_option(CacheSettings, "keep"),
+)
 
 compute = options(
     click.option("--device", type=click.Choice(DEVICES), default=ExtractConfig.device,
@@ -190,30 +185,12 @@ compute = options(
 )  # fmt: skip
 
 head = options(
-    click.option("--split", default=FitConfig.split, help="Split whose cached features train the head."),
-    click.option("--head", type=click.Choice(HEADS), default=FitConfig.head,
-                 help="Adaptation layers on box labels (mlp), the SVM baseline, or the adaptation layers on image labels alone (weak)."),
-    click.option("--hidden", type=int, default=MLPConfig.hidden, help="MLP: FCa units."),
-    click.option("--dropout", type=float, default=MLPConfig.dropout, help="MLP: dropout after FCa."),
-    click.option("--lr", type=float, default=MLPConfig.lr, help="MLP: SGD learning rate (cosine decay)."),
-    click.option("--momentum", type=float, default=MLPConfig.momentum, help="MLP: SGD momentum."),
-    click.option("--weight-decay", type=float, default=MLPConfig.weight_decay, help="MLP: L2 weight decay."),
-    click.option("--epochs", type=int, default=MLPConfig.epochs, help="MLP: epochs over the shards."),
-    click.option("--batch-size", type=int, default=MLPConfig.batch_size, help="MLP: minibatch size."),
-    click.option("--background-weight", type=float, default=MLPConfig.background_weight,
-                 help="Loss weight of the background class."),
-    click.option("--svm-c", type=float, default=SVMConfig.C, help="SVM: regularisation C."),
-    click.option("--svm-epochs", type=int, default=SVMConfig.epochs, help="SVM: SGD epochs over the shards (patch grid)."),
-    click.option("--pool", type=click.Choice(POOLS), default=WeakConfig.pool,
-                 help="Weak: how patch scores pool into the image score it learns from."),
-    click.option("--lse-r", type=float, default=WeakConfig.r, help="Weak, lse: sharpness r."),
-    click.option("--top-fraction", type=float, default=WeakConfig.top_fraction, help="Weak, topk: share of patches averaged at the top."),
-    click.option("--bottom-fraction", type=float, default=WeakConfig.bottom_fraction, help="Weak, topk: share averaged at the bottom (0: none)."),
-    click.option("--bottom-weight", type=float, default=WeakConfig.bottom_weight, help="Weak, topk: weight of the bottom term."),
-    click.option("--batch-images", type=int, default=WeakConfig.batch_images, help="Weak: images per SGD step."),
-    click.option("-k", "--k", "k", type=float, default=FitConfig.k, help="Pooling exponent recorded with the head (score's default; weak mean-pk's power)."),
-    click.option("--device", type=click.Choice(DEVICES), default=FitConfig.device, help="MLP training device."),
-)  # fmt: skip
+    setting_option(FitConfig, "split"),
+    setting_option(FitConfig, "head"),
+    *setting_options(MLPConfig, SVMConfig, WeakConfig),
+    setting_option(FitConfig, "k"),
+    setting_option(FitConfig, "device"),
+)
 
 
 trust_pickled_head = click.option(

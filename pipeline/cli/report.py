@@ -32,5 +32,7 @@ def command(runs, output, names, top, **opts) -> None:
     from stages import report as stage
 
     names = tuple(n.strip() for n in names.split(",")) if names else None
-    config = ReportConfig(tuple(runs), output, names, data_spec(opts) or None, top)
+    config = ReportConfig(
+        runs=tuple(runs), output=output, names=names, data=data_spec(opts) or None, top=top
+    )
     click.echo(stage.run(config).line())

@@ -59,6 +59,10 @@ def command(params, sweep_file, folds, jobs, output, best_output, **opts) -> Non
             )
         run |= extra
     config = SweepConfig(
-        fit_config(opts), tuple(settings), output=output, best_output=best_output, **run
+        base=fit_config(opts),
+        settings=tuple(settings),
+        output=output,
+        best_output=best_output,
+        **run,
     )
     click.echo(stage.run(config).line())

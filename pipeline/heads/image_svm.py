@@ -9,11 +9,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
+from pipeline.heads import defaults
+
 
 class ImageSVMHead(ClassifierMixin, BaseEstimator):
     """fit(X [N, D], Y [N, C] in {1, -1, 0}); predict_log_proba gives log sigmoid(margin)."""
 
-    def __init__(self, C: float = 1.0, seed: int = 0):
+    def __init__(self, C: float = defaults.SVM_C, seed: int = defaults.SEED):
         self.C = C
         self.seed = seed
 

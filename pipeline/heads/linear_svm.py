@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 from sklearn.linear_model import SGDClassifier
 
+from pipeline.heads import defaults
 from pipeline.heads.streaming import ClassWeight, StreamingHead
 
 
@@ -23,10 +24,10 @@ class LinearSVMHead(StreamingHead):
     def __init__(
         self,
         *,
-        C: float = 1.0,
-        epochs: int = 10,
+        C: float = defaults.SVM_C,
+        epochs: int = defaults.SVM_EPOCHS,
         class_weight: ClassWeight = None,
-        seed: int = 0,
+        seed: int = defaults.SEED,
     ) -> None:
         self.C = C
         self.epochs = epochs

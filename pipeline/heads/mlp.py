@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from scipy.special import log_softmax
 
+from pipeline.heads import defaults
 from pipeline.heads.device import resolve_device
 from pipeline.heads.layers import TorchModelState, adaptation_layers, cosine_sgd, seeded_torch
 from pipeline.heads.streaming import Chunks, ClassWeight, Progress, StreamingHead
@@ -27,15 +28,15 @@ class MLPHead(TorchModelState, StreamingHead):
     def __init__(
         self,
         *,
-        hidden: int = 2048,
-        dropout: float = 0.5,
-        lr: float = 0.01,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        epochs: int = 20,
-        batch_size: int = 256,
+        hidden: int = defaults.HIDDEN,
+        dropout: float = defaults.DROPOUT,
+        lr: float = defaults.LR,
+        momentum: float = defaults.MOMENTUM,
+        weight_decay: float = defaults.WEIGHT_DECAY,
+        epochs: int = defaults.EPOCHS,
+        batch_size: int = defaults.BATCH_SIZE,
         class_weight: ClassWeight = None,
-        seed: int = 0,
+        seed: int = defaults.SEED,
         device: str = "cpu",
     ) -> None:
         self.hidden = hidden

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import StandardScaler
 
+from pipeline.heads import defaults
 from pipeline.heads.device import resolve_device
 from pipeline.heads.layers import (
     StandardisedRows,
@@ -106,20 +107,20 @@ class WeakPatchHead(TorchModelState, StandardisedRows, BaseEstimator):
     def __init__(
         self,
         *,
-        pool: str = "mean-pk",
-        r: float = 5.0,
-        top_fraction: float = 0.1,
-        bottom_fraction: float = 0.0,
-        bottom_weight: float = 0.7,
-        k: float = 5.0,
-        hidden: int = 2048,
-        dropout: float = 0.5,
-        lr: float = 0.01,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        epochs: int = 20,
-        batch_images: int = 16,
-        seed: int = 0,
+        pool: str = defaults.POOL,
+        r: float = defaults.LSE_R,
+        top_fraction: float = defaults.TOP_FRACTION,
+        bottom_fraction: float = defaults.BOTTOM_FRACTION,
+        bottom_weight: float = defaults.BOTTOM_WEIGHT,
+        k: float = defaults.K,
+        hidden: int = defaults.HIDDEN,
+        dropout: float = defaults.DROPOUT,
+        lr: float = defaults.LR,
+        momentum: float = defaults.MOMENTUM,
+        weight_decay: float = defaults.WEIGHT_DECAY,
+        epochs: int = defaults.EPOCHS,
+        batch_images: int = defaults.BATCH_IMAGES,
+        seed: int = defaults.SEED,
         device: str = "cpu",
     ) -> None:
         self.pool = pool

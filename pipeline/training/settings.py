@@ -1,31 +1,44 @@
 """Sweep settings: a grid of head settings from `--param` options or a TOML file, one setting
 applied to a FitConfig, and the best written back as a config file `fit --config` reads.
-Names are the settings' own (pipeline/config.py: PLACES), so a setting reads the same on
-the command line, in sweep.csv and in the config file."""
+Names are the settings' own, declared with their fields (pipeline/config.py), so a setting
+reads the same on the command line, in sweep.csv and in the config file."""
 
 from __future__ import annotations
 
 import itertools
 import tomllib
 import typing
+from dataclasses import fields
 from pathlib import Path
 
-from pipeline.config import NESTED, FitConfig, places, setting, with_settings
+from pipeline.config import (
+    NESTED,
+    FitConfig,
+    MLPConfig,
+    SVMConfig,
+    WeakConfig,
+    places,
+    setting,
+    setting_name,
+    with_settings,
+)
 from pipeline.errors import ConfigError, MidlevelError
 
-# What a sweep may vary: the head and its settings, in the order a config file lists them.
-HEAD_SETTINGS = (
-    "head", "k", "seed", "hidden", "dropout", "lr", "momentum", "weight_decay", "epochs",
-    "batch_size", "svm_c", "svm_epochs", "background_weight",
-)  # fmt: skip
-WEAK_SETTINGS = (
-    "pool",
-    "lse_r",
-    "top_fraction",
-    "bottom_fraction",
-    "bottom_weight",
-    "batch_images",
-)
+
+def declared_names(*config_types: type) -> tuple[str, ...]:
+    """The public names of the settings `config_types` declare, in field order; a setting that
+    several of them declare (background_weight) comes once, after each one's own."""
+    names = [setting_name(f) for config_type in config_types for f in fields(config_type)]
+    shared = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    return (*(n for n in names if n not in shared), *shared)
+
+
+# What a sweep may vary and a config file lists, in the file's order: the head, its pooling
+# power and seed, the heads' settings, the weak head's, then the features'.
+HEAD_SETTINGS = ("head", "k", "seed", *declared_names(MLPConfig, SVMConfig))
+WEAK_SETTINGS = declared_names(WeakConfig)
+# in the order files have always listed them; the backbone's precision is not among them (a
+# best file leaves it to fit's --precision)
 FEATURE_SETTINGS = (
     "backbone", "weights", "input_size", "mode", "grid_kind", "scales", "min_scale", "overlap",
     "min_patch_cover", "min_box_cover", "background_ratio", "task_name", "context", "split",

@@ -53,15 +53,13 @@ def setting_option(config_type: type, field_name: str, **click_settings):
         else (int if allowed.whole else float) if allowed else None
     )  # fmt: skip
     flags = meta["flags"] or ("--" + name.replace("_", "-"),)
-    return click.option(
-        *flags, name, type=kind, default=declared.default, show_default=True,
-        **{"help": meta["help"], **click_settings},
-    )  # fmt: skip
+    own = {"type": kind, "default": declared.default, "show_default": True, "help": meta["help"]}
+    return click.option(*flags, name, **(own | click_settings))
 
 
 def setting_options(*config_types: type) -> list:
     """The click options of the settings `config_types` declare with a help text, in field
-    order (a setting declared twice has its help, and its flag, once)."""
+    order (a setting that two configs share has its help, so its flag, in the first only)."""
     return [
         setting_option(config_type, f.name)
         for config_type in config_types

@@ -11,7 +11,7 @@ from pipeline.config import CompareConfig, ReportConfig, ScoreConfig, same_cache
 from pipeline.evaluation.scoring import score_split
 from pipeline.reporting.report import Report, build_report
 from pipeline.reporting.runs import write_run
-from pipeline.store.head_files import head_path
+from pipeline.store.cache import head_path
 from pipeline.training.fit import fit_head
 from pipeline.training.methods import METHODS, method_config
 

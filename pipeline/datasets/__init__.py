@@ -21,6 +21,12 @@ KINDS = ("voc", "coco", "imagefolder", "csv", "images")
 __all__ = ["KINDS", "Dataset", "Sample", "SplitData", "detect_kind", "open_dataset"]
 
 
+def open_dataset_of(config) -> Dataset | None:
+    """The dataset a stage's config names (its `data`, KIND:PATH, and `image_dir`), or None
+    where it names none (a stage that reads the cache alone)."""
+    return open_dataset(config.data, image_dir=config.image_dir) if config.data else None
+
+
 def open_dataset(spec: str, *, image_dir: str | None = None) -> Dataset:
     """The dataset `spec` names: `KIND:PATH`, or a PATH whose kind `detect_kind` finds."""
     kind, sep, path = spec.partition(":")

@@ -4,10 +4,9 @@ key only the registry can make (a backbone's identity), and the store's one door
 from __future__ import annotations
 
 from pipeline.config import CacheSettings
-from pipeline.datasets import Dataset
+from pipeline.datasets import Dataset, open_dataset_of
 from pipeline.features.registry import cache_key
 from pipeline.store.cache import SplitCache
-from pipeline.store.opening import open_dataset_of
 
 SAME = object()  # open the dataset the config names
 

@@ -20,7 +20,9 @@ import h5py
 from pipeline.config import CacheSettings
 from pipeline.errors import CacheError
 from pipeline.io import TEMPORARY, write_json
+from pipeline.store.data_digests import split_digests
 from pipeline.store.keys import CacheKey, fingerprint_problem, shown
+from pipeline.store.legacy import PICKLED
 from pipeline.store.shards import (
     REBUILD,
     SHARD_NAME,
@@ -161,6 +163,34 @@ class SplitCache:
     def head_path(self, name: str) -> Path:
         """Where the head `name` fitted on this split lives: beside its features."""
         return head_path(self.directory, name)
+
+    def head(self, name: str) -> Path | None:
+        """The head file `name` fitted on this split, if there is one."""
+        return head_in(self.directory, name)
+
+    def check_against(self, dataset, split: str, task) -> None:
+        """Hold `dataset` and the split's data as this cache holds it (its first `limit`
+        images); refuses a cache whose shards were extracted from other images or annotations
+        than the dataset holds now, or from fewer images than it has (a split that grew since;
+        a cache extracted with --limit holds the first `limit` on purpose)."""
+        manifest = self.manifest()
+        n_images, per_shard = manifest.get("n_images", 0), manifest.get("images_per_shard", 1)
+        keep = self.attrs().get("keep", "all")
+        data = dataset.load(split, task=task, limit=manifest.get("limit"), skip_bad=True)
+        current = split_digests(self.directory, data, per_shard, keep, limit=n_images)
+        stale = list(self.changed_shards(current))
+        if stale:
+            raise CacheError(
+                f"{self.directory}: {len(stale)} of its shards ({stale[0]}...) were extracted "
+                f"from other images or annotations than {dataset} holds now; rerun pipeline "
+                f"extract --split {split} to rebuild them"
+            )
+        if len(data.samples) != n_images:
+            raise CacheError(
+                f"{self.directory}: holds {n_images} images of split {split!r}, {dataset} has "
+                f"{len(data.samples)} now; rerun pipeline extract --split {split} to update it"
+            )
+        self.dataset, self.data = dataset, data
 
     def record_settings(self) -> None:
         """fingerprint.json: the settings, their digest, the dataset and the keep rule."""
@@ -424,6 +454,12 @@ class SplitCache:
 def head_path(folder: Path, name: str) -> Path:
     """A head file's place in a folder of features (or compare's output folder)."""
     return Path(folder) / HEADS_DIR / f"{name}{HEAD_SUFFIX}"
+
+
+def head_in(folder: Path, name: str) -> Path | None:
+    """The head file `name` in a folder of features: a head file, else a pickle of midlevel 0.3."""
+    path = head_path(folder, name)
+    return next((p for p in (path, path.with_suffix(PICKLED)) if p.is_file()), None)
 
 
 def _whole(value, low: int = 0) -> bool:

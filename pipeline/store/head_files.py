@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.config import NESTED, CacheSettings
 from pipeline.errors import CacheError
 from pipeline.io import json_bytes, write_atomically
-from pipeline.store.cache import HEAD_SUFFIX, HEADS_DIR, SplitCache, head_path
+from pipeline.store.cache import HEAD_SUFFIX, HEADS_DIR, SplitCache, head_in
 from pipeline.store.keys import CacheKey, shown
 from pipeline.store.legacy import PICKLED, TRUST_HINT, record_sha256, unpickled
 from pipeline.store.opening import candidates
@@ -274,14 +274,6 @@ def head_cache(path: Path, record: HeadRecord) -> SplitCache | None:
     return cache if cache is not None and cache.digest == record.digest else None
 
 
-def saved_head(directory: Path, name: str) -> Path | None:
-    """The head file `name` in a cache directory: a head file, else a pickle of midlevel 0.3."""
-    for path in (head_path(directory, name), head_path(directory, name).with_suffix(PICKLED)):
-        if path.is_file():
-            return path
-    return None
-
-
 def head_of_split(
     config: CacheSettings, train_split: str, name: str, dataset, key: CacheKey,
     *, prefer: str | None = None,
@@ -292,13 +284,13 @@ def head_of_split(
     caches (one per keep rule), the one holding it. A refusal names the heads there are."""
     caches = candidates(
         config, train_split, dataset, key, prefer=prefer,
-        keeping=lambda c: saved_head(c.directory, name) is not None,
+        keeping=lambda c: c.head(name) is not None,
     )  # fmt: skip
     if len(caches) == 1:
-        return saved_head(caches[0].directory, name)
+        return caches[0].head(name)
     what = f"split {train_split!r}" + (f" of {dataset}" if dataset is not None else "")
     if caches:
-        listed = ", ".join(str(saved_head(c.directory, name)) for c in caches)
+        listed = ", ".join(str(c.head(name)) for c in caches)
         raise CacheError(
             f"{config.cache_dir}: several {name} heads were fitted on {what} ({listed}); "
             "pass --head PATH of the one to use"
@@ -324,7 +316,7 @@ def head_of_split(
 def _heads_named(cache_dir: str | Path, name: str) -> list[Path]:
     """Every head file `name` in the cache's directories."""
     folders = sorted(Path(cache_dir).glob(f"*/{HEADS_DIR}"))
-    return [path for folder in folders if (path := saved_head(folder.parent, name))]
+    return [path for folder in folders if (path := head_in(folder.parent, name))]
 
 
 def _cached_heads(cache_dir: str | Path, name: str) -> list[tuple[Path, SplitCache]]:

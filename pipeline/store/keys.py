@@ -10,6 +10,7 @@ from pathlib import Path
 from pipeline.config import GridConfig, LabelRule, TaskConfig
 from pipeline.io import json_digest
 
+OBJECTS = TaskConfig()  # the task of the caches made before tasks were keyed
 # Shard layout version, part of the cache digest: 2 added `sampled` and `image_labels`.
 CACHE_FORMAT = 2
 
@@ -43,7 +44,7 @@ class CacheKey:
             "grid": asdict(grid),
             "labels": asdict(labels),
         }
-        if task != TaskConfig():  # object caches keep the keys they had before tasks
+        if task != OBJECTS:  # object caches keep the keys they had before tasks
             settings["task"] = asdict(task)
         if data is not None:
             settings["data"] = data

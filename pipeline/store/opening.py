@@ -13,18 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import CacheSettings
-from pipeline.datasets import Dataset, SplitData, open_dataset
+from pipeline.datasets import Dataset
 from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError
 from pipeline.store.cache import SplitCache, WriterLock
-from pipeline.store.data_digests import DIGESTS_FILE, split_digests
+from pipeline.store.data_digests import DIGESTS_FILE
 from pipeline.store.keys import CacheKey
 from pipeline.store.legacy import keeps, made_before_datasets
-
-
-def open_dataset_of(config: CacheSettings) -> Dataset | None:
-    """The dataset a stage was given (--data or --voc-root), or None."""
-    return open_dataset(config.data, image_dir=config.image_dir) if config.data else None
 
 
 def caches_in(
@@ -90,14 +85,14 @@ def open_split(
     config: CacheSettings, split: str, key: CacheKey, dataset: Dataset | None
 ) -> SplitCache:
     """SplitCache.open: the finished cache of `split` with the key `key` (`candidates`),
-    checked against `dataset` when given (`check_fresh`, which loads the split once for the
-    cache to hold); among a dataset's caches, the one keeping `config.keep`'s patches."""
+    checked against `dataset` when given (`SplitCache.check_against`, which loads the split
+    once for the cache to hold); among a dataset's caches, the one keeping `config.keep`'s patches."""
     found = candidates(config, split, dataset, key)
     if not found:
         raise _missing(config, split, key, dataset)
     cache = _keeping(found, config.keep, split)
     if dataset is not None:
-        cache.dataset, cache.data = dataset, check_fresh(cache, dataset, split, config)
+        cache.check_against(dataset, split, config.task)
     return cache
 
 
@@ -142,34 +137,6 @@ def _missing(config: CacheSettings, split: str, key: CacheKey, dataset) -> Cache
         f"{mine}: no {split!r} features with these settings ({wanted}); "
         f"{others[0].parent.name} has {found}: pass the options extract used, or extract again"
     )
-
-
-def check_fresh(
-    cache: SplitCache, dataset: Dataset, split: str, config: CacheSettings
-) -> SplitData:
-    """The split's data as the cache holds it; refuses a cache whose shards were extracted
-    from other images or annotations than the dataset holds now, or from fewer images than it
-    has (a split that grew since; a cache extracted with --limit holds the first `limit` on
-    purpose)."""
-    manifest = cache.manifest()
-    n_images, per_shard = manifest.get("n_images", 0), manifest.get("images_per_shard", 1)
-    keep = cache.attrs().get("keep", "all")
-    data = dataset.load(split, task=config.task, limit=manifest.get("limit"), skip_bad=True)
-    expected = len(data.samples)
-    current = split_digests(cache.directory, data, per_shard, keep, limit=n_images)
-    stale = list(cache.changed_shards(current))
-    if stale:
-        raise CacheError(
-            f"{cache.directory}: {len(stale)} of its shards ({stale[0]}...) were extracted from "
-            f"other images or annotations than {dataset} holds now; rerun pipeline extract "
-            f"--split {split} to rebuild them"
-        )
-    if expected != n_images:
-        raise CacheError(
-            f"{cache.directory}: holds {n_images} images of split {split!r}, {dataset} has "
-            f"{expected} now; rerun pipeline extract --split {split} to update it"
-        )
-    return data
 
 
 def adopt(

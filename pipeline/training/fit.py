@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import FitConfig
+from pipeline.datasets import open_dataset_of
 from pipeline.errors import CacheError, ConfigError
 from pipeline.features.caches import open_split
 from pipeline.store.cache import SplitCache
 from pipeline.store.head_files import HeadRecord, save_head
-from pipeline.store.opening import open_dataset_of
 from pipeline.training.classes import check_classes, head_labels, select_classes
 from pipeline.training.head_kinds import head_kind
 

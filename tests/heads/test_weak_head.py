@@ -19,7 +19,8 @@ from synthetic_datasets import make_corner_labels_csv
 
 from pipeline.evaluation.score_maps import map_peak, pointing_hit
 from pipeline.heads.weak import WeakPatchHead, pooled
-from pipeline.store.head_files import head_path, load_head_file
+from pipeline.store.cache import head_path
+from pipeline.store.head_files import load_head_file
 from pipeline.store.shards import read_shard
 
 # image 0: patches 0-2, image 1: patches 3-4, image 2: none; two classes

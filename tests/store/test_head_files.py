@@ -17,13 +17,8 @@ from hypothesis import strategies as st
 
 from pipeline.errors import CacheError
 from pipeline.heads.linear_svm import LinearSVMHead
-from pipeline.store.head_files import (
-    HeadRecord,
-    find_head,
-    head_path,
-    load_head_file,
-    save_head,
-)
+from pipeline.store.cache import head_path
+from pipeline.store.head_files import HeadRecord, find_head, load_head_file, save_head
 
 
 def fitted(seed: int) -> LinearSVMHead:

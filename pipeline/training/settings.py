@@ -37,11 +37,12 @@ def declared_names(*config_types: type) -> tuple[str, ...]:
 # power and seed, the heads' settings, the weak head's, then the features'.
 HEAD_SETTINGS = ("head", "k", "seed", *declared_names(MLPConfig, SVMConfig))
 WEAK_SETTINGS = declared_names(WeakConfig)
-# in the order files have always listed them; the backbone's precision is not among them (a
-# best file leaves it to fit's --precision)
-FEATURE_SETTINGS = (
-    "backbone", "weights", "input_size", "mode", "grid_kind", "scales", "min_scale", "overlap",
-    "min_patch_cover", "min_box_cover", "background_ratio", "task_name", "context", "split",
+# in the order files have always listed them, precision and keep added in issue 28 (an older
+# file without them reads as before)
+FEATURE_SETTINGS = (  # with keep and precision: which cache the features are read from
+    "backbone", "weights", "input_size", "mode", "precision", "grid_kind", "scales", "min_scale",
+    "overlap", "min_patch_cover", "min_box_cover", "background_ratio", "task_name", "context",
+    "split", "keep",
 )  # fmt: skip
 SWEEPABLE = tuple(n for n in (*HEAD_SETTINGS, *WEAK_SETTINGS) if n != "seed")
 ALIASES = {"c": "svm_c", "C": "svm_c"}

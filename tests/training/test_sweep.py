@@ -90,6 +90,19 @@ def test_options_file_refuses_unknown_keys(tmp_path):
     }
 
 
+def test_a_best_config_reproduces_which_cache_the_sweep_read(tmp_path):
+    """A sweep on int8 features of a split's every-patch cache writes a best file that fits on
+    those same features: before, precision and keep were left out, and `fit --config` read the
+    fp32 (or the sampled) cache instead, silently."""
+    config = FitConfig(backbone=BackboneConfig(precision="int8"), keep="all", head="svm")
+    path = tmp_path / "best.toml"
+    write_options_file(path, fit_options(config), "a comment")
+    options = read_options_file(path, set(fit_options(config)))
+    again = apply_setting(FitConfig(), options)
+    assert again.backbone.precision == "int8" and again.keep == "all"
+    assert again == config
+
+
 @pytest.fixture(scope="module")
 def swept(shapes_cache, tmp_path_factory):
     """A 2x2 sweep (hidden x k) with 3 folds on 2 processes."""

@@ -37,13 +37,15 @@ def declared_names(*config_types: type) -> tuple[str, ...]:
 # power and seed, the heads' settings, the weak head's, then the features'.
 HEAD_SETTINGS = ("head", "k", "seed", *declared_names(MLPConfig, SVMConfig))
 WEAK_SETTINGS = declared_names(WeakConfig)
-# in the order files have always listed them, precision and keep added in issue 28 (an older
-# file without them reads as before)
+# in the order files have always listed them; precision and keep (issue 28) are written only
+# where not their default, so that files, and the keys of sweep and curve rows, made before
+# them stay the same
 FEATURE_SETTINGS = (  # with keep and precision: which cache the features are read from
     "backbone", "weights", "input_size", "mode", "precision", "grid_kind", "scales", "min_scale",
     "overlap", "min_patch_cover", "min_box_cover", "background_ratio", "task_name", "context",
     "split", "keep",
 )  # fmt: skip
+UNWRITTEN = {"precision": "fp32", "keep": "auto"}  # defaults that older files never held
 SWEEPABLE = tuple(n for n in (*HEAD_SETTINGS, *WEAK_SETTINGS) if n != "seed")
 ALIASES = {"c": "svm_c", "C": "svm_c"}
 
@@ -129,7 +131,8 @@ def fit_options(config: FitConfig) -> dict:
     features = {n: setting(config, n) for n in FEATURE_SETTINGS}
     if config.classes:
         features["classes"] = ",".join(config.classes)
-    return {**head, **{n: v for n, v in features.items() if v is not None}}
+    written = {n: v for n, v in features.items() if v is not None and UNWRITTEN.get(n) != v}
+    return {**head, **written}
 
 
 def read_head_setting(path: Path) -> dict:

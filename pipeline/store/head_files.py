@@ -324,7 +324,8 @@ def _cached_heads(cache_dir: str | Path, name: str) -> list[tuple[Path, SplitCac
     found = []
     for path in _heads_named(cache_dir, name):
         with contextlib.suppress(CacheError):
-            found.append((path, SplitCache.of_head(path)))
+            if (cache := SplitCache.of_head(path)) is not None:  # its features still there
+                found.append((path, cache))
     return found
 
 

@@ -15,10 +15,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.config import CacheSettings
 from pipeline.errors import CacheError
 from pipeline.heads.linear_svm import LinearSVMHead
 from pipeline.store.cache import head_path
-from pipeline.store.head_files import HeadRecord, find_head, load_head_file, save_head
+from pipeline.store.head_files import (
+    HeadRecord,
+    find_head,
+    head_of_split,
+    load_head_file,
+    save_head,
+)
+from pipeline.store.keys import CacheKey
 
 
 def fitted(seed: int) -> LinearSVMHead:
@@ -223,6 +231,15 @@ def test_find_head_by_name_path_or_refusal(tmp_path):
         find_head("svm", tmp_path)
     with pytest.raises(CacheError, match="no head named 'knn'"):
         find_head("knn", tmp_path)
+
+
+def test_a_head_beside_no_features_is_not_offered_by_name(tmp_path):
+    """A heads/ folder whose directory holds no fingerprint.json (its features deleted) is no
+    trained head to point the user to: the refusal says there is none, in one line."""
+    save_head(head_path(tmp_path / "trainval-abc", "mlp"), fitted(0), HeadRecord(head="mlp"))
+    key = CacheKey({"format": 2, "backbone": {"name": "resnet18"}})
+    with pytest.raises(CacheError, match="no mlp head fitted on split 'trainval'"):
+        head_of_split(CacheSettings(cache_dir=str(tmp_path)), "trainval", "mlp", None, key)
 
 
 @pytest.mark.parametrize(

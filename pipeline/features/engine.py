@@ -7,7 +7,6 @@ torch is imported only where a net runs: a finished extract (or a refusal) answe
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -99,7 +98,6 @@ def extract_split(
     )
     keep = resolve_keep(config.keep, config.split, split_data, config.grid)
     key = cache_key(config, dataset)
-    n_shards = math.ceil(len(split_data.samples) / config.images_per_shard)
     started = time.perf_counter()
     ranks = from_environment()
     with process_group(ranks), contextlib.ExitStack() as held:
@@ -135,7 +133,7 @@ def extract_split(
                 f"extract {config.split}: {rebuilt_text(rebuilt).removeprefix(', ')}",
                 file=sys.stderr,
             )
-        pending = cache.pending(n_shards, rebuilt, retry_skipped=config.on_error == "stop")
+        pending = cache.pending(writer.n_shards, rebuilt, retry_skipped=config.on_error == "stop")
         totals, runtime = dict.fromkeys(_TOTALS, 0.0), ""
         if ranks.share(pending):
             job = _Job(config, writer, dataset, split_data, keep, calibration)
@@ -148,7 +146,7 @@ def extract_split(
         seconds=time.perf_counter() - started,
         bytes_written=int(totals["bytes"]),
         shards_written=len(pending),
-        shards_reused=n_shards - len(pending),
+        shards_reused=writer.n_shards - len(pending),
         stages={k: totals[k] for k in ("setup", "read", "compute", "write")},
         skipped=int(totals["skipped"]),
         rebuilt=rebuilt,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from pipeline.config import GridConfig, LabelRule, TaskConfig
@@ -55,12 +56,13 @@ class CacheKey:
         """The key of a fingerprint.json (or a head record's), without what names its directory."""
         return cls({k: v for k, v in fingerprint.items() if k not in DIRECTORY_KEYS})
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        """Short, stable hash of the settings; the code version is kept beside it, not in it."""
+        """Short, stable hash of the settings; the code version is kept beside it, not in it.
+        Hashed once: a cache asks it for every shard it checks."""
         return json_digest(self.settings)
 
-    @property
+    @cached_property
     def features(self) -> dict:
         """The settings a head must share with a split it scores: all but the dataset's."""
         return {k: v for k, v in self.settings.items() if k != "data"}

@@ -16,7 +16,7 @@ from pipeline.config import CacheSettings
 from pipeline.datasets import Dataset
 from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError
-from pipeline.store.cache import SplitCache, WriterLock
+from pipeline.store.cache import HEADS_DIR, SplitCache, WriterLock
 from pipeline.store.data_digests import DIGESTS_FILE
 from pipeline.store.keys import CacheKey
 from pipeline.store.legacy import keeps, made_before_datasets
@@ -146,10 +146,9 @@ def adopt(
     settings whose every shard was made from exactly this split's data and keep rule (its
     recorded data digests are `digests`): one made before each dataset had its own cache is
     moved here, one of another copy of the data is linked. The adopted cache's name, or None."""
-    candidates = caches_in(cache.directory.parent, split, cache.digest)
-    for other in sorted(
-        candidates, key=lambda c: not made_before_datasets(c.source)
-    ):  # oldest first
+    found = caches_in(cache.directory.parent, split, cache.digest)
+    oldest_first = sorted(found, key=lambda c: not made_before_datasets(c.source))
+    for other in oldest_first:
         manifest = other.manifest()
         if other.directory == cache.directory or not keeps(other.keep, cache.keep):
             continue
@@ -178,8 +177,10 @@ def _take(other: SplitCache, cache: SplitCache, *, move: bool) -> None:
                 os.link(source, target)
             except OSError:  # a filesystem without hard links
                 shutil.copy2(source, target)
-    if move and (other.directory / "heads").is_dir():
-        shutil.copytree(other.directory / "heads", cache.directory / "heads", dirs_exist_ok=True)
+    if move and (other.directory / HEADS_DIR).is_dir():
+        shutil.copytree(
+            other.directory / HEADS_DIR, cache.directory / HEADS_DIR, dirs_exist_ok=True
+        )
     cache.record_settings()
     if move:
         shutil.rmtree(other.directory)

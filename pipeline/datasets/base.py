@@ -34,6 +34,7 @@ class Sample:
     box_classes: np.ndarray  # [M] int, index into the dataset's classes
     difficult: np.ndarray  # [M] bool: never positive, never background (ignored)
     error: str | None = None  # its files are bad (load with skip_bad): extract skips it
+    labelled: bool = True  # False: not annotated yet (a Label Studio task): labels no patch
 
 
 def whole_image(sample_id: str, path: Path, width: int, height: int, objects=()) -> Sample:

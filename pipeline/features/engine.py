@@ -42,6 +42,7 @@ class ExtractResult:
     resized: tuple[int, int] | None = None  # (images before, now) when the split changed size
     runtime: str = ""  # what ran the frozen net ("onnxruntime 1.x", "torch 2.x")
     adopted: str | None = None  # the cache of the same data whose shards this one took
+    relabelled: int = 0  # shards whose labels changed, not their images: relabelled, not computed
 
 
 def rebuilt_text(rebuilt: dict[str, str]) -> str:
@@ -123,11 +124,16 @@ def extract_split(
                 dataset, config.split, split_data, config.grid, config.task
             )
         cache = writer.cache
-        rebuilt = {
-            **other_nets(cache, calibration),
-            **cache.changed_shards(writer.digests),
-            **cache.bad_shards(),
-        }
+        bad = {**other_nets(cache, calibration), **cache.bad_shards()}
+        changed = cache.changed_shards(writer.digests)
+        relabel = (
+            cache.relabellable(writer.pixels, set(changed) - set(bad)) if keep == "all" else []
+        )
+        if ranks.main:
+            _relabel(writer, split_data, config, relabel)
+        rebuilt = {**other_nets(cache, calibration), **changed, **cache.bad_shards()}
+        for k in relabel:
+            rebuilt.pop(cache.shard_path(k).name)
         if rebuilt and ranks.main:
             tqdm.write(
                 f"extract {config.split}: {rebuilt_text(rebuilt).removeprefix(', ')}",
@@ -153,7 +159,36 @@ def extract_split(
         resized=None if writer.resized is None else (writer.resized, len(split_data.samples)),
         runtime=runtime,
         adopted=writer.adopted,
+        relabelled=len(relabel),
     )
+
+
+def _relabel(writer: ShardWriter, data: SplitData, config: ExtractConfig, shards: list[int]):
+    """Give shards that keep every patch of unchanged images their new labels (the annotations
+    changed: a Label Studio task annotated, a box fixed), their features read back, not computed."""
+    from pipeline.features.images import PatchImages
+    from pipeline.store.shards import read_shard, shard_attrs
+
+    labeller = PatchImages(
+        data.samples, [], grid=config.grid, rule=config.labels, background=len(data.classes),
+        keep_all=True, patch_labels=data.boxes,
+    )  # fmt: skip
+    truth = data.truth
+    if truth is None:
+        truth = np.zeros((len(data.samples), len(data.classes)), dtype=np.int8)
+    per_shard = config.images_per_shard
+    for k in shards:
+        path = writer.cache.shard_path(k)
+        started, shard = time.perf_counter(), read_shard(path)
+        first = k * per_shard
+        samples = data.samples[first : first + len(shard.image_ids)]
+        for i, sample in enumerate(samples):
+            rows = shard.image_index == i
+            shard.labels[rows] = labeller.labels(sample, shard.boxes[rows])
+        shard.image_labels = truth[first : first + len(samples)]
+        writer.write(
+            k, shard, shard_attrs(path), seconds=time.perf_counter() - started, rank=0, skipped=0
+        )
 
 
 _TOTALS = ("images", "patches", "bytes", "setup", "read", "compute", "write", "skipped")

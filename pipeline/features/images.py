@@ -29,7 +29,8 @@ class PatchImages(torch.utils.data.Dataset):
     A sample is a whole image (object task) or a region of one (action task: a person and its
     context, see pipeline/datasets/voc_action.py); its patches cover that region. Without
     `patch_labels` (a dataset of image-level labels only) every patch is labelled IGNORED:
-    no box says what a patch shows, and calling it background would be a lie.
+    no box says what a patch shows, and calling it background would be a lie. Nor does a box
+    label the patches of a sample not annotated yet (`Sample.labelled`).
     """
 
     def __init__(
@@ -58,22 +59,20 @@ class PatchImages(torch.utils.data.Dataset):
         """Patch boxes [N, 4] (image pixels), labels [N] and sampled flags [N], subsampled."""
         x0, y0, x1, y1 = sample.region
         boxes = patch_grid(x1 - x0, y1 - y0, self.grid) + np.array([x0, y0, x0, y0], np.float32)
-        if self.patch_labels:
-            labels = label_patches(
-                boxes,
-                sample.boxes,
-                sample.box_classes,
-                sample.difficult,
-                self.rule,
-                self.background,
-            )
-        else:
-            labels = np.full(len(boxes), IGNORED, dtype=np.int16)
+        labels = self.labels(sample, boxes)
         if self.keep_all:
             return boxes, labels, np.ones(len(boxes), dtype=bool)
         sampled = sample_mask(len(boxes), self.rule, sample.sample_id)
         keep = keep_mask(labels, sampled, self.background)
         return boxes[keep], labels[keep], sampled[keep]
+
+    def labels(self, sample: Sample, boxes: np.ndarray) -> np.ndarray:
+        """[N] labels of the patches `boxes` of a sample (extract, and relabelling a shard)."""
+        if not (self.patch_labels and sample.labelled):
+            return np.full(len(boxes), IGNORED, dtype=np.int16)
+        return label_patches(
+            boxes, sample.boxes, sample.box_classes, sample.difficult, self.rule, self.background
+        )
 
     def __getitem__(self, position: int) -> dict:
         index = self.indices[position]

@@ -343,6 +343,16 @@ class SplitCache:
                 out[self.shard_path(k).name] = CHANGED if entry.get("data") else UNDIGESTED
         return out
 
+    def relabellable(self, pixels: list[str], changed: set[str]) -> list[int]:
+        """The `changed` shards (their data did) whose images are those they were made from
+        (`pixels[k]` recorded) with none skipped: only their labels need redoing."""
+        recorded = self.manifest().get("shards", {})
+        return [
+            k for k, digest in enumerate(pixels)
+            if (name := self.shard_path(k).name) in changed
+            and recorded[name].get("pixels") == digest and recorded[name].get("skipped", 0) == 0
+        ]  # fmt: skip
+
     def record(
         self,
         index: int,
@@ -354,12 +364,13 @@ class SplitCache:
         rank: int = 0,
         skipped: int = 0,
         data: str = "",
+        pixels: str = "",
     ) -> None:
         """Add a finished shard to the manifest (after its rename, so the file exists).
 
         `seconds` is the compute time of the shard: sweeps compare their cost to it; `data`
-        the digest of its samples (pipeline/store/data_digests.py). The read-modify-write holds an
-        flock, since the processes of a torchrun share the file."""
+        the digest of its samples, `pixels` of their images alone (pipeline/store/data_digests.py).
+        The read-modify-write holds an flock, since the processes of a torchrun share the file."""
         with open(self.directory / ".manifest.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             manifest = self.manifest()
@@ -370,6 +381,7 @@ class SplitCache:
                 "rank": rank,
                 "skipped": skipped,
                 "data": data,
+                **({"pixels": pixels} if pixels else {}),
             }
             manifest["complete"] = len(manifest["shards"]) == n_shards
             write_json(self.directory / "manifest.json", manifest)
@@ -483,6 +495,7 @@ ENTRY_FIELDS = {  # (value, images per shard): each checked where present (older
     "seconds": lambda v, _: _seconds(v),
     "rank": lambda v, _: _whole(v),
     "data": lambda v, _: isinstance(v, str),
+    "pixels": lambda v, _: isinstance(v, str),
 }
 SHARD_PATTERN = re.compile(r"shard-\d{5}\.h5")
 

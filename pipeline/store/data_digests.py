@@ -75,19 +75,24 @@ def _remembered(entry) -> bool:
     )
 
 
-def sample_digest(sample: Sample, truth: np.ndarray | None, digests: ImageDigests) -> bytes:
-    """Everything of one sample that its features and labels depend on, as bytes."""
+def sample_pixels(sample: Sample, digests: ImageDigests) -> bytes:
+    """What one sample's patches and their features depend on (not its labels), as bytes."""
     image = digests.digest(sample.image_path) if sample.error is None else sample.error
-    head = json.dumps(
+    return json.dumps(
         [sample.sample_id, image, sample.width, sample.height, list(sample.region)],
         ensure_ascii=False,
     ).encode()
+
+
+def sample_digest(sample: Sample, truth: np.ndarray | None, digests: ImageDigests) -> bytes:
+    """Everything of one sample that its features and labels depend on, as bytes."""
     parts = [
-        head,
+        sample_pixels(sample, digests),
         np.ascontiguousarray(sample.boxes, dtype=np.float32).tobytes(),
         np.ascontiguousarray(sample.box_classes, dtype=np.int64).tobytes(),
         np.ascontiguousarray(sample.difficult, dtype=bool).tobytes(),
         b"" if truth is None else np.ascontiguousarray(truth, dtype=np.int8).tobytes(),
+        *([] if sample.labelled else [b"unlabelled"]),  # digests of labelled samples as before
     ]
     return b"\0".join(len(p).to_bytes(8, "little") + p for p in parts)
 
@@ -110,15 +115,37 @@ def shard_digests(
     return out
 
 
+def pixel_digests(samples: list[Sample], per_shard: int, digests: ImageDigests) -> list[str]:
+    """[n_shards] digest of each shard's images alone: a shard keeping every patch whose
+    pixels are unchanged while its data digest changed needs new labels, not new features."""
+    out = []
+    for start in range(0, len(samples), per_shard):
+        digest = hashlib.sha256(b"pixels")
+        for sample in samples[start : start + per_shard]:
+            part = sample_pixels(sample, digests)
+            digest.update(len(part).to_bytes(8, "little") + part)
+        out.append(digest.hexdigest()[:16])
+    return out
+
+
 def split_digests(
     directory: Path, data: SplitData, per_shard: int, keep: str, *, limit: int | None = None,
     save: bool = False,
 ) -> list[str]:  # fmt: skip
     """The shard digests of a split's first `limit` samples, with the image memo of the cache
     `directory` (learnt hashes written back when `save`: extract's rank 0 only)."""
+    return split_digests_and_pixels(directory, data, per_shard, keep, limit=limit, save=save)[0]
+
+
+def split_digests_and_pixels(
+    directory: Path, data: SplitData, per_shard: int, keep: str, *, limit: int | None = None,
+    save: bool = False,
+) -> tuple[list[str], list[str]]:  # fmt: skip
+    """`split_digests` and `pixel_digests` of the same samples, their images hashed once."""
     digests = ImageDigests(directory / DIGESTS_FILE)
     truth = None if data.truth is None else data.truth[:limit]
     out = shard_digests(data.samples[:limit], truth, per_shard, digests, keep)
+    pixels = pixel_digests(data.samples[:limit], per_shard, digests)
     if save:
         digests.save()
-    return out
+    return out, pixels

@@ -86,6 +86,16 @@ def read_shard(path: Path, *, features: bool = True) -> Shard:
         raise CacheError(f"{path}: unreadable shard ({first}); {REBUILD}") from None
 
 
+def shard_attrs(path: Path) -> dict:
+    """A shard's attributes as stored (JSON ones as their text), to write them again."""
+    with h5py.File(path, "r") as h5:
+        return _stored_attrs(h5)
+
+
+def _stored_attrs(h5: h5py.File) -> dict:
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in h5.attrs.items()}
+
+
 def shard_problem(path: Path, digest: str, fingerprint: dict | None = None) -> str | None:
     """Why the shard at `path` cannot serve these settings, or None if it can (see
     `inspect_shard`)."""
@@ -104,7 +114,7 @@ def inspect_shard(
         return "file missing", {}
     try:
         with h5py.File(path, "r") as h5:
-            attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in h5.attrs.items()}
+            attrs = _stored_attrs(h5)
             problem = (
                 _attrs_problem(h5, digest, fingerprint)
                 or _values_problem(attrs)

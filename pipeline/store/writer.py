@@ -7,21 +7,21 @@ from __future__ import annotations
 from pipeline.config import ExtractConfig
 from pipeline.datasets import Dataset, SplitData
 from pipeline.store.cache import SplitCache, WriterLock
-from pipeline.store.data_digests import split_digests
+from pipeline.store.data_digests import split_digests_and_pixels
 from pipeline.store.keys import CacheKey, cache_path
 from pipeline.store.opening import adopt
 from pipeline.store.shards import Shard, write_shard
 
 
 class ShardWriter:
-    """Where extract's shards go: `cache`, the data digest each shard will record, what was
-    adopted or resized when it was opened, and the lock held until the writer closes."""
+    """Where extract's shards go: `cache`, the data and pixel digests each shard will record,
+    what was adopted or resized when it was opened, and the lock held until the writer closes."""
 
     def __init__(
-        self, cache: SplitCache, digests: list[str], *, lock: WriterLock | None = None,
-        adopted: str | None = None, resized: int | None = None,
+        self, cache: SplitCache, digests: list[str], pixels: list[str], *,
+        lock: WriterLock | None = None, adopted: str | None = None, resized: int | None = None,
     ):  # fmt: skip
-        self.cache, self.digests = cache, digests
+        self.cache, self.digests, self.pixels = cache, digests, pixels
         self.n_shards = len(digests)
         self.adopted, self.resized = adopted, resized
         self._lock = lock
@@ -41,6 +41,7 @@ class ShardWriter:
         self.cache.record(
             index, images=len(shard.image_ids), patches=len(shard.labels), seconds=seconds,
             n_shards=self.n_shards, rank=rank, skipped=skipped, data=self.digests[index],
+            pixels=self.pixels[index],
         )  # fmt: skip
         return written
 
@@ -57,10 +58,10 @@ def open_writer(
     cache = SplitCache(directory, key, source=source, keep=keep)
     per_shard = config.images_per_shard
     if not main:
-        return ShardWriter(cache, split_digests(directory, data, per_shard, keep))
+        return ShardWriter(cache, *split_digests_and_pixels(directory, data, per_shard, keep))
     lock = WriterLock(directory).__enter__()
     try:
-        digests = split_digests(directory, data, per_shard, keep, save=True)
+        digests, pixels = split_digests_and_pixels(directory, data, per_shard, keep, save=True)
         adopted = None
         if not cache.manifest() and not config.overwrite:
             adopted = adopt(cache, config.split, digests, per_shard, config.limit)
@@ -71,4 +72,4 @@ def open_writer(
     except BaseException:
         lock.__exit__(None, None, None)
         raise
-    return ShardWriter(cache, digests, lock=lock, adopted=adopted, resized=resized)
+    return ShardWriter(cache, digests, pixels, lock=lock, adopted=adopted, resized=resized)

@@ -73,19 +73,38 @@ def test_one_changed_image_rebuilds_its_shard_only(voc, tmp_path):
     assert after["shard-00001.h5"] != before["shard-00001.h5"]
 
 
-def test_an_edited_box_rebuilds_its_shard(voc, tmp_path):
-    cache = tmp_path / "cache"
-    extract(voc, cache)
-    image_id = read_split(voc, "test")[13]  # shard 3
-    xml = voc / "Annotations" / f"{image_id}.xml"
+def edit_a_box(voc: Path, split: str, position: int) -> None:
+    xml = voc / "Annotations" / f"{read_split(voc, split)[position]}.xml"
     tree = ET.parse(xml)
     corner = tree.getroot().find("object/bndbox/xmin")
     corner.text = str(int(corner.text) + 3)
     tree.write(xml)
+
+
+def test_an_edited_box_relabels_its_shard_of_every_patch_without_the_net(voc, tmp_path):
+    """A split that keeps every patch (test) stores nothing the labels choose: an edited box
+    gives its shard new labels from the features already there, equal to a fresh extract's."""
+    cache = tmp_path / "cache"
+    extract(voc, cache)
+    edit_a_box(voc, "test", 13)  # shard 3
     out = extract(voc, cache)
-    assert (
-        "1 shards new, 3 reused, rebuilt shard-00003.h5 (its images or annotations changed)" in out
-    )
+    assert "0 images, 0 patches" in out and "0 shards new, 4 reused" in out
+    assert "relabelled 1 shard (the labels changed, not the images)" in out
+    assert "rebuilt" not in out
+    extract(voc, tmp_path / "fresh")
+    (relabelled,) = cache.glob("test-*")
+    assert_same_shards(tmp_path / "fresh" / relabelled.name, relabelled)
+    assert "nothing to do" in extract(voc, cache)
+
+
+def test_an_edited_box_rebuilds_its_shard_of_sampled_patches(voc, tmp_path):
+    """A training split keeps the patches its boxes select: its shard is extracted again."""
+    cache = tmp_path / "cache"
+    extract(voc, cache, "--split", "trainval")
+    edit_a_box(voc, "trainval", 1)  # shard 0
+    out = extract(voc, cache, "--split", "trainval")
+    assert "rebuilt shard-00000.h5 (its images or annotations changed)" in out
+    assert "relabelled" not in out
 
 
 def test_same_bytes_elsewhere_or_touched_is_not_extracted_again(voc, tmp_path):

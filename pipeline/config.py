@@ -721,6 +721,36 @@ class ServeConfig(Settings):
 
 
 @dataclass(frozen=True)
+class LabelStudioConfig(Settings):
+    """midlevel as a Label Studio ML backend on host:port, fetching from the Label Studio at
+    `label_studio` with `api_key`; what each setting means: docs/label-studio.md."""
+
+    label_studio: str  # its URL, e.g. http://localhost:8080: tasks, annotations, images
+    api_key: str  # a legacy token or a personal access token (Account & Settings)
+    host: str = "127.0.0.1"
+    port: int = ranged(9090, Range(0, 65535, whole=True))  # Label Studio's ML backend port
+    workdir: str = "label-studio"  # project-<id>/: its export, images, cache and heads
+    threshold: float = ranged(0.5, Range(0, 1, above=True))  # pre-label at this score or above
+    strategy: str = SuggestConfig.strategy  # the labelling priority: suggest's default
+    # /predict waits this long for tasks not extracted yet; Label Studio gives up at 100 s
+    # (its ML_TIMEOUT_PREDICT), so the rest follow the next retrieval
+    predict_wait: float = ranged(30.0, Range(0, 90))
+    basic_auth: str | None = None  # "user:password", as set in Settings -> Model
+    max_upload_mb: float = ranged(32.0, Range(0, 1024, above=True))  # a request body at most
+    body_timeout: float = ranged(60.0, Range(1, 3600))
+    features: ExtractConfig = field(default_factory=ExtractConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_path("workdir", self.workdir)
+        _check(
+            self.basic_auth is None or ":" in self.basic_auth, "basic_auth", "***",
+            "write user:password",
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class DemoConfig(Settings):
     """The embedded demo tree: `trainval` and `test` images laid out by `seed` (each class
     needs 2 trainval and 1 test image; past 5,000 a demo is no longer small)."""

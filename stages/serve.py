@@ -6,7 +6,6 @@ say the URL, and run uvicorn."""
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +13,10 @@ import uvicorn
 
 from pipeline.config import ExportConfig, ServeConfig
 from pipeline.deploy.bundle import FIX, MANIFEST, is_model_folder, read_manifest, sha256
+from pipeline.deploy.listening import bind
 from pipeline.deploy.runtime import Model
 from pipeline.deploy.server import create_app, split_threads
-from pipeline.errors import CacheError, ConfigError
+from pipeline.errors import CacheError
 from pipeline.io import TEMPORARY
 from pipeline.words import plural
 
@@ -32,7 +32,7 @@ def run(config: ServeConfig, *, ready: Callable[[str], None] = print) -> None:
         model, max_upload_mb=config.max_upload_mb, threads=threads,
         max_pending=config.max_pending, example=example, body_timeout_s=config.body_timeout,
     )  # fmt: skip
-    listening = _bind(config.host, config.port)
+    listening = bind(config.host, config.port)
     host, port = listening.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     ready(
@@ -90,20 +90,3 @@ def _clear_cut_short(folder: Path) -> None:
         )
     for path in files:
         path.unlink()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port, or the reason in one line."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.socket(family, socket.SOCK_STREAM)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listening.bind((host, port))
-    except OSError as exc:
-        listening.close()
-        raise ConfigError(
-            "port", port, f"cannot listen on {host} ({exc.strerror}); pick another {{port}}"
-        ) from None
-    listening.listen(2048)
-    listening.set_inheritable(True)
-    return listening

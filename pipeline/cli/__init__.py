@@ -13,6 +13,7 @@ from pipeline.cli import (
     export,
     extract,
     fit,
+    label_studio,
     localize,
     predict,
     report,
@@ -48,6 +49,7 @@ for verb in (
     predict,
     export,
     serve,
+    label_studio,
 ):
     cli.add_command(verb.command)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import FitConfig
-from pipeline.datasets import open_dataset_of
+from pipeline.datasets import Dataset, open_dataset_of
 from pipeline.errors import CacheError, ConfigError
-from pipeline.features.caches import open_split
+from pipeline.features.caches import SAME, open_split
 from pipeline.store.cache import SplitCache
 from pipeline.store.head_files import HeadRecord, save_head
 from pipeline.training.classes import check_classes, head_labels, select_classes
@@ -31,9 +31,11 @@ class FitResult:
     pool: str | None = None  # the weak head's pooling
 
 
-def open_fit_cache(config: FitConfig) -> SplitCache:
-    """The training split's cache; refuses one whose patches have no labels to learn from."""
-    dataset = open_dataset_of(config)
+def open_fit_cache(config: FitConfig, dataset: Dataset | None = SAME) -> SplitCache:
+    """The training split's cache (of `dataset`, else the one the config names); refuses one
+    whose patches have no labels to learn from."""
+    if dataset is SAME:
+        dataset = open_dataset_of(config)
     if dataset is not None:
         check_classes(config.classes, dataset.task_classes(config.task))
     cache = open_split(config, config.split, dataset)
@@ -110,11 +112,13 @@ def train_head(
         ) from None
 
 
-def fit_head(config: FitConfig, *, progress=None, path: Path | None = None) -> FitResult:
+def fit_head(
+    config: FitConfig, *, progress=None, path: Path | None = None, dataset: Dataset | None = SAME
+) -> FitResult:
     """Train the head of `config` on its split's cache and save it beside the features (or
-    at `path`: compare keeps its heads apart from those fit made)."""
+    at `path`: compare keeps its heads apart from those fit made); `dataset` as open_fit_cache."""
     started = time.perf_counter()
-    cache = open_fit_cache(config)
+    cache = open_fit_cache(config, dataset)
     classes = training_classes(config, cache)
     head = train_head(config, cache, classes, progress=progress)
     path = path or cache.head_path(config.head)

@@ -133,15 +133,16 @@ def _checked_results(annotation: dict, check: _Checker, where: str) -> tuple[dic
     return tuple(results)
 
 
+def _updated(annotation: dict) -> str:
+    """When an annotation was last changed: its ISO time (updated, else created; "" if none)."""
+    times = (annotation.get("updated_at"), annotation.get("created_at"))
+    return next((t for t in times if isinstance(t, str)), "")
+
+
 def _chosen(annotations: list[dict]) -> dict | None:
     """The most recently updated annotation that is not cancelled (the last listed of a tie)."""
-    kept = [(a, i) for i, a in enumerate(annotations) if not a.get("was_cancelled")]
-    if not kept:
-        return None
-    stamp = lambda a: next(  # noqa: E731
-        (t for t in (a.get("updated_at"), a.get("created_at")) if isinstance(t, str)), ""
-    )
-    return max(kept, key=lambda pair: (stamp(pair[0]), pair[1]))[0]
+    kept = [(_updated(a), i, a) for i, a in enumerate(annotations) if not a.get("was_cancelled")]
+    return max(kept, key=lambda entry: entry[:2])[2] if kept else None
 
 
 def _checked_tasks(entries: list, path: Path, image_key: str | None) -> list[ExportTask]:
@@ -154,10 +155,11 @@ def _checked_tasks(entries: list, path: Path, image_key: str | None) -> list[Exp
             check.fail(f"tasks[{i}]", f"is {short(entry)}, not an object")
         task_id = check.field(entry, "id", "id", f"tasks[{i}]")
         where = f"task {task_id}"
-        if task_id in seen:
-            check.fail(where, f"appears twice (tasks[{seen[task_id]}] and tasks[{i}])",
-                       "give each task its own id")  # fmt: skip
-        seen[task_id] = i
+        first = seen.setdefault(str(task_id), i)  # its sample id: 4 and "4" are one
+        if first != i:
+            check.fail(
+                where, f"appears twice (tasks[{first}] and tasks[{i}])", "give each task its own id"
+            )
         data = entry.get("data")
         if not isinstance(data, dict):
             check.fail(where, f"'data' is {short(data)}, not an object")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import SMALL, invoke, read_ap
 from PIL import Image
 
 from pipeline.config import TaskConfig
@@ -318,9 +319,10 @@ def test_detection_a_json_list_is_labelstudio_an_object_coco(photos):
     assert moved.images_root == images and str(images.resolve()) in moved.source()
 
 
-def test_real_photos_boxes_read_back_within_a_pixel(voc_subset, tmp_path):
-    """Ten VOC 2007 photos exported as Label Studio would: percent boxes of the VOC boxes."""
-    voc = VocDataset(voc_subset).load("val", limit=10)
+def voc_tasks(voc_root: Path, split: str, first_id: int, *, annotated=True, limit=None):
+    """A VOC split as Label Studio tasks: local-files URLs under `voc_root`, each VOC box as a
+    rectangle in percent of its image (or no annotation)."""
+    voc = VocDataset(voc_root).load(split, limit=limit)
     tasks = []
     for k, sample in enumerate(voc.samples):
         w, h = sample.width, sample.height
@@ -330,12 +332,41 @@ def test_real_photos_boxes_read_back_within_a_pixel(voc_subset, tmp_path):
             )  # fmt: skip
             for c, (x0, y0, x1, y1) in zip(sample.box_classes, sample.boxes.tolist(), strict=True)
         ]
-        relative = sample.image_path.relative_to(voc_subset).as_posix()
-        tasks.append(task(100 + k, f"/data/local-files/?d={relative}", annotation(*results)))
-    path = export(tmp_path, tasks)
-    split = LabelStudioDataset(path, voc_subset).load("train")
-    assert len(split.samples) == 10
+        relative = sample.image_path.relative_to(voc_root).as_posix()
+        made = [annotation(*results)] if annotated else []
+        tasks.append(task(first_id + k, f"/data/local-files/?d={relative}", *made))
+    return voc, tasks
+
+
+def test_real_photos_boxes_read_back_within_a_pixel(voc_subset, tmp_path):
+    """Ten VOC 2007 photos exported as Label Studio would: percent boxes of the VOC boxes."""
+    voc, tasks = voc_tasks(voc_subset, "val", 100, limit=10)
+    split = LabelStudioDataset(export(tmp_path, tasks), voc_subset).load("train")
+    assert len(split.samples) == 10 and sum(len(s.boxes) for s in split.samples) > 10
     for mine, theirs in zip(split.samples, voc.samples, strict=True):
         assert (mine.width, mine.height) == (theirs.width, theirs.height)
         assert [split.classes[c] for c in mine.box_classes] == [voc.classes[c] for c in theirs.box_classes]  # fmt: skip
         np.testing.assert_allclose(mine.boxes, theirs.boxes, atol=1.0)
+
+
+def test_extract_fit_score_on_train_and_tasks(shapes_voc, tmp_path):
+    """The CLI end to end: a head fitted on the annotated tasks scores every task; the
+    unannotated ones (the shapes tree's test images) are extracted, and left out of AP."""
+    train, annotated = voc_tasks(shapes_voc, "trainval", 1)
+    test, unannotated = voc_tasks(shapes_voc, "test", 1000, annotated=False)
+    path = export(tmp_path, annotated + unannotated)
+    common = ["--data", f"labelstudio:{path}", "--image-dir", str(shapes_voc),
+              "--cache-dir", str(tmp_path / "cache"), *SMALL]  # fmt: skip
+    for split in ("train", "tasks"):
+        code, out = invoke("extract", "--split", split, "--workers", "0", *common)
+        assert code == 0, out
+    n_tasks = len(train.samples) + len(test.samples)
+    assert f"extract tasks: {n_tasks} images" in out, out
+    code, out = invoke("fit", "--split", "train", "--head", "svm", *common)
+    assert code == 0, out
+    ap_csv = tmp_path / "ap.csv"
+    code, out = invoke("score", "--split", "tasks", "--train-split", "train", "--head", "svm",
+                       "--output", str(ap_csv), *common)  # fmt: skip
+    assert code == 0, out
+    ap = read_ap(ap_csv)
+    assert set(ap) == {"bus", "car", "cat", "mean"} and ap["mean"] > 80, ap

@@ -259,6 +259,7 @@ BAD_EXPORTS = {
         [task(4, local(1)), task(4, local(2))],
         "task 4 appears twice (tasks[0] and tasks[1])",
     ),  # fmt: skip
+    "id and its string": ([task(4, local(1)), task("4", local(2))], "task 4 appears twice"),
     "no id": ([{"data": {"image": local(1)}}], "tasks[0] 'id' is None"),
     "a task a string": (["x"], "tasks[0] is 'x', not an object"),
     "box field a string": (

@@ -139,8 +139,8 @@ def _load_config_file(ctx: click.Context, param, value) -> None:
 
 
 data_help = (
-    "Dataset: KIND:PATH, KIND one of voc, coco, imagefolder, csv, images; or a PATH whose "
-    "kind is detected. Env: MIDLEVEL_DATA."
+    "Dataset: KIND:PATH, KIND one of voc, coco, labelstudio, imagefolder, csv, images; or a PATH "
+    "whose kind is detected. Env: MIDLEVEL_DATA."
 )
 backbone_help = (
     f"Frozen net: {', '.join(REGISTRY)}, any torchvision classification model (convnext_tiny, "
@@ -157,7 +157,7 @@ dataset = options(
     click.option("--voc-root", envvar="MIDLEVEL_VOC_ROOT", type=click.Path(file_okay=False),
                  help="A VOC tree (year dir or its VOCdevkit parent): --data voc:DIR. Env: MIDLEVEL_VOC_ROOT."),
     click.option("--image-dir", default=None, type=click.Path(file_okay=False),
-                 help="Where a COCO JSON's or a labels CSV's images are [default: beside it]."),
+                 help="Where a COCO JSON's, a Label Studio export's or a labels CSV's images are [default: beside it]."),
     click.option("--cache-dir", envvar="MIDLEVEL_CACHE_DIR", default=ExtractConfig.cache_dir, show_default=True,
                  help="Root of feature shards and trained heads. Env: MIDLEVEL_CACHE_DIR."),
     click.option("--classes", default=None,

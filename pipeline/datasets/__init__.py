@@ -4,6 +4,7 @@
 |---|---|---|
 | `voc` | VOC XML: PASCAL VOC, CVAT, LabelImg, Label Studio exports | voc.py, voc_xml.py, voc_action.py |
 | `coco` | COCO JSON, one file per split (COCO, Roboflow, Label Studio) | coco.py |
+| `labelstudio` | Label Studio's own JSON export (a list of tasks) | labelstudio.py |
 | `imagefolder` | `ROOT/<split>/<class>/*.jpg`, image-level labels | imagefolder.py |
 | `csv` | `image,labels` CSV, image-level labels | labels_csv.py |
 | `images` | image files, folders or globs, no labels | image_files.py |
@@ -16,7 +17,7 @@ from pathlib import Path
 from pipeline.datasets.base import IMAGE_SUFFIXES, Dataset, Sample, SplitData
 from pipeline.errors import DataError
 
-KINDS = ("voc", "coco", "imagefolder", "csv", "images")
+KINDS = ("voc", "coco", "labelstudio", "imagefolder", "csv", "images")
 
 __all__ = ["KINDS", "Dataset", "Sample", "SplitData", "detect_kind", "open_dataset"]
 
@@ -44,6 +45,10 @@ def open_dataset(spec: str, *, image_dir: str | None = None) -> Dataset:
         from pipeline.datasets.coco import CocoDataset
 
         return CocoDataset(path, image_dir)
+    if kind == "labelstudio":
+        from pipeline.datasets.labelstudio import LabelStudioDataset
+
+        return LabelStudioDataset(path, image_dir)
     if kind == "imagefolder":
         from pipeline.datasets.imagefolder import ImageFolderDataset
 
@@ -61,16 +66,30 @@ def _has_images(folder: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file())
 
 
+def _json_kind(path: Path) -> str:
+    """A JSON file's kind: a list (its first character `[`) is a Label Studio export of tasks,
+    anything else (a COCO file is an object) coco."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return "coco"  # its reader says what is wrong with it
+    return "labelstudio" if start.startswith(b"[") else "coco"
+
+
 def detect_kind(spec: str) -> str:
-    """The kind of dataset at a path: by suffix for a file or glob; for a folder, by what it
-    holds (Annotations/ or XML files: voc; COCO JSON files: coco; <split>/<class>/ image
-    folders: imagefolder; a CSV: csv; images: images)."""
+    """The kind of dataset at a path: by suffix for a file or glob (a JSON file by its first
+    character: `[` labelstudio, else coco); for a folder, by what it holds (Annotations/ or
+    XML files: voc; COCO JSON files: coco; <split>/<class>/ image folders: imagefolder; a
+    CSV: csv; images: images)."""
     if set("*?[") & set(spec):
         return "images"
     path = Path(spec).expanduser()
     if path.is_file():
         suffix = path.suffix.lower()
         kind = {".json": "coco", ".csv": "csv"}.get(suffix)
+        if kind == "coco":
+            kind = _json_kind(path)
         if kind is None and suffix in IMAGE_SUFFIXES:
             kind = "images"
         if kind is None:

@@ -10,7 +10,6 @@ file: a bad export is one line naming the entry, never a traceback or a silent n
 from __future__ import annotations
 
 import json
-import math
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +22,7 @@ from pipeline.datasets.base import (
     labels_truth,
     whole_image,
 )
+from pipeline.datasets.json_fields import KINDS, short, typed
 from pipeline.datasets.paths import contained
 from pipeline.errors import DataError
 
@@ -64,10 +64,10 @@ class _Entries:
         self.key, self.path = key, path
         entries = [] if data.get(key) is None else data[key]
         if not isinstance(entries, list):
-            self.fail(f"{key!r} is {_short(entries)}, not a list")
+            self.fail(f"{key!r} is {short(entries)}, not a list")
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
-                self.fail(f"{key}[{i}] is {_short(entry)}, not an object")
+                self.fail(f"{key}[{i}] is {short(entry)}, not an object")
         self.entries = entries
 
     def fail(self, problem: str, fix: str = "fix or re-export the file"):
@@ -84,45 +84,10 @@ class _Entries:
         if key not in self.entries[i]:
             self.fail(f"{self.name(i)} has no {key!r}")
         value = self.entries[i][key]
-        checked = _typed(value, kind)
+        checked = typed(value, kind)
         if checked is None:
-            self.fail(f"{self.name(i)} {key!r} is {_short(value)}, not {KINDS[kind]}")
+            self.fail(f"{self.name(i)} {key!r} is {short(value)}, not {KINDS[kind]}")
         return checked
-
-
-KINDS = {
-    "id": "an integer or a string",
-    "whole": "a whole number",
-    "name": "a name",
-    "box": "four numbers [x, y, w, h]",
-}
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
-def _typed(value, kind: str):
-    """`value` as `kind` (see `_Entries.field`), None when it is not one."""
-    if isinstance(value, bool):
-        return None
-    if kind == "id":
-        return value if isinstance(value, int) or (isinstance(value, str) and value) else None
-    if kind == "whole":
-        if isinstance(value, float):
-            return int(value) if value.is_integer() else None
-        try:
-            return int(value) if isinstance(value, int | str) else None
-        except ValueError:
-            return None
-    if kind == "name":
-        text = str(value).strip() if isinstance(value, int | str) else ""
-        return text or None
-    if not (isinstance(value, list) and len(value) == 4):  # a box
-        return None
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    return [float(v) for v in value] if numbers and all(map(math.isfinite, value)) else None
 
 
 def _checked(data: dict, path: Path) -> dict:
@@ -142,7 +107,7 @@ def _checked(data: dict, path: Path) -> dict:
         ids[image_id] = i
         name = image.get("file_name")
         if not isinstance(name, str) or not PurePosixPath(name.replace("\\", "/")).name:
-            images.fail(f"{images.name(i)} 'file_name' is {_short(name)}, not an image file name")
+            images.fail(f"{images.name(i)} 'file_name' is {short(name)}, not an image file name")
         width, height = (images.field(i, key, "whole") for key in ("width", "height"))
         checked_images.append(dict(image, id=image_id, width=width, height=height))
     annotations = _Entries(data, "annotations", path)

@@ -11,7 +11,7 @@ other results are ignored. Every field the reader uses is checked when the file 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -204,15 +204,17 @@ class LabelStudioDataset(Dataset):
         *,
         classes: tuple[str, ...] | list[str] | None = None,
         image_key: str | None = None,
+        boxes: bool | None = None,
     ):
         """`classes`: the labeling config's labels (default: the labels annotated);
-        `image_key`: the data field of the image (default "image", else the only string)."""
+        `image_key`: the data field of the image (default "image", else the only string);
+        `boxes`: whether the config draws boxes (default: whether an annotation has one)."""
         super().__init__(Path(path).expanduser())
         if not self.root.is_file():
             raise DataError(f"{self.root}: Label Studio JSON export not found; check --data")
         self.image_dir = Path(image_dir).expanduser() if image_dir else None
         self.given_classes = tuple(classes) if classes is not None else None
-        self.image_key = image_key
+        self.image_key, self.given_boxes = image_key, boxes
 
     @property
     def images_root(self) -> Path:
@@ -246,6 +248,8 @@ class LabelStudioDataset(Dataset):
     @cached_property
     def has_boxes(self) -> bool:
         """Whether rectangles label the patches (False: choices alone, image-level labels)."""
+        if self.given_boxes is not None:
+            return self.given_boxes
         return any(result["type"] == RECTANGLES for result in self._results())
 
     def splits(self) -> tuple[str, ...]:
@@ -269,7 +273,7 @@ class LabelStudioDataset(Dataset):
                 if not skip_bad:
                     raise
                 sample, labels = broken(str(one.task_id), self.images_root, str(exc)), set()
-            samples.append(sample)
+            samples.append(sample if one.results is not None else replace(sample, labelled=False))
             present.append(labels)
         truth = labels_truth(present, self.classes)
         truth[np.array([t.results is None for t in tasks])] = 0  # unknown: left out of AP

@@ -91,7 +91,7 @@ class ProjectModel:
 
         return LabelStudioDataset(
             self.export_file, self.media, classes=self.schema.classes,
-            image_key=self.schema.image_key,
+            image_key=self.schema.image_key, boxes=self.schema.boxes,
         )  # fmt: skip
 
     def _fetch_images(self, tasks: list[dict]) -> int:

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from pipeline.datasets.labelstudio import media_path
+from pipeline.datasets.labelstudio import image_file
+from pipeline.datasets.paths import contained
 from pipeline.errors import DataError, MidlevelError
 from pipeline.io import write_atomically
 
@@ -66,8 +67,10 @@ class LabelStudioRemote:
         return f"{self.url}{parts.path}{query}"
 
     def fetch_image(self, reference: str, media: Path) -> Path:
-        """The image's file under `media` (the reader's place for it), downloaded once."""
-        target = media / media_path(reference)
+        """The image's file under `media` (where the reader looks for it), downloaded once."""
+        listed = Path(f"{self.url} task")
+        fix = "import the image into Label Studio under a plain path"
+        target = contained(image_file(reference, media, listed, "image"), media, listed, fix)
         if target.is_file():
             return target
         url = self.image_url(reference)

@@ -10,14 +10,13 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from pipeline.datasets.labelstudio import image_file
-from pipeline.errors import DataError
-from pipeline.labelling.remote import RemoteError
+from pipeline.labelling.remote import RemoteError, label_studio_url, media_target
 
 CHOICES_CONFIG = """<View>
   <Image name="image" value="$image"/>
   <Choices name="label" toName="image" choice="multiple">{}</Choices>
 </View>"""
+URL = "http://127.0.0.1:1"  # the Label Studio these files stand for
 BOXES_CONFIG = """<View>
   <Image name="image" value="$image"/>
   <RectangleLabels name="box" toName="image">{}</RectangleLabels>
@@ -32,34 +31,33 @@ def labeling_config(template: str, classes) -> str:
 class FileProject:
     """Tasks over real photos; `gone` makes every call fail as a stopped server would."""
 
-    def __init__(self, photos: list[Path], files: Path):
+    def __init__(self, photos: list[Path], files: Path, first_id: int = 1):
         self.files, self.gone, self.exports = files, False, 0
         files.mkdir(parents=True, exist_ok=True)
         self.tasks = []
-        for n, photo in enumerate(photos, 1):
+        for n, photo in enumerate(photos, first_id):
             shutil.copy(photo, files / photo.name)
             reference = f"/data/local-files/?d=photos/{photo.name}"
             self.tasks.append({"id": n, "data": {"image": reference}, "annotations": []})
 
     def export(self, project: int) -> list[dict]:
         if self.gone:
-            raise RemoteError("Label Studio at http://127.0.0.1:1: export failed (connection refused)")
+            raise RemoteError(f"Label Studio at {URL}: export failed (connection refused)")
         self.exports += 1
         return copy.deepcopy(self.tasks)
 
     def fetch_image(self, reference: str, media: Path) -> Path:
         if self.gone:
-            raise RemoteError(f"Label Studio at http://127.0.0.1:1: image {reference} failed")
-        if "://" in reference:
-            raise DataError(f"image {reference!r} is on another host; import it into Label Studio")
-        target = image_file(reference, media, Path("export"), "image")
+            raise RemoteError(f"Label Studio at {URL}: image {reference} failed")
+        label_studio_url(reference, URL)  # the real remote's refusals: another host, no /data/
+        target = media_target(reference, media)  # as the real remote: inside media/ only
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(self.files / Path(reference).name, target)
         return target
 
     def annotate(self, task_id: int, result: list[dict]) -> None:
-        task = self.tasks[task_id - 1]
+        (task,) = (t for t in self.tasks if t["id"] == task_id)
         task["annotations"].append({
             "id": 1000 + task_id, "was_cancelled": False,
             "updated_at": f"2026-12-07T00:00:{len(task['annotations']):02d}Z", "result": result,

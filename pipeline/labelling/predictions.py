@@ -113,6 +113,8 @@ def _result(schema: LabelingSchema, scored: _Scored, image: str, width, height, 
             "from_name": schema.from_name, "to_name": schema.to_name, "type": "choices",
             "value": {"choices": [scored.classes[c] for c in order]},
             "score": round(float(min(p[c] for c in order)), 6),
+            # every class's image score (Label Studio keeps the field): AP, exports, sorting
+            "scores": {name: round(float(v), 6) for name, v in zip(scored.classes, p, strict=True)},
         }]  # fmt: skip
     peaks = scored.peaks.get(image)
     items = []

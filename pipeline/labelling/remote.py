@@ -31,7 +31,7 @@ class LabelStudioRemote:
             raise DataError(
                 f"--label-studio {url!r}: not an http(s) URL; e.g. http://localhost:8080"
             )
-        self.url, self.netloc = url.rstrip("/"), parts.netloc
+        self.url = url.rstrip("/")
         self.max_image_bytes, self.timeout = max_image_bytes, timeout
         self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
 
@@ -50,27 +50,12 @@ class LabelStudioRemote:
         return tasks
 
     def image_url(self, reference: str) -> str:
-        """The URL to fetch an image reference from: Label Studio's own paths on its host;
-        another host's URL (or a cloud URI) is refused, the token never leaves for it."""
-        parts = urlsplit(reference)
-        if parts.scheme in ("http", "https") and parts.netloc != self.netloc:
-            raise DataError(
-                f"image {reference[:120]!r} is on {parts.netloc}, not on Label Studio's host "
-                f"{self.netloc}; import it into Label Studio (upload or local-files storage)"
-            )
-        if parts.scheme not in ("", "http", "https") or not parts.path.startswith("/data/"):
-            raise DataError(
-                f"image {reference[:120]!r} is not a Label Studio upload or local file; import "
-                "it into Label Studio (upload or local-files storage)"
-            )
-        query = f"?{parts.query}" if parts.query else ""
-        return f"{self.url}{parts.path}{query}"
+        """The URL to fetch an image reference from (`label_studio_url`)."""
+        return label_studio_url(reference, self.url)
 
     def fetch_image(self, reference: str, media: Path) -> Path:
         """The image's file under `media` (where the reader looks for it), downloaded once."""
-        listed = Path(f"{self.url} task")
-        fix = "import the image into Label Studio under a plain path"
-        target = contained(image_file(reference, media, listed, "image"), media, listed, fix)
+        target = media_target(reference, media)
         if target.is_file():
             return target
         url = self.image_url(reference)
@@ -90,6 +75,32 @@ class LabelStudioRemote:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(target, bytes(data))
         return target
+
+
+def label_studio_url(reference: str, url: str) -> str:
+    """Where Label Studio at `url` serves an image reference: its own /data/ paths on its own
+    host; another host's URL (or a cloud URI) is refused, the token never leaves for it."""
+    parts, netloc = urlsplit(reference), urlsplit(url).netloc
+    if parts.scheme in ("http", "https") and parts.netloc != netloc:
+        raise DataError(
+            f"image {reference[:120]!r} is on {parts.netloc}, not on Label Studio's host "
+            f"{netloc}; import it into Label Studio (upload or local-files storage)"
+        )
+    if parts.scheme not in ("", "http", "https") or not parts.path.startswith("/data/"):
+        raise DataError(
+            f"image {reference[:120]!r} is not a Label Studio upload or local file; import "
+            "it into Label Studio (upload or local-files storage)"
+        )
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{url}{parts.path}{query}"
+
+
+def media_target(reference: str, media: Path) -> Path:
+    """Where a task's image goes under `media`: where the Label Studio reader looks for it,
+    never outside `media` (`../` and absolute paths refused, in one line)."""
+    listed = Path("Label Studio task")
+    fix = "import the image into Label Studio under a plain path"
+    return contained(image_file(reference, media, listed, "image"), media, listed, fix)
 
 
 def _short(exc: Exception) -> str:

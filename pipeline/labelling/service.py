@@ -13,9 +13,13 @@ from pipeline.errors import DataError, MidlevelError
 from pipeline.labelling.project import COLD_START, ProjectModel, ProjectSettings
 from pipeline.labelling.schema import read_schema
 
-# the events that change what the head learns from (Settings -> Model -> training on annotations)
-TRAINING_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED",
-                   "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED", "START_TRAINING")  # fmt: skip
+# the events that change the tasks or what the head learns from: Label Studio 1.23 sends each
+# annotation's save as START_TRAINING then ANNOTATION_CREATED/UPDATED (one refresh: they
+# coalesce), a deletion as ANNOTATIONS_DELETED, an import as TASKS_CREATED, a new labeling
+# config as PROJECT_UPDATED (tests/label_studio/recorded/)
+REFRESH_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED",
+                  "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED", "START_TRAINING",
+                  "TASKS_CREATED", "TASKS_DELETED", "PROJECT_UPDATED")  # fmt: skip
 log = logging.getLogger("midlevel.label_studio")
 
 
@@ -68,7 +72,7 @@ class Backend:
     def event(self, action: str, project: int, label_config: str | None) -> bool:
         """A webhook event: those that change the annotations refresh the project (after
         the running refresh, once however many arrive); others are ignored (False)."""
-        if action not in TRAINING_EVENTS:
+        if action not in REFRESH_EVENTS:
             return False
         if project not in self.projects and label_config is None:
             raise DataError(f"project {project}: not set up; connect the model in Label Studio")

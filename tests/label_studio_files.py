@@ -86,7 +86,10 @@ def voc_objects(voc: Path, image_id: str, classes) -> tuple[list, int, int]:
     root = ET.parse(voc / "Annotations" / f"{image_id}.xml").getroot()
     size = root.find("size")
     objects = [
-        (o.findtext("name"), tuple(float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")))
+        (
+            o.findtext("name"),
+            tuple(float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")),
+        )
         for o in root.iter("object")
         if o.findtext("name") in classes and o.findtext("difficult", "0") != "1"
     ]

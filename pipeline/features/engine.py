@@ -19,11 +19,12 @@ from pipeline.config import ExtractConfig, GridConfig
 from pipeline.datasets import Dataset, SplitData, open_dataset
 from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError, DataError, MidlevelError
+from pipeline.features.patches import sample_labels
 from pipeline.features.ranks import all_agree, from_environment, process_group, summed
 from pipeline.features.registry import cache_key
 from pipeline.store.cache import SplitCache
 from pipeline.store.keys import cache_path
-from pipeline.store.shards import Shard, int8_net_of
+from pipeline.store.shards import Shard, int8_net_of, read_shard, shard_attrs
 from pipeline.store.writer import ShardWriter
 
 
@@ -166,13 +167,6 @@ def extract_split(
 def _relabel(writer: ShardWriter, data: SplitData, config: ExtractConfig, shards: list[int]):
     """Give shards that keep every patch of unchanged images their new labels (the annotations
     changed: a Label Studio task annotated, a box fixed), their features read back, not computed."""
-    from pipeline.features.images import PatchImages
-    from pipeline.store.shards import read_shard, shard_attrs
-
-    labeller = PatchImages(
-        data.samples, [], grid=config.grid, rule=config.labels, background=len(data.classes),
-        keep_all=True, patch_labels=data.boxes,
-    )  # fmt: skip
     truth = data.truth
     if truth is None:
         truth = np.zeros((len(data.samples), len(data.classes)), dtype=np.int8)
@@ -184,7 +178,9 @@ def _relabel(writer: ShardWriter, data: SplitData, config: ExtractConfig, shards
         samples = data.samples[first : first + len(shard.image_ids)]
         for i, sample in enumerate(samples):
             rows = shard.image_index == i
-            shard.labels[rows] = labeller.labels(sample, shard.boxes[rows])
+            shard.labels[rows] = sample_labels(
+                sample, shard.boxes[rows], config.labels, len(data.classes), by_boxes=data.boxes
+            )
         shard.image_labels = truth[first : first + len(samples)]
         writer.write(
             k, shard, shard_attrs(path), seconds=time.perf_counter() - started, rank=0, skipped=0

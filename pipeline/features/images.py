@@ -13,7 +13,7 @@ from pipeline.config import GridConfig, LabelRule
 from pipeline.datasets import Sample
 from pipeline.datasets.pixels import read_rgb
 from pipeline.errors import DataError
-from pipeline.features.patches import IGNORED, keep_mask, label_patches, patch_grid, sample_mask
+from pipeline.features.patches import keep_mask, patch_grid, sample_labels, sample_mask
 
 
 def decode_rgb(path: Path) -> torch.Tensor:
@@ -67,12 +67,8 @@ class PatchImages(torch.utils.data.Dataset):
         return boxes[keep], labels[keep], sampled[keep]
 
     def labels(self, sample: Sample, boxes: np.ndarray) -> np.ndarray:
-        """[N] labels of the patches `boxes` of a sample (extract, and relabelling a shard)."""
-        if not (self.patch_labels and sample.labelled):
-            return np.full(len(boxes), IGNORED, dtype=np.int16)
-        return label_patches(
-            boxes, sample.boxes, sample.box_classes, sample.difficult, self.rule, self.background
-        )
+        """[N] labels of the patches `boxes` of a sample."""
+        return sample_labels(sample, boxes, self.rule, self.background, by_boxes=self.patch_labels)
 
     def __getitem__(self, position: int) -> dict:
         index = self.indices[position]

@@ -88,6 +88,17 @@ def label_patches(
     return labels
 
 
+def sample_labels(sample, boxes: np.ndarray, rule: LabelRule, background: int, *, by_boxes: bool):
+    """[N] labels of a sample's patches `boxes` (extract, and relabelling a shard): by its
+    boxes, or all IGNORED where boxes label nothing (image-level labels, or a sample not
+    annotated yet: `Sample.labelled`)."""
+    if not (by_boxes and sample.labelled):
+        return np.full(len(boxes), IGNORED, dtype=np.int16)
+    return label_patches(
+        boxes, sample.boxes, sample.box_classes, sample.difficult, rule, background
+    )
+
+
 def sample_mask(n_patches: int, rule: LabelRule, image_id: str) -> np.ndarray:
     """[N] bool: a label-blind random `background_ratio` share of an image's patches.
 

@@ -84,9 +84,10 @@ class Backend:
         return {
             str(p): {
                 **self.status.get(p, {}),
+                "queued": p in self._wanted,
                 "model_version": m.predictions.version,
                 "tasks_predicted": len(m.predictions.by_task),
-            }  # fmt: skip
+            }
             for p, m in self.projects.items()
         }
 

@@ -124,11 +124,16 @@ def test_hostile_input_is_refused_in_one_line_never_a_500(backend_of, caplog):
     config = labeling_config(CHOICES_CONFIG, CLASSES)
     keypoints = config.replace("Choices", "KeyPointLabels").replace("Choice ", "Label ")
     refused = client.post("/setup", json={"project": "1.17", "schema": keypoints})
-    assert refused.status_code == 400 and "<KeyPointLabels> is not served" in refused.json()["detail"]
+    assert (
+        refused.status_code == 400 and "<KeyPointLabels> is not served" in refused.json()["detail"]
+    )
     assert client.post("/predict", content=b"{not json").status_code == 400
     assert client.post("/predict", json={"tasks": "all"}).status_code == 422
     assert client.post("/predict", json={"project": "x", "tasks": [{"id": 1}]}).status_code == 400
-    assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 9}}).status_code == 400
+    assert (
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 9}}).status_code
+        == 400
+    )
     project.tasks[1]["data"]["image"] = "http://elsewhere.example/photo.jpg"
     project.tasks[2]["data"]["image"] = "/data/local-files/?d=../../../etc/hostname"
     project.annotate(4, choices_result(["car", "unicorn"]))  # a class the config does not have
@@ -140,7 +145,10 @@ def test_hostile_input_is_refused_in_one_line_never_a_500(backend_of, caplog):
     results = answer.json()["results"]
     assert results[0] and results[1] == [] and results[2] == [] and results[3] == []
     logged = caplog.text
-    assert "task 2: image 'http://elsewhere.example/photo.jpg' is on elsewhere.example, not on" in logged
+    assert (
+        "task 2: image 'http://elsewhere.example/photo.jpg' is on elsewhere.example, not on"
+        in logged
+    )
     assert "task 3:" in logged and "outside the dataset" in logged
     assert not (backend.settings.workdir / "project-1" / "media" / "etc").exists()
 
@@ -198,7 +206,10 @@ def test_the_real_server_answers_and_says_label_studio_is_unreachable(tmp_path):
             if project["last_error"]:
                 break
             time.sleep(0.2)
-        assert "Label Studio at http://127.0.0.1:9: export of project 1 failed" in project["last_error"]
+        assert (
+            "Label Studio at http://127.0.0.1:9: export of project 1 failed"
+            in project["last_error"]
+        )
         assert project["model_version"] == "cold-start"
     finally:
         server.terminate()
@@ -216,7 +227,9 @@ def mean_ap(results: list, truth: np.ndarray) -> float:
             for c, name in enumerate(CLASSES):
                 scores[row, c] = item.get("scores", {}).get(name, 0.0)
     present = [c for c in range(len(CLASSES)) if 0 < (truth[:, c] == 1).sum() < len(truth)]
-    return float(np.mean([average_precision_score(truth[:, c] == 1, scores[:, c]) for c in present]))
+    return float(
+        np.mean([average_precision_score(truth[:, c] == 1, scores[:, c]) for c in present])
+    )
 
 
 def test_predictions_after_20_annotations_beat_those_after_5(tmp_path, voc_subset):
@@ -238,7 +251,9 @@ def test_predictions_after_20_annotations_beat_those_after_5(tmp_path, voc_subse
                 project.annotate(task, choices_result(present))
             client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
             assert backend.wait_idle(600)
-            results = client.post("/predict", json={"project": 1, "tasks": others}).json()["results"]
+            results = client.post("/predict", json={"project": 1, "tasks": others}).json()[
+                "results"
+            ]
             aps.append(mean_ap(results, truth[20:]))
         assert aps[1] > aps[0] + 0.05, aps
     finally:

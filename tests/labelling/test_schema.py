@@ -15,8 +15,14 @@ def test_choices_and_rectangles_give_their_classes_names_and_image_key():
     assert (choices.from_name, choices.to_name, choices.image_key) == ("label", "image", "image")
     boxes = read_schema(labeling_config(BOXES_CONFIG, ["car"]))
     assert (boxes.kind, boxes.classes, boxes.boxes, boxes.from_name) == (
-        "rectanglelabels", ("car",), True, "box")
-    single = read_schema(labeling_config(CHOICES_CONFIG, ["a", "b"]).replace(' choice="multiple"', ""))
+        "rectanglelabels",
+        ("car",),
+        True,
+        "box",
+    )
+    single = read_schema(
+        labeling_config(CHOICES_CONFIG, ["a", "b"]).replace(' choice="multiple"', "")
+    )
     assert not single.multiple
 
 

@@ -18,8 +18,9 @@ class ExtractSummary:
     def line(self) -> str:
         r, split = self.result, self.split
         adopted = f" (taken from {r.adopted}: the same data)" if r.adopted else ""
+        left_out = f"; {r.left_out}" if r.left_out else ""
         if not r.shards_written and not r.relabelled:
-            return f"extract {split}: nothing to do, all {r.shards_reused} shards already complete{adopted} -> {r.cache_dir}"
+            return f"extract {split}: nothing to do, all {r.shards_reused} shards already complete{adopted}{left_out} -> {r.cache_dir}"
         working = r.seconds - r.stages.get("setup", 0.0)
         rate = r.patches / working if working > 0 else 0.0
         skipped = (
@@ -42,7 +43,7 @@ class ExtractSummary:
             f"extract {split}: {r.images} images, {r.patches} patches in {r.seconds:.1f} s "
             f"({rate:.1f} patches/s), {skipped}{r.bytes_written / 1e9:.3f} GB written, "
             f"{r.shards_written} shards new, {r.shards_reused} reused{adopted}"
-            f"{rebuilt_text(r.rebuilt)}{relabelled}{resized}; "
+            f"{rebuilt_text(r.rebuilt)}{relabelled}{resized}{left_out}; "
             f"setup {r.stages.get('setup', 0.0):.1f} s (the net, {r.runtime}), read {r.stages['read']:.1f} s, "
             f"compute {r.stages['compute']:.1f} s, write {r.stages['write']:.1f} s -> {r.cache_dir}"
         )

@@ -141,6 +141,10 @@ class Dataset(abc.ABC):
         datasets were keyed (see VocDataset)."""
         return {"kind": self.kind, "classes": list(self.task_classes(task))}
 
+    def left_out(self, split: str) -> str:
+        """What the reader left out of `split` and why, for the summary line ("" for nothing)."""
+        return ""
+
     def attrs(self) -> dict:
         """Extra shard attributes (the VOC year, for the evaluation server's file names)."""
         return {}

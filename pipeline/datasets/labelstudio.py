@@ -230,6 +230,13 @@ class LabelStudioDataset(Dataset):
         """The ids of the tasks `train` leaves out: no annotation, or every one cancelled."""
         return tuple(str(t.task_id) for t in self.tasks if t.results is None)
 
+    def left_out(self, split: str) -> str:
+        if split != TRAIN or not self.skipped:
+            return ""
+        n = len(self.skipped)
+        return (f"{n} task{'s' if n != 1 else ''} without an annotation left out "
+                f"(split {TASKS!r} has every task)")  # fmt: skip
+
     def _results(self) -> list[dict]:
         return [r for t in self.tasks for r in t.results or ()]
 

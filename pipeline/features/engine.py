@@ -44,6 +44,7 @@ class ExtractResult:
     runtime: str = ""  # what ran the frozen net ("onnxruntime 1.x", "torch 2.x")
     adopted: str | None = None  # the cache of the same data whose shards this one took
     relabelled: int = 0  # shards whose labels changed, not their images: relabelled, not computed
+    left_out: str = ""  # what the dataset's reader left out of the split, and why
 
 
 def rebuilt_text(rebuilt: dict[str, str]) -> str:
@@ -161,6 +162,7 @@ def extract_split(
         runtime=runtime,
         adopted=writer.adopted,
         relabelled=len(relabel),
+        left_out=dataset.left_out(config.split),
     )
 
 

@@ -16,6 +16,7 @@ from pipeline.datasets import detect_kind, open_dataset
 from pipeline.datasets.labelstudio import LabelStudioDataset
 from pipeline.datasets.voc import VocDataset
 from pipeline.errors import DataError
+from pipeline.store.shards import read_shard
 
 
 def photo(path: Path, size=(200, 100)) -> Path:
@@ -131,6 +132,7 @@ def test_cancelled_and_unannotated_tasks_train_skips_them_tasks_keeps_them_unkno
     np.testing.assert_array_equal(tasks.truth[[1, 2]], np.zeros((2, 2)))  # unknown
     np.testing.assert_array_equal(tasks.truth[[0, 3, 4]], train.truth)
     assert all(len(s.boxes) == 0 and s.error is None for s in tasks.samples)
+    assert [s.labelled for s in tasks.samples] == [True, False, False, True, True]
     assert [s.sample_id for s in dataset.load("tasks", limit=2).samples] == ["1", "2"]
 
 
@@ -361,8 +363,16 @@ def test_extract_fit_score_on_train_and_tasks(shapes_voc, tmp_path):
     for split in ("train", "tasks"):
         code, out = invoke("extract", "--split", split, "--workers", "0", *common)
         assert code == 0, out
+        left_out = f"{len(test.samples)} tasks without an annotation left out (split 'tasks' has"
+        assert (left_out in out) == (split == "train"), out
     n_tasks = len(train.samples) + len(test.samples)
     assert f"extract tasks: {n_tasks} images" in out, out
+    (cache,) = (tmp_path / "cache").glob("tasks-*")
+    shards = [read_shard(path) for path in sorted(cache.glob("shard-*.h5"))]
+    labels = {i: shard.labels[shard.image_index == n] for shard in shards
+              for n, i in enumerate(shard.image_ids)}  # fmt: skip
+    assert all((labels[str(1000 + n)] == -1).all() for n in range(len(test.samples)))  # unknown
+    assert all((labels[str(1 + n)] >= 0).any() for n in range(len(train.samples)))  # by boxes
     code, out = invoke("fit", "--split", "train", "--head", "svm", *common)
     assert code == 0, out
     ap_csv = tmp_path / "ap.csv"

@@ -81,11 +81,12 @@ def predictions(label_studio, project: int, task_ids, version: str) -> dict[int,
 
     def retrieved():
         label_studio.retrieve_predictions(project, task_ids)
-        found = {
-            task.id: next(p for p in task.predictions if p["model_version"] == version)
-            for task in label_studio.tasks(project)
-            if task.id in task_ids and any(p["model_version"] == version for p in task.predictions)
-        }
+        found = {}
+        for task in label_studio.tasks(project):
+            for made in task.predictions or ():
+                made = made if isinstance(made, dict) else made.model_dump()
+                if task.id in task_ids and made["model_version"] == version:
+                    found[task.id] = made
         return found if len(found) == len(task_ids) else None
 
     return wait_for(retrieved, 600, f"prediction of {version} on every task")

@@ -52,6 +52,7 @@ class ProjectModel:
         self.predictions = Predictions(COLD_START, {})
         self.head_path: Path | None = None  # the head serving (kept when a refit fails)
         self.fit_problem: str | None = None  # why the last refit made no head
+        self.fitted_on = b""  # digest of the annotations the last fit saw
         self.head = "mlp" if schema.boxes else "weak"  # boxes train the paper's head
 
     def extract_config(self) -> ExtractConfig:
@@ -73,8 +74,11 @@ class ProjectModel:
         dataset = self.dataset()
         extracted = extract_split(self.extract_config(), dataset=dataset)
         annotated = sum(s.labelled for s in dataset.load(SPLIT, skip_bad=True).samples)
-        if annotated:
+        labels = hashlib.sha256(_json_bytes([[t.get("id"), t.get("annotations")] for t in tasks]))
+        changed = extracted.images or extracted.relabelled or labels.digest() != self.fitted_on
+        if annotated and (changed or self.head_path is None):  # the same data: the same head
             self._fit(dataset)
+            self.fitted_on = labels.digest()
         self.predictions = self._predict(dataset, self.head_path, annotated)
         log.info(
             "project %d: %d tasks (%d annotated%s), %d images extracted, %d shards relabelled, "

@@ -1,0 +1,93 @@
+"""docs/img/label-studio-data-manager.png: Label Studio's data manager, sorted by the backend's
+prediction score, as a person sees it (outside CI). Starts a real Label Studio and
+`pipeline label-studio`, imports 30 VOC photos, annotates 6, lets the backend refit, and has
+headless Chromium (Debian's, driven by Playwright) log in and take the page.
+
+    MIDLEVEL_LABEL_STUDIO=.venv-label-studio/bin/label-studio \\
+        .venv-label-studio/bin/python tests/label_studio/screenshot.py  # pip install playwright pytest there
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(TESTS.parent), str(TESTS), str(TESTS / "label_studio")]
+
+from label_studio_files import CHOICES_CONFIG, choices_result, labeling_config  # noqa: E402
+from label_studio_server import ADMIN_EMAIL, ADMIN_PASSWORD, running_label_studio  # noqa: E402
+
+REPO = TESTS.parent
+VOC = REPO.parent / "shared" / "voc2007-subset" / "VOC2007"
+OUTPUT = REPO / "docs" / "img" / "label-studio-data-manager.png"
+CLASSES = ("bus", "car", "cat", "person", "train")
+CHROMIUM = "/usr/bin/chromium"
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="ls-shot-"))
+    files = work / "files"
+    (files / "photos").mkdir(parents=True)
+    ids = (VOC / "ImageSets" / "Main" / "trainval.txt").read_text().split()[:30]
+    for image_id in ids:
+        shutil.copy(VOC / "JPEGImages" / f"{image_id}.jpg", files / "photos" / f"{image_id}.jpg")
+    with running_label_studio(work / "ls", files) as studio:
+        project = studio.create_project("VOC photos", labeling_config(CHOICES_CONFIG, CLASSES))
+        tasks = studio.import_local_files(project, files / "photos")
+        backend = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", "pipeline", "label-studio",
+             "--label-studio", studio.url, "--api-key", studio.token, "--port", "0",
+             "--workdir", str(work / "backend"), "--scales", "3", "--min-scale", "0.4"],
+            stdout=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        try:
+            url = backend.stdout.readline().split(" at ")[1].split()[0]
+            studio.connect_backend(project, url)
+            for task, image_id in list(zip(tasks, ids, strict=True))[:6]:
+                present = [c for c in CLASSES if _label(c, image_id) == 1]
+                studio.annotate(task, choices_result(present))
+            time.sleep(60)  # the backend refits on the annotations' webhooks
+            for _ in range(5):
+                studio.retrieve_predictions(project, tasks)
+                time.sleep(10)
+            view = studio.client.views.create(
+                project=project,
+                data={"title": "by priority", "ordering": ["-tasks:predictions_score"]},
+            )
+            _screenshot(studio.url, f"/projects/{project}/data?tab={view.id}")
+        finally:
+            backend.terminate()
+            backend.wait(60)
+    print(f"wrote {OUTPUT}")
+
+
+def _screenshot(base: str, page_path: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1500, "height": 900})
+        page.goto(f"{base}/user/login/")
+        page.fill("input[name=email]", ADMIN_EMAIL)
+        page.fill("input[name=password]", ADMIN_PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        page.goto(f"{base}{page_path}")
+        page.wait_for_load_state("networkidle")
+        time.sleep(5)
+        page.screenshot(path=str(OUTPUT))
+        browser.close()
+
+
+def _label(name: str, image_id: str) -> int:
+    lines = (VOC / "ImageSets" / "Main" / f"{name}_trainval.txt").read_text().splitlines()
+    return next(int(v) for i, v in (line.split() for line in lines) if i == image_id)
+
+
+if __name__ == "__main__":
+    main()

@@ -39,11 +39,16 @@ class ExtractSummary:
             if r.relabelled
             else ""
         )
+        reused = (
+            f", {plural(r.reused_images, 'image')} of grown shards reused (not computed again)"
+            if r.reused_images
+            else ""
+        )
         return (
             f"extract {split}: {r.images} images, {r.patches} patches in {r.seconds:.1f} s "
             f"({rate:.1f} patches/s), {skipped}{r.bytes_written / 1e9:.3f} GB written, "
             f"{r.shards_written} shards new, {r.shards_reused} reused{adopted}"
-            f"{rebuilt_text(r.rebuilt)}{relabelled}{resized}{left_out}; "
+            f"{rebuilt_text(r.rebuilt)}{relabelled}{reused}{resized}{left_out}; "
             f"setup {r.stages.get('setup', 0.0):.1f} s (the net, {r.runtime}), read {r.stages['read']:.1f} s, "
             f"compute {r.stages['compute']:.1f} s, write {r.stages['write']:.1f} s -> {r.cache_dir}"
         )

@@ -19,12 +19,12 @@ from pipeline.config import ExtractConfig, GridConfig
 from pipeline.datasets import Dataset, SplitData, open_dataset
 from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError, DataError, MidlevelError
-from pipeline.features.patches import sample_labels
 from pipeline.features.ranks import all_agree, from_environment, process_group, summed
 from pipeline.features.registry import cache_key
+from pipeline.features.reuse import grown_shards, relabel_shards, reused_items, with_reused
 from pipeline.store.cache import SplitCache
 from pipeline.store.keys import cache_path
-from pipeline.store.shards import Shard, int8_net_of, read_shard, shard_attrs
+from pipeline.store.shards import Shard, int8_net_of
 from pipeline.store.writer import ShardWriter
 
 
@@ -45,6 +45,7 @@ class ExtractResult:
     adopted: str | None = None  # the cache of the same data whose shards this one took
     relabelled: int = 0  # shards whose labels changed, not their images: relabelled, not computed
     left_out: str = ""  # what the dataset's reader left out of the split, and why
+    reused_images: int = 0  # images of grown shards whose rows were reused, not computed
 
 
 def rebuilt_text(rebuilt: dict[str, str]) -> str:
@@ -126,26 +127,34 @@ def extract_split(
                 dataset, config.split, split_data, config.grid, config.task
             )
         cache = writer.cache
-        bad = {**other_nets(cache, calibration), **cache.bad_shards()}
+        other, bad_files = other_nets(cache, calibration), cache.bad_shards()
         changed = cache.changed_shards(writer.digests)
-        relabel = (
-            cache.relabellable(writer.pixels, set(changed) - set(bad)) if keep == "all" else []
-        )
+        every_patch = keep == "all"  # nothing stored depends on the labels but the labels
+        relabel = cache.relabellable(writer.pixels, set(changed) - {*other, *bad_files})
+        relabel = relabel if every_patch else []
         if ranks.main:
-            _relabel(writer, split_data, config, relabel)
-        rebuilt = {**other_nets(cache, calibration), **changed, **cache.bad_shards()}
+            relabel_shards(writer, split_data, config, relabel)
+        rebuilt = {**other, **changed, **bad_files}
         for k in relabel:
             rebuilt.pop(cache.shard_path(k).name)
+        pending = cache.pending(writer.n_shards, rebuilt, retry_skipped=config.on_error == "stop")
+        whole = [k for k in pending if cache.shard_path(k).name not in {*other, *bad_files}]
+        grown = (
+            grown_shards(cache, split_data, config.images_per_shard, whole) if every_patch else {}
+        )
+        for k in grown:
+            rebuilt.pop(cache.shard_path(k).name, None)  # not rebuilt: its images are reused
         if rebuilt and ranks.main:
             tqdm.write(
                 f"extract {config.split}: {rebuilt_text(rebuilt).removeprefix(', ')}",
                 file=sys.stderr,
             )
-        pending = cache.pending(writer.n_shards, rebuilt, retry_skipped=config.on_error == "stop")
         totals, runtime = dict.fromkeys(_TOTALS, 0.0), ""
         if ranks.share(pending):
             job = _Job(config, writer, dataset, split_data, keep, calibration)
-            totals, runtime = _extract_shards(job, ranks.share(pending), ranks)
+            share = ranks.share(pending)
+            mine = {k: held for k, held in grown.items() if k in share}
+            totals, runtime = _extract_shards(job, share, ranks, mine)
         totals = summed(ranks, totals)
     return ExtractResult(
         cache_dir=str(cache.directory),
@@ -162,34 +171,12 @@ def extract_split(
         runtime=runtime,
         adopted=writer.adopted,
         relabelled=len(relabel),
+        reused_images=int(totals["reused"]),
         left_out=dataset.left_out(config.split),
     )
 
 
-def _relabel(writer: ShardWriter, data: SplitData, config: ExtractConfig, shards: list[int]):
-    """Give shards that keep every patch of unchanged images their new labels (the annotations
-    changed: a Label Studio task annotated, a box fixed), their features read back, not computed."""
-    truth = data.truth
-    if truth is None:
-        truth = np.zeros((len(data.samples), len(data.classes)), dtype=np.int8)
-    per_shard = config.images_per_shard
-    for k in shards:
-        path = writer.cache.shard_path(k)
-        started, shard = time.perf_counter(), read_shard(path)
-        first = k * per_shard
-        samples = data.samples[first : first + len(shard.image_ids)]
-        for i, sample in enumerate(samples):
-            rows = shard.image_index == i
-            shard.labels[rows] = sample_labels(
-                sample, shard.boxes[rows], config.labels, len(data.classes), by_boxes=data.boxes
-            )
-        shard.image_labels = truth[first : first + len(samples)]
-        writer.write(
-            k, shard, shard_attrs(path), seconds=time.perf_counter() - started, rank=0, skipped=0
-        )
-
-
-_TOTALS = ("images", "patches", "bytes", "setup", "read", "compute", "write", "skipped")
+_TOTALS = ("images", "patches", "bytes", "setup", "read", "compute", "write", "skipped", "reused")
 NET_CHANGED = "made by another int8 net: the calibration images changed"
 NETS_MIXED = "made by one of several int8 nets"
 
@@ -284,10 +271,11 @@ def load_backbone(config, *, local_rank: int = 0, world: int = 1, calibration=No
     )  # fmt: skip
 
 
-def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
+def _extract_shards(job: _Job, pending: list[int], ranks, grown: dict) -> tuple[dict, str]:
     """Extract the given pending shards of the split's samples (this process's share): read
-    and compute each image, write each shard once its last image is in. Its totals, and the
-    runtime that ran the net."""
+    and compute each image (but the first `grown[k]` of a grown shard k, whose rows are
+    reused), write each shard once its last image is in. Its totals, and the runtime that ran
+    the net."""
     from pipeline.features.images import PatchImages
 
     config, samples, writer = job.config, job.data.samples, job.writer
@@ -297,8 +285,11 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
     )
     per_shard = config.images_per_shard
     indices = [
-        i for k in pending for i in range(k * per_shard, min((k + 1) * per_shard, len(samples)))
+        i
+        for k in pending
+        for i in range(k * per_shard + grown.get(k, 0), min((k + 1) * per_shard, len(samples)))
     ]
+    reused = reused_items(writer.cache, job.data, config, grown)
     attrs = _shard_attrs(job, backbone.runtime_version)
     truth = job.data.truth
     if truth is None:
@@ -306,7 +297,7 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
     totals = dict.fromkeys(_TOTALS, 0.0)
     totals["setup"] = time.perf_counter() - setup
     bar = tqdm(
-        total=len(indices),
+        total=len(indices) + len(reused),
         unit="img",
         desc=f"extract {config.split}" + (f" rank {ranks.rank}" if ranks.world > 1 else ""),
         dynamic_ncols=True,
@@ -317,6 +308,7 @@ def _extract_shards(job: _Job, pending: list[int], ranks) -> tuple[dict, str]:
         keep_all=job.keep == "all", patch_labels=job.data.boxes,
     )  # fmt: skip
     items = iter_image_features(backbone, patches, workers=config.workers, timing=totals)
+    items = with_reused(items, reused)
     shard_started = time.perf_counter()
     with bar:  # closed on errors too: the error line starts on a line of its own
         for index, images, skipped in _by_shard(items, job, totals, bar):
@@ -364,8 +356,9 @@ def _by_shard(items, job: _Job, totals: dict, bar) -> Iterator[tuple[int, list, 
     for item in items:
         if "error" not in item:
             images.append(item)
-            totals["images"] += 1
-            totals["patches"] += len(item["labels"])
+            counted = "reused" if item.get("reused") else "images"
+            totals[counted] += 1
+            totals["patches"] += 0 if item.get("reused") else len(item["labels"])
         elif config.on_error == "skip":
             skipped.append({"id": samples[item["index"]].sample_id, "reason": item["error"]})
             tqdm.write(f"skipped: {item['error']}", file=sys.stderr)

@@ -17,7 +17,8 @@ from pipeline.labelling.schema import LabelingSchema
 
 SPLIT = "tasks"  # the Label Studio reader's split of every task, annotated or not
 COLD_START = "cold-start"  # model_version before any head: a label-free priority, no labels
-# images per shard: a task imported later re-extracts the others of its (last) shard, at most 7
+# images per shard: an annotation relabels its task's shard, rewriting the rows of 8 tasks
+# (not extract's 64); tasks imported later run the net alone, the rows of the others reused
 SHARD_IMAGES = 8
 log = logging.getLogger("midlevel.label_studio")
 

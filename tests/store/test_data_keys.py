@@ -151,6 +151,24 @@ def test_a_split_that_grew_adds_shards_and_is_refused_until_extracted(voc, tmp_p
     assert code == 0, out
 
 
+def test_a_shard_that_grew_at_its_end_computes_only_its_new_images(voc, tmp_path):
+    """Tasks imported into a Label Studio project land at the split's end: the last shard's
+    images keep their rows, only the new ones run the net, and the shard equals a fresh one."""
+    cache = tmp_path / "cache"
+    split = voc / "ImageSets" / "Main" / "test.txt"
+    ids = split.read_text().split()
+    split.write_text("".join(f"{i}\n" for i in ids[:13]))  # shard 3 holds 1 image
+    extract(voc, cache)
+    split.write_text("".join(f"{i}\n" for i in ids[:15]))
+    edit_a_box(voc, "test", 12)  # its annotation changed too: labels computed again
+    out = extract(voc, cache)
+    assert "extract test: 2 images" in out and "1 image of grown shards reused" in out, out
+    assert "1 shards new, 3 reused" in out and "rebuilt" not in out
+    extract(voc, tmp_path / "fresh")
+    (grown,) = cache.glob("test-*")
+    assert_same_shards(tmp_path / "fresh" / grown.name, grown)
+
+
 def shard_times(cache: Path) -> dict[str, int]:
     """Every shard of the cache, by its path, with its modification time."""
     return {str(p): p.stat().st_mtime_ns for p in cache.glob("*/shard-*.h5")}

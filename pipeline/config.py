@@ -727,22 +727,43 @@ class LabelStudioConfig(Settings):
 
     label_studio: str  # its URL, e.g. http://localhost:8080: tasks, annotations, images
     api_key: str  # a legacy token or a personal access token (Account & Settings)
-    host: str = "127.0.0.1"
-    port: int = ranged(9090, Range(0, 65535, whole=True))  # Label Studio's ML backend port
-    workdir: str = "label-studio"  # project-<id>/: its export, images, cache and heads
-    threshold: float = ranged(0.5, Range(0, 1, above=True))  # pre-label at this score or above
-    strategy: str = SuggestConfig.strategy  # the labelling priority: suggest's default
-    # /predict waits this long for tasks not extracted yet; Label Studio gives up at 100 s
-    # (its ML_TIMEOUT_PREDICT), so the rest follow the next retrieval
-    predict_wait: float = ranged(30.0, Range(0, 90))
-    basic_auth: str | None = None  # "user:password", as set in Settings -> Model
-    max_upload_mb: float = ranged(32.0, Range(0, 1024, above=True))  # a request body at most
-    body_timeout: float = ranged(60.0, Range(1, 3600))
+    host: str = declared(
+        "127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."
+    )  # fmt: skip
+    port: int = ranged(
+        9090, Range(0, 65535, whole=True), help="0: any free port (the printed line names it)."
+    )  # fmt: skip
+    workdir: str = declared(
+        "label-studio", help="Each project's export, images, feature cache and heads, under "
+        "project-<id>/.",
+    )  # fmt: skip
+    threshold: float = ranged(
+        0.5, Range(0, 1, above=True), help="A class is pre-labelled where the head scores it "
+        "this or more.",
+    )  # fmt: skip
+    strategy: str = declared(
+        SuggestConfig.strategy, choices=STRATEGIES,
+        help="The labelling priority each task's score gives (suggest's strategies).",
+    )  # fmt: skip
+    # Label Studio gives up on /predict at 100 s (its ML_TIMEOUT_PREDICT): the rest follow
+    # the next retrieval
+    predict_wait: float = ranged(
+        30.0, Range(0, 90), help="Seconds /predict waits for tasks not extracted yet."
+    )  # fmt: skip
+    basic_auth: str | None = declared(
+        None, help="user:password Label Studio must send (Settings -> Model). Env: "
+        "MIDLEVEL_BASIC_AUTH.",
+    )  # fmt: skip
+    max_upload_mb: float = ranged(
+        32.0, Range(0, 1024, above=True), help="Larger request bodies and images are refused."
+    )  # fmt: skip
+    body_timeout: float = ranged(
+        60.0, Range(1, 3600), help="Seconds a request body may take to arrive; then 408."
+    )  # fmt: skip
     features: ExtractConfig = field(default_factory=ExtractConfig)
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("strategy", self.strategy, STRATEGIES)
         check_path("workdir", self.workdir)
         _check(
             self.basic_auth is None or ":" in self.basic_auth, "basic_auth", "***",

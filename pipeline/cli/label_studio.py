@@ -7,13 +7,14 @@ import importlib.util
 import click
 
 from pipeline.cli.errors import UserError
-from pipeline.cli.options import build, compute, features
-from pipeline.config import STRATEGIES, ExtractConfig, LabelStudioConfig
+from pipeline.cli.options import build, compute, features, options, setting_option
+from pipeline.config import ExtractConfig, LabelStudioConfig
 
 # module -> package: the web stack and Label Studio's SDK, extras (pip install 'midlevel[label-studio]')
 NEEDS = {"fastapi": "fastapi", "uvicorn": "uvicorn", "label_studio_sdk": "label-studio-sdk"}
-SERVER_OPTIONS = ("label_studio", "api_key", "host", "port", "workdir", "threshold", "strategy",
-                  "predict_wait", "basic_auth", "max_upload_mb", "body_timeout")  # fmt: skip
+SERVER_SETTINGS = ("host", "port", "workdir", "threshold", "strategy", "predict_wait", "basic_auth",
+                   "max_upload_mb", "body_timeout")  # fmt: skip
+ENV = {"basic_auth": {"envvar": "MIDLEVEL_BASIC_AUTH"}}
 
 
 @click.command("label-studio")
@@ -30,65 +31,8 @@ SERVER_OPTIONS = ("label_studio", "api_key", "host", "port", "workdir", "thresho
     required=True,
     help="Its API token (Account & Settings). Env: LABEL_STUDIO_API_KEY.",
 )
-@click.option(
-    "--host",
-    default=LabelStudioConfig.host,
-    show_default=True,
-    help="Interface to listen on (0.0.0.0: every interface).",
-)
-@click.option(
-    "--port",
-    type=int,
-    default=LabelStudioConfig.port,
-    show_default=True,
-    help="0: any free port (the printed line names it).",
-)
-@click.option(
-    "--workdir",
-    default=LabelStudioConfig.workdir,
-    show_default=True,
-    help="Each project's export, images, feature cache and heads, under project-<id>/.",
-)
-@click.option(
-    "--threshold",
-    type=float,
-    default=LabelStudioConfig.threshold,
-    show_default=True,
-    help="A class is pre-labelled where the head scores it this or more.",
-)
-@click.option(
-    "--strategy",
-    type=click.Choice(STRATEGIES),
-    default=LabelStudioConfig.strategy,
-    show_default=True,
-    help="The labelling priority each task's score gives (suggest's).",
-)
-@click.option(
-    "--predict-wait",
-    type=float,
-    default=LabelStudioConfig.predict_wait,
-    show_default=True,
-    help="Seconds /predict waits for tasks not extracted yet.",
-)
-@click.option(
-    "--basic-auth",
-    envvar="MIDLEVEL_BASIC_AUTH",
-    default=None,
-    help="user:password Label Studio must send (Settings -> Model). Env: MIDLEVEL_BASIC_AUTH.",
-)
-@click.option(
-    "--max-upload-mb",
-    type=float,
-    default=LabelStudioConfig.max_upload_mb,
-    show_default=True,
-    help="Larger request bodies and images are refused.",
-)
-@click.option(
-    "--body-timeout",
-    type=float,
-    default=LabelStudioConfig.body_timeout,
-    show_default=True,
-    help="Seconds a request body may take to arrive; then 408.",
+@options(
+    *(setting_option(LabelStudioConfig, name, **ENV.get(name, {})) for name in SERVER_SETTINGS)
 )
 @features
 @compute
@@ -105,7 +49,7 @@ def command(**opts) -> None:
         )
     from stages import label_studio as stage
 
-    server = {name: opts.pop(name) for name in SERVER_OPTIONS}
+    server = {name: opts.pop(name) for name in ("label_studio", "api_key", *SERVER_SETTINGS)}
     if opts.pop("keep") != "auto":  # every patch is kept: annotations relabel, never re-extract
         raise UserError("--keep: the backend keeps every patch of a task; leave it out")
     stage.run(LabelStudioConfig(**server, features=build(ExtractConfig(), opts)), ready=click.echo)

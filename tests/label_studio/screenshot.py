@@ -59,6 +59,9 @@ def main() -> None:
                 project=project,
                 data={"title": "by priority", "ordering": ["-tasks:predictions_score"]},
             )
+            if "--hold" in sys.argv:  # keep both running to look at the page by hand
+                print(studio.url, project, view.id, flush=True)
+                time.sleep(3600)
             _screenshot(studio.url, f"/projects/{project}/data?tab={view.id}")
         finally:
             backend.terminate()

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from cli_helpers import error_lines, invoke
 from fastapi.testclient import TestClient
 from label_studio_files import (
     CHOICES_CONFIG,
@@ -263,3 +264,20 @@ def test_predictions_after_20_annotations_beat_those_after_5(tmp_path, voc_subse
 def _label(voc: Path, name: str, image_id: str) -> int:
     lines = (voc / "ImageSets" / "Main" / f"{name}_trainval.txt").read_text().splitlines()
     return next(int(v) for i, v in (line.split() for line in lines) if i == image_id)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--threshold", "2"], "--threshold 2.0: give a finite number in (0, 1]"),
+        (["--label-studio", "ftp://studio"], "not an http(s) URL"),
+        (["--keep", "sample"], "--keep: the backend keeps every patch of a task; leave it out"),
+        (["--basic-auth", "nocolon"], "--basic-auth '***': write user:password"),
+        (["--predict-wait", "600"], "--predict-wait 600.0"),
+    ],
+)  # fmt: skip
+def test_a_bad_setting_is_one_line_before_anything_starts(extra, says):
+    code, out = invoke("label-studio", "--label-studio", "http://127.0.0.1:9", "--api-key", "k",
+                       "--port", "0", *extra)  # fmt: skip
+    (line,) = error_lines(out)
+    assert code == 2 and says in line, out

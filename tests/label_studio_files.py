@@ -33,6 +33,7 @@ class FileProject:
 
     def __init__(self, photos: list[Path], files: Path, first_id: int = 1):
         self.files, self.gone, self.exports = files, False, 0
+        self.published: list[tuple[str, list[int]]] = []  # (version, tasks) pushed to it
         files.mkdir(parents=True, exist_ok=True)
         self.tasks = []
         for n, photo in enumerate(photos, first_id):
@@ -55,6 +56,11 @@ class FileProject:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(self.files / Path(reference).name, target)
         return target
+
+    def publish(self, project: int, version: str, by_task: dict[int, dict]) -> None:
+        if self.gone:
+            raise RemoteError(f"Label Studio at {URL}: predictions not imported")
+        self.published.append((version, sorted(by_task)))
 
     def annotate(self, task_id: int, result: list[dict]) -> None:
         (task,) = (t for t in self.tasks if t["id"] == task_id)

@@ -54,6 +54,7 @@ class ProjectModel:
         self.head_path: Path | None = None  # the head serving (kept when a refit fails)
         self.fit_problem: str | None = None  # why the last refit made no head
         self.fitted_on = b""  # digest of the annotations the last fit saw
+        self.published: tuple[str, set[int]] = ("", set())  # version, tasks Label Studio has
         self.head = "mlp" if schema.boxes else "weak"  # boxes train the paper's head
 
     def extract_config(self) -> ExtractConfig:
@@ -81,6 +82,7 @@ class ProjectModel:
             self._fit(dataset)
             self.fitted_on = labels.digest()
         self.predictions = self._predict(dataset, self.head_path, annotated)
+        self._publish()
         log.info(
             "project %d: %d tasks (%d annotated%s), %d images extracted, %d shards relabelled, "
             "model_version %s, in %.1f s",
@@ -90,6 +92,22 @@ class ProjectModel:
             time.perf_counter() - started,
         )  # fmt: skip
         return self.predictions
+
+    def _publish(self) -> None:
+        """Push the predictions Label Studio has not got yet (all of them for a new head, else
+        the new tasks'); Label Studio gone: one log line, they follow the next refresh."""
+        version, by_task = self.predictions.version, self.predictions.by_task
+        if version != self.published[0]:
+            self.published = (version, set())
+        fresh = {task: made for task, made in by_task.items() if task not in self.published[1]}
+        if not fresh:
+            return
+        try:
+            self.remote.publish(self.project, version, fresh)
+        except MidlevelError as exc:
+            log.warning("project %d: %s; /predict still answers", self.project, exc)
+            return
+        self.published[1].update(fresh)
 
     def dataset(self):
         from pipeline.datasets.labelstudio import LabelStudioDataset

@@ -27,6 +27,15 @@ VOC = REPO.parent / "shared" / "voc2007-subset" / "VOC2007"
 OUTPUT = REPO / "docs" / "img" / "label-studio-data-manager.png"
 CLASSES = ("bus", "car", "cat", "person", "train")
 CHROMIUM = "/usr/bin/chromium"
+HIDDEN = (  # left: the id, annotations, the photo, the prediction's score, results and version
+"tasks:inner_id", "tasks:completed_at", "tasks:cancelled_annotations",
+          "tasks:total_predictions", "tasks:annotators", "tasks:annotations_results",
+          "tasks:annotations_ids", "tasks:file_upload", "tasks:storage_filename",
+          "tasks:created_at", "tasks:updated_at", "tasks:updated_by", "tasks:avg_lead_time",
+          "tasks:draft_exists", "tasks:comment_count", "tasks:comment_authors",
+          "tasks:unresolved_comment_count", "tasks:last_comment_updated_at")  # fmt: skip
+VIEW = {"title": "by priority", "ordering": ["-tasks:predictions_score"],
+        "hiddenColumns": {"explore": list(HIDDEN), "labeling": list(HIDDEN)}}  # fmt: skip
 
 
 def main() -> None:
@@ -51,14 +60,17 @@ def main() -> None:
             for task, image_id in list(zip(tasks, ids, strict=True))[:6]:
                 present = [c for c in CLASSES if _label(c, image_id) == 1]
                 studio.annotate(task, choices_result(present))
-            time.sleep(60)  # the backend refits on the annotations' webhooks
-            for _ in range(5):
-                studio.retrieve_predictions(project, tasks)
-                time.sleep(10)
-            view = studio.client.views.create(
-                project=project,
-                data={"title": "by priority", "ordering": ["-tasks:predictions_score"]},
-            )
+            deadline = time.monotonic() + 300  # the backend refits, then pushes its predictions
+            while studio.client.projects.get(id=project).model_version in (
+                None,
+                "",
+                "midlevel",
+                "cold-start",
+            ):
+                assert time.monotonic() < deadline, "no new head pushed to Label Studio"
+                time.sleep(2)
+            time.sleep(10)
+            view = studio.client.views.create(project=project, data=VIEW)
             if "--hold" in sys.argv:  # keep both running to look at the page by hand
                 print(studio.url, project, view.id, flush=True)
                 time.sleep(3600)
@@ -74,7 +86,7 @@ def _screenshot(base: str, page_path: str) -> None:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1500, "height": 900})
+        page = browser.new_page(viewport={"width": 1400, "height": 860})
         page.goto(f"{base}/user/login/")
         page.fill("input[name=email]", ADMIN_EMAIL)
         page.fill("input[name=password]", ADMIN_PASSWORD)

@@ -148,6 +148,8 @@ def test_the_labelling_loop_with_label_studio(label_studio, backend, kind):
             label_studio.annotate(task, choices_result(sorted({n for n, _ in objects}))
                                   if kind == "choices" else boxes_result(objects, width, height))  # fmt: skip
         versions.append(wait_for(lambda: settled(backend, project, versions[-1]), 600, "new head"))
+        pushed = label_studio.client.projects.get(id=project).model_version  # the live head's
+        assert pushed == versions[-1]
         found = predictions(label_studio, project, evaluated, versions[-1])
         aps.append(mean_ap(found, truth))
     assert versions[1] != versions[2] and all(v.startswith("midlevel-") for v in versions[1:])

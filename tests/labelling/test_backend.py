@@ -116,6 +116,8 @@ def test_label_studio_s_recorded_requests_are_answered_then_a_fit_changes_the_ve
     results = client.post("/predict", json=body).json()["results"]
     assert [r[0]["model_version"] for r in results] == [version] * 3
     assert [r[0]["score"] for r in results] == [0, 0, 0]  # annotated: nothing left to label
+    pushed = {version: tasks for version, tasks in project.published}  # Label Studio got them
+    assert pushed == {"cold-start": [p["id"] for p in project.tasks], version: pushed["cold-start"]}
     health = client.get("/health").json()["projects"][setup["project"].split(".")[0]]
     assert health["last_error"] is None and health["model_version"] == version
 
@@ -177,6 +179,7 @@ def test_a_webhook_storm_coalesces_and_label_studio_gone_keeps_the_head(backend_
     assert health["model_version"] == head["model_version"]
     assert "Label Studio at http://127.0.0.1:1: export failed" in health["last_error"]
     assert client.post("/predict", json={"project": 1, "tasks": [{"id": 5}]}).json() == before
+    assert [version for version, _ in project.published] == ["cold-start", head["model_version"]]
 
 
 def test_basic_auth_is_asked_for_where_it_is_set(backend_of):

@@ -42,7 +42,7 @@ def run(config: LabelStudioConfig, *, ready: Callable[[str], None] = print) -> N
     shown = f"[{host}]" if ":" in host else host
     backend.start()
     ready(
-        f"label-studio: ML backend for {config.label_studio} at http://{shown}:{port} (paste it "
+        f"label-studio: ML backend for {config.label_studio} at http://{shown}:{port}/ (paste it "
         f"in the project's Settings -> Model; files under {config.workdir}/; Ctrl-C stops)"
     )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

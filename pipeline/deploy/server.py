@@ -303,9 +303,12 @@ class UploadLimit:
     (a chunked upload declares no length); 408 when the whole body is not in `timeout_s`
     after the headers (a stalled or dripping client), and the connection closed."""
 
-    def __init__(self, app: ASGIApp, *, limit_mb: float, timeout_s: float):
+    def __init__(
+        self, app: ASGIApp, *, limit_mb: float, timeout_s: float, verb: str = "pipeline serve",
+        body: str = "photo",
+    ):  # fmt: skip
         self.app, self.limit_mb, self.limit = app, limit_mb, round(limit_mb * MB)
-        self.timeout_s = timeout_s
+        self.timeout_s, self.verb, self.body = timeout_s, verb, body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -340,13 +343,13 @@ class UploadLimit:
         upload = f"an upload of {size / MB:.1f} MB" if size is not None else "the upload"
         return (
             f"{upload} is over this server's limit of {self.limit_mb:g} MB "
-            "(pipeline serve --max-upload-mb); send a smaller photo"
+            f"({self.verb} --max-upload-mb); send a smaller {self.body}"
         )
 
     def late(self) -> str:
         return (
             f"the request's body did not arrive within {self.timeout_s:g} s of its headers; "
-            "send the whole photo at once, over a faster connection or as a smaller file"
+            f"send the whole {self.body} at once, over a faster connection or as a smaller file"
         )
 
 

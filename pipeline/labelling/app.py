@@ -28,7 +28,10 @@ def create_app(
     """The app around `backend`; `basic_auth` "user:password" (Settings -> Model's basic
     auth) makes every endpoint but /health ask for it."""
     app = FastAPI(title="midlevel label studio backend", docs_url=None, redoc_url=None)
-    app.add_middleware(UploadLimit, limit_mb=max_body_mb, timeout_s=body_timeout_s)
+    app.add_middleware(
+        UploadLimit, limit_mb=max_body_mb, timeout_s=body_timeout_s,
+        verb="pipeline label-studio", body="batch of tasks",
+    )  # fmt: skip
     app.state.backend = backend
 
     @app.exception_handler(MidlevelError)

@@ -123,6 +123,9 @@ def bases(world: dict) -> dict[str, list[str]]:
         "predict": ["predict", "<sources>", "--head", world["svm"]],
         "export": ["export", "--head", world["svm"], "--output", "model"],
         "serve": ["serve", "<model>", "--port", "0"],
+        # a Label Studio that is not there: the backend serves all the same (/health says so)
+        "label-studio": ["label-studio", "--label-studio", "http://127.0.0.1:9", "--api-key",
+                         "token", "--port", "0", "--workdir", "backend", *SMALL],
     }  # fmt: skip
 
 
@@ -160,9 +163,10 @@ def ran(args: list[str]) -> tuple[int, str]:
 
 
 def served(args: list[str], param: click.Parameter, cwd: Path) -> str | None:
-    """A case of `pipeline serve`: in this process with its port held by the test, so that a
+    """A case of a server verb: in this process with its port held by the test, so that a
     value refused is one line at once and a configuration taken stops at the bind, in one line
-    too; a configuration taken then runs as a process, started and answering /health."""
+    too; a configuration `serve` takes then runs as a process, started and answering /health
+    (label-studio's worker and net start after the bind: its `--port` cases run as a process)."""
     if param.name != "port":
         with held_port() as port:
             code, out = ran(
@@ -171,8 +175,8 @@ def served(args: list[str], param: click.Parameter, cwd: Path) -> str | None:
         problem = outcome(code, out)
         if problem or code != 2:
             return problem or f"exit code {code} with its port taken"
-        if "cannot listen on" not in out:
-            return None  # its value refused, in one line
+        if "cannot listen on" not in out or args[0] != "serve":
+            return None  # its value refused, in one line; or taken, up to the bind
     return as_process(args, cwd)
 
 
@@ -197,13 +201,14 @@ def as_process(args: list[str], cwd: Path) -> str | None:
 
 
 VERBS = tuple(cli.commands)
+SERVERS = ("serve", "label-studio")  # run until stopped: as a process, answering /health
 
 
 def test_every_verb_is_walked():
     """A verb added later is walked too: it needs its base run here."""
     assert set(VERBS) == {
         "demo-data", "extract", "fit", "sweep", "curve", "suggest", "score", "compare",
-        "localize", "report", "predict", "export", "serve",
+        "localize", "report", "predict", "export", "serve", "label-studio",
     }  # fmt: skip
 
 
@@ -216,7 +221,7 @@ def test_every_flag_with_hostile_values_is_refused_in_one_line_or_runs_clean(
     problems, walked_cases = [], 0
     for param, value in cases(verb):
         args = filled(with_value(base, param, value), positional(world))
-        problem = served(args, param, tmp_path) if verb == "serve" else outcome(*ran(args))
+        problem = served(args, param, tmp_path) if verb in SERVERS else outcome(*ran(args))
         walked_cases += 1
         if problem:
             problems.append(f"{' '.join(a[:40] for a in args[:1] + args[-2:])}: {problem[:300]}")
@@ -227,7 +232,7 @@ def test_every_flag_with_hostile_values_is_refused_in_one_line_or_runs_clean(
 NUMBER_FLAGS = [
     (verb, param)
     for verb in VERBS
-    if verb != "serve"
+    if verb not in SERVERS
     for param in walked(cli.commands[verb])
     if isinstance(param, click.Option) and kind_of(param) != "text"
 ]

@@ -55,7 +55,7 @@ def main() -> None:
             stdout=subprocess.PIPE, text=True, cwd=REPO,
         )  # fmt: skip
         try:
-            url = backend.stdout.readline().split(" at ")[1].split()[0]
+            url = backend.stdout.readline().split(" at ")[1].split()[0].rstrip("/")
             studio.connect_backend(project, url)
             for task, image_id in list(zip(tasks, ids, strict=True))[:6]:
                 present = [c for c in CLASSES if _label(c, image_id) == 1]
@@ -86,7 +86,7 @@ def _screenshot(base: str, page_path: str) -> None:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 860})
+        page = browser.new_page(viewport={"width": 1300, "height": 760})
         page.goto(f"{base}/user/login/")
         page.fill("input[name=email]", ADMIN_EMAIL)
         page.fill("input[name=password]", ADMIN_PASSWORD)

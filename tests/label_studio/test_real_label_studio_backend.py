@@ -51,7 +51,7 @@ def backend(label_studio, tmp_path_factory):
     try:
         line = server.stdout.readline()
         assert " at http://" in line, line
-        yield line.split(" at ")[1].split()[0]
+        yield line.split(" at ")[1].split()[0].rstrip("/")
     finally:
         server.terminate()
         server.wait(60)

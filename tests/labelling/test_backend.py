@@ -191,6 +191,14 @@ def test_basic_auth_is_asked_for_where_it_is_set(backend_of):
     assert client.post("/setup", json=body, auth=("studio", "secret")).status_code == 200
 
 
+def test_a_body_over_the_limit_is_413_before_it_is_read(backend_of):
+    project, backend, client = backend_of(2, max_body_mb=0.01)
+    tasks = [{"id": 1, "data": {"image": "x" * 100}}] * 200  # about 24 KB
+    answer = client.post("/predict", json={"project": 1, "tasks": tasks})
+    assert answer.status_code == 413
+    assert "(pipeline label-studio --max-upload-mb); send a smaller batch" in answer.json()["detail"]
+
+
 def test_the_real_server_answers_and_says_label_studio_is_unreachable(tmp_path):
     """`pipeline label-studio` itself, on a free port; the Label Studio it names is not
     there, which /health says after the first refresh while the server keeps answering."""
@@ -201,7 +209,7 @@ def test_the_real_server_answers_and_says_label_studio_is_unreachable(tmp_path):
     try:
         line = server.stdout.readline()
         assert "ML backend for http://127.0.0.1:9 at http://127.0.0.1:" in line, line
-        url = line.split(" at ")[1].split()[0]
+        url = line.split(" at ")[1].split()[0].rstrip("/")
         setup = recorded("choices", "setup")[0]["body"]
         assert httpx.post(f"{url}/setup", json=setup).json() == {"model_version": "cold-start"}
         deadline = time.monotonic() + 60

@@ -125,7 +125,7 @@ def bases(world: dict) -> dict[str, list[str]]:
         "serve": ["serve", "<model>", "--port", "0"],
         # a Label Studio that is not there: the backend serves all the same (/health says so)
         "label-studio": ["label-studio", "--label-studio", "http://127.0.0.1:9", "--api-key",
-                         "token", "--port", "0", "--workdir", "backend", *SMALL],
+                         "token", "--port", "0", "--workdir", "backend"],
     }  # fmt: skip
 
 

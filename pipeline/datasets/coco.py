@@ -9,7 +9,6 @@ file: a bad export is one line naming the entry, never a traceback or a silent n
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +21,7 @@ from pipeline.datasets.base import (
     labels_truth,
     whole_image,
 )
-from pipeline.datasets.json_fields import KINDS, short, typed
+from pipeline.datasets.json_fields import KINDS, read_json, short, typed
 from pipeline.datasets.paths import contained
 from pipeline.errors import DataError
 
@@ -43,14 +42,7 @@ def _split_files(root: Path) -> dict[str, Path]:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc}); fix or re-export the file") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); re-export it"
-        ) from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: no 'images' list; is it a COCO JSON (instances) export?")
     return _checked(data, path)

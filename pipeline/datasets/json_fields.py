@@ -3,7 +3,11 @@ of the wrong type is named in one line, never a traceback or a silent negative."
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+
+from pipeline.errors import DataError
 
 # What each kind of field must be, as a message says it.
 KINDS = {
@@ -13,6 +17,18 @@ KINDS = {
     "number": "a finite number",
     "box": "four numbers [x, y, w, h]",
 }
+
+
+def read_json(path: Path):
+    """The JSON a file holds, or one line naming the file: unreadable, or not JSON (where)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc}); fix or re-export the file") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); re-export it"
+        ) from None
 
 
 def short(value) -> str:

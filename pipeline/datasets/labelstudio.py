@@ -10,7 +10,6 @@ other results are ignored. Every field the reader uses is checked when the file 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +27,7 @@ from pipeline.datasets.base import (
     labels_truth,
     whole_image,
 )
-from pipeline.datasets.json_fields import KINDS, short, typed
+from pipeline.datasets.json_fields import KINDS, read_json, short, typed
 from pipeline.datasets.paths import contained
 from pipeline.errors import DataError
 
@@ -53,14 +52,7 @@ class ExportTask:
 
 
 def _read(path: Path) -> list:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc}); fix or re-export the file") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); re-export it"
-        ) from None
+    data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: not a list of tasks; export the project as Label Studio's JSON")
     return data

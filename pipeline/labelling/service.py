@@ -87,6 +87,7 @@ class Backend:
                 "queued": p in self._wanted,
                 "model_version": m.predictions.version,
                 "tasks_predicted": len(m.predictions.by_task),
+                "tasks_annotated": m.predictions.annotated,
             }
             for p, m in self.projects.items()
         }

@@ -21,7 +21,13 @@ from pipeline.datasets.base import keep_by_role
 from pipeline.errors import CacheError, DataError, MidlevelError
 from pipeline.features.ranks import all_agree, from_environment, process_group, summed
 from pipeline.features.registry import cache_key
-from pipeline.features.reuse import grown_shards, relabel_shards, reused_items, with_reused
+from pipeline.features.reuse import (
+    grown_shards,
+    relabel_shards,
+    relabellable,
+    reused_items,
+    with_reused,
+)
 from pipeline.store.cache import SplitCache
 from pipeline.store.keys import cache_path
 from pipeline.store.shards import Shard, int8_net_of
@@ -127,23 +133,9 @@ def extract_split(
                 dataset, config.split, split_data, config.grid, config.task
             )
         cache = writer.cache
-        other, bad_files = other_nets(cache, calibration), cache.bad_shards()
-        changed = cache.changed_shards(writer.digests)
-        every_patch = keep == "all"  # nothing stored depends on the labels but the labels
-        relabel = cache.relabellable(writer.pixels, set(changed) - {*other, *bad_files})
-        relabel = relabel if every_patch else []
+        rebuilt, pending, relabel, grown = _work_left(writer, split_data, config, keep, calibration)
         if ranks.main:
             relabel_shards(writer, split_data, config, relabel)
-        rebuilt = {**other, **changed, **bad_files}
-        for k in relabel:
-            rebuilt.pop(cache.shard_path(k).name)
-        pending = cache.pending(writer.n_shards, rebuilt, retry_skipped=config.on_error == "stop")
-        whole = [k for k in pending if cache.shard_path(k).name not in {*other, *bad_files}]
-        grown = (
-            grown_shards(cache, split_data, config.images_per_shard, whole) if every_patch else {}
-        )
-        for k in grown:
-            rebuilt.pop(cache.shard_path(k).name, None)  # not rebuilt: its images are reused
         if rebuilt and ranks.main:
             tqdm.write(
                 f"extract {config.split}: {rebuilt_text(rebuilt).removeprefix(', ')}",
@@ -174,6 +166,28 @@ def extract_split(
         reused_images=int(totals["reused"]),
         left_out=dataset.left_out(config.split),
     )
+
+
+def _work_left(writer: ShardWriter, data: SplitData, config: ExtractConfig, keep: str, calibration):
+    """What extract must do to the split's cache: (the shards rebuilt: name -> why, those
+    pending, those relabelled instead, the grown ones: index -> images reused). Only a split
+    that keeps every patch stores nothing the labels choose, so only its shards are
+    relabelled or grown (features/reuse.py)."""
+    cache = writer.cache
+    other, bad_files = other_nets(cache, calibration), cache.bad_shards()
+    changed = cache.changed_shards(writer.digests)
+    every_patch = keep == "all"
+    bad = {*other, *bad_files}
+    relabel = relabellable(cache, writer.pixels, set(changed) - bad) if every_patch else []
+    rebuilt = {**other, **changed, **bad_files}
+    for k in relabel:
+        rebuilt.pop(cache.shard_path(k).name)
+    pending = cache.pending(writer.n_shards, rebuilt, retry_skipped=config.on_error == "stop")
+    whole = [k for k in pending if cache.shard_path(k).name not in bad]
+    grown = grown_shards(cache, data, config.images_per_shard, whole) if every_patch else {}
+    for k in grown:
+        rebuilt.pop(cache.shard_path(k).name, None)  # not rebuilt: its images are reused
+    return rebuilt, pending, relabel, grown
 
 
 _TOTALS = ("images", "patches", "bytes", "setup", "read", "compute", "write", "skipped", "reused")

@@ -19,8 +19,19 @@ from pipeline.store.shards import read_shard, shard_attrs
 from pipeline.store.writer import ShardWriter
 
 
+def relabellable(cache: SplitCache, pixels: list[str], changed: set[str]) -> list[int]:
+    """The `changed` shards (their data did) whose images are those they were made from
+    (`pixels[k]` recorded) with none skipped: only their labels need redoing."""
+    recorded = cache.manifest().get("shards", {})
+    return [
+        k for k, digest in enumerate(pixels)
+        if (name := cache.shard_path(k).name) in changed
+        and recorded[name].get("pixels") == digest and recorded[name].get("skipped", 0) == 0
+    ]  # fmt: skip
+
+
 def relabel_shards(writer: ShardWriter, data: SplitData, config: ExtractConfig, shards: list[int]):
-    """Give `shards` (their images unchanged, SplitCache.relabellable) their new labels, their
+    """Give `shards` (their images unchanged: `relabellable`) their new labels, their
     features read back, not computed."""
     per_shard = config.images_per_shard
     for k in shards:

@@ -343,16 +343,6 @@ class SplitCache:
                 out[self.shard_path(k).name] = CHANGED if entry.get("data") else UNDIGESTED
         return out
 
-    def relabellable(self, pixels: list[str], changed: set[str]) -> list[int]:
-        """The `changed` shards (their data did) whose images are those they were made from
-        (`pixels[k]` recorded) with none skipped: only their labels need redoing."""
-        recorded = self.manifest().get("shards", {})
-        return [
-            k for k, digest in enumerate(pixels)
-            if (name := self.shard_path(k).name) in changed
-            and recorded[name].get("pixels") == digest and recorded[name].get("skipped", 0) == 0
-        ]  # fmt: skip
-
     def record(
         self,
         index: int,

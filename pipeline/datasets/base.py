@@ -80,6 +80,12 @@ class SplitData:
     truth: np.ndarray | None  # [n_samples, n_classes] int8 1 / -1 / 0; None: no labels
     boxes: bool  # whether boxes label the patches; False: image-level labels only
 
+    def truth_or_unknown(self) -> np.ndarray:
+        """The truth, or all 0 (unknown: what a shard of an unlabelled split records)."""
+        if self.truth is not None:
+            return self.truth
+        return np.zeros((len(self.samples), len(self.classes)), dtype=np.int8)
+
 
 class Dataset(abc.ABC):
     """A labelled (or unlabelled) image collection with a fixed class list.

@@ -305,9 +305,7 @@ def _extract_shards(job: _Job, pending: list[int], ranks, grown: dict) -> tuple[
     ]
     reused = reused_items(writer.cache, job.data, config, grown)
     attrs = _shard_attrs(job, backbone.runtime_version)
-    truth = job.data.truth
-    if truth is None:
-        truth = np.zeros((len(samples), len(job.data.classes)), dtype=np.int8)
+    truth = job.data.truth_or_unknown()
     totals = dict.fromkeys(_TOTALS, 0.0)
     totals["setup"] = time.perf_counter() - setup
     bar = tqdm(

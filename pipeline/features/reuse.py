@@ -42,7 +42,7 @@ def relabel_shards(writer: ShardWriter, data: SplitData, config: ExtractConfig, 
         for i, sample in enumerate(samples):
             rows = shard.image_index == i
             shard.labels[rows] = _labels(sample, shard.boxes[rows], data, config)
-        shard.image_labels = _truth(data)[first : first + len(samples)]
+        shard.image_labels = data.truth_or_unknown()[first : first + len(samples)]
         writer.write(
             k, shard, shard_attrs(path), seconds=time.perf_counter() - started, rank=0, skipped=0
         )
@@ -94,9 +94,3 @@ def with_reused(items: Iterator[dict], reused: list[dict]) -> Iterator[dict]:
 
 def _labels(sample, boxes: np.ndarray, data: SplitData, config: ExtractConfig) -> np.ndarray:
     return sample_labels(sample, boxes, config.labels, len(data.classes), by_boxes=data.boxes)
-
-
-def _truth(data: SplitData) -> np.ndarray:
-    if data.truth is None:
-        return np.zeros((len(data.samples), len(data.classes)), dtype=np.int8)
-    return data.truth

@@ -6,6 +6,7 @@ towards 0 last; annotated tasks 0), so that sorting by prediction score is the o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,16 @@ def task_predictions(
     return out
 
 
+@dataclass(frozen=True)
 class _Scored:
-    """The head's image scores (p's own scale) and, per class, its strongest patch's box."""
+    """Per image: the head's class scores on p's own scale (`p`), their logs as pooled, and per
+    class its strongest patch's box (`peaks`)."""
 
-    def __init__(self, classes, p: dict, peaks: dict, log_scores: dict, power: float):
-        self.classes, self.p, self.peaks = classes, p, peaks
-        self.log_scores, self.power = log_scores, power
+    classes: tuple[str, ...]
+    p: dict
+    peaks: dict
+    log_scores: dict
+    power: float
 
 
 def _scored(cache, head_path: Path) -> _Scored:
@@ -78,7 +83,8 @@ def _priorities(cache, labelled: set[str], scored: _Scored | None, strategy: str
     if not candidates:
         return {}
     known = [i for i in pool.image_ids if i in labelled]
-    truth = {s.sample_id: row for s, row in zip(cache.data.samples, _truth(cache), strict=True)}
+    rows = cache.data.truth_or_unknown()
+    truth = {s.sample_id: row for s, row in zip(cache.data.samples, rows, strict=True)}
     positives = np.sum([truth[i] == 1 for i in known], axis=0) if known else np.zeros(0, dtype=int)
     log_scores = None if scored is None else np.stack([scored.log_scores[i] for i in candidates])
     used = resolve(strategy, scored is not None, positives if scored is not None else None)[0]
@@ -89,13 +95,6 @@ def _priorities(cache, labelled: set[str], scored: _Scored | None, strategy: str
     )  # fmt: skip
     n = len(candidates)
     return {candidates[index]: (n - rank) / n for rank, (index, _) in enumerate(picks)}
-
-
-def _truth(cache) -> np.ndarray:
-    data = cache.data
-    if data.truth is None:
-        return np.zeros((len(data.samples), len(data.classes)), np.int8)
-    return data.truth
 
 
 def _result(schema: LabelingSchema, scored: _Scored, image: str, width, height, threshold):

@@ -32,7 +32,6 @@ def create_app(
         UploadLimit, limit_mb=max_body_mb, timeout_s=body_timeout_s,
         verb="pipeline label-studio", body="batch of tasks",
     )  # fmt: skip
-    app.state.backend = backend
 
     @app.exception_handler(MidlevelError)
     async def refused(request: Request, exc: MidlevelError):
@@ -61,8 +60,10 @@ def create_app(
         checked(request)
         body = await _body(request)
         tasks = body.get("tasks")
-        if not isinstance(tasks, list) or not tasks or len(tasks) > MAX_TASKS:
+        if not isinstance(tasks, list) or not 0 < len(tasks) <= MAX_TASKS:
             raise HTTPException(422, f"'tasks': a list of 1 to {MAX_TASKS} tasks")
+        if not all(isinstance(task, dict) for task in tasks):
+            raise HTTPException(422, "'tasks': each task an object, as Label Studio sends it")
         project = project_id(body.get("project") or tasks[0].get("project"))
         config = body.get("label_config")
         answer = await _in_thread(backend.predict, project, config if config else None, tasks)

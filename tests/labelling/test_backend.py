@@ -132,6 +132,7 @@ def test_hostile_input_is_refused_in_one_line_never_a_500(backend_of, caplog):
     )
     assert client.post("/predict", content=b"{not json").status_code == 400
     assert client.post("/predict", json={"tasks": "all"}).status_code == 422
+    assert client.post("/predict", json={"tasks": [1]}).status_code == 422
     assert client.post("/predict", json={"project": "x", "tasks": [{"id": 1}]}).status_code == 400
     assert (
         client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 9}}).status_code

@@ -5,6 +5,7 @@ arrive, and every task's prediction computed once per head: pre-labels and a pri
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ from pipeline.config import ExtractConfig, FitConfig, same_cache
 from pipeline.errors import MidlevelError
 from pipeline.io import write_atomically
 from pipeline.labelling.schema import LabelingSchema
+from pipeline.store.head_files import record_path
 
 SPLIT = "tasks"  # the Label Studio reader's split of every task, annotated or not
 COLD_START = "cold-start"  # model_version before any head: a label-free priority, no labels
@@ -75,7 +77,7 @@ class ProjectModel:
         write_atomically(self.export_file, _json_bytes(tasks))
         dataset = self.dataset()
         extracted = extract_split(self.extract_config(), dataset=dataset)
-        annotated = sum(s.labelled for s in dataset.load(SPLIT, skip_bad=True).samples)
+        annotated = len(dataset.tasks) - len(dataset.skipped)  # the reader's rule, no image read
         labels = hashlib.sha256(_json_bytes([[t.get("id"), t.get("annotations")] for t in tasks]))
         changed = extracted.images or extracted.relabelled or labels.digest() != self.fitted_on
         if annotated and (changed or self.head_path is None):  # the same data: the same head
@@ -147,7 +149,7 @@ class ProjectModel:
         previous, self.head_path, self.fit_problem = self.head_path, path, None
         if previous is not None:
             previous.unlink(missing_ok=True)
-            previous.with_suffix(".json").unlink(missing_ok=True)
+            record_path(previous).unlink(missing_ok=True)
 
     def fit_config(self) -> FitConfig:
         return FitConfig(**same_cache(self.extract_config()), split=SPLIT, head=self.head)
@@ -174,6 +176,4 @@ def _image_reference(task: dict, key: str) -> str:
 
 
 def _json_bytes(tasks: list[dict]) -> bytes:
-    import json
-
     return json.dumps(tasks, ensure_ascii=False).encode()

@@ -88,32 +88,122 @@ def trunk_prep(mean, std) -> onnx.ModelProto:
 
 def roi_cells(pool: int, cell: float, samples: int, averaged: bool) -> onnx.ModelProto:
     """fmap [1, C, h, w] and rois [N, 4] (in the resized image's pixels) -> each patch's
-    cells [N, C, pool, pool], or their mean [N, C, 1, 1] when the net's head averages them
-    (shared mode's roi_align / roi_mean in pipeline/features/backbone.py)."""
+    cells [N, C, pool, pool] by RoiAlign, or, when the net's head averages them, their
+    mean [N, C, 1, 1] as one MatMul of separable sample weights (shared mode in
+    pipeline/features/backbone.py; the arithmetic of pipeline/features/roi_mean.py, so that
+    a sample on the map's very edge counts as it does in the cache)."""
     p = "cells/"
-    pooled = "x" if not averaged else f"{p}cells"
-    nodes = [
-        *_first_zeros(p, "rois"),
-        helper.make_node(
-            "RoiAlign",
-            ["fmap", "rois", f"{p}index"],
-            [pooled],
-            mode="avg",
-            output_height=pool,
-            output_width=pool,
-            sampling_ratio=samples,
-            spatial_scale=1.0 / cell,
-            coordinate_transformation_mode="half_pixel",
-        ),  # fmt: skip
-    ]
     if averaged:
-        axes = {f"{p}axes": np.array([2, 3], np.int64)}
-        nodes.append(helper.make_node("ReduceMean", [pooled, f"{p}axes"], ["x"], keepdims=1))
+        nodes, arrays = _mean_of_cells(p, pool * samples, cell)
     else:
-        axes = {}
+        nodes, arrays = _first_zeros(p, "rois"), {}
+        nodes.append(
+            helper.make_node(
+                "RoiAlign",
+                ["fmap", "rois", f"{p}index"],
+                ["x"],
+                mode="avg",
+                output_height=pool,
+                output_width=pool,
+                sampling_ratio=samples,
+                spatial_scale=1.0 / cell,
+                coordinate_transformation_mode="half_pixel",
+            )  # fmt: skip
+        )
     inputs = [_tensor("fmap", [1, "channels", "height", "width"]), _tensor("rois", ["patches", 4])]
-    return _model(nodes, inputs, [_tensor("x", ["patches", "channels", None, None])], axes,
+    return _model(nodes, inputs, [_tensor("x", ["patches", "channels", None, None])], arrays,
                   "cells")  # fmt: skip
+
+
+def _mean_of_cells(p: str, points: int, cell: float) -> tuple[list, dict]:
+    """Nodes giving "x" [N, C, 1, 1]: per roi, the weights of its `points` x `points`
+    bilinear samples on the map's rows and columns (their product is the sample grid's),
+    then one MatMul of those weights with the map's cells."""
+    offsets = (np.arange(points, dtype=np.float32) + np.float32(0.5)) / np.float32(points)
+    arrays = {
+        f"{p}scale": np.array([1.0 / cell], np.float32),
+        f"{p}half": np.array([0.5], np.float32),
+        f"{p}offsets": offsets.reshape(1, points, 1),
+        f"{p}ends": np.array([2, 3], np.int64),
+        f"{p}one": np.array(1.0, np.float32),
+        f"{p}zero": np.array(0.0, np.float32),
+        f"{p}points": np.array(points, np.float32),
+        f"{p}last": np.array([-1], np.int64),
+        f"{p}axes": np.array([1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Mul", ["rois", f"{p}scale"], [f"{p}scaled"]),
+        helper.make_node("Sub", [f"{p}scaled", f"{p}half"], [f"{p}box"]),  # aligned
+        helper.make_node("Shape", ["fmap"], [f"{p}shape"]),
+    ]
+    for axis, name in ((0, "x"), (1, "y")):  # box columns: x0, y0, x1, y1
+        nodes += _axis_weights(f"{p}{name}/", p, axis, axis + 2)
+    nodes += [
+        helper.make_node("Unsqueeze", [f"{p}y/weights", f"{p}last"], [f"{p}rows"]),
+        helper.make_node("Unsqueeze", [f"{p}x/weights", f"{p}axes"], [f"{p}columns"]),
+        helper.make_node("Mul", [f"{p}rows", f"{p}columns"], [f"{p}grid"]),  # [N, h, w]
+        helper.make_node("Shape", ["rois"], [f"{p}count"], start=0, end=1),
+        helper.make_node("Concat", [f"{p}count", f"{p}last"], [f"{p}gridshape"], axis=0),
+        helper.make_node("Reshape", [f"{p}grid", f"{p}gridshape"], [f"{p}weights"]),
+        helper.make_node("Shape", ["fmap"], [f"{p}channels"], start=1, end=2),
+        helper.make_node("Concat", [f"{p}channels", f"{p}last"], [f"{p}mapshape"], axis=0),
+        helper.make_node("Reshape", ["fmap", f"{p}mapshape"], [f"{p}cells"]),  # [C, h*w]
+        helper.make_node("Transpose", [f"{p}cells"], [f"{p}cellsT"], perm=[1, 0]),
+        helper.make_node("MatMul", [f"{p}weights", f"{p}cellsT"], [f"{p}means"]),  # [N, C]
+        helper.make_node("Unsqueeze", [f"{p}means", f"{p}ends"], ["x"]),
+    ]
+    return nodes, arrays
+
+
+def _axis_weights(q: str, p: str, start: int, end: int) -> list:
+    """Nodes giving `{q}weights` [N, size]: roi_mean.axis_weights of the box columns
+    `start` and `end` on the map axis of that size (fmap's dim 3 for x, 2 for y)."""
+    dim = 3 if start == 0 else 2
+
+    def constant(name: str, value) -> object:
+        array = numpy_helper.from_array(np.array(value, np.int64), name)
+        return helper.make_node("Constant", [], [name], value=array)
+
+    def column(index: int, out: str) -> list:
+        return [constant(f"{q}at{index}", [index]),
+                helper.make_node("Gather", [f"{p}box", f"{q}at{index}"], [out], axis=1)]  # fmt: skip
+
+    return [
+        constant(f"{q}dim", dim),
+        *column(start, f"{q}start"),  # [N, 1]
+        *column(end, f"{q}end"),
+        helper.make_node("Sub", [f"{q}end", f"{q}start"], [f"{q}span"]),
+        helper.make_node("Unsqueeze", [f"{q}span", f"{p}last"], [f"{q}span3"]),  # [N, 1, 1]
+        helper.make_node("Unsqueeze", [f"{q}start", f"{p}last"], [f"{q}start3"]),
+        helper.make_node("Mul", [f"{p}offsets", f"{q}span3"], [f"{q}step"]),
+        helper.make_node("Add", [f"{q}start3", f"{q}step"], [f"{q}position"]),  # [N, P, 1]
+        helper.make_node("Gather", [f"{p}shape", f"{q}dim"], [f"{q}sizei"]),
+        helper.make_node("Cast", [f"{q}sizei"], [f"{q}size"], to=FLOAT),
+        helper.make_node("Sub", [f"{q}size", f"{p}one"], [f"{q}edge"]),
+        helper.make_node("Neg", [f"{p}one"], [f"{q}minus"]),
+        helper.make_node("GreaterOrEqual", [f"{q}position", f"{q}minus"], [f"{q}after"]),
+        helper.make_node("LessOrEqual", [f"{q}position", f"{q}size"], [f"{q}before"]),
+        helper.make_node("And", [f"{q}after", f"{q}before"], [f"{q}insideb"]),
+        helper.make_node("Cast", [f"{q}insideb"], [f"{q}inside"], to=FLOAT),
+        helper.make_node("Max", [f"{q}position", f"{p}zero"], [f"{q}clamped"]),
+        helper.make_node("Floor", [f"{q}clamped"], [f"{q}floor"]),
+        helper.make_node("Min", [f"{q}floor", f"{q}edge"], [f"{q}low"]),
+        helper.make_node("GreaterOrEqual", [f"{q}low", f"{q}edge"], [f"{q}atedge"]),
+        helper.make_node("Sub", [f"{q}clamped", f"{q}low"], [f"{q}fraction"]),
+        helper.make_node("Where", [f"{q}atedge", f"{p}zero", f"{q}fraction"], [f"{q}high"]),
+        helper.make_node("Sub", [f"{p}one", f"{q}high"], [f"{q}lowweight"]),
+        helper.make_node("Add", [f"{q}low", f"{p}one"], [f"{q}next"]),
+        helper.make_node("Min", [f"{q}next", f"{q}edge"], [f"{q}upper"]),
+        helper.make_node("Range", [f"{p}zero", f"{q}size", f"{p}one"], [f"{q}cellsat"]),
+        helper.make_node("Equal", [f"{q}low", f"{q}cellsat"], [f"{q}islow"]),  # [N, P, size]
+        helper.make_node("Equal", [f"{q}upper", f"{q}cellsat"], [f"{q}ishigh"]),
+        helper.make_node("Where", [f"{q}islow", f"{q}lowweight", f"{p}zero"], [f"{q}a"]),
+        helper.make_node("Where", [f"{q}ishigh", f"{q}high", f"{p}zero"], [f"{q}b"]),
+        helper.make_node("Add", [f"{q}a", f"{q}b"], [f"{q}bilinear"]),
+        helper.make_node("Mul", [f"{q}bilinear", f"{q}inside"], [f"{q}counted"]),
+        helper.make_node("ReduceSum", [f"{q}counted", f"{p}axes"], [f"{q}summed"], keepdims=0),
+        helper.make_node("Div", [f"{q}summed", f"{p}points"], [f"{q}weights"]),
+    ]
 
 
 def head_graph(dense: dict, dim: int) -> onnx.ModelProto:

@@ -8,16 +8,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import onnx
-import torch
 
 from pipeline import __version__
 from pipeline.config import ExportConfig
-from pipeline.deploy import graphs
 from pipeline.deploy.bundle import FORMAT, MANIFEST, WEAK_POOLING, is_model_folder, sha256
 from pipeline.errors import BackboneUnavailable, CacheError
+from pipeline.features import graphs
 from pipeline.features.backbone import SAMPLES
-from pipeline.features.onnx_runtime import onnx_part
-from pipeline.features.registry import get_spec, weights_id
+from pipeline.features.registry import get_spec
 from pipeline.io import write_atomically, write_json
 from pipeline.predict import Predictor, load_head
 
@@ -77,18 +75,8 @@ def _graphs(predictor: Predictor) -> dict[str, onnx.ModelProto]:
     trunk = onnx.load(parts.trunk.path)
     trunk = graphs.chain(graphs.trunk_prep(spec.mean, spec.std), trunk, names=("prep", "trunk"))
     trunk.graph.output[0].name = _renamed(trunk, trunk.graph.output[0].name, "fmap")
-    channels = backbone._trunk_map(backbone.input_size, backbone.input_size)[1]
-    cells = 1 if parts.averaged else parts.pool
-    key = {
-        "name": backbone.name, "weights": weights_id(predictor.backbone_config),
-        "input_size": backbone.input_size, "part": "shared-head",
-    }  # fmt: skip
-    shared_head = onnx_part(parts.head, key, torch.zeros(2, channels, cells, cells), {0: "batch"})
-    if shared_head is None:
-        raise BackboneUnavailable(f"{predictor.path}: the head of {backbone.name}'s net does "
-                                  "not export to ONNX")  # fmt: skip
     pooled = graphs.roi_cells(parts.pool, backbone.cell, SAMPLES, parts.averaged)
-    joined = graphs.chain(pooled, onnx.load(shared_head.path), head,
+    joined = graphs.chain(pooled, onnx.load(parts.head.path), head,
                           names=("cells", "net", "head"))  # fmt: skip
     return {"trunk.onnx": trunk, "head.onnx": joined}
 

@@ -24,8 +24,10 @@ from pipeline.features.generic_nets import (
     penultimate_net,
     timm_shared_parts,
 )
+from pipeline.features.graph_path import CropGraphs, SharedGraphs
+from pipeline.features.graphs import crop_prep
 from pipeline.features.images import decode_rgb
-from pipeline.features.onnx_runtime import OrtPart, onnx_part, resolve_runtime
+from pipeline.features.onnx_runtime import OrtGraph, OrtPart, onnx_part, resolve_runtime
 from pipeline.features.patches import patch_grid
 from pipeline.features.quantize import CALIBRATION_SEED, Calibration, quantize_part
 from pipeline.features.registry import (
@@ -230,6 +232,7 @@ class FrozenBackbone(nn.Module):
         self.net = self.net.to(device, memory_format=torch.channels_last)
         self.feature_dim = _feature_dim(config.name, spec, self.net, self.input_size)
         self.mode = _mode_with_fallback_warning(config)
+        self.spec = spec
         if self.mode == "shared":
             self.parts = _shared_parts(spec, self.net, self.input_size)
         shape = (1, 3, 1, 1)
@@ -250,6 +253,15 @@ class FrozenBackbone(nn.Module):
             self.cell = self.input_size / self._trunk_map(self.input_size, self.input_size)[-1]
         if self.precision == "int8":
             self._quantize(calibration)
+        self.graph_path = self._graph_path() if self.runtime == "onnxruntime" else None
+
+    def _graph_path(self) -> CropGraphs | SharedGraphs:
+        """The ONNX Runtime graphs extract runs on a CPU (pipeline/features/graph_path.py)."""
+        mean, std = self.spec.mean, self.spec.std
+        if self.mode == "crop":
+            return CropGraphs(self.net.path, self.input_size, mean, std, self.batch_size)
+        cells = (self.parts.pool, self.cell, SAMPLES, self.parts.averaged)
+        return SharedGraphs(self.parts.trunk.path, self.parts.head.path, mean, std, cells)
 
     def _quantize(self, calibration: Calibration | None) -> None:
         """The ONNX part (whole net for crop, trunk for shared) swapped for its int8 twin,
@@ -275,14 +287,16 @@ class FrozenBackbone(nn.Module):
         (crop; batches of 32), or the image at one seeded grid scale, a window of at most
         twice the input size of it (shared; the activations of the whole map, bounded)."""
         rng = np.random.default_rng(CALIBRATION_SEED)
+        cut = OrtGraph(crop_prep(self.input_size, self.spec.mean, self.spec.std))
         batch = []
         for path in calibration.images:
             image = decode_rgb(path)
             boxes = torch.from_numpy(patch_grid(image.shape[2], image.shape[1], calibration.grid))
             if self.mode == "crop":
-                batch.append(self._normalise(self.crop(image, boxes[[rng.integers(len(boxes))]])))
+                pixels = image[None].numpy().astype(np.float32)
+                batch.append(cut(image=pixels, boxes=boxes[[rng.integers(len(boxes))]].numpy()))
                 if len(batch) == 32:
-                    yield torch.cat(batch).numpy()
+                    yield np.concatenate(batch)
                     batch = []
                 continue
             sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3).unique()
@@ -293,7 +307,7 @@ class FrozenBackbone(nn.Module):
             )
             yield x[:, :, top : top + window, left : left + window].numpy()
         if batch:
-            yield torch.cat(batch).numpy()
+            yield np.concatenate(batch)
 
     def _at_scale(self, image: torch.Tensor, side: float) -> tuple[torch.Tensor, tuple[int, int]]:
         """([1, 3, h, w] float, (h, w)): the image resized so that a patch of this side
@@ -320,9 +334,16 @@ class FrozenBackbone(nn.Module):
             self.net = part or self.net
         else:
             example = torch.zeros(1, 3, size, size + size // 2)
-            part = onnx_part(self.parts.trunk, {**key, "part": "trunk"}, example,
-                             {2: "height", 3: "width"})  # fmt: skip
-            self.parts = replace(self.parts, trunk=part or self.parts.trunk)
+            trunk = onnx_part(self.parts.trunk, {**key, "part": "trunk"}, example,
+                              {2: "height", 3: "width"})  # fmt: skip
+            channels = self._trunk_map(size, size)[1]
+            cells = 1 if self.parts.averaged else self.parts.pool
+            example = torch.zeros(2, channels, cells, cells)
+            head = trunk and onnx_part(self.parts.head, {**key, "part": "shared-head"}, example,
+                                       {0: "batch"})  # fmt: skip
+            part = trunk and head
+            if part is not None:
+                self.parts = replace(self.parts, trunk=trunk, head=head)
         if part is None:
             self.runtime = "torch"
 
@@ -350,6 +371,20 @@ class FrozenBackbone(nn.Module):
         return self._run(self.net, self._normalise(patches))
 
     @torch.inference_mode()
+    def patch_features(self, image: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
+        """Crop mode: image [3, H, W] uint8, boxes [N, 4] -> [N, D] float32 features,
+        `batch_size` patches a run: one ONNX Runtime graph from the image on a CPU, torch's
+        crop and forward under the torch runtime."""
+        if self.graph_path is not None:
+            parts = self.graph_path(image.numpy(), boxes.numpy())
+        else:
+            parts = [
+                self(self.crop(image, boxes[start : start + self.batch_size])).cpu().numpy()
+                for start in range(0, len(boxes), self.batch_size)
+            ]
+        return np.concatenate(parts) if parts else np.empty((0, self.feature_dim), np.float32)
+
+    @torch.inference_mode()
     def shared_features(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """--mode shared: image [3, H, W] uint8, square boxes [N, 4] -> [N, D] float32.
 
@@ -358,14 +393,18 @@ class FrozenBackbone(nn.Module):
         image, and each patch is pooled from the map with roi_align (aligned, the cells the
         head expects), then the head runs on the pooled cells. With 50% overlap each pixel
         is seen by about four patches per scale, so this does about a quarter of the work.
+        On a CPU the trunk and the pooling with the head are two ONNX Runtime graphs.
         """
         out = torch.empty(len(boxes), self.feature_dim, device=self.device)
         sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3)
         for side in sides.unique():
             rows = torch.nonzero(sides == side).flatten()
             scaled, size = self._at_scale(image, float(side))
-            fmap = self._run(self.parts.trunk, self._normalise(scaled))
             rois = self._map_rois(boxes[rows], image, size)
+            if self.graph_path is not None:
+                out[rows] = torch.from_numpy(self.graph_path(scaled.numpy(), rois[:, 1:].numpy()))
+                continue
+            fmap = self._run(self.parts.trunk, self._normalise(scaled))
             if self.parts.averaged:  # the same samples as roi_align's, averaged at once
                 cells = roi_mean(fmap, rois, self.parts.pool, 1 / self.cell, SAMPLES)
             else:
@@ -385,7 +424,8 @@ class FrozenBackbone(nn.Module):
 
     @torch.inference_mode()
     def crop(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """All patches of one image in one op: image [3, H, W] uint8, boxes [N, 4] -> [N, 3, S, S].
+        """All patches of one image in one op: image [3, H, W] uint8, boxes [N, 4] -> [N, 3, S, S]
+        (the torch runtime's; on a CPU the crop graph cuts them: pipeline/features/graphs.py).
 
         roi_align with adaptive sampling averages several samples per output pixel, which
         is a box-filtered resize: large patches are shrunk without aliasing.

@@ -78,11 +78,7 @@ def image_features(backbone, item: dict) -> np.ndarray:
         return (
             backbone.shared_features(item["image"], item["boxes"]).cpu().numpy().astype(np.float16)
         )
-    out, batch_size = [], backbone.batch_size
-    for start in range(0, len(item["boxes"]), batch_size):
-        crops = backbone.crop(item["image"], item["boxes"][start : start + batch_size])
-        out.append(backbone(crops).cpu().numpy().astype(np.float16))
-    return np.concatenate(out) if out else np.empty((0, backbone.feature_dim), np.float16)
+    return backbone.patch_features(item["image"], item["boxes"]).astype(np.float16)
 
 
 def resolve_keep(keep: str, split: str, data: SplitData, grid: GridConfig) -> str:

@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.cores import cpu_threads
@@ -67,6 +68,17 @@ def resolve_runtime(name: str, device: torch.device) -> str:
     return "onnxruntime"
 
 
+def ort_session(model):
+    """An ONNX Runtime session of a graph (a file's path or a model's bytes) on the CPU,
+    with every core this process may use."""
+    ort = _onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cpu_threads()
+    options.inter_op_num_threads = 1
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
 class OrtPart(torch.nn.Module):
     """An exported part of the net under ONNX Runtime, in place of the torch module it was
     exported from: a float32 tensor in, a float32 tensor out."""
@@ -74,16 +86,23 @@ class OrtPart(torch.nn.Module):
     def __init__(self, path: Path):
         super().__init__()
         self.path = path  # what an export copies (pipeline/deploy/export.py)
-        ort = _onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = cpu_threads()
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(path)
         self.input = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().contiguous().numpy()  # NCHW, as exported
         return torch.from_numpy(self.session.run(None, {self.input: array})[0])
+
+
+class OrtGraph:
+    """A graph joined around exported parts (pipeline/features/graphs.py) under ONNX
+    Runtime: named float32 arrays in, its one output out."""
+
+    def __init__(self, model):
+        self.session = ort_session(model.SerializeToString())
+
+    def __call__(self, **inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, inputs)[0]
 
 
 def onnx_part(module: torch.nn.Module, key: dict, example: torch.Tensor, dynamic: dict):

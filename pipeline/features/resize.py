@@ -4,6 +4,8 @@ exported model, int8 included, sees the very pixels the head's features came fro
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from PIL import Image
 
@@ -11,14 +13,15 @@ from PIL import Image
 def resized(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """[1, 3, h, w] float32 of an [H, W, 3] uint8 photo resized to size (h, w): bilinear,
     antialiased when shrinking (a triangle filter widened by the factor), per channel in
-    float (Pillow's "F" mode: no rounding to 8 bits)."""
+    float (Pillow's "F" mode: no rounding to 8 bits). The channels resize on threads of
+    their own (Pillow lets go of the GIL): the finest scale's 2000 px took 131 ms on one."""
     height, width = size
-    planes = [
-        np.asarray(
-            Image.fromarray(np.ascontiguousarray(pixels[:, :, c], dtype=np.float32)).resize(
-                (width, height), Image.Resampling.BILINEAR
-            )
+
+    def plane(channel: int) -> np.ndarray:
+        source = np.ascontiguousarray(pixels[:, :, channel], dtype=np.float32)
+        return np.asarray(
+            Image.fromarray(source).resize((width, height), Image.Resampling.BILINEAR)
         )
-        for c in range(3)
-    ]
-    return np.stack(planes)[None]
+
+    with ThreadPoolExecutor(max_workers=3) as threads:  # one per call: safe across a fork
+        return np.stack(list(threads.map(plane, range(3))))[None]

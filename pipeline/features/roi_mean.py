@@ -1,6 +1,8 @@
 """roi_align followed by a mean over its cells, as one matmul: shared mode's pooling for heads
 that start with a global average. Each roi's bilinear samples are a separable weighting of
-the map, so the mean is one [N, H*W] x [H*W, C] product: the same numbers, far less CPU."""
+the map, so the mean is one [N, H*W] x [H*W, C] product: the same numbers, far less CPU (but
+a sample landing on the map's very edge, which float rounding of roi_align's own arithmetic
+may drop). The pooling graph of pipeline/features/graphs.py repeats this arithmetic."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ class TorchModelState:
 
     def dense_layers(self) -> dict:
         """The head as its standardisation and dense layers, ReLU between them (an export's
-        graph: pipeline/deploy/graphs.py); `link` maps the last layer's margins."""
+        graph: pipeline/features/graphs.py); `link` maps the last layer's margins."""
         linear = [m for m in self.model_ if isinstance(m, torch.nn.Linear)]
         layers = [(m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy()) for m in linear]
         return {"mean": self.mean_, "scale": self.scale_, "layers": layers, "link": self.link}

@@ -1,4 +1,4 @@
-"""Shared mode's pooled cells as an ONNX graph (pipeline/deploy/graphs.py roi_cells): the
+"""Shared mode's pooled cells as an ONNX graph (pipeline/features/graphs.py roi_cells): the
 numbers extract stores, so that an exported model scores a photo as the cache does."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from pipeline.deploy import graphs
+from pipeline.features import graphs
 from pipeline.features.backbone import SAMPLES
 from pipeline.features.roi_mean import roi_mean
 

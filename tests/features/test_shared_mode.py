@@ -88,6 +88,8 @@ def one_scale_for_both_axes(backbone: FrozenBackbone, image: torch.Tensor, boxes
             rois = torch.cat([torch.zeros(len(rows), 1), boxes[rows].float()], dim=1)
             cells = roi_align(fmap, rois, backbone.parts.pool, fmap.shape[-1] / image.shape[2],
                               sampling_ratio=2, aligned=True)  # fmt: skip
+            if backbone.parts.averaged:  # the head takes the cells' mean (as exported)
+                cells = cells.mean((2, 3), keepdim=True)
             out[rows] = backbone.parts.head(cells)
     return out
 

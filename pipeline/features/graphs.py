@@ -1,6 +1,7 @@
 """The graphs around the frozen net's exported parts, built node by node: the crop and
-normalisation before the net, the pooled cells of shared mode, the head after it; joined
-with the parts into one graph per part of an export (docs/deploy.md lists their inputs)."""
+normalisation before the net, the pooled cells of shared mode, a head after it; joined with
+the parts into the graphs extract runs on a CPU (pipeline/features/graph_path.py) and those
+of an export (docs/deploy.md lists their inputs)."""
 
 from __future__ import annotations
 
@@ -55,15 +56,18 @@ def _pixel_stats(prefix: str, mean: Sequence[float], std: Sequence[float]) -> di
 
 def crop_prep(size: int, mean, std) -> onnx.ModelProto:
     """image [1, 3, H, W] (RGB, 0..255) and boxes [N, 4] (x0, y0, x1, y1 in pixels) -> the
-    normalised patches [N, 3, size, size]: RoiAlign with adaptive sampling, the box filter
-    that torchvision's roi_align applies in pipeline/features/backbone.py `crop`."""
+    normalised patches [N, 3, size, size]: the image normalised once, then RoiAlign with
+    adaptive sampling, the box filter of torchvision's roi_align (the torch runtime's crop
+    in pipeline/features/backbone.py). Its weights sum to one inside the image, so cutting
+    after normalising gives the same patches, to float rounding, for a tenth of the work."""
     p = "crop/"
     nodes = [
         *_first_zeros(p, "boxes"),
+        *_normalise(p, "image", f"{p}normalised"),
         helper.make_node(
             "RoiAlign",
-            ["image", "boxes", f"{p}index"],
-            [f"{p}patches"],
+            [f"{p}normalised", "boxes", f"{p}index"],
+            ["x"],
             mode="avg",
             output_height=size,
             output_width=size,
@@ -71,7 +75,6 @@ def crop_prep(size: int, mean, std) -> onnx.ModelProto:
             spatial_scale=1.0,
             coordinate_transformation_mode="half_pixel",
         ),  # fmt: skip
-        *_normalise(p, f"{p}patches", "x"),
     ]
     inputs = [_tensor("image", [1, 3, "height", "width"]), _tensor("boxes", ["patches", 4])]
     return _model(nodes, inputs, [_tensor("x", ["patches", 3, size, size])],

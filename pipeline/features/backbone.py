@@ -8,6 +8,7 @@ import contextlib
 import io
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -397,9 +398,9 @@ class FrozenBackbone(nn.Module):
         """
         out = torch.empty(len(boxes), self.feature_dim, device=self.device)
         sides = (boxes[:, 2] - boxes[:, 0]).round(decimals=3)
-        for side in sides.unique():
+        scales = sides.unique()
+        for side, (scaled, size) in zip(scales, self._scales(image, scales), strict=True):
             rows = torch.nonzero(sides == side).flatten()
-            scaled, size = self._at_scale(image, float(side))
             rois = self._map_rois(boxes[rows], image, size)
             if self.graph_path is not None:
                 out[rows] = torch.from_numpy(self.graph_path(scaled.numpy(), rois[:, 1:].numpy()))
@@ -412,6 +413,19 @@ class FrozenBackbone(nn.Module):
                                   sampling_ratio=SAMPLES, aligned=True)  # fmt: skip
             out[rows.to(self.device)] = self._run(self.parts.head, cells)
         return out
+
+    def _scales(self, image: torch.Tensor, sides: torch.Tensor) -> Iterator[tuple]:
+        """_at_scale of each side in turn; on a CPU the next one is resized on a thread while
+        the trunk runs on this one (Pillow and ONNX Runtime overlap: int8 +9% measured)."""
+        if self.device.type != "cpu":
+            yield from (self._at_scale(image, float(side)) for side in sides)
+            return
+        with ThreadPoolExecutor(max_workers=1) as resizer:
+            ahead = [resizer.submit(self._at_scale, image, float(side)) for side in sides[:1]]
+            for side in sides[1:]:
+                ahead.append(resizer.submit(self._at_scale, image, float(side)))
+                yield ahead.pop(0).result()
+            yield ahead.pop(0).result()
 
     def _map_rois(self, boxes: torch.Tensor, image: torch.Tensor, size: tuple[int, int]):
         """roi_align's rois: the boxes in the resized image's pixels, x and y scaled apart

@@ -122,12 +122,14 @@ def extract_split(
             )
         if not ranks.main:  # after rank 0 hashed the images: the others only stat them
             writer = SplitCache.writer(config, split_data, key, dataset, keep, main=False)
+        calibrating = time.perf_counter()
         if config.backbone.precision == "int8" and calibration is None:
             from pipeline.features.quantize import calibration_set
 
             calibration = calibration_set(
                 dataset, config.split, split_data, config.grid, config.task
             )
+        calibrating = time.perf_counter() - calibrating  # the net's setup: its images read
         cache = writer.cache
         rebuilt, pending, relabel, grown = _work_left(writer, split_data, config, keep, calibration)
         if ranks.main:
@@ -143,6 +145,7 @@ def extract_split(
             share = ranks.share(pending)
             mine = {k: held for k, held in grown.items() if k in share}
             totals, runtime = _extract_shards(job, share, ranks, mine)
+            totals["setup"] += calibrating
         totals = summed(ranks, totals)
     return ExtractResult(
         cache_dir=str(cache.directory),
@@ -285,11 +288,11 @@ def _extract_shards(job: _Job, pending: list[int], ranks, grown: dict) -> tuple[
     """Extract the given pending shards of the split's samples (this process's share): read
     and compute each image (but the first `grown[k]` of a grown shard k, whose rows are
     reused), write each shard once its last image is in. Its totals, and the runtime that ran
-    the net."""
+    the net. Its setup counts importing the net's stack (torch) and building the net."""
+    setup = time.perf_counter()
     from pipeline.features.images import PatchImages
 
     config, samples, writer = job.config, job.data.samples, job.writer
-    setup = time.perf_counter()
     backbone = load_backbone(
         config, local_rank=ranks.local_rank, world=ranks.world, calibration=job.calibration
     )

@@ -288,7 +288,8 @@ class FrozenBackbone(nn.Module):
         (crop; batches of 32), or the image at one seeded grid scale, a window of at most
         twice the input size of it (shared; the activations of the whole map, bounded)."""
         rng = np.random.default_rng(CALIBRATION_SEED)
-        cut = OrtGraph(crop_prep(self.input_size, self.spec.mean, self.spec.std))
+        if self.mode == "crop":  # the patches as the crop graph cuts them
+            cut = OrtGraph(crop_prep(self.input_size, self.spec.mean, self.spec.std))
         batch = []
         for path in calibration.images:
             image = decode_rgb(path)
@@ -421,11 +422,14 @@ class FrozenBackbone(nn.Module):
             yield from (self._at_scale(image, float(side)) for side in sides)
             return
         with ThreadPoolExecutor(max_workers=1) as resizer:
-            ahead = [resizer.submit(self._at_scale, image, float(side)) for side in sides[:1]]
-            for side in sides[1:]:
-                ahead.append(resizer.submit(self._at_scale, image, float(side)))
-                yield ahead.pop(0).result()
-            yield ahead.pop(0).result()
+            ahead = None
+            for side in sides:
+                following = resizer.submit(self._at_scale, image, float(side))
+                if ahead is not None:
+                    yield ahead.result()
+                ahead = following
+            if ahead is not None:
+                yield ahead.result()
 
     def _map_rois(self, boxes: torch.Tensor, image: torch.Tensor, size: tuple[int, int]):
         """roi_align's rois: the boxes in the resized image's pixels, x and y scaled apart

@@ -17,7 +17,7 @@ from pipeline.features.roi_mean import CHUNK
 
 
 class CropGraphs:
-    """Crop mode: `cut` (image, boxes -> normalised patches: int8 calibration, the bench)
+    """Crop mode: `cut` (image, boxes -> normalised patches: what the bench times alone)
     and `features` (image, boxes -> the net's features), `batch` patches a run."""
 
     def __init__(self, net: Path, size: int, mean, std, batch: int):

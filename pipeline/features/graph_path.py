@@ -6,6 +6,7 @@ pooling and normalising run on ONNX Runtime's threads, int8 nets included (they 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,18 @@ from pipeline.features.roi_mean import CHUNK
 
 
 class CropGraphs:
-    """Crop mode: `cut` (image, boxes -> normalised patches: what the bench times alone)
-    and `features` (image, boxes -> the net's features), `batch` patches a run."""
+    """Crop mode: `features` (image, boxes -> the net's features), `batch` patches a run,
+    and `cut` (image, boxes -> normalised patches: what the bench times alone)."""
 
     def __init__(self, net: Path, size: int, mean, std, batch: int):
-        prep = graphs.crop_prep(size, mean, std)
-        self.cut = OrtGraph(prep)
-        self.features = OrtGraph(graphs.chain(prep, onnx.load(net), names=("crop", "net")))
+        self.prep = graphs.crop_prep(size, mean, std)
+        self.features = OrtGraph(graphs.chain(self.prep, onnx.load(net), names=("crop", "net")))
         self.batch = batch
+
+    @functools.cached_property
+    def cut(self) -> OrtGraph:
+        """The cut alone, built on first use: extraction never runs it."""
+        return OrtGraph(self.prep)
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
         """image [3, H, W] uint8 and boxes [N, 4] -> the features of each batch of patches."""
@@ -37,13 +42,15 @@ class CropGraphs:
 
 class SharedGraphs:
     """Shared mode: `trunk` (a resized image -> the trunk's map) and `pooled` (the map and
-    the boxes in its image's pixels -> features: cells pooled as the net's head expects)."""
+    the boxes in its image's pixels -> features: cells pooled as the net's head expects).
+    The two take turns, with the next scale's resize beside them, so neither session's
+    threads spin while idle: they took the cores the other ran on (docs/benchmarks.md)."""
 
     def __init__(self, trunk: Path, head: Path, mean, std, cells: tuple[int, float, int, bool]):
-        prep = graphs.trunk_prep(mean, std)
-        self.trunk = OrtGraph(graphs.chain(prep, onnx.load(trunk), names=("prep", "trunk")))
-        pooled = graphs.roi_cells(*cells)
-        self.pooled = OrtGraph(graphs.chain(pooled, onnx.load(head), names=("cells", "net")))
+        prep = graphs.chain(graphs.trunk_prep(mean, std), onnx.load(trunk), names=("prep", "trunk"))
+        self.trunk = OrtGraph(prep, spinning=False)
+        pooled = graphs.chain(graphs.roi_cells(*cells), onnx.load(head), names=("cells", "net"))
+        self.pooled = OrtGraph(pooled, spinning=False)
 
     def __call__(self, scaled: np.ndarray, rois: np.ndarray) -> np.ndarray:
         """scaled [1, 3, h, w] float32 (0..255) and rois [N, 4] -> [N, D] features, the rois

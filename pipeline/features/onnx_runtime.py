@@ -68,13 +68,15 @@ def resolve_runtime(name: str, device: torch.device) -> str:
     return "onnxruntime"
 
 
-def ort_session(model):
+def ort_session(model, *, spinning: bool = True):
     """An ONNX Runtime session of a graph (a file's path or a model's bytes) on the CPU,
-    with every core this process may use."""
+    with every core this process may use. `spinning` False: its idle threads sleep at once
+    instead of spin-waiting for the next run, for graphs that take turns with other work."""
     ort = _onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = cpu_threads()
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
@@ -98,8 +100,8 @@ class OrtGraph:
     """A graph joined around exported parts (pipeline/features/graphs.py) under ONNX
     Runtime: named float32 arrays in, its one output out."""
 
-    def __init__(self, model):
-        self.session = ort_session(model.SerializeToString())
+    def __init__(self, model, *, spinning: bool = True):
+        self.session = ort_session(model.SerializeToString(), spinning=spinning)
 
     def __call__(self, **inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, inputs)[0]

@@ -236,6 +236,10 @@ class FrozenBackbone(nn.Module):
         self.spec = spec
         if self.mode == "shared":
             self.parts = _shared_parts(spec, self.net, self.input_size)
+            # the trunk's map of one input: its channels (the exported head's input) and
+            # its cells per pixel of the resized image (the stride)
+            self.channels, cells = self._trunk_map(self.input_size, self.input_size)[1::2]
+            self.cell = self.input_size / cells
         shape = (1, 3, 1, 1)
         self.register_buffer("mean", torch.tensor(spec.mean).view(shape).to(device) * 255)
         self.register_buffer("std", torch.tensor(spec.std).view(shape).to(device) * 255)
@@ -250,8 +254,6 @@ class FrozenBackbone(nn.Module):
             self._to_onnxruntime(config)
         self.runtime_version = _runtime_version(self.runtime)
         self.batch_size = batch_size or default_batch(config.name, self.runtime)
-        if self.mode == "shared":  # map cells per pixel of the resized image (the stride)
-            self.cell = self.input_size / self._trunk_map(self.input_size, self.input_size)[-1]
         if self.precision == "int8":
             self._quantize(calibration)
         self.graph_path = self._graph_path() if self.runtime == "onnxruntime" else None
@@ -338,9 +340,8 @@ class FrozenBackbone(nn.Module):
             example = torch.zeros(1, 3, size, size + size // 2)
             trunk = onnx_part(self.parts.trunk, {**key, "part": "trunk"}, example,
                               {2: "height", 3: "width"})  # fmt: skip
-            channels = self._trunk_map(size, size)[1]
             cells = 1 if self.parts.averaged else self.parts.pool
-            example = torch.zeros(2, channels, cells, cells)
+            example = torch.zeros(2, self.channels, cells, cells)
             head = trunk and onnx_part(self.parts.head, {**key, "part": "shared-head"}, example,
                                        {0: "batch"})  # fmt: skip
             part = trunk and head

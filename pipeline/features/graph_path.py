@@ -47,10 +47,11 @@ class SharedGraphs:
     threads spin while idle: they took the cores the other ran on (docs/benchmarks.md)."""
 
     def __init__(self, trunk: Path, head: Path, mean, std, cells: tuple[int, float, int, bool]):
-        prep = graphs.chain(graphs.trunk_prep(mean, std), onnx.load(trunk), names=("prep", "trunk"))
-        self.trunk = OrtGraph(prep, spinning=False)
-        pooled = graphs.chain(graphs.roi_cells(*cells), onnx.load(head), names=("cells", "net"))
-        self.pooled = OrtGraph(pooled, spinning=False)
+        prep, pooling = graphs.trunk_prep(mean, std), graphs.roi_cells(*cells)
+        trunk_graph = graphs.chain(prep, onnx.load(trunk), names=("prep", "trunk"))
+        self.trunk = OrtGraph(trunk_graph, spinning=False)
+        pooled_graph = graphs.chain(pooling, onnx.load(head), names=("cells", "net"))
+        self.pooled = OrtGraph(pooled_graph, spinning=False)
 
     def __call__(self, scaled: np.ndarray, rois: np.ndarray) -> np.ndarray:
         """scaled [1, 3, h, w] float32 (0..255) and rois [N, 4] -> [N, D] features, the rois

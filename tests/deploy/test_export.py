@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from cli_helpers import SMALL, error_lines, extract_splits, invoke
 from conftest import REPO
+from ort_sessions import spinning
 
 from pipeline import load_head
 from pipeline.deploy.runtime import Model
@@ -221,6 +222,8 @@ def test_on_real_photos_the_runtime_equals_predict_to_1e4(real_heads, mode, tmp_
         code, out = invoke("export", "--head", str(path), "--output", str(tmp_path / head))
         assert code == 0, out
         model = Model.load(tmp_path / head)
+        if mode == "shared":  # its two graphs take turns: their idle threads sleep
+            assert {spinning(s) for s in model.sessions.values()} == {"0"}
         got = np.array([model.predict(image).scores for image in real_heads["images"]])
         expected = predict_scores(path, real_heads["images"])
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4, err_msg=f"{mode} {head}")

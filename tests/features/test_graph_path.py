@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import extract_args, invoke
+from ort_sessions import spinning
 from test_backbone import CPU
 from test_onnx_runtime import assert_same_features
 
@@ -52,6 +53,10 @@ def test_the_graphs_give_torchs_features_on_real_photos(voc_subset, mode):
     actual = features(graph, photos)
     assert actual.shape == reference.shape and len(actual) > 900
     assert_same_features(reference, actual)
+    # shared mode's two graphs take turns: their idle threads sleep; crop's one graph spins
+    graphs = [graph.graph_path.features] if mode == "crop" else [graph.graph_path.trunk,
+                                                                graph.graph_path.pooled]  # fmt: skip
+    assert {spinning(g.session) for g in graphs} == {"1" if mode == "crop" else "0"}
 
 
 @pytest.mark.parametrize("mode", ["crop", "shared"])

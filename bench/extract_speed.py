@@ -45,11 +45,16 @@ machine (bounds crop / machine), the share of crop cutting in a forward (bounds 
 forward), the trunk / head split of a forward and the grid's sharing factor (bound shared /
 crop: sharing divides only the trunk's work), shared mode's own split, and naive / forward.
 
+--repeats N measures every row N times, in rounds of all rows one after the other (a VM
+that slows for a minute slows every row of a round alike), and prints each row's median
+round with the spread of its rounds; the ratios divide medians.
+
 With a CUDA device the same runs again there under torch with fp16 autocast (as
 FrozenBackbone does; the limit is then an 8192x8192 fp16 matmul): ONNX Runtime's CUDA
 provider is not used. --weights random gives speed figures only (labelled as such).
 
     .venv/bin/python bench/extract_speed.py --images 8
+    .venv/bin/python bench/extract_speed.py --images 4 --repeats 3    # steadier ratios
     .venv/bin/python bench/extract_speed.py --backbone alexnet --weights random
     .venv/bin/python bench/extract_speed.py --images 2 --scales 2     # a quick look
 """
@@ -380,6 +385,15 @@ def rows_for(device: str, runtime: str) -> list[tuple[str, str, str, str]]:
     return rows + [("naive", "naive", "torch", "fp32")]
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median rate (the lower of the middle two for an even count) with the
+    rates of all runs as its `spread`: on a shared VM one row moves by 10-20% from minute to
+    minute, so rounds of every row in turn, and their medians, steady the ratios."""
+    key = "gflops" if "gflops" in runs[0] else "rate"
+    ordered = sorted(runs, key=lambda run: run[key])
+    return {**ordered[(len(runs) - 1) // 2], "spread": [run[key] for run in runs]}
+
+
 def ratio_line(name: str, value: float, note: str = "") -> str:
     target = TARGETS[name.removesuffix(" (torch)")]
     verdict = "ok" if value >= target else "BELOW TARGET"
@@ -392,7 +406,7 @@ def print_device(results: dict) -> None:
     limit = m["gflops"] / m["gflop_per_patch"]
     print(f"machine limit: torch.mm {m['side']}x{m['side']} {m['dtype']} {m['gflops']:.1f} GFLOP/s "
           f"({m['threads']} threads); {m['gflop_per_patch']:.3f} GFLOP a patch at {m['input_size']} px "
-          f"(FlopCounterMode) -> {limit:.1f} patches/s")  # fmt: skip
+          f"(FlopCounterMode) -> {limit:.1f} patches/s{_rounds(m)}")  # fmt: skip
     print(
         f"{'path':<22}{'patches/s':>10}{'of machine':>12}{'peak RSS MiB':>14}  runtime      batch"
     )
@@ -400,7 +414,7 @@ def print_device(results: dict) -> None:
     for name, value in rows.items():
         batch = value["batch"] or "-"
         print(f"{name:<22}{value['rate']:>10.1f}{value['rate'] / limit:>12.2f}"
-              f"{value['rss_mib']:>14.0f}  {value['runtime']:<12} {batch}")  # fmt: skip
+              f"{value['rss_mib']:>14.0f}  {value['runtime']:<12} {batch:<5}{_rounds(value)}")  # fmt: skip
     rate = {name: value["rate"] for name, value in rows.items()}
     used = results["crop"]["runtime"]
     print("ratios:")
@@ -424,6 +438,12 @@ def print_device(results: dict) -> None:
         print(f"  (the whole path: crop {rate['crop'] / rate['crop torch']:.2f}x and shared "
               f"{rate['shared'] / rate['shared torch']:.2f}x their torch rows)")  # fmt: skip
     print_bounds(results, limit, rate[f"forward {used}"], rate)
+
+
+def _rounds(value: dict) -> str:
+    """The spread of a row measured in several rounds ("" for one)."""
+    spread = value.get("spread", [])
+    return f"  rounds {min(spread):.1f}-{max(spread):.1f}" if len(spread) > 1 else ""
 
 
 def print_bounds(results: dict, limit: float, forward: float, rate: dict) -> None:
@@ -485,6 +505,13 @@ def print_bounds(results: dict, limit: float, forward: float, rate: dict) -> Non
     show_default=True,
     help="The crop and shared rows' runtime on a CPU.",
 )
+@click.option(
+    "--repeats",
+    type=click.IntRange(1, 9),
+    default=1,
+    show_default=True,
+    help="Rounds of every row, one row after the other; each row's median round is printed.",
+)
 @click.option("--method", type=click.Choice(METHODS), default=None, hidden=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", hidden=True)
 def main(method, **options) -> None:
@@ -505,9 +532,13 @@ def main(method, **options) -> None:
     argv = sys.argv[1:]
     for device in devices:
         runtime = options["runtime"] if device == "cpu" else "torch"
-        results = {"machine": child(argv, "machine", device, runtime)}
-        for name, method_name, row_runtime, precision in rows_for(device, runtime):
-            results[name] = child(argv, method_name, device, row_runtime, precision)
+        rows = [("machine", "machine", runtime, "fp32"), *rows_for(device, runtime)]
+        rounds = [
+            {name: child(argv, method_name, device, row_runtime, precision)
+             for name, method_name, row_runtime, precision in rows}
+            for _ in range(options["repeats"])
+        ]  # fmt: skip
+        results = {name: median_run([runs[name] for runs in rounds]) for name, *_ in rows}
         results["bounds"] = child(argv, "bounds", device, runtime)
         where = (
             f"cpu: torch {torch.get_num_threads()} threads, ONNX Runtime {cpu_threads()}"

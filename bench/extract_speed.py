@@ -387,7 +387,7 @@ def rows_for(device: str, runtime: str) -> list[tuple[str, str, str, str]]:
 
 def median_run(runs: list[dict]) -> dict:
     """The run of median rate (the lower of the middle two for an even count) with the
-    rates of all runs as its `spread`: on a shared VM one row moves by 10-20% from minute to
+    rates of all runs as its `spread`: on a shared VM one row moves by 10-50% from minute to
     minute, so rounds of every row in turn, and their medians, steady the ratios."""
     key = "gflops" if "gflops" in runs[0] else "rate"
     ordered = sorted(runs, key=lambda run: run[key])
